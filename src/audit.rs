@@ -1,0 +1,95 @@
+//! Audit events: who created, revoked, rotated or reset which key, and when.
+//!
+//! Every management call emits one [`AuditEvent`] through an [`AuditSink`].
+//! The default sink, [`TracingAudit`], writes a `tracing` event at INFO level
+//! with target `keygate::audit`. Events carry ids only, never a secret.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::store::{AccountId, KeyId};
+
+/// What happened to a key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum AuditKind {
+    /// A key was created.
+    Created,
+    /// A key was revoked.
+    Revoked,
+    /// A key was rotated; `replacement` is the new key.
+    Rotated {
+        /// The key that replaces it.
+        replacement: KeyId,
+    },
+    /// A key's secret was reset under the same id.
+    SecretReset,
+}
+
+/// One management action on one key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEvent {
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: AuditKind,
+    /// The key it happened to.
+    pub key_id: KeyId,
+    /// The account that owns the key.
+    pub account: AccountId,
+    /// The account that asked for it (the parent, for sub-account keys).
+    pub actor: AccountId,
+    /// When it happened.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// Receives audit events. Implement it to ship events to your own log or table.
+pub trait AuditSink: Send + Sync + std::fmt::Debug + 'static {
+    /// Records one event. Must not block for long: it runs inside management calls.
+    fn record(&self, event: &AuditEvent);
+}
+
+/// The default sink: one `tracing` INFO event per audit event.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TracingAudit;
+
+impl AuditSink for TracingAudit {
+    fn record(&self, event: &AuditEvent) {
+        tracing::info!(
+            target: "keygate::audit",
+            kind = ?event.kind,
+            key_id = %event.key_id,
+            account = %event.account,
+            actor = %event.actor,
+            at = %event.at,
+            "api key event"
+        );
+    }
+}
+
+/// A sink that keeps events in memory; handy in tests and small services.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryAudit {
+    events: Arc<Mutex<Vec<AuditEvent>>>,
+}
+
+impl MemoryAudit {
+    /// An empty log. Clones share the same events.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A copy of the events recorded so far.
+    pub fn events(&self) -> Vec<AuditEvent> {
+        self.events.lock().clone()
+    }
+}
+
+impl AuditSink for MemoryAudit {
+    fn record(&self, event: &AuditEvent) {
+        self.events.lock().push(event.clone());
+    }
+}

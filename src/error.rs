@@ -1,0 +1,181 @@
+//! The two error types, by audience: [`AuthError`] for callers of verify (each
+//! variant maps to one HTTP status) and [`Error`] for management calls.
+//! No message ever contains a secret.
+
+use crate::key::{FormatError, MalformedReason};
+use crate::ratelimit::Decision;
+use crate::scope::ScopeError;
+use crate::store::{InvalidAccountId, StoreError};
+
+/// Why a request could not be authenticated or authorised.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No credential was presented. HTTP 401.
+    #[error("missing api key")]
+    Missing,
+    /// The credential is not shaped like a key of this product (wrong prefix,
+    /// length, alphabet or checksum); nothing was looked up. HTTP 401.
+    #[error("malformed api key: {reason}")]
+    Malformed {
+        /// What was wrong with it.
+        reason: MalformedReason,
+    },
+    /// Well formed, but no stored key matches. HTTP 401.
+    #[error("invalid api key")]
+    Invalid,
+    /// The key was revoked. HTTP 401.
+    #[error("api key revoked")]
+    Revoked,
+    /// The key has expired. HTTP 401.
+    #[error("api key expired")]
+    Expired,
+    /// The key is valid but lacks a required scope. HTTP 403.
+    #[error("api key lacks required scope: {required}")]
+    Forbidden {
+        /// The requirement that was not met, e.g. `subscribers:read`.
+        required: String,
+    },
+    /// The resource does not exist or belongs to another account. HTTP 404.
+    #[error("not found")]
+    NotFound,
+    /// The key exceeded its rate limit for this operation class. HTTP 429.
+    #[error("rate limit exceeded")]
+    RateLimited {
+        /// The limiter's decision, with the values for `RateLimit-*` and
+        /// `Retry-After` headers.
+        decision: Decision,
+    },
+    /// The key store or shared rate limiter cannot be reached. HTTP 503.
+    /// Never treated as success.
+    #[error("authentication temporarily unavailable")]
+    Unavailable,
+}
+
+impl AuthError {
+    /// The HTTP status code this error maps to.
+    ///
+    /// ```
+    /// use keygate::AuthError;
+    /// assert_eq!(AuthError::Revoked.status(), 401);
+    /// assert_eq!(AuthError::Unavailable.status(), 503);
+    /// ```
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Missing
+            | Self::Malformed { .. }
+            | Self::Invalid
+            | Self::Revoked
+            | Self::Expired => 401,
+            Self::Forbidden { .. } => 403,
+            Self::NotFound => 404,
+            Self::RateLimited { .. } => 429,
+            Self::Unavailable => 503,
+        }
+    }
+
+    /// A stable machine-readable code, e.g. `invalid_api_key`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing_api_key",
+            Self::Malformed { .. } => "malformed_api_key",
+            Self::Invalid => "invalid_api_key",
+            Self::Revoked => "revoked_api_key",
+            Self::Expired => "expired_api_key",
+            Self::Forbidden { .. } => "insufficient_scope",
+            Self::NotFound => "not_found",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Why a management call (create, list, revoke, rotate, …) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The key or account does not exist, or the caller does not own it.
+    #[error("not found")]
+    NotFound,
+    /// The account already has as many active keys as its profile allows.
+    #[error("key limit reached: an account may hold {limit} active keys; revoke one first")]
+    KeyLimitReached {
+        /// The limit that applies.
+        limit: u32,
+    },
+    /// A scope or bundle name is unknown (the message names it).
+    #[error(transparent)]
+    Scope(#[from] ScopeError),
+    /// The key is revoked, so it cannot be rotated or reset.
+    #[error("key is revoked")]
+    Revoked,
+    /// A request field is invalid (the message says which).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The account id is not acceptable.
+    #[error(transparent)]
+    Account(#[from] InvalidAccountId),
+    /// The account or key already exists.
+    #[error("already exists: {0}")]
+    Conflict(String),
+    /// The key store failed or cannot be reached.
+    #[error("key store error: {0}")]
+    Store(StoreError),
+}
+
+impl Error {
+    /// The HTTP status code this error maps to.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::NotFound => 404,
+            Self::KeyLimitReached { .. } | Self::Conflict(_) | Self::Revoked => 409,
+            Self::Scope(_) | Self::Invalid(_) | Self::Account(_) => 400,
+            Self::Store(StoreError::Unavailable(_)) => 503,
+            Self::Store(_) => 500,
+        }
+    }
+
+    /// A stable machine-readable code, e.g. `key_limit_reached`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound => "not_found",
+            Self::KeyLimitReached { .. } => "key_limit_reached",
+            Self::Scope(ScopeError::UnknownBundle(_)) => "unknown_bundle",
+            Self::Scope(_) => "invalid_scope",
+            Self::Revoked => "key_revoked",
+            Self::Invalid(_) => "invalid_request",
+            Self::Account(_) => "invalid_account",
+            Self::Conflict(_) => "conflict",
+            Self::Store(StoreError::Unavailable(_)) => "unavailable",
+            Self::Store(_) => "store_error",
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::NotFound,
+            StoreError::LimitReached { limit } => Self::KeyLimitReached { limit },
+            StoreError::Revoked => Self::Revoked,
+            StoreError::Conflict(m) => Self::Conflict(m),
+            other => Self::Store(other),
+        }
+    }
+}
+
+/// A configuration that cannot work, reported when an [`ApiKeys`](crate::ApiKeys) is built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A key format is unsafe or malformed.
+    #[error("invalid key format: {0}")]
+    Format(#[from] FormatError),
+    /// The default bundle is not in the catalog.
+    #[error("invalid scope configuration: {0}")]
+    Scope(#[from] ScopeError),
+    /// A persistent store was given without a pepper; keys would not verify
+    /// after a restart.
+    #[error("a pepper is required with a persistent store")]
+    MissingPepper,
+    /// Some other field is invalid (the message says which).
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}

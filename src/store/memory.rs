@@ -1,0 +1,250 @@
+//! The in-process store: the default backend, for tests, demos and services
+//! that keep keys for the life of the process.
+
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::RwLock;
+use time::OffsetDateTime;
+
+use super::{
+    AccountId, AccountRecord, KeyEntry, KeyId, KeyRecord, KeyStore, ListQuery, OldKey, StoreError,
+};
+use crate::hash::SecretHash;
+
+/// Keys and accounts in memory, behind one reader-writer lock. Reads (every
+/// verify) share the lock; writes are short.
+///
+/// ```
+/// # tokio_test_block_on(async {
+/// use keygate::{profiles, AccountId, ApiKeys, CreateKey, MemoryStore};
+///
+/// let api = ApiKeys::builder(profiles::mailjawn()).store(MemoryStore::new()).build().unwrap();
+/// let org = AccountId::new("org_1").unwrap();
+/// let key = api.create(&org, CreateKey::new("ci").bundle("sdk")).await.unwrap();
+/// assert!(api.verify(key.key.expose_secret()).await.is_ok());
+/// # });
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+/// # }
+/// ```
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: RwLock<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    by_id: HashMap<KeyId, Arc<KeyEntry>>,
+    by_lookup: HashMap<String, Vec<Arc<KeyEntry>>>,
+    by_account: HashMap<AccountId, BTreeSet<KeyId>>,
+    accounts: HashMap<AccountId, AccountRecord>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of keys stored, revoked ones included.
+    pub fn len(&self) -> usize {
+        self.inner.read().by_id.len()
+    }
+
+    /// True when no key is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Inner {
+    fn count_active(&self, account: &AccountId, format: &str, now: OffsetDateTime) -> usize {
+        self.by_account.get(account).map_or(0, |ids| {
+            ids.iter()
+                .filter_map(|id| self.by_id.get(id))
+                .filter(|e| e.record().format == format && e.record().is_active(now))
+                .count()
+        })
+    }
+
+    fn add(&mut self, record: KeyRecord) -> Result<(), StoreError> {
+        if self.by_id.contains_key(&record.id) {
+            return Err(StoreError::Conflict(format!("key {} exists", record.id)));
+        }
+        let entry = Arc::new(KeyEntry::new(record));
+        let r = entry.record();
+        self.by_account
+            .entry(r.account.clone())
+            .or_default()
+            .insert(r.id.clone());
+        self.by_lookup
+            .entry(r.lookup.clone())
+            .or_default()
+            .push(Arc::clone(&entry));
+        self.by_id.insert(r.id.clone(), entry);
+        Ok(())
+    }
+
+    /// Applies `change` to a key's record, swapping in a successor entry that
+    /// keeps the in-process state.
+    fn update(
+        &mut self,
+        id: &KeyId,
+        change: impl FnOnce(&mut KeyRecord) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let old = self.by_id.get(id).ok_or(StoreError::NotFound)?;
+        let mut record = old.record().clone();
+        change(&mut record)?;
+        let next = Arc::new(old.succeed(record));
+        let old_lookup = old.record().lookup.clone();
+        if let Some(list) = self.by_lookup.get_mut(&old_lookup) {
+            list.retain(|e| &e.record().id != id);
+            if list.is_empty() {
+                self.by_lookup.remove(&old_lookup);
+            }
+        }
+        self.by_lookup
+            .entry(next.record().lookup.clone())
+            .or_default()
+            .push(Arc::clone(&next));
+        self.by_id.insert(id.clone(), next);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl KeyStore for MemoryStore {
+    async fn create_account(&self, account: AccountRecord) -> Result<(), StoreError> {
+        let mut inner = self.inner.write();
+        if inner.accounts.contains_key(&account.id) {
+            return Err(StoreError::Conflict(format!(
+                "account {} exists",
+                account.id
+            )));
+        }
+        inner.accounts.insert(account.id.clone(), account);
+        Ok(())
+    }
+
+    async fn get_account(&self, id: &AccountId) -> Result<Option<AccountRecord>, StoreError> {
+        Ok(self.inner.read().accounts.get(id).cloned())
+    }
+
+    async fn insert_key(
+        &self,
+        record: KeyRecord,
+        limit: Option<u32>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.inner.write();
+        if let Some(limit) = limit {
+            if inner.count_active(&record.account, &record.format, now) >= limit as usize {
+                return Err(StoreError::LimitReached { limit });
+            }
+        }
+        inner.add(record)
+    }
+
+    async fn find_by_lookup(&self, lookup: &str) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
+        Ok(self
+            .inner
+            .read()
+            .by_lookup
+            .get(lookup)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn get_key(&self, id: &KeyId) -> Result<Option<Arc<KeyEntry>>, StoreError> {
+        Ok(self.inner.read().by_id.get(id).cloned())
+    }
+
+    async fn list_keys(
+        &self,
+        account: &AccountId,
+        query: &ListQuery,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let inner = self.inner.read();
+        let Some(ids) = inner.by_account.get(account) else {
+            return Ok(Vec::new());
+        };
+        let start = match &query.after {
+            Some(after) => Bound::Excluded(after),
+            None => Bound::Unbounded,
+        };
+        Ok(ids
+            .range::<KeyId, _>((start, Bound::Unbounded))
+            .filter_map(|id| inner.by_id.get(id))
+            .filter(|e| query.include_revoked || e.record().revoked_at.is_none())
+            .take(query.limit)
+            .map(|e| e.snapshot())
+            .collect())
+    }
+
+    async fn revoke_key(&self, id: &KeyId, at: OffsetDateTime) -> Result<(), StoreError> {
+        self.inner.write().update(id, |r| {
+            r.revoked_at.get_or_insert(at);
+            Ok(())
+        })
+    }
+
+    async fn replace_secret(
+        &self,
+        id: &KeyId,
+        lookup: &str,
+        hash: SecretHash,
+    ) -> Result<(), StoreError> {
+        self.inner.write().update(id, |r| {
+            if r.revoked_at.is_some() {
+                return Err(StoreError::Revoked);
+            }
+            r.lookup = lookup.to_owned();
+            r.hash = hash;
+            Ok(())
+        })
+    }
+
+    async fn rotate_key(
+        &self,
+        old: &KeyId,
+        new: KeyRecord,
+        old_key: OldKey,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.inner.write();
+        match inner.by_id.get(old) {
+            None => return Err(StoreError::NotFound),
+            Some(e) if e.record().revoked_at.is_some() => return Err(StoreError::Revoked),
+            Some(_) => {}
+        }
+        if inner.by_id.contains_key(&new.id) {
+            return Err(StoreError::Conflict(format!("key {} exists", new.id)));
+        }
+        inner.update(old, |r| {
+            match old_key {
+                OldKey::RevokeAt(at) => r.revoked_at = Some(at),
+                OldKey::ExpireAt(at) => {
+                    r.expires_at = Some(r.expires_at.map_or(at, |e| e.min(at)));
+                }
+            }
+            Ok(())
+        })?;
+        inner.add(new)
+    }
+
+    async fn record_last_used(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
+        let inner = self.inner.read();
+        for (id, at) in uses {
+            if let Some(e) = inner.by_id.get(id) {
+                e.touch(*at);
+            }
+        }
+        Ok(())
+    }
+
+    fn needs_last_used_flush(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,147 @@
+//! Storage: the [`KeyStore`] trait every backend implements, and its records.
+//!
+//! A store keeps accounts and key records; it never sees a plaintext secret.
+//! [`MemoryStore`] is the default, embedded backend. Lookup ids need not be
+//! unique: [`KeyStore::find_by_lookup`] returns every candidate (revoked ones
+//! too, so verify can say why a key fails) and the hash decides.
+
+mod memory;
+mod record;
+
+pub use memory::MemoryStore;
+pub use record::{
+    from_millis, to_millis, AccountId, AccountRecord, InvalidAccountId, KeyEntry, KeyId, KeyRecord,
+    MAX_ACCOUNT_ID_LEN,
+};
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::hash::SecretHash;
+
+/// What a store operation can fail with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot be reached (connection lost, pool timeout, closed pool).
+    #[error("key store unavailable: {0}")]
+    Unavailable(String),
+    /// The account already has `limit` active keys of this format.
+    #[error("key limit of {limit} reached")]
+    LimitReached {
+        /// The per-account limit that applies.
+        limit: u32,
+    },
+    /// No key or account with that id.
+    #[error("not found")]
+    NotFound,
+    /// The record conflicts with an existing one (duplicate id or account).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The operation does not apply to a revoked key.
+    #[error("key is revoked")]
+    Revoked,
+    /// Stored data could not be decoded.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+/// Which keys a listing returns and from where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Include revoked keys (kept for audit).
+    pub include_revoked: bool,
+    /// Return keys whose id sorts after this one (the previous page's last id).
+    pub after: Option<KeyId>,
+    /// The most keys to return.
+    pub limit: usize,
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        Self {
+            include_revoked: false,
+            after: None,
+            limit: 100,
+        }
+    }
+}
+
+/// What happens to the old key in [`KeyStore::rotate_key`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OldKey {
+    /// Revoke it at this time (normally now).
+    RevokeAt(OffsetDateTime),
+    /// Keep it working until this time (a grace period), then it expires.
+    ExpireAt(OffsetDateTime),
+}
+
+/// The storage seam. Every backend passes the same conformance suite.
+///
+/// Implementations must make [`insert_key`](Self::insert_key)'s limit check and
+/// insert one atomic step, so concurrent creates never exceed the limit.
+#[async_trait]
+pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Registers an account (optionally a sub-account of `parent`).
+    /// Fails with [`StoreError::Conflict`] if it exists.
+    async fn create_account(&self, account: AccountRecord) -> Result<(), StoreError>;
+
+    /// Reads an account; `None` if it was never registered.
+    async fn get_account(&self, id: &AccountId) -> Result<Option<AccountRecord>, StoreError>;
+
+    /// Inserts a key. With `limit`, first counts the account's active keys of the
+    /// same format (not revoked, not expired at `now`) and fails with
+    /// [`StoreError::LimitReached`] if there are already `limit`, atomically.
+    async fn insert_key(
+        &self,
+        record: KeyRecord,
+        limit: Option<u32>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    /// Every key whose lookup id equals `lookup`, revoked ones included.
+    async fn find_by_lookup(&self, lookup: &str) -> Result<Vec<Arc<KeyEntry>>, StoreError>;
+
+    /// One key by id.
+    async fn get_key(&self, id: &KeyId) -> Result<Option<Arc<KeyEntry>>, StoreError>;
+
+    /// An account's keys ordered by id (creation order), paginated.
+    async fn list_keys(
+        &self,
+        account: &AccountId,
+        query: &ListQuery,
+    ) -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// Soft-deletes a key: sets `revoked_at` and keeps the record. Revoking an
+    /// already revoked key changes nothing and succeeds.
+    async fn revoke_key(&self, id: &KeyId, at: OffsetDateTime) -> Result<(), StoreError>;
+
+    /// Replaces a key's lookup id and secret hash (secret reset). The old secret
+    /// stops verifying at once. Fails with [`StoreError::Revoked`] on revoked keys.
+    async fn replace_secret(
+        &self,
+        id: &KeyId,
+        lookup: &str,
+        hash: SecretHash,
+    ) -> Result<(), StoreError>;
+
+    /// Inserts `new` and revokes or schedules the expiry of `old`, atomically.
+    /// The account's key limit is not checked: a rotation replaces a key.
+    /// Fails with [`StoreError::Revoked`] if `old` is revoked.
+    async fn rotate_key(
+        &self,
+        old: &KeyId,
+        new: KeyRecord,
+        old_key: OldKey,
+    ) -> Result<(), StoreError>;
+
+    /// Records last-used times in one batch; later times win.
+    async fn record_last_used(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError>;
+
+    /// False when the entries this store hands out are its own storage, so a
+    /// stamp on the entry is already persisted and no flush is needed.
+    fn needs_last_used_flush(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,239 @@
+//! Identifiers and the records a [`KeyStore`](super::KeyStore) keeps.
+
+use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::hash::SecretHash;
+use crate::ratelimit::{KeyBuckets, Quota};
+use crate::scope::ScopeSet;
+
+/// The longest account id accepted, in bytes.
+pub const MAX_ACCOUNT_ID_LEN: usize = 128;
+
+/// A key's stable id, e.g. `key_0193a0c2f1e2Xk3…`. Ids sort roughly by creation time.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KeyId(String);
+
+impl KeyId {
+    /// A new id: `key_`, 12 hex digits of the creation time in milliseconds, then
+    /// 16 random base62 characters.
+    pub fn generate(now: OffsetDateTime) -> Self {
+        let millis = u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        let mut s = format!("key_{:012x}", millis & 0xffff_ffff_ffff);
+        crate::key::push_random_base62(&mut s, 16);
+        Self(s)
+    }
+
+    /// Wraps an id read from storage or a request path. Any string is accepted;
+    /// an id that names no key is simply not found.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({})", self.0)
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The account (organisation, user, tenant) a key belongs to. Chosen by the
+/// application: keygate never invents account ids.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AccountId(String);
+
+/// An account id that is empty, too long or contains control characters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("account id must be 1 to {MAX_ACCOUNT_ID_LEN} bytes without control characters")]
+pub struct InvalidAccountId;
+
+impl AccountId {
+    /// Validates and wraps an account id.
+    ///
+    /// ```
+    /// use keygate::AccountId;
+    /// assert!(AccountId::new("org_42").is_ok());
+    /// assert!(AccountId::new("").is_err());
+    /// ```
+    pub fn new(id: impl Into<String>) -> Result<Self, InvalidAccountId> {
+        let id = id.into();
+        if id.is_empty() || id.len() > MAX_ACCOUNT_ID_LEN || id.chars().any(char::is_control) {
+            return Err(InvalidAccountId);
+        }
+        Ok(Self(id))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AccountId({})", self.0)
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An account known to the store. Accounts that were never registered are
+/// treated as top-level accounts with no parent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRecord {
+    /// The account id.
+    pub id: AccountId,
+    /// The parent account, for sub-accounts.
+    pub parent: Option<AccountId>,
+    /// When the account was registered.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// Everything stored about one key. The secret itself is never stored: only
+/// its [`SecretHash`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// The key's id.
+    pub id: KeyId,
+    /// The account that owns the key.
+    pub account: AccountId,
+    /// The label given at creation.
+    pub name: String,
+    /// The key format's label (the token prefix, or `pair`).
+    pub format: String,
+    /// The lookup id: the token's first characters or a pair's public key.
+    pub lookup: String,
+    /// The hash of the secret.
+    pub hash: SecretHash,
+    /// The scope bundle chosen at creation, if any.
+    pub bundle: Option<String>,
+    /// Scopes granted in addition to the bundle (names or wildcards).
+    pub scopes: Vec<String>,
+    /// Per-class rate-limit overrides, by operation class name.
+    pub rate_limits: Vec<(String, Quota)>,
+    /// When the key was created.
+    pub created_at: OffsetDateTime,
+    /// When the key stops working, if ever.
+    pub expires_at: Option<OffsetDateTime>,
+    /// When the key last verified successfully, as last flushed to the store.
+    pub last_used_at: Option<OffsetDateTime>,
+    /// When the key was revoked; revoked keys are kept for audit.
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl KeyRecord {
+    /// True when the key is neither revoked nor expired at `now`.
+    pub fn is_active(&self, now: OffsetDateTime) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| e > now)
+    }
+
+    /// The redacted form shown in lists: the lookup id and an ellipsis.
+    pub fn redacted(&self) -> String {
+        crate::key::redact(&self.lookup)
+    }
+}
+
+/// A stored key as handed to the verify path: the record plus in-process state
+/// kept beside it (compiled scopes, rate-limit buckets, the latest last-used
+/// stamp), so a verify needs no second lookup.
+pub struct KeyEntry {
+    record: KeyRecord,
+    last_used_ms: AtomicI64,
+    pub(crate) scopes: OnceLock<ScopeSet>,
+    pub(crate) buckets: OnceLock<Arc<KeyBuckets>>,
+}
+
+const NEVER: i64 = i64::MIN;
+
+impl KeyEntry {
+    /// Wraps a record with fresh in-process state.
+    pub fn new(record: KeyRecord) -> Self {
+        let last = record.last_used_at.map_or(NEVER, to_millis);
+        Self {
+            record,
+            last_used_ms: AtomicI64::new(last),
+            scopes: OnceLock::new(),
+            buckets: OnceLock::new(),
+        }
+    }
+
+    /// A new entry for an updated record that keeps this entry's rate-limit
+    /// state and last-used stamp.
+    pub fn succeed(&self, record: KeyRecord) -> Self {
+        let next = Self::new(record);
+        next.last_used_ms
+            .fetch_max(self.last_used_ms.load(Ordering::Relaxed), Ordering::Relaxed);
+        if let Some(b) = self.buckets.get() {
+            let _ = next.buckets.set(Arc::clone(b));
+        }
+        next
+    }
+
+    /// The stored record.
+    pub fn record(&self) -> &KeyRecord {
+        &self.record
+    }
+
+    /// The latest last-used time known in this process.
+    pub fn last_used(&self) -> Option<OffsetDateTime> {
+        from_millis(self.last_used_ms.load(Ordering::Relaxed))
+    }
+
+    /// The record with `last_used_at` brought up to date from this process.
+    pub fn snapshot(&self) -> KeyRecord {
+        let mut r = self.record.clone();
+        r.last_used_at = self.last_used();
+        r
+    }
+
+    /// Stamps a use at `now`; returns true when the stamp moved to a new second,
+    /// i.e. when it is worth recording in the store.
+    pub(crate) fn touch(&self, now: OffsetDateTime) -> bool {
+        let ms = to_millis(now);
+        let prev = self.last_used_ms.fetch_max(ms, Ordering::Relaxed);
+        prev == NEVER || prev.div_euclid(1000) < ms.div_euclid(1000)
+    }
+}
+
+impl fmt::Debug for KeyEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyEntry")
+            .field("record", &self.record)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Milliseconds since the Unix epoch, the unit keygate stores times in.
+pub fn to_millis(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// The inverse of [`to_millis`]; `None` for values outside the supported range.
+pub fn from_millis(ms: i64) -> Option<OffsetDateTime> {
+    if ms == NEVER {
+        return None;
+    }
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+}
