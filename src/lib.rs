@@ -1,4 +1,66 @@
-//! keygate: API keys for Rust services.
+//! # keygate
+//!
+//! API keys for Rust services: generate keys in your product's own format
+//! (`mj_…`, `mk_live_…`, key + secret pairs), show them once, store only a
+//! hash, verify them in well under a microsecond, enforce scopes and bundles,
+//! and list, revoke, rotate, reset and expire them, for accounts and their
+//! sub-accounts.
+//!
+//! ```
+//! use keygate::{profiles, AccountId, ApiKeys, AuthError, CreateKey, ListOptions};
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! // One service per process; the in-memory store is the default.
+//! let api = ApiKeys::in_memory(profiles::mailjawn())?;
+//! let org = AccountId::new("org_42")?;
+//!
+//! // Create: the plaintext is returned exactly once; only its hash is stored.
+//! let new = api.create(&org, CreateKey::new("Production SDK").bundle("sdk")).await?;
+//! let presented = new.key.expose_secret().to_owned();
+//! assert!(presented.starts_with("mj_"));
+//!
+//! // Verify: a Principal says which key, which account, which scopes.
+//! let principal = api.verify(&presented).await?;
+//! assert_eq!(principal.account(), &org);
+//! assert!(api.require(&principal, "events:write").is_ok());
+//! assert_eq!(api.require(&principal, "emails:send").unwrap_err().status(), 403);
+//!
+//! // List: names, bundles and redacted ids, never the secret.
+//! let page = api.list(&org, ListOptions::default()).await?;
+//! assert_eq!(page.data[0].redacted, format!("{}…", &presented[..8]));
+//!
+//! // Revoke: the very next verify fails with 401.
+//! api.revoke(&org, &new.info.id).await?;
+//! let err = api.verify(&presented).await.unwrap_err();
+//! assert_eq!(err, AuthError::Revoked);
+//! assert_eq!(err.status(), 401);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
+//! ## Modules
+//!
+//! | module | job |
+//! |---|---|
+//! | [`key`] | key formats: generate, parse (with checksum), redact |
+//! | [`hash`] | HMAC-SHA256 with a versioned pepper; why not a password hash |
+//! | [`scope`] | scope catalogs, bundles, compiled bitsets |
+//! | [`ratelimit`] | per-key, per-operation-class token buckets |
+//! | [`store`] | the [`KeyStore`] trait and its backends |
+//! | [`profiles`] | MailJawn, Mailjet, MailChannels, MailKite and a default |
+//! | [`audit`] | audit events for management actions |
+//!
+//! ## Features
+//!
+//! | feature | default | adds |
+//! |---|---|---|
+//! | `memory` | yes | [`MemoryStore`] |
+//!
+//! ## Security
+//!
+//! Secrets never appear in `Debug` output, errors or serialized values; hashes
+//! are compared in constant time; randomness comes from the OS CSPRNG; the
+//! crate forbids `unsafe`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

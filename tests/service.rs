@@ -1,0 +1,582 @@
+//! Service-level behaviour of `ApiKeys` on the in-memory store.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use keygate::hash::SecretHash;
+use keygate::store::{AccountRecord, KeyEntry, KeyRecord, ListQuery, OldKey};
+use keygate::{
+    profiles, AccountId, ApiKeys, AuditKind, AuthError, Clock, CreateKey, Error, KeyId, KeyStore,
+    ListOptions, MalformedReason, ManualClock, MemoryAudit, MemoryStore, Rotation, StoreError,
+};
+use time::OffsetDateTime;
+
+fn acct(s: &str) -> AccountId {
+    AccountId::new(s).unwrap()
+}
+
+fn mailjawn(clock: &ManualClock) -> ApiKeys {
+    ApiKeys::builder(profiles::mailjawn())
+        .clock(clock.clone())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn created_key_verifies_and_its_secret_is_never_shown_again() {
+    let clock = ManualClock::new();
+    let api = mailjawn(&clock);
+    let org = acct("org_1");
+    let new = api
+        .create(&org, CreateKey::new("Production SDK").bundle("sdk"))
+        .await
+        .unwrap();
+    let secret = new.key.expose_secret().to_owned();
+
+    let p = api.verify(&secret).await.unwrap();
+    assert_eq!(p.key_id(), &new.info.id);
+    assert_eq!(p.account(), &org);
+    assert_eq!(p.bundle(), Some("sdk"));
+    assert_eq!(p.name(), "Production SDK");
+
+    // Neither Debug output nor serialized info nor the listing contain the secret.
+    assert!(!format!("{new:?}").contains(&secret));
+    assert!(!format!("{p:?}").contains(&secret));
+    let json = serde_json::to_string(&new.info).unwrap();
+    assert!(!json.contains(&secret[8..]));
+    let page = api.list(&org, ListOptions::default()).await.unwrap();
+    let listed = serde_json::to_string(&page).unwrap();
+    assert!(!listed.contains(&secret[8..]));
+    assert_eq!(page.data[0].redacted, format!("{}…", &secret[..8]));
+}
+
+#[tokio::test]
+async fn unknown_well_formed_key_is_invalid() {
+    let api = ApiKeys::in_memory(profiles::mailjawn()).unwrap();
+    let stranger = keygate::TokenFormat::new("mj_").lookup_len(8).generate();
+    assert_eq!(
+        api.verify(stranger.expose_secret()).await.unwrap_err(),
+        AuthError::Invalid
+    );
+}
+
+/// A store that counts lookups, to prove malformed keys never reach storage.
+#[derive(Debug, Default)]
+struct CountingStore {
+    inner: MemoryStore,
+    finds: AtomicUsize,
+}
+
+#[async_trait]
+impl KeyStore for CountingStore {
+    async fn create_account(&self, a: AccountRecord) -> Result<(), StoreError> {
+        self.inner.create_account(a).await
+    }
+    async fn get_account(&self, id: &AccountId) -> Result<Option<AccountRecord>, StoreError> {
+        self.inner.get_account(id).await
+    }
+    async fn insert_key(
+        &self,
+        r: KeyRecord,
+        limit: Option<u32>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.inner.insert_key(r, limit, now).await
+    }
+    async fn find_by_lookup(&self, lookup: &str) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
+        self.finds.fetch_add(1, Ordering::SeqCst);
+        self.inner.find_by_lookup(lookup).await
+    }
+    async fn get_key(&self, id: &KeyId) -> Result<Option<Arc<KeyEntry>>, StoreError> {
+        self.inner.get_key(id).await
+    }
+    async fn list_keys(&self, a: &AccountId, q: &ListQuery) -> Result<Vec<KeyRecord>, StoreError> {
+        self.inner.list_keys(a, q).await
+    }
+    async fn revoke_key(&self, id: &KeyId, at: OffsetDateTime) -> Result<(), StoreError> {
+        self.inner.revoke_key(id, at).await
+    }
+    async fn replace_secret(&self, id: &KeyId, l: &str, h: SecretHash) -> Result<(), StoreError> {
+        self.inner.replace_secret(id, l, h).await
+    }
+    async fn rotate_key(&self, old: &KeyId, new: KeyRecord, o: OldKey) -> Result<(), StoreError> {
+        self.inner.rotate_key(old, new, o).await
+    }
+    async fn record_last_used(&self, u: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
+        self.inner.record_last_used(u).await
+    }
+    fn needs_last_used_flush(&self) -> bool {
+        false
+    }
+}
+
+#[tokio::test]
+async fn malformed_keys_are_rejected_before_the_store() {
+    let store = Arc::new(CountingStore::default());
+    let api = ApiKeys::builder(profiles::mailjawn())
+        .shared_store(store.clone())
+        .build()
+        .unwrap();
+    let good = api
+        .create(&acct("o"), CreateKey::new("k").bundle("sdk"))
+        .await
+        .unwrap();
+    let good = good.key.expose_secret().to_owned();
+    let mut typo = good.clone().into_bytes();
+    typo[12] = if typo[12] == b'x' { b'y' } else { b'x' };
+    let typo = String::from_utf8(typo).unwrap();
+    let cases: Vec<(String, MalformedReason)> = vec![
+        (String::new(), MalformedReason::Empty),
+        ("x".repeat(1 << 20), MalformedReason::Length),
+        (format!("sk_{}", &good[3..]), MalformedReason::Prefix),
+        ("é".repeat(good.len() / 2), MalformedReason::Length),
+        (typo, MalformedReason::Checksum),
+        (good.replace("mj_", "mj-"), MalformedReason::Prefix),
+    ];
+    for (input, reason) in cases {
+        assert_eq!(
+            api.verify(&input).await.unwrap_err(),
+            AuthError::Malformed { reason },
+            "input of {} bytes",
+            input.len()
+        );
+    }
+    assert_eq!(store.finds.load(Ordering::SeqCst), 0);
+    api.verify(&good).await.unwrap();
+    assert_eq!(store.finds.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn revoked_key_is_rejected_immediately_and_kept_for_audit() {
+    let audit = MemoryAudit::new();
+    let api = ApiKeys::builder(profiles::mailjawn())
+        .audit(audit.clone())
+        .build()
+        .unwrap();
+    let org = acct("org");
+    let k = api
+        .create(&org, CreateKey::new("ci").bundle("full_access"))
+        .await
+        .unwrap();
+    api.verify(k.key.expose_secret()).await.unwrap();
+    api.revoke(&org, &k.info.id).await.unwrap();
+    let err = api.verify(k.key.expose_secret()).await.unwrap_err();
+    assert_eq!(err, AuthError::Revoked);
+    assert_eq!(err.status(), 401);
+    // Revoking again is harmless; the record is kept and listed on request.
+    api.revoke(&org, &k.info.id).await.unwrap();
+    assert!(api
+        .list(&org, ListOptions::default())
+        .await
+        .unwrap()
+        .data
+        .is_empty());
+    let all = api
+        .list(
+            &org,
+            ListOptions {
+                include_revoked: true,
+                ..ListOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.data.len(), 1);
+    assert!(all.data[0].revoked_at.is_some());
+    let kinds: Vec<AuditKind> = audit.events().into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [AuditKind::Created, AuditKind::Revoked]);
+}
+
+#[tokio::test]
+async fn keys_expire_at_their_expiry_time() {
+    let clock = ManualClock::new();
+    let api = mailjawn(&clock);
+    let org = acct("org");
+    let past = CreateKey::new("old").bundle("sdk").expires_at(clock.now());
+    assert!(matches!(
+        api.create(&org, past).await.unwrap_err(),
+        Error::Invalid(_)
+    ));
+    let k = api
+        .create(
+            &org,
+            CreateKey::new("temp")
+                .bundle("sdk")
+                .expires_at(clock.now() + Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+    api.verify(k.key.expose_secret()).await.unwrap();
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(
+        api.verify(k.key.expose_secret()).await.unwrap_err(),
+        AuthError::Expired
+    );
+}
+
+#[tokio::test]
+async fn rotation_keeps_name_scopes_and_revokes_the_old_key() {
+    let clock = ManualClock::new();
+    let api = mailjawn(&clock);
+    let org = acct("org");
+    let old = api
+        .create(&org, CreateKey::new("agent").bundle("mcp"))
+        .await
+        .unwrap();
+    let new = api
+        .rotate(&org, &old.info.id, Rotation::Immediate)
+        .await
+        .unwrap();
+    assert_ne!(new.info.id, old.info.id);
+    assert_eq!(new.info.name, "agent");
+    assert_eq!(new.info.bundle.as_deref(), Some("mcp"));
+    assert_eq!(
+        api.verify(old.key.expose_secret()).await.unwrap_err(),
+        AuthError::Revoked
+    );
+    let p = api.verify(new.key.expose_secret()).await.unwrap();
+    assert!(api.require(&p, "campaigns:write").is_ok());
+    // A revoked key cannot be rotated again.
+    assert_eq!(
+        api.rotate(&org, &old.info.id, Rotation::Immediate)
+            .await
+            .unwrap_err(),
+        Error::Revoked
+    );
+}
+
+#[tokio::test]
+async fn rotation_with_grace_keeps_both_keys_working_until_it_ends() {
+    let clock = ManualClock::new();
+    let api = mailjawn(&clock);
+    let org = acct("org");
+    let old = api
+        .create(&org, CreateKey::new("ios").bundle("sdk"))
+        .await
+        .unwrap();
+    let new = api
+        .rotate(
+            &org,
+            &old.info.id,
+            Rotation::Grace(Duration::from_secs(600)),
+        )
+        .await
+        .unwrap();
+    api.verify(old.key.expose_secret()).await.unwrap();
+    api.verify(new.key.expose_secret()).await.unwrap();
+    clock.advance(Duration::from_secs(601));
+    assert_eq!(
+        api.verify(old.key.expose_secret()).await.unwrap_err(),
+        AuthError::Expired
+    );
+    api.verify(new.key.expose_secret()).await.unwrap();
+}
+
+#[tokio::test]
+async fn verify_checks_every_candidate_sharing_a_lookup_id() {
+    let store = Arc::new(MemoryStore::new());
+    let api = ApiKeys::builder(profiles::mailjawn())
+        .shared_store(store.clone())
+        .build()
+        .unwrap();
+    let org = acct("org");
+    let real = api
+        .create(&org, CreateKey::new("real").bundle("sdk"))
+        .await
+        .unwrap();
+    // A decoy that shares the lookup id but hashes something else, inserted first.
+    let now = OffsetDateTime::now_utc();
+    let decoy = KeyRecord {
+        id: KeyId::new("key_decoy"),
+        account: acct("other"),
+        name: "decoy".into(),
+        format: "mj_".into(),
+        lookup: real.key.lookup().to_owned(),
+        hash: SecretHash::sha256("something else"),
+        bundle: Some("full_access".into()),
+        scopes: vec![],
+        rate_limits: vec![],
+        created_at: now,
+        expires_at: None,
+        last_used_at: None,
+        revoked_at: None,
+    };
+    store.insert_key(decoy, None, now).await.unwrap();
+    assert_eq!(
+        store.find_by_lookup(real.key.lookup()).await.unwrap().len(),
+        2
+    );
+    let p = api.verify(real.key.expose_secret()).await.unwrap();
+    assert_eq!(p.key_id(), &real.info.id);
+}
+
+#[tokio::test]
+async fn unknown_scopes_and_bundles_are_named_in_the_error() {
+    let api = ApiKeys::in_memory(profiles::mailjawn()).unwrap();
+    let org = acct("org");
+    let e = api
+        .create(&org, CreateKey::new("x").bundle("admin"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.to_string(), "unknown bundle 'admin'");
+    let e = api
+        .create(&org, CreateKey::new("x").scopes(["subscribers:delete"]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.to_string(), "unknown scope 'subscribers:delete'");
+    let e = api
+        .create(&org, CreateKey::new("   ").bundle("sdk"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Invalid(_)));
+    let e = api
+        .create(&org, CreateKey::new("no scopes"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Invalid(_)));
+}
+
+#[tokio::test]
+async fn explicit_scopes_and_wildcards_are_enforced() {
+    let api = ApiKeys::in_memory(profiles::mailjawn()).unwrap();
+    let org = acct("org");
+    let k = api
+        .create(
+            &org,
+            CreateKey::new("reader").scopes(["subscribers:read", "stats:*"]),
+        )
+        .await
+        .unwrap();
+    let p = api.verify(k.key.expose_secret()).await.unwrap();
+    assert!(api.require(&p, "subscribers:read").is_ok());
+    assert!(api.require(&p, "stats:read").is_ok());
+    assert_eq!(
+        api.require(&p, "subscribers:write").unwrap_err(),
+        AuthError::Forbidden {
+            required: "subscribers:write".into()
+        }
+    );
+    assert_eq!(api.require(&p, "no:such").unwrap_err().status(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_never_exceed_the_key_limit() {
+    let mut profile = profiles::mailchannels();
+    profile.key_limit = Some(10);
+    let api = ApiKeys::in_memory(profile).unwrap();
+    let org = acct("org");
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let api = api.clone();
+        let org = org.clone();
+        tasks.push(tokio::spawn(async move {
+            api.create(&org, CreateKey::new(format!("k{i}")).scopes(["api"]))
+                .await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => assert_eq!(e, Error::KeyLimitReached { limit: 10 }),
+        }
+    }
+    assert_eq!(ok, 10);
+    let page = api.list(&org, ListOptions::default()).await.unwrap();
+    assert_eq!(page.data.len(), 10);
+}
+
+#[tokio::test]
+async fn last_used_is_stamped_on_verify() {
+    let clock = ManualClock::new();
+    let api = mailjawn(&clock);
+    let org = acct("org");
+    let k = api
+        .create(&org, CreateKey::new("k").bundle("sdk"))
+        .await
+        .unwrap();
+    assert_eq!(api.get(&org, &k.info.id).await.unwrap().last_used_at, None);
+    clock.advance(Duration::from_secs(5));
+    api.verify(k.key.expose_secret()).await.unwrap();
+    let info = api.get(&org, &k.info.id).await.unwrap();
+    assert_eq!(info.last_used_at, Some(clock.now()));
+}
+
+#[tokio::test]
+async fn listing_paginates_in_creation_order() {
+    let clock = ManualClock::new();
+    let api = mailjawn(&clock);
+    let org = acct("org");
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        clock.advance(Duration::from_millis(2));
+        let k = api
+            .create(&org, CreateKey::new(format!("key {i} ✓")).bundle("sdk"))
+            .await
+            .unwrap();
+        ids.push(k.info.id);
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = api
+            .list(
+                &org,
+                ListOptions {
+                    after,
+                    limit: 10,
+                    ..ListOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+        seen.extend(page.data.iter().map(|k| k.id.clone()));
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    let bad = ListOptions {
+        limit: 0,
+        ..ListOptions::default()
+    };
+    assert!(matches!(
+        api.list(&org, bad).await.unwrap_err(),
+        Error::Invalid(_)
+    ));
+}
+
+#[tokio::test]
+async fn other_accounts_see_not_found() {
+    let api = ApiKeys::in_memory(profiles::mailjawn()).unwrap();
+    let a = acct("a");
+    let b = acct("b");
+    let k = api
+        .create(&a, CreateKey::new("k").bundle("sdk"))
+        .await
+        .unwrap();
+    assert_eq!(api.get(&b, &k.info.id).await.unwrap_err(), Error::NotFound);
+    assert_eq!(
+        api.revoke(&b, &k.info.id).await.unwrap_err(),
+        Error::NotFound
+    );
+    assert_eq!(
+        api.rotate(&b, &k.info.id, Rotation::Immediate)
+            .await
+            .unwrap_err(),
+        Error::NotFound
+    );
+    assert_eq!(
+        api.reset_secret(&b, &k.info.id).await.unwrap_err(),
+        Error::NotFound
+    );
+    assert_eq!(
+        api.get(&a, &KeyId::new("key_nope")).await.unwrap_err(),
+        Error::NotFound
+    );
+    assert_eq!(
+        api.list_for(&b, &a, ListOptions::default())
+            .await
+            .unwrap_err(),
+        Error::NotFound
+    );
+    // Still works for its owner.
+    api.verify(k.key.expose_secret()).await.unwrap();
+}
+
+/// A store whose backend is down.
+#[derive(Debug)]
+struct DownStore;
+
+#[async_trait]
+impl KeyStore for DownStore {
+    async fn create_account(&self, _: AccountRecord) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn get_account(&self, _: &AccountId) -> Result<Option<AccountRecord>, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn insert_key(
+        &self,
+        _: KeyRecord,
+        _: Option<u32>,
+        _: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn find_by_lookup(&self, _: &str) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn get_key(&self, _: &KeyId) -> Result<Option<Arc<KeyEntry>>, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn list_keys(&self, _: &AccountId, _: &ListQuery) -> Result<Vec<KeyRecord>, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn revoke_key(&self, _: &KeyId, _: OffsetDateTime) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn replace_secret(&self, _: &KeyId, _: &str, _: SecretHash) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn rotate_key(&self, _: &KeyId, _: KeyRecord, _: OldKey) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn record_last_used(&self, _: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+}
+
+#[tokio::test]
+async fn an_unavailable_store_is_503_never_a_principal() {
+    let api = ApiKeys::builder(profiles::mailjawn())
+        .store(DownStore)
+        .pepper(keygate::Pepper::new(1, [3u8; 32]).unwrap())
+        .build()
+        .unwrap();
+    let key = keygate::TokenFormat::new("mj_").lookup_len(8).generate();
+    let err = api.verify(key.expose_secret()).await.unwrap_err();
+    assert_eq!(err, AuthError::Unavailable);
+    assert_eq!(err.status(), 503);
+    let e = api
+        .create(&acct("o"), CreateKey::new("k").bundle("sdk"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), 503);
+}
+
+#[tokio::test]
+async fn persistent_stores_require_a_pepper() {
+    let err = ApiKeys::builder(profiles::mailjawn())
+        .store(DownStore)
+        .build()
+        .unwrap_err();
+    assert_eq!(err, keygate::ConfigError::MissingPepper);
+}
+
+#[tokio::test]
+async fn keys_made_with_an_old_pepper_verify_after_pepper_rotation() {
+    let store = Arc::new(MemoryStore::new());
+    let old = keygate::Pepper::new(1, [1u8; 32]).unwrap();
+    let before = ApiKeys::builder(profiles::mailjawn())
+        .shared_store(store.clone())
+        .pepper(old.clone())
+        .build()
+        .unwrap();
+    let k = before
+        .create(&acct("o"), CreateKey::new("k").bundle("sdk"))
+        .await
+        .unwrap();
+    let hasher = keygate::Hasher::new(keygate::Pepper::new(2, [2u8; 32]).unwrap())
+        .with_previous(old)
+        .unwrap();
+    let after = ApiKeys::builder(profiles::mailjawn())
+        .shared_store(store)
+        .hasher(hasher)
+        .build()
+        .unwrap();
+    after.verify(k.key.expose_secret()).await.unwrap();
+}
