@@ -87,3 +87,8 @@ pub use service::{
     MAX_NAME_LEN, MAX_PAGE_SIZE,
 };
 pub use store::{AccountId, KeyId, KeyStore, MemoryStore, StoreError};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

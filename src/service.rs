@@ -257,10 +257,6 @@ impl Principal {
             })
         }
     }
-
-    pub(crate) fn entry(&self) -> &Arc<KeyEntry> {
-        &self.entry
-    }
 }
 
 impl fmt::Debug for Principal {

@@ -51,13 +51,22 @@ pub(crate) fn push_random_hex(out: &mut String, len: usize) {
 }
 
 /// True when every byte is in the base62 alphabet.
+///
+/// Branch-free over the whole input (no early exit) so it vectorises; inputs
+/// are already bounded by the format's length.
 pub(crate) fn is_base62(s: &[u8]) -> bool {
-    s.iter().all(u8::is_ascii_alphanumeric)
+    s.iter().fold(true, |ok, &b| {
+        let digit = b.wrapping_sub(b'0') < 10;
+        let letter = (b | 0x20).wrapping_sub(b'a') < 26;
+        ok & (digit | letter)
+    })
 }
 
 /// True when every byte is a lowercase hex digit.
 pub(crate) fn is_lower_hex(s: &[u8]) -> bool {
-    s.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    s.iter().fold(true, |ok, &b| {
+        ok & ((b.wrapping_sub(b'0') < 10) | (b.wrapping_sub(b'a') < 6))
+    })
 }
 
 /// Length of a checksum: a CRC32 fits in 6 base62 digits (62^6 > 2^32).

@@ -528,7 +528,7 @@ mod tests {
             Err(MalformedReason::Separator)
         );
         assert_eq!(
-            f.parse(&joined.to_uppercase().replace(':', ":")),
+            f.parse(&joined.to_uppercase()),
             Err(MalformedReason::Alphabet)
         );
     }
