@@ -3,4 +3,9 @@
 #![deny(missing_docs)]
 
 pub mod clock;
+pub mod ratelimit;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use ratelimit::{
+    Bucket, Decision, KeyBuckets, KeyedBuckets, LimiterUnavailable, LocalRateLimiter, Quota,
+    QuotaError, RateLimiter,
+};
