@@ -81,6 +81,10 @@ pub use error::{AuthError, ConfigError, Error};
 pub use hash::{Hasher, Pepper};
 pub use key::{Credential, KeyFormat, MalformedReason, PairFormat, PlaintextKey, TokenFormat};
 pub use profiles::{CredentialSource, Profile};
+pub use ratelimit::{
+    Bucket, Decision, KeyBuckets, KeyedBuckets, LimiterUnavailable, LocalRateLimiter, Quota,
+    QuotaError, RateLimiter,
+};
 pub use scope::{Requirement, ScopeCatalog, ScopeSet};
 pub use service::{
     ApiKeys, ApiKeysBuilder, CreateKey, KeyInfo, ListOptions, NewKey, Page, Principal, Rotation,

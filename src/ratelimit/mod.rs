@@ -1,13 +1,26 @@
-//! placeholder
-#![allow(missing_docs)]
-use serde::{Deserialize, Serialize};
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Quota {
-    limit: u32,
-}
-#[derive(Debug)]
-pub struct KeyBuckets;
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Decision {
-    pub allowed: bool,
-}
+//! Per-key rate limiting.
+//!
+//! This module decides whether a request made with an API key fits that key's
+//! [`Quota`] for an operation class, using the generic cell rate algorithm
+//! (GCRA): each key keeps one [`Bucket`] per class — a single atomic word
+//! holding a theoretical arrival time — inside a [`KeyBuckets`] slot that the
+//! service stores beside its cached key record, and [`LocalRateLimiter`]
+//! checks it lock-free against a [`Clock`](crate::Clock), returning a
+//! [`Decision`] with everything the `RateLimit-*` and `Retry-After` headers
+//! need. The [`RateLimiter`] trait is the seam for limiters shared between
+//! service instances; [`KeyedBuckets`] holds slots by key id for callers with
+//! no cache of their own. Nothing here does I/O.
+
+mod decision;
+mod gcra;
+mod keyed;
+mod limiter;
+mod local;
+mod quota;
+
+pub use decision::Decision;
+pub use gcra::{Bucket, KeyBuckets};
+pub use keyed::KeyedBuckets;
+pub use limiter::{LimiterUnavailable, RateLimiter};
+pub use local::LocalRateLimiter;
+pub use quota::{Quota, QuotaError};

@@ -1,0 +1,296 @@
+//! The generic cell rate algorithm (GCRA) on a single atomic word.
+//!
+//! A bucket stores one number, the *theoretical arrival time* (TAT): the
+//! monotonic instant, in nanoseconds, at which the bucket would be full again.
+//! Any TAT at or before now means "full", so the initial value 0 is a fresh
+//! bucket at every instant, including time 0 itself. A request at `now` is
+//! admitted when `max(TAT, now) + interval - now <= tolerance`, where
+//! `interval = period / limit` and `tolerance = interval * burst`; admitting
+//! moves TAT to `max(TAT, now) + interval`. A denial leaves the state alone.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::{Decision, Quota};
+
+/// One rate-limit bucket: GCRA state in a single `AtomicU64`.
+///
+/// Checks are lock-free (a compare-and-swap loop) and take the current time
+/// from the caller as monotonic nanoseconds (see
+/// [`Clock::monotonic_nanos`](crate::Clock::monotonic_nanos)), so a bucket
+/// never reads a clock itself. A fresh bucket admits exactly `burst` requests
+/// at one instant, then one per emission interval.
+///
+/// The bucket does not remember its quota: always check it against the same
+/// one (changing quotas is allowed and takes effect from the next check).
+///
+/// ```
+/// use keygate::{Bucket, Quota};
+/// use std::time::Duration;
+///
+/// let quota = Quota::per_second(10)?.with_burst(3)?;
+/// let bucket = Bucket::new();
+/// let now = 5_000_000_000; // 5 s on the monotonic clock
+/// assert!(bucket.check(&quota, now).allowed);
+/// assert!(bucket.check(&quota, now).allowed);
+/// assert!(bucket.check(&quota, now).allowed);
+/// let denied = bucket.check(&quota, now);
+/// assert!(!denied.allowed);
+/// assert_eq!(denied.retry_after, Some(Duration::from_millis(100)));
+///
+/// // One emission interval later, one more request fits.
+/// assert!(bucket.check(&quota, now + 100_000_000).allowed);
+/// assert!(!bucket.is_idle(now + 100_000_000));
+/// assert!(bucket.is_idle(now + 400_000_000));
+/// # Ok::<(), keygate::QuotaError>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct Bucket {
+    /// Theoretical arrival time in monotonic nanoseconds; at or before now
+    /// means the bucket is full, so 0 is always fresh.
+    tat: AtomicU64,
+}
+
+impl Bucket {
+    /// A full bucket.
+    pub const fn new() -> Self {
+        Self {
+            tat: AtomicU64::new(0),
+        }
+    }
+
+    /// Checks one request at monotonic time `now_nanos` against `quota`,
+    /// consuming a token if it is admitted.
+    ///
+    /// Times should not run backwards for one bucket; if they do, the earlier
+    /// time is judged against the later state, which can only deny more.
+    #[inline]
+    pub fn check(&self, quota: &Quota, now_nanos: u64) -> Decision {
+        let interval = quota.interval_nanos();
+        let tolerance = quota.tolerance_nanos();
+        // Relaxed is enough: the bucket is a single word and publishes no
+        // other memory; the compare-and-swap alone makes each admission count.
+        let mut tat = self.tat.load(Ordering::Relaxed);
+        loop {
+            let start = tat.max(now_nanos);
+            let new_tat = start.saturating_add(interval);
+            // new_tat > now_nanos (interval >= 1) unless saturated.
+            let ahead = new_tat - now_nanos;
+            if ahead > tolerance {
+                return Decision {
+                    allowed: false,
+                    limit: quota.burst(),
+                    remaining: 0,
+                    reset: Duration::from_nanos(start - now_nanos),
+                    retry_after: Some(Duration::from_nanos(ahead - tolerance)),
+                };
+            }
+            match self
+                .tat
+                .compare_exchange_weak(tat, new_tat, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    // (tolerance - ahead) / interval < burst, so it fits in u32.
+                    let remaining = ((tolerance - ahead) / interval) as u32;
+                    return Decision {
+                        allowed: true,
+                        limit: quota.burst(),
+                        remaining,
+                        reset: Duration::from_nanos(ahead),
+                        retry_after: None,
+                    };
+                }
+                Err(current) => tat = current,
+            }
+        }
+    }
+
+    /// Whether the bucket is full at `now_nanos`, i.e. indistinguishable from
+    /// a fresh [`Bucket::new`] for every quota.
+    pub fn is_idle(&self, now_nanos: u64) -> bool {
+        self.tat.load(Ordering::Relaxed) <= now_nanos
+    }
+}
+
+/// The rate-limit state of one API key: one [`Bucket`] per operation class.
+///
+/// The service keeps this beside its cached key record, so a rate-limit check
+/// is an index into a slice and needs no second map lookup. All buckets are
+/// allocated once, up front, in one allocation of one `AtomicU64` per class.
+///
+/// ```
+/// use keygate::{KeyBuckets, Quota};
+///
+/// let read = Quota::per_second(100)?;
+/// let slot = KeyBuckets::new(2); // class 0: read, class 1: write
+/// let decision = slot.bucket(0).expect("class 0 exists").check(&read, 0);
+/// assert!(decision.allowed);
+/// assert!(slot.bucket(2).is_none());
+/// assert!(!slot.is_idle(0));
+/// assert!(slot.is_idle(1_000_000_000));
+/// # Ok::<(), keygate::QuotaError>(())
+/// ```
+#[derive(Debug)]
+pub struct KeyBuckets {
+    buckets: Box<[Bucket]>,
+}
+
+impl KeyBuckets {
+    /// `n_classes` fresh buckets, indexed `0..n_classes`.
+    pub fn new(n_classes: usize) -> Self {
+        Self {
+            buckets: (0..n_classes).map(|_| Bucket::new()).collect(),
+        }
+    }
+
+    /// The bucket for operation class `class_index`, or `None` if out of range.
+    #[inline]
+    pub fn bucket(&self, class_index: usize) -> Option<&Bucket> {
+        self.buckets.get(class_index)
+    }
+
+    /// The number of operation classes.
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Whether there are no operation classes.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+
+    /// Whether every bucket is full at `now_nanos`, so dropping this state
+    /// and starting afresh later would change nothing.
+    pub fn is_idle(&self, now_nanos: u64) -> bool {
+        self.buckets.iter().all(|b| b.is_idle(now_nanos))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+    const SEC: u64 = 1_000_000_000;
+
+    #[test]
+    fn fresh_bucket_admits_exactly_burst_at_time_zero() {
+        for burst in [1, 2, 7, 100] {
+            let q = Quota::per_second(10).unwrap().with_burst(burst).unwrap();
+            let b = Bucket::new();
+            for _ in 0..burst {
+                assert!(b.check(&q, 0).allowed);
+            }
+            let d = b.check(&q, 0);
+            assert!(!d.allowed);
+            assert_eq!(d.retry_after, Some(Duration::from_millis(100)));
+        }
+    }
+
+    #[test]
+    fn remaining_counts_down_from_burst_minus_one() {
+        let q = Quota::per_second(5).unwrap().with_burst(4).unwrap();
+        let b = Bucket::new();
+        let now = 3 * SEC;
+        for expected in (0..4).rev() {
+            let d = b.check(&q, now);
+            assert!(d.allowed);
+            assert_eq!(d.limit, 4);
+            assert_eq!(d.remaining, expected);
+            assert_eq!(d.retry_after, None);
+            assert_eq!(d.reset, Duration::from_millis(200 * (4 - expected as u64)));
+        }
+        let d = b.check(&q, now);
+        assert!(!d.allowed);
+        assert_eq!(d.remaining, 0);
+        assert_eq!(d.reset, Duration::from_millis(800));
+    }
+
+    #[test]
+    fn admits_exactly_at_retry_after_and_not_before() {
+        let q = Quota::per_second(10).unwrap().with_burst(2).unwrap();
+        let b = Bucket::new();
+        let _ = b.check(&q, 0);
+        let _ = b.check(&q, 0);
+        let d = b.check(&q, 30 * MS);
+        let retry = d.retry_after.unwrap();
+        assert_eq!(retry, Duration::from_millis(70));
+        let at = 30 * MS + retry.as_nanos() as u64;
+        assert!(!b.check(&q, at - 1).allowed);
+        let d = b.check(&q, at);
+        assert!(d.allowed);
+        assert_eq!(d.remaining, 0);
+    }
+
+    #[test]
+    fn steady_rate_after_burst() {
+        let q = Quota::per_second(10).unwrap().with_burst(1).unwrap();
+        let b = Bucket::new();
+        let mut admitted = 0;
+        // Every 10 ms for one second: one admission per 100 ms.
+        for i in 0..100 {
+            if b.check(&q, i * 10 * MS).allowed {
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, 10);
+    }
+
+    #[test]
+    fn refills_to_full_after_reset() {
+        let q = Quota::per_minute(100).unwrap();
+        let b = Bucket::new();
+        let mut last = None;
+        for _ in 0..100 {
+            last = Some(b.check(&q, 0));
+        }
+        let reset = last.unwrap().reset;
+        assert_eq!(reset, Duration::from_secs(60));
+        let now = reset.as_nanos() as u64;
+        assert!(!b.is_idle(now - 1));
+        assert!(b.is_idle(now));
+        for _ in 0..100 {
+            assert!(b.check(&q, now).allowed);
+        }
+        assert!(!b.check(&q, now).allowed);
+    }
+
+    #[test]
+    fn time_going_backwards_only_denies_more() {
+        let q = Quota::per_second(1).unwrap();
+        let b = Bucket::new();
+        assert!(b.check(&q, 10 * SEC).allowed);
+        let d = b.check(&q, 5 * SEC);
+        assert!(!d.allowed);
+        // Admissible again at 11 s, as for a request made at 10 s.
+        assert_eq!(d.retry_after, Some(Duration::from_secs(6)));
+    }
+
+    #[test]
+    fn saturates_near_the_end_of_time() {
+        let q = Quota::per_second(1).unwrap().with_burst(2).unwrap();
+        let b = Bucket::new();
+        let now = u64::MAX - 1;
+        assert!(b.check(&q, now).allowed);
+        // No overflow panic; the state pins at u64::MAX.
+        let _ = b.check(&q, now);
+        let _ = b.check(&q, u64::MAX);
+        assert!(b.is_idle(u64::MAX));
+    }
+
+    #[test]
+    fn key_buckets_are_independent() {
+        let q = Quota::per_second(1).unwrap();
+        let slot = KeyBuckets::new(3);
+        assert_eq!(slot.len(), 3);
+        assert!(!slot.is_empty());
+        assert!(slot.is_idle(0));
+        assert!(slot.bucket(0).unwrap().check(&q, 0).allowed);
+        assert!(!slot.bucket(0).unwrap().check(&q, 0).allowed);
+        assert!(slot.bucket(1).unwrap().check(&q, 0).allowed);
+        assert!(slot.bucket(3).is_none());
+        assert!(!slot.is_idle(SEC - 1));
+        assert!(slot.is_idle(SEC));
+        assert!(KeyBuckets::new(0).is_idle(0));
+    }
+}

@@ -1,0 +1,323 @@
+//! Rate-limit quotas: how many requests, over what period, with what burst.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize, Serializer};
+
+/// Why a [`Quota`] could not be built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum QuotaError {
+    /// The limit was zero; a quota must admit at least one request per period.
+    #[error("quota limit must be greater than zero")]
+    ZeroLimit,
+    /// The period was zero.
+    #[error("quota period must be greater than zero")]
+    ZeroPeriod,
+    /// The burst was zero; a quota must admit at least one request at once.
+    #[error("quota burst must be greater than zero")]
+    ZeroBurst,
+    /// The period is shorter than `limit` nanoseconds, so the time between two
+    /// requests (the emission interval, `period / limit`) rounds down to zero.
+    #[error("quota emission interval (period / limit) is less than one nanosecond")]
+    ZeroEmissionInterval,
+    /// The burst tolerance (`emission interval * burst`) does not fit in a
+    /// `u64` number of nanoseconds (about 584 years).
+    #[error("quota burst tolerance (period / limit * burst) overflows u64 nanoseconds")]
+    BurstToleranceOverflow,
+}
+
+/// A rate: `limit` requests per `period`, admitting up to `burst` at once.
+///
+/// Requests are spread evenly: one is admitted every *emission interval*
+/// (`period / limit`, rounded down to whole nanoseconds), and an idle key may
+/// spend up to `burst` requests at a single instant. `burst` defaults to
+/// `limit`.
+///
+/// Serialized as `{"limit": u32, "period_ms": u64, "burst": u32}`;
+/// deserializing validates the values and treats a missing `burst` as `limit`.
+///
+/// ```
+/// use keygate::Quota;
+/// use std::time::Duration;
+///
+/// let quota = Quota::per_minute(100)?.with_burst(10)?;
+/// assert_eq!(quota.limit(), 100);
+/// assert_eq!(quota.period(), Duration::from_secs(60));
+/// assert_eq!(quota.burst(), 10);
+/// assert_eq!(quota.emission_interval(), Duration::from_millis(600));
+///
+/// assert!(Quota::per_second(0).is_err());
+///
+/// let json = r#"{"limit": 5, "period_ms": 1000, "burst": 20}"#;
+/// let parsed: Quota = serde_json::from_str(json).unwrap();
+/// assert_eq!(parsed, Quota::per_second(5)?.with_burst(20)?);
+/// # Ok::<(), keygate::QuotaError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "QuotaRepr")]
+pub struct Quota {
+    limit: u32,
+    burst: u32,
+    period: Duration,
+    /// `period / limit` in nanoseconds; never zero.
+    interval_nanos: u64,
+    /// `interval_nanos * burst`; how far the theoretical arrival time may run
+    /// ahead of now.
+    tolerance_nanos: u64,
+}
+
+impl Quota {
+    /// `limit` requests per `period`, with a burst of `limit`.
+    ///
+    /// ```
+    /// use keygate::{Quota, QuotaError};
+    /// use std::time::Duration;
+    ///
+    /// let q = Quota::new(3, Duration::from_millis(1500))?;
+    /// assert_eq!(q.emission_interval(), Duration::from_millis(500));
+    /// assert_eq!(Quota::new(1, Duration::ZERO), Err(QuotaError::ZeroPeriod));
+    /// # Ok::<(), QuotaError>(())
+    /// ```
+    pub fn new(limit: u32, period: Duration) -> Result<Self, QuotaError> {
+        Self::build(limit, period, limit)
+    }
+
+    /// `limit` requests per second.
+    pub fn per_second(limit: u32) -> Result<Self, QuotaError> {
+        Self::new(limit, Duration::from_secs(1))
+    }
+
+    /// `limit` requests per minute.
+    pub fn per_minute(limit: u32) -> Result<Self, QuotaError> {
+        Self::new(limit, Duration::from_secs(60))
+    }
+
+    /// `limit` requests per hour.
+    pub fn per_hour(limit: u32) -> Result<Self, QuotaError> {
+        Self::new(limit, Duration::from_secs(3600))
+    }
+
+    /// The same rate, admitting up to `burst` requests at once instead of `limit`.
+    ///
+    /// A burst larger than the limit lets an idle key spend more than one
+    /// period's worth at once; a smaller one smooths traffic out.
+    pub fn with_burst(self, burst: u32) -> Result<Self, QuotaError> {
+        Self::build(self.limit, self.period, burst)
+    }
+
+    fn build(limit: u32, period: Duration, burst: u32) -> Result<Self, QuotaError> {
+        if limit == 0 {
+            return Err(QuotaError::ZeroLimit);
+        }
+        if period.is_zero() {
+            return Err(QuotaError::ZeroPeriod);
+        }
+        if burst == 0 {
+            return Err(QuotaError::ZeroBurst);
+        }
+        let interval = period.as_nanos() / u128::from(limit);
+        if interval == 0 {
+            return Err(QuotaError::ZeroEmissionInterval);
+        }
+        // burst >= 1, so an interval beyond u64 also overflows the tolerance.
+        let interval_nanos =
+            u64::try_from(interval).map_err(|_| QuotaError::BurstToleranceOverflow)?;
+        let tolerance_nanos = interval_nanos
+            .checked_mul(u64::from(burst))
+            .ok_or(QuotaError::BurstToleranceOverflow)?;
+        Ok(Self {
+            limit,
+            burst,
+            period,
+            interval_nanos,
+            tolerance_nanos,
+        })
+    }
+
+    /// Requests admitted per [`period`](Self::period) in the long run.
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    /// The period over which [`limit`](Self::limit) requests are admitted.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// Requests an idle key may make at one instant.
+    pub fn burst(&self) -> u32 {
+        self.burst
+    }
+
+    /// The time between two admitted requests at the steady rate
+    /// (`period / limit`, rounded down to whole nanoseconds).
+    pub fn emission_interval(&self) -> Duration {
+        Duration::from_nanos(self.interval_nanos)
+    }
+
+    /// The emission interval in nanoseconds; never zero.
+    pub(crate) fn interval_nanos(&self) -> u64 {
+        self.interval_nanos
+    }
+
+    /// `emission interval * burst` in nanoseconds: how long an empty bucket
+    /// takes to fill up again.
+    pub(crate) fn tolerance_nanos(&self) -> u64 {
+        self.tolerance_nanos
+    }
+}
+
+/// The serialized shape of a [`Quota`].
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuotaRepr {
+    limit: u32,
+    period_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    burst: Option<u32>,
+}
+
+impl TryFrom<QuotaRepr> for Quota {
+    type Error = QuotaError;
+
+    fn try_from(repr: QuotaRepr) -> Result<Self, Self::Error> {
+        let period = Duration::from_millis(repr.period_ms);
+        Quota::build(repr.limit, period, repr.burst.unwrap_or(repr.limit))
+    }
+}
+
+impl Serialize for Quota {
+    /// Fails if the period is not a whole number of milliseconds, which
+    /// `period_ms` could not represent.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if !self.period.subsec_nanos().is_multiple_of(1_000_000) {
+            return Err(serde::ser::Error::custom(
+                "quota period is not a whole number of milliseconds",
+            ));
+        }
+        let period_ms = u64::try_from(self.period.as_millis())
+            .map_err(|_| serde::ser::Error::custom("quota period in milliseconds overflows u64"))?;
+        QuotaRepr {
+            limit: self.limit,
+            period_ms,
+            burst: Some(self.burst),
+        }
+        .serialize(serializer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constructors() {
+        let q = Quota::per_second(10).unwrap();
+        assert_eq!((q.limit(), q.burst()), (10, 10));
+        assert_eq!(q.period(), Duration::from_secs(1));
+        assert_eq!(q.interval_nanos(), 100_000_000);
+        assert_eq!(q.tolerance_nanos(), 1_000_000_000);
+
+        let q = Quota::per_minute(100).unwrap();
+        assert_eq!(q.emission_interval(), Duration::from_millis(600));
+
+        let q = Quota::per_hour(3600).unwrap().with_burst(5).unwrap();
+        assert_eq!(q.emission_interval(), Duration::from_secs(1));
+        assert_eq!(q.burst(), 5);
+        assert_eq!(q.tolerance_nanos(), 5_000_000_000);
+    }
+
+    #[test]
+    fn validation() {
+        assert_eq!(Quota::per_second(0), Err(QuotaError::ZeroLimit));
+        assert_eq!(Quota::new(1, Duration::ZERO), Err(QuotaError::ZeroPeriod));
+        assert_eq!(
+            Quota::per_second(1).unwrap().with_burst(0),
+            Err(QuotaError::ZeroBurst)
+        );
+        // 1 ns / 2 rounds down to zero.
+        assert_eq!(
+            Quota::new(2, Duration::from_nanos(1)),
+            Err(QuotaError::ZeroEmissionInterval)
+        );
+        // u32::MAX per second is under a nanosecond apart.
+        assert_eq!(
+            Quota::per_second(u32::MAX),
+            Err(QuotaError::ZeroEmissionInterval)
+        );
+        assert!(Quota::per_second(1_000_000_000).is_ok());
+        // The interval itself does not fit in u64 nanoseconds.
+        assert_eq!(
+            Quota::new(1, Duration::MAX),
+            Err(QuotaError::BurstToleranceOverflow)
+        );
+        // The interval fits, interval * burst does not.
+        let long = Quota::new(1, Duration::from_nanos(u64::MAX / 2)).unwrap();
+        assert_eq!(long.with_burst(2).map(|q| q.burst()), Ok(2));
+        assert_eq!(long.with_burst(3), Err(QuotaError::BurstToleranceOverflow));
+        assert_eq!(
+            Quota::per_second(1_000_000_000)
+                .unwrap()
+                .with_burst(u32::MAX)
+                .map(|q| q.burst()),
+            Ok(u32::MAX)
+        );
+    }
+
+    #[test]
+    fn error_messages_are_lowercase_without_period() {
+        for e in [
+            QuotaError::ZeroLimit,
+            QuotaError::ZeroPeriod,
+            QuotaError::ZeroBurst,
+            QuotaError::ZeroEmissionInterval,
+            QuotaError::BurstToleranceOverflow,
+        ] {
+            let msg = e.to_string();
+            assert!(msg.starts_with(char::is_lowercase), "{msg}");
+            assert!(!msg.ends_with('.'), "{msg}");
+        }
+    }
+
+    #[test]
+    fn serde_round_trip() {
+        let q = Quota::per_minute(100).unwrap().with_burst(7).unwrap();
+        let json = serde_json::to_string(&q).unwrap();
+        assert_eq!(json, r#"{"limit":100,"period_ms":60000,"burst":7}"#);
+        let back: Quota = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, q);
+    }
+
+    #[test]
+    fn serde_burst_defaults_to_limit() {
+        let q: Quota = serde_json::from_str(r#"{"limit":5,"period_ms":1000}"#).unwrap();
+        assert_eq!(q, Quota::per_second(5).unwrap());
+    }
+
+    #[test]
+    fn serde_validates() {
+        for bad in [
+            r#"{"limit":0,"period_ms":1000,"burst":1}"#,
+            r#"{"limit":1,"period_ms":0,"burst":1}"#,
+            r#"{"limit":1,"period_ms":1000,"burst":0}"#,
+            r#"{"limit":1,"period_ms":1000,"burst":1,"extra":1}"#,
+            r#"{"limit":1,"period_ms":18446744073709551615,"burst":4294967295}"#,
+        ] {
+            assert!(serde_json::from_str::<Quota>(bad).is_err(), "{bad}");
+        }
+        let err = serde_json::from_str::<Quota>(r#"{"limit":0,"period_ms":1000}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("quota limit must be greater than zero"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn serialize_rejects_sub_millisecond_periods() {
+        let q = Quota::new(1, Duration::from_micros(1500)).unwrap();
+        assert!(serde_json::to_string(&q).is_err());
+    }
+}

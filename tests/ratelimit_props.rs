@@ -1,0 +1,195 @@
+//! Property tests for the GCRA rate limiter.
+
+use std::time::Duration;
+
+use keygate::{Bucket, Decision, Quota};
+use proptest::prelude::*;
+
+/// Small quotas: limit 1..=20 per 1 ms..=10 s, burst 1..=50.
+fn quota() -> impl Strategy<Value = Quota> {
+    (1u32..=20, 1u64..=10_000, 1u32..=50).prop_map(|(limit, period_ms, burst)| {
+        Quota::new(limit, Duration::from_millis(period_ms))
+            .and_then(|q| q.with_burst(burst))
+            .expect("valid quota")
+    })
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).expect("fits")
+}
+
+/// A quota, a start time, and gaps between consecutive requests, scaled to the
+/// quota so that bursts, steady traffic and idle periods all occur.
+fn scenario() -> impl Strategy<Value = (Quota, u64, Vec<u64>)> {
+    quota().prop_flat_map(|q| {
+        let interval = nanos(q.emission_interval());
+        let tolerance = interval * u64::from(q.burst());
+        let gap = prop_oneof![
+            3 => Just(0u64),
+            3 => 0..=interval,
+            2 => 0..=tolerance + interval,
+            1 => 0..=3 * tolerance,
+        ];
+        let start = prop_oneof![Just(0u64), 0..=2 * tolerance];
+        (Just(q), start, prop::collection::vec(gap, 1..200))
+    })
+}
+
+/// Request times: `start`, then each gap added in turn.
+fn times(start: u64, gaps: &[u64]) -> Vec<u64> {
+    gaps.iter()
+        .scan(start, |t, gap| {
+            *t += gap;
+            Some(*t)
+        })
+        .collect()
+}
+
+/// The continuous-state leaky bucket form of GCRA, as a reference model.
+struct LeakyBucket {
+    interval: u64,
+    tolerance: u64,
+    /// Bucket content in nanoseconds of "debt".
+    level: u64,
+    last: u64,
+}
+
+impl LeakyBucket {
+    fn new(q: &Quota) -> Self {
+        let interval = nanos(q.emission_interval());
+        Self {
+            interval,
+            tolerance: interval * u64::from(q.burst()),
+            level: 0,
+            last: 0,
+        }
+    }
+
+    /// Whether a request at `t` is admitted, and the remaining count if so.
+    fn check(&mut self, t: u64) -> (bool, u64) {
+        let drained = self.level.saturating_sub(t - self.last);
+        if drained + self.interval > self.tolerance {
+            (false, 0)
+        } else {
+            self.level = drained + self.interval;
+            self.last = t;
+            (true, (self.tolerance - self.level) / self.interval)
+        }
+    }
+}
+
+fn check_invariants(q: &Quota, d: &Decision) {
+    let interval = q.emission_interval();
+    assert_eq!(d.limit, q.burst());
+    assert!(d.remaining < q.burst());
+    assert!(d.reset <= interval * q.burst());
+    if d.allowed {
+        assert_eq!(d.retry_after, None);
+        assert!(d.reset >= interval);
+    } else {
+        assert_eq!(d.remaining, 0);
+        let retry = d.retry_after.expect("denial carries retry_after");
+        assert!(retry > Duration::ZERO && retry <= interval, "{retry:?}");
+        assert!(d.retry_after_secs().unwrap() >= 1);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// No window [t, t + w] ever holds more than burst + floor(w / interval)
+    /// admissions.
+    #[test]
+    fn admissions_in_any_window_are_bounded((q, start, gaps) in scenario()) {
+        let interval = nanos(q.emission_interval());
+        let bucket = Bucket::new();
+        let admitted: Vec<u64> = times(start, &gaps)
+            .into_iter()
+            .filter(|&t| bucket.check(&q, t).allowed)
+            .collect();
+        for i in 0..admitted.len() {
+            for j in i..admitted.len() {
+                let window = admitted[j] - admitted[i];
+                let count = (j - i + 1) as u64;
+                let bound = u64::from(q.burst()) + window / interval;
+                prop_assert!(
+                    count <= bound,
+                    "{count} admissions in {window} ns, bound {bound}"
+                );
+            }
+        }
+    }
+
+    /// A full bucket never denies: not when idle, and not once burst * interval
+    /// has passed since the last admission.
+    #[test]
+    fn full_bucket_never_denies((q, start, gaps) in scenario()) {
+        let tolerance = nanos(q.emission_interval()) * u64::from(q.burst());
+        let bucket = Bucket::new();
+        let mut last_admitted: Option<u64> = None;
+        for t in times(start, &gaps) {
+            let idle = bucket.is_idle(t);
+            let rested = last_admitted.is_none_or(|a| t - a >= tolerance);
+            prop_assert!(!rested || idle, "rested bucket is not idle at {t}");
+            let d = bucket.check(&q, t);
+            if idle {
+                prop_assert!(d.allowed, "idle bucket denied at {t}");
+                prop_assert_eq!(d.remaining, q.burst() - 1);
+                prop_assert_eq!(d.reset, q.emission_interval());
+            }
+            if d.allowed {
+                last_admitted = Some(t);
+            }
+        }
+    }
+
+    /// Every decision matches the leaky-bucket reference model and is
+    /// self-consistent; retry_after is exact: earlier is denied, at it admitted.
+    #[test]
+    fn decisions_match_reference_model((q, start, gaps) in scenario()) {
+        let bucket = Bucket::new();
+        let mut model = LeakyBucket::new(&q);
+        let mut admissible_at: Option<u64> = None;
+        for t in times(start, &gaps) {
+            let d = bucket.check(&q, t);
+            check_invariants(&q, &d);
+            let (allowed, remaining) = model.check(t);
+            prop_assert_eq!(d.allowed, allowed, "at {}", t);
+            prop_assert_eq!(u64::from(d.remaining), remaining, "at {}", t);
+            if let Some(at) = admissible_at {
+                prop_assert_eq!(d.allowed, t >= at, "retry_after said {}, now {}", at, t);
+            }
+            admissible_at = d.retry_after.map(|retry| t + nanos(retry));
+        }
+    }
+
+    /// At one instant a fresh bucket admits exactly burst requests, remaining
+    /// counting down from burst - 1 to 0; the next is denied, and a request
+    /// exactly retry_after later is admitted.
+    #[test]
+    fn burst_then_retry_after(q in quota(), now in 0u64..1_000_000_000_000) {
+        let bucket = Bucket::new();
+        for expected in (0..q.burst()).rev() {
+            let d = bucket.check(&q, now);
+            prop_assert!(d.allowed);
+            prop_assert_eq!(d.remaining, expected);
+        }
+        let denied = bucket.check(&q, now);
+        prop_assert!(!denied.allowed);
+        let retry = denied.retry_after.unwrap();
+        prop_assert_eq!(retry, q.emission_interval());
+        prop_assert_eq!(denied.reset, q.emission_interval() * q.burst());
+        prop_assert!(!bucket.check(&q, now + nanos(retry) - 1).allowed);
+        let d = bucket.check(&q, now + nanos(retry));
+        prop_assert!(d.allowed);
+        prop_assert_eq!(d.remaining, 0);
+    }
+
+    /// Serializing and deserializing a quota gives it back.
+    #[test]
+    fn quota_serde_round_trip(q in quota()) {
+        let json = serde_json::to_string(&q).unwrap();
+        let back: Quota = serde_json::from_str(&json).unwrap();
+        prop_assert_eq!(back, q);
+    }
+}
