@@ -83,12 +83,12 @@ pub use key::{Credential, KeyFormat, MalformedReason, PairFormat, PlaintextKey, 
 pub use profiles::{CredentialSource, Profile};
 pub use ratelimit::{
     Bucket, Decision, KeyBuckets, KeyedBuckets, LimiterUnavailable, LocalRateLimiter, Quota,
-    QuotaError, RateLimiter,
+    QuotaError, RateLimiter, RatePolicy,
 };
 pub use scope::{Requirement, ScopeCatalog, ScopeSet};
 pub use service::{
-    ApiKeys, ApiKeysBuilder, CreateKey, KeyInfo, ListOptions, NewKey, Page, Principal, Rotation,
-    MAX_NAME_LEN, MAX_PAGE_SIZE,
+    ApiKeys, ApiKeysBuilder, CreateKey, KeyInfo, ListOptions, NewKey, Operation, Page, Principal,
+    Rotation, MAX_NAME_LEN, MAX_PAGE_SIZE,
 };
 pub use store::{AccountId, KeyId, KeyStore, MemoryStore, StoreError};
 

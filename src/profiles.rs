@@ -10,6 +10,7 @@
 //! | [`default()`] | `kg_…` | Bearer or `X-Api-Key` | `read`, `write`, `admin` | none |
 
 use crate::key::{KeyFormat, PairFormat, TokenFormat};
+use crate::ratelimit::{Quota, RatePolicy};
 use crate::scope::ScopeCatalog;
 
 /// Where a client puts its credential in an HTTP request.
@@ -45,6 +46,8 @@ pub struct Profile {
     pub unique_lookup: bool,
     /// Refuse plain HTTP except from localhost (enforced by the HTTP layer).
     pub https_only: bool,
+    /// Per-key rate limits by operation class (empty = no limits).
+    pub rate_limits: RatePolicy,
 }
 
 impl Profile {
@@ -107,7 +110,19 @@ pub fn mailjawn() -> Profile {
         key_limit: None,
         unique_lookup: false,
         https_only: false,
+        rate_limits: mailjawn_limits(),
     }
+}
+
+/// MailJawn's documented per-key limits: read (GET) 100/min, write
+/// (POST/PUT/DELETE, and PATCH) 30/min, MCP 60/min, email send 10/min.
+fn mailjawn_limits() -> RatePolicy {
+    let per_minute = |n| Quota::per_minute(n).expect("built-in quotas are valid");
+    RatePolicy::new()
+        .method_class("read", per_minute(100), ["GET", "HEAD"])
+        .method_class("write", per_minute(30), ["POST", "PUT", "PATCH", "DELETE"])
+        .class("mcp", per_minute(60))
+        .class("send", per_minute(10))
 }
 
 /// Mailjet: a public API key (always visible) and a secret key (shown once),
@@ -126,6 +141,7 @@ pub fn mailjet() -> Profile {
         key_limit: None,
         unique_lookup: true,
         https_only: false,
+        rate_limits: RatePolicy::new(),
     }
 }
 
@@ -144,6 +160,7 @@ pub fn mailchannels() -> Profile {
         key_limit: Some(100),
         unique_lookup: false,
         https_only: false,
+        rate_limits: RatePolicy::new(),
     }
 }
 
@@ -165,6 +182,7 @@ pub fn mailkite() -> Profile {
         key_limit: Some(1),
         unique_lookup: false,
         https_only: true,
+        rate_limits: RatePolicy::new(),
     }
 }
 
@@ -187,6 +205,7 @@ pub fn default() -> Profile {
         key_limit: None,
         unique_lookup: false,
         https_only: false,
+        rate_limits: RatePolicy::new(),
     }
 }
 

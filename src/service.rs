@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use crate::error::{AuthError, ConfigError, Error};
 use crate::hash::{Hasher, Pepper};
 use crate::key::{Credential, FormatError, KeyFormat, MalformedReason, PlaintextKey};
 use crate::profiles::Profile;
-use crate::ratelimit::Quota;
+use crate::ratelimit::{Decision, KeyBuckets, KeyedBuckets, LocalRateLimiter, Quota, RateLimiter};
 use crate::scope::{Requirement, ScopeSet};
 use crate::store::{
     AccountId, AccountRecord, KeyEntry, KeyId, KeyRecord, KeyStore, ListQuery, MemoryStore, OldKey,
@@ -209,11 +210,61 @@ impl Default for ListOptions {
     }
 }
 
+/// What a request does, for [`ApiKeys::verify_for`]: the operation class it
+/// counts against and, optionally, the scopes it needs. Build it once per route.
+///
+/// ```
+/// # fn main() -> Result<(), keygate::Error> {
+/// let api = keygate::ApiKeys::in_memory(keygate::profiles::mailjawn()).unwrap();
+/// let send = api.operation("send")?.require(&api, "emails:send")?;
+/// let list = api.operation_for_method("GET").require(&api, "subscribers:read")?;
+/// assert_eq!(send.class(), Some("send"));
+/// assert_eq!(list.class(), Some("read"));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    class: Option<(usize, String)>,
+    requirement: Option<Requirement>,
+}
+
+impl Operation {
+    /// An operation that is neither rate limited nor scope checked.
+    pub fn unrestricted() -> Self {
+        Self {
+            class: None,
+            requirement: None,
+        }
+    }
+
+    /// Adds a scope requirement from `api`'s catalog.
+    pub fn require(self, api: &ApiKeys, scope: &str) -> Result<Self, Error> {
+        Ok(self.with_requirement(api.requirement(scope)?))
+    }
+
+    /// Adds a prepared requirement (one scope, all of, any of).
+    pub fn with_requirement(mut self, requirement: Requirement) -> Self {
+        self.requirement = Some(requirement);
+        self
+    }
+
+    /// The operation class name, if the request is rate limited.
+    pub fn class(&self) -> Option<&str> {
+        self.class.as_ref().map(|(_, n)| n.as_str())
+    }
+
+    /// The scope requirement, if any.
+    pub fn requirement(&self) -> Option<&Requirement> {
+        self.requirement.as_ref()
+    }
+}
+
 /// The authenticated caller: which key, which account, what it may do.
 #[derive(Clone)]
 pub struct Principal {
     entry: Arc<KeyEntry>,
     scopes: ScopeSet,
+    rate_limit: Option<Decision>,
 }
 
 impl Principal {
@@ -247,6 +298,12 @@ impl Principal {
         self.scopes
     }
 
+    /// The rate-limit decision taken for this request, if its operation class
+    /// is limited: the values for `RateLimit-*` response headers.
+    pub fn rate_limit(&self) -> Option<&Decision> {
+        self.rate_limit.as_ref()
+    }
+
     /// Checks a requirement; [`AuthError::Forbidden`] (403) when unmet.
     pub fn require(&self, requirement: &Requirement) -> Result<(), AuthError> {
         if self.scopes.satisfies(requirement) {
@@ -278,6 +335,7 @@ pub struct ApiKeysBuilder {
     hasher: Option<Hasher>,
     clock: Arc<dyn Clock>,
     audit: Arc<dyn AuditSink>,
+    limiter: Option<Arc<dyn RateLimiter>>,
 }
 
 impl ApiKeysBuilder {
@@ -310,6 +368,13 @@ impl ApiKeysBuilder {
         self
     }
 
+    /// Takes rate-limit decisions from `limiter` (e.g. one shared through Redis)
+    /// instead of the in-process [`LocalRateLimiter`].
+    pub fn rate_limiter(mut self, limiter: impl RateLimiter + 'static) -> Self {
+        self.limiter = Some(Arc::new(limiter));
+        self
+    }
+
     /// Sends audit events to `sink` instead of `tracing`.
     pub fn audit(mut self, sink: impl AuditSink) -> Self {
         self.audit = Arc::new(sink);
@@ -334,6 +399,11 @@ impl ApiKeysBuilder {
         if let Some(b) = &profile.default_bundle {
             profile.catalog.bundle_set(b)?;
         }
+        if let Some(dup) = profile.rate_limits.duplicate() {
+            return Err(ConfigError::Invalid(format!(
+                "rate-limit class or method '{dup}' is defined twice"
+            )));
+        }
         let (store, hasher) = match (self.store, self.hasher) {
             (None, hasher) => (
                 Arc::new(MemoryStore::new()) as Arc<dyn KeyStore>,
@@ -343,6 +413,10 @@ impl ApiKeysBuilder {
             (Some(store), None) if !store.needs_last_used_flush() => (store, Hasher::ephemeral()),
             (Some(_), None) => return Err(ConfigError::MissingPepper),
         };
+        let limiter = match self.limiter {
+            Some(shared) => Limiter::Shared(shared),
+            None => Limiter::Local(LocalRateLimiter::new(Arc::clone(&self.clock))),
+        };
         Ok(ApiKeys {
             inner: Arc::new(Inner {
                 profile,
@@ -351,6 +425,9 @@ impl ApiKeysBuilder {
                 clock: self.clock,
                 audit: self.audit,
                 pending: Mutex::new(HashMap::new()),
+                limiter,
+                detached: KeyedBuckets::new(),
+                checks: AtomicU64::new(0),
             }),
         })
     }
@@ -371,7 +448,20 @@ struct Inner {
     clock: Arc<dyn Clock>,
     audit: Arc<dyn AuditSink>,
     pending: Mutex<HashMap<KeyId, OffsetDateTime>>,
+    limiter: Limiter,
+    /// Rate-limit slots for stores whose entries do not outlive one lookup.
+    detached: KeyedBuckets,
+    checks: AtomicU64,
 }
+
+/// The in-process limiter is called directly (no boxed future on the hot path).
+enum Limiter {
+    Local(LocalRateLimiter),
+    Shared(Arc<dyn RateLimiter>),
+}
+
+/// How many rate-limit checks pass between sweeps of idle detached slots.
+const SWEEP_EVERY: u64 = 1 << 16;
 
 impl fmt::Debug for ApiKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -394,6 +484,7 @@ impl ApiKeys {
             hasher: None,
             clock: Arc::new(SystemClock::new()),
             audit: Arc::new(TracingAudit),
+            limiter: None,
         }
     }
 
@@ -501,7 +592,125 @@ impl ApiKeys {
                     ScopeSet::EMPTY
                 })
         });
-        Ok(Principal { entry, scopes })
+        Ok(Principal {
+            entry,
+            scopes,
+            rate_limit: None,
+        })
+    }
+
+    /// The operation for a named class (e.g. `send`, `mcp`). A profile without
+    /// rate limits accepts any name and limits nothing; otherwise an unknown
+    /// name is an error, so a typo cannot switch limiting off.
+    pub fn operation(&self, class: &str) -> Result<Operation, Error> {
+        let policy = &self.inner.profile.rate_limits;
+        if policy.is_empty() {
+            return Ok(Operation::unrestricted());
+        }
+        let index = policy
+            .index_of(class)
+            .ok_or_else(|| Error::Invalid(format!("unknown operation class '{class}'")))?;
+        Ok(Operation {
+            class: Some((index, class.to_owned())),
+            requirement: None,
+        })
+    }
+
+    /// The operation an HTTP method falls into by default (GET → `read`,
+    /// POST → `write` for MailJawn); unlimited if no class claims the method.
+    pub fn operation_for_method(&self, method: &str) -> Operation {
+        let policy = &self.inner.profile.rate_limits;
+        Operation {
+            class: policy
+                .class_for_method(method)
+                .and_then(|i| Some((i, policy.get(i)?.name().to_owned()))),
+            requirement: None,
+        }
+    }
+
+    /// Verifies a key, takes one rate-limit token from its bucket for the
+    /// operation's class, then checks the operation's scopes.
+    ///
+    /// Over the limit is [`AuthError::RateLimited`] (429) with the decision for
+    /// the response headers; an unreachable shared limiter is
+    /// [`AuthError::Unavailable`] (503). On success the decision is on the
+    /// principal ([`Principal::rate_limit`]).
+    pub async fn verify_for(
+        &self,
+        presented: &str,
+        operation: &Operation,
+    ) -> Result<Principal, AuthError> {
+        let principal = self.verify(presented).await?;
+        self.admit(principal, operation).await
+    }
+
+    /// [`verify_for`](Self::verify_for) for an already verified principal:
+    /// takes the rate-limit token and checks scopes.
+    pub async fn admit(
+        &self,
+        mut principal: Principal,
+        operation: &Operation,
+    ) -> Result<Principal, AuthError> {
+        if let Some((index, name)) = &operation.class {
+            let decision = self.take_token(&principal.entry, *index, name).await?;
+            if !decision.allowed {
+                return Err(AuthError::RateLimited { decision });
+            }
+            principal.rate_limit = Some(decision);
+        }
+        if let Some(req) = &operation.requirement {
+            principal.require(req)?;
+        }
+        Ok(principal)
+    }
+
+    async fn take_token(
+        &self,
+        entry: &Arc<KeyEntry>,
+        index: usize,
+        class: &str,
+    ) -> Result<Decision, AuthError> {
+        let inner = &*self.inner;
+        let policy = &inner.profile.rate_limits;
+        let record = entry.record();
+        let quota = record
+            .rate_limits
+            .iter()
+            .find(|(name, _)| name == class)
+            .map(|(_, q)| q)
+            .or_else(|| policy.get(index).map(|c| c.quota()))
+            .ok_or(AuthError::Unavailable)?;
+        let slot = entry.buckets.get_or_init(|| {
+            if inner.store.keeps_entries() {
+                Arc::new(KeyBuckets::new(policy.len()))
+            } else {
+                self.sweep_detached();
+                inner
+                    .detached
+                    .get_or_insert(record.id.as_str(), policy.len())
+            }
+        });
+        let result = match &inner.limiter {
+            Limiter::Local(local) => local.check_now(slot, index, quota),
+            Limiter::Shared(shared) => {
+                shared
+                    .check(record.id.as_str(), slot, index, class, quota)
+                    .await
+            }
+        };
+        result.map_err(|e| {
+            tracing::warn!(target: "keygate", error = %e, "rate limiter failed");
+            AuthError::Unavailable
+        })
+    }
+
+    /// Drops idle detached slots now and then, so memory stays bounded by the
+    /// keys in recent use.
+    fn sweep_detached(&self) {
+        let inner = &*self.inner;
+        if inner.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            inner.detached.evict_idle(inner.clock.monotonic_nanos());
+        }
     }
 
     /// Builds a requirement for one scope from the profile's catalog.
@@ -630,6 +839,11 @@ impl ApiKeys {
             .profile
             .catalog
             .compile_grant(bundle.as_deref(), &scopes)?;
+        for (class, _) in &request.rate_limits {
+            if inner.profile.rate_limits.index_of(class).is_none() {
+                return Err(Error::Invalid(format!("unknown operation class '{class}'")));
+            }
+        }
         if request.expires_at.is_some_and(|e| e <= now) {
             return Err(Error::Invalid("expires_at must be in the future".into()));
         }
@@ -737,8 +951,16 @@ impl ApiKeys {
             .store
             .revoke_key(id, self.inner.clock.now())
             .await?;
+        self.forget_limits(id);
         self.audit(AuditKind::Revoked, entry.record(), actor);
         Ok(())
+    }
+
+    fn forget_limits(&self, id: &KeyId) {
+        self.inner.detached.remove(id.as_str());
+        if let Limiter::Shared(shared) = &self.inner.limiter {
+            shared.forget(id.as_str());
+        }
     }
 
     /// Replaces a key with a new one of the same name, format, scopes, limits
@@ -781,6 +1003,9 @@ impl ApiKeys {
             Rotation::Grace(d) => OldKey::ExpireAt(now + d),
         };
         inner.store.rotate_key(id, record.clone(), old_key).await?;
+        if rotation == Rotation::Immediate {
+            self.forget_limits(id);
+        }
         self.audit(
             AuditKind::Rotated {
                 replacement: record.id.clone(),

@@ -267,3 +267,77 @@ async fn active_keys_are_unlimited() {
         .unwrap();
     assert_eq!(page.data.len(), 250);
 }
+
+// "API requests are rate-limited per key: Read (GET requests) 100 requests/minute,
+// Write (POST/PUT/DELETE) 30 requests/minute, MCP 60 requests/minute, Email send 10
+// requests/minute. If you exceed a rate limit, you'll receive an HTTP 429 response.
+// Wait and retry after the limit window resets."
+#[tokio::test]
+async fn the_101st_get_in_a_minute_is_429_while_writes_and_other_keys_pass() {
+    let (api, clock) = api();
+    let a = api
+        .create(&org(), CreateKey::new("a").bundle("full_access"))
+        .await
+        .unwrap();
+    let b = api
+        .create(&org(), CreateKey::new("b").bundle("full_access"))
+        .await
+        .unwrap();
+    let get = api.operation_for_method("GET");
+    let post = api.operation_for_method("POST");
+    // 100 requests in the same instant (the bucket refills continuously at
+    // 100/min, so a burst is the strictest reading of "in a minute").
+    for i in 0..100 {
+        api.verify_for(a.key.expose_secret(), &get)
+            .await
+            .unwrap_or_else(|e| panic!("GET {} failed: {e}", i + 1));
+    }
+    let err = api
+        .verify_for(a.key.expose_secret(), &get)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 429);
+    let AuthError::RateLimited { decision } = err else {
+        panic!("expected RateLimited")
+    };
+    assert!(decision.retry_after.is_some());
+    // Writes on the same key and reads on another key are unaffected.
+    api.verify_for(a.key.expose_secret(), &post).await.unwrap();
+    api.verify_for(b.key.expose_secret(), &get).await.unwrap();
+    // After the reset time passes, requests pass again.
+    clock.advance(decision.reset);
+    for _ in 0..100 {
+        api.verify_for(a.key.expose_secret(), &get).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn write_mcp_and_send_limits_match_the_table() {
+    let (api, _) = api();
+    let k = api
+        .create(&org(), CreateKey::new("k").bundle("full_access"))
+        .await
+        .unwrap();
+    let cases = [
+        (api.operation_for_method("POST"), 30),
+        (api.operation_for_method("PUT"), 0),
+        (api.operation_for_method("DELETE"), 0),
+        (api.operation("mcp").unwrap(), 60),
+        (api.operation("send").unwrap(), 10),
+    ];
+    // POST, PUT and DELETE share the write class: 30 in all.
+    for (op, n) in cases {
+        for _ in 0..n {
+            api.verify_for(k.key.expose_secret(), &op).await.unwrap();
+        }
+        assert_eq!(
+            api.verify_for(k.key.expose_secret(), &op)
+                .await
+                .unwrap_err()
+                .status(),
+            429,
+            "{:?}",
+            op.class()
+        );
+    }
+}

@@ -16,6 +16,7 @@ mod gcra;
 mod keyed;
 mod limiter;
 mod local;
+mod policy;
 mod quota;
 
 pub use decision::Decision;
@@ -23,4 +24,5 @@ pub use gcra::{Bucket, KeyBuckets};
 pub use keyed::KeyedBuckets;
 pub use limiter::{LimiterUnavailable, RateLimiter};
 pub use local::LocalRateLimiter;
+pub use policy::{OpClass, RatePolicy};
 pub use quota::{Quota, QuotaError};

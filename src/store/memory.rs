@@ -247,4 +247,8 @@ impl KeyStore for MemoryStore {
     fn needs_last_used_flush(&self) -> bool {
         false
     }
+
+    fn keeps_entries(&self) -> bool {
+        true
+    }
 }

@@ -144,4 +144,11 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
     fn needs_last_used_flush(&self) -> bool {
         true
     }
+
+    /// True when the entries [`find_by_lookup`](Self::find_by_lookup) returns
+    /// live on between calls (in memory or in a cache), so in-process state
+    /// such as rate-limit buckets can be kept beside them.
+    fn keeps_entries(&self) -> bool {
+        false
+    }
 }

@@ -179,13 +179,14 @@ impl KeyEntry {
         }
     }
 
-    /// A new entry for an updated record that keeps this entry's rate-limit
-    /// state and last-used stamp.
+    /// A new entry for an updated record that keeps this entry's last-used
+    /// stamp and, unless the key is now revoked, its rate-limit state.
     pub fn succeed(&self, record: KeyRecord) -> Self {
+        let revoked = record.revoked_at.is_some();
         let next = Self::new(record);
         next.last_used_ms
             .fetch_max(self.last_used_ms.load(Ordering::Relaxed), Ordering::Relaxed);
-        if let Some(b) = self.buckets.get() {
+        if let (false, Some(b)) = (revoked, self.buckets.get()) {
             let _ = next.buckets.set(Arc::clone(b));
         }
         next
