@@ -5,6 +5,8 @@
 pub mod audit;
 pub mod clock;
 mod error;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod flusher;
 pub mod hash;
 pub mod key;
 pub mod profiles;
@@ -16,6 +18,8 @@ pub mod store;
 pub use audit::{AuditEvent, AuditKind, AuditSink, MemoryAudit, TracingAudit};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{AuthError, ConfigError, Error};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use flusher::LastUsedFlusher;
 pub use hash::{Hasher, Pepper};
 pub use key::{Credential, KeyFormat, MalformedReason, PairFormat, PlaintextKey, TokenFormat};
 pub use profiles::{CredentialSource, Profile};
@@ -24,4 +28,8 @@ pub use service::{
     ApiKeys, ApiKeysBuilder, CreateKey, KeyInfo, ListOptions, NewKey, Page, Principal, Rotation,
     MAX_NAME_LEN, MAX_PAGE_SIZE,
 };
+#[cfg(feature = "postgres")]
+pub use store::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
 pub use store::{AccountId, KeyId, KeyStore, MemoryStore, StoreError};
