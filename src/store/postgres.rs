@@ -216,6 +216,68 @@ async fn insert(conn: &mut PgConnection, record: &KeyRecord) -> Result<(), Store
     Ok(())
 }
 
+/// Rows per statement in a bulk insert.
+const BULK_CHUNK: usize = 1_000;
+
+/// Inserts `records` with one statement: each column is bound as an array.
+async fn bulk_insert(conn: &mut PgConnection, records: &[KeyRecord]) -> Result<(), StoreError> {
+    let encoded = records
+        .iter()
+        .map(Encoded::new)
+        .collect::<Result<Vec<_>, _>>()?;
+    let text = |f: fn(&KeyRecord) -> &str| records.iter().map(f).collect::<Vec<&str>>();
+    let millis = |f: fn(&Encoded) -> Option<i64>| encoded.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(
+        "INSERT INTO api_keys (id, account, name, format, lookup, hash, hash_version, bundle, \
+         scopes, rate_limits, created_at, expires_at, last_used_at, revoked_at) \
+         SELECT id, account, name, format, lookup, hash, hash_version, bundle, \
+         scopes::jsonb, rate_limits::jsonb, created_at, expires_at, last_used_at, revoked_at \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], \
+         $7::bigint[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], \
+         $13::bigint[], $14::bigint[]) AS t(id, account, name, format, lookup, hash, \
+         hash_version, bundle, scopes, rate_limits, created_at, expires_at, last_used_at, \
+         revoked_at)",
+    )
+    .bind(text(|r| r.id.as_str()))
+    .bind(text(|r| r.account.as_str()))
+    .bind(text(|r| r.name.as_str()))
+    .bind(text(|r| r.format.as_str()))
+    .bind(text(|r| r.lookup.as_str()))
+    .bind(
+        records
+            .iter()
+            .map(|r| r.hash.digest().to_vec())
+            .collect::<Vec<_>>(),
+    )
+    .bind(encoded.iter().map(|e| e.hash_version).collect::<Vec<_>>())
+    .bind(
+        records
+            .iter()
+            .map(|r| r.bundle.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        encoded
+            .iter()
+            .map(|e| e.scopes.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        encoded
+            .iter()
+            .map(|e| e.rate_limits.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(encoded.iter().map(|e| e.created_at).collect::<Vec<_>>())
+    .bind(millis(|e| e.expires_at))
+    .bind(millis(|e| e.last_used_at))
+    .bind(millis(|e| e.revoked_at))
+    .execute(conn)
+    .await
+    .map_err(sql::map_err)?;
+    Ok(())
+}
+
 fn entries(rows: Vec<KeyRow>) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
     rows.into_iter()
         .map(|row| Ok(Arc::new(KeyEntry::new(row.into_record()?))))
@@ -287,9 +349,12 @@ impl KeyStore for PostgresStore {
     }
 
     async fn insert_keys(&self, records: Vec<KeyRecord>) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.pool.begin().await.map_err(sql::map_err)?;
-        for record in &records {
-            insert(&mut tx, record).await?;
+        for chunk in records.chunks(BULK_CHUNK) {
+            bulk_insert(&mut tx, chunk).await?;
         }
         tx.commit().await.map_err(sql::map_err)
     }

@@ -103,7 +103,7 @@ impl SqliteStore {
     /// lives as long as the store. For tests and demos.
     ///
     /// ```
-    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// use keygate::{profiles, AccountId, ApiKeys, CreateKey, Pepper, SqliteStore};
     ///
     /// let store = SqliteStore::in_memory().await.unwrap();
