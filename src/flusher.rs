@@ -20,6 +20,17 @@ const MIN_INTERVAL: Duration = Duration::from_millis(1);
 /// [`shutdown`](Self::shutdown) stops it after one final flush and reports
 /// that flush. Dropping the handle stops it too: the task finishes the flush
 /// in progress, makes a final one, and exits.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use std::time::Duration;
+/// use keygate::{profiles, ApiKeys};
+///
+/// let api = ApiKeys::in_memory(profiles::mailjawn()).unwrap();
+/// let flusher = api.spawn_last_used_flusher(Duration::from_secs(5));
+/// assert_eq!(flusher.shutdown().await.unwrap(), 0); // nothing was verified
+/// # });
+/// ```
 #[must_use = "dropping the handle stops the flusher"]
 #[derive(Debug)]
 pub struct LastUsedFlusher {
@@ -30,6 +41,15 @@ pub struct LastUsedFlusher {
 impl LastUsedFlusher {
     /// Stops the task and waits for its final flush; returns how many keys
     /// that flush wrote. Call it when the service shuts down.
+    ///
+    /// ```no_run
+    /// # async fn run(api: keygate::ApiKeys) -> Result<(), keygate::Error> {
+    /// let flusher = api.spawn_last_used_flusher(std::time::Duration::from_secs(10));
+    /// // ... until a shutdown signal ...
+    /// let written = flusher.shutdown().await?;
+    /// println!("flushed last-used times of {written} keys");
+    /// # Ok(()) }
+    /// ```
     pub async fn shutdown(mut self) -> Result<usize, Error> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

@@ -131,13 +131,26 @@ impl PostgresStore {
         Self { pool }
     }
 
-    /// The connection pool.
+    /// The connection pool, e.g. to close it at shutdown.
+    ///
+    /// ```no_run
+    /// # async fn run(store: keygate::PostgresStore) {
+    /// store.pool().close().await;
+    /// # }
+    /// ```
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 
     /// Creates or updates keygate's tables. Idempotent; instances running it
     /// at once wait for each other on sqlx's migration lock.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), keygate::StoreError> {
+    /// let store = keygate::PostgresStore::connect("postgres://app@localhost/app").await?;
+    /// store.migrate().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await.map_err(sql::map_err)?;
         // `run_direct` on the connection itself: `run` through `Acquire` makes

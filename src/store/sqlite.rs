@@ -135,17 +135,44 @@ impl SqliteStore {
 
     /// Uses an existing pool (for your own pool or connection options). Set a
     /// busy timeout on it so concurrent writers wait instead of failing.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    ///
+    /// let options = SqliteConnectOptions::new()
+    ///     .filename("keys.db")
+    ///     .create_if_missing(true)
+    ///     .busy_timeout(std::time::Duration::from_secs(10));
+    /// let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+    /// let store = keygate::SqliteStore::from_pool(pool);
+    /// store.migrate().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn from_pool(pool: SqlitePool) -> Self {
         Self { pool }
     }
 
-    /// The connection pool.
+    /// The connection pool, e.g. to close it at shutdown.
+    ///
+    /// ```no_run
+    /// # async fn run(store: keygate::SqliteStore) {
+    /// store.pool().close().await;
+    /// # }
+    /// ```
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 
     /// Creates or updates keygate's tables (`accounts`, `api_keys`). Idempotent,
     /// and safe to call from several processes at once.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), keygate::StoreError> {
+    /// let store = keygate::SqliteStore::open("keys.db").await?;
+    /// store.migrate().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn migrate(&self) -> Result<(), StoreError> {
         // SQLite has no migration lock: two processes can both see a migration
         // as pending, and the loser's bookkeeping insert then fails. The

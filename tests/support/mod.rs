@@ -14,7 +14,7 @@ mod postgres {
 
     use keygate::{KeyStore, PostgresStore};
     use rand::Rng;
-    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    use sqlx::postgres::PgConnectOptions;
     use sqlx::{ConnectOptions, Connection};
 
     /// Where the test database lives unless `KEYGATE_TEST_POSTGRES_URL` says otherwise.
@@ -113,20 +113,25 @@ mod postgres {
         format!("keygate_test_{n:016x}")
     }
 
-    /// Checks that the server answers, quickly.
+    /// Checks once per test process that the server answers, quickly.
     async fn reachable(url: &str) -> Result<(), String> {
-        let options = PgConnectOptions::from_str(url).map_err(|e| format!("bad url {url}: {e}"))?;
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(3))
-            .connect_lazy_with(options);
-        let result = sqlx::query("SELECT 1")
-            .execute(&pool)
+        static CHECKED: tokio::sync::OnceCell<Result<(), String>> =
+            tokio::sync::OnceCell::const_new();
+        CHECKED
+            .get_or_init(|| async {
+                let options =
+                    PgConnectOptions::from_str(url).map_err(|e| format!("bad url {url}: {e}"))?;
+                match tokio::time::timeout(Duration::from_secs(3), options.connect()).await {
+                    Ok(Ok(conn)) => {
+                        let _ = conn.close().await;
+                        Ok(())
+                    }
+                    Ok(Err(e)) => Err(format!("{url}: {e}")),
+                    Err(_) => Err(format!("{url}: no answer within 3 s")),
+                }
+            })
             .await
-            .map(drop)
-            .map_err(|e| format!("{url}: {e}"));
-        pool.close().await;
-        result
+            .clone()
     }
 
     /// A migrated store in its own new schema, or `None` (after saying why on
