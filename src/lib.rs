@@ -67,6 +67,8 @@
 pub mod audit;
 pub mod clock;
 mod error;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod flusher;
 pub mod hash;
 pub mod key;
 pub mod profiles;
@@ -78,6 +80,8 @@ pub mod store;
 pub use audit::{AuditEvent, AuditKind, AuditSink, MemoryAudit, TracingAudit};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{AuthError, ConfigError, Error};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use flusher::LastUsedFlusher;
 pub use hash::{Hasher, Pepper};
 pub use key::{Credential, KeyFormat, MalformedReason, PairFormat, PlaintextKey, TokenFormat};
 pub use profiles::{CredentialSource, Profile};
@@ -90,6 +94,10 @@ pub use service::{
     ApiKeys, ApiKeysBuilder, CreateKey, KeyInfo, ListOptions, NewKey, Operation, Page, Principal,
     Rotation, MAX_NAME_LEN, MAX_PAGE_SIZE,
 };
+#[cfg(feature = "postgres")]
+pub use store::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
 pub use store::{AccountId, KeyId, KeyStore, MemoryStore, StoreError};
 
 /// The README's examples, compiled and run as doc tests.

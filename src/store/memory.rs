@@ -148,6 +148,20 @@ impl KeyStore for MemoryStore {
         inner.add(record)
     }
 
+    async fn insert_keys(&self, records: Vec<KeyRecord>) -> Result<(), StoreError> {
+        let mut inner = self.inner.write();
+        let mut ids = std::collections::HashSet::with_capacity(records.len());
+        for r in &records {
+            if inner.by_id.contains_key(&r.id) || !ids.insert(&r.id) {
+                return Err(StoreError::Conflict(format!("key {} exists", r.id)));
+            }
+        }
+        for r in records {
+            inner.add(r)?;
+        }
+        Ok(())
+    }
+
     async fn find_by_lookup(&self, lookup: &str) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
         Ok(self
             .inner

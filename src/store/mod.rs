@@ -6,13 +6,23 @@
 //! too, so verify can say why a key fails) and the hash decides.
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod record;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
 pub use record::{
     from_millis, to_millis, AccountId, AccountRecord, InvalidAccountId, KeyEntry, KeyId, KeyRecord,
     MAX_ACCOUNT_ID_LEN,
 };
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
 
 use std::sync::Arc;
 
@@ -99,6 +109,18 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
         limit: Option<u32>,
         now: OffsetDateTime,
     ) -> Result<(), StoreError>;
+
+    /// Inserts many keys in one step without limit checks, for imports and bulk
+    /// setup. The built-in stores are all or nothing: on a duplicate id
+    /// ([`StoreError::Conflict`]) none is inserted. This default inserts one
+    /// at a time and stops at the first failure.
+    async fn insert_keys(&self, records: Vec<KeyRecord>) -> Result<(), StoreError> {
+        for record in records {
+            self.insert_key(record, None, OffsetDateTime::UNIX_EPOCH)
+                .await?;
+        }
+        Ok(())
+    }
 
     /// Every key whose lookup id equals `lookup`, revoked ones included.
     async fn find_by_lookup(&self, lookup: &str) -> Result<Vec<Arc<KeyEntry>>, StoreError>;

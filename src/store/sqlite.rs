@@ -1,0 +1,466 @@
+//! [`SqliteStore`]: keys in a SQLite database through `sqlx`, for a single
+//! machine (one file, any number of processes on it).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{Sqlite, SqliteConnection};
+use time::OffsetDateTime;
+
+use super::sql::{self, AccountRow, Encoded, KeyRow};
+use super::{
+    to_millis, AccountId, AccountRecord, KeyEntry, KeyId, KeyRecord, KeyStore, ListQuery, OldKey,
+    StoreError,
+};
+use crate::hash::SecretHash;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// The key columns, in the order [`KeyRow`] reads them.
+const KEY_COLUMNS: &str = "id, account, name, format, lookup, hash, hash_version, bundle, \
+     scopes, rate_limits, created_at, expires_at, last_used_at, revoked_at";
+
+/// How long a writer waits for another connection's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Starts a write transaction holding SQLite's write lock from the first
+/// statement, so a read-then-write (count, then insert) cannot interleave with
+/// another writer, in this process or any other.
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
+type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
+
+/// A [`KeyStore`] on SQLite (feature `sqlite`).
+///
+/// Per-account key limits hold across processes sharing the file: the count
+/// and the insert run in one `BEGIN IMMEDIATE` transaction. File databases use
+/// WAL mode, so verifies (reads) never wait for writers. Call
+/// [`migrate`](Self::migrate) once at startup.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use keygate::{profiles, ApiKeys, Pepper, SqliteStore};
+///
+/// let store = SqliteStore::open("keys.db").await?;
+/// store.migrate().await?;
+/// let api = ApiKeys::builder(profiles::mailjawn())
+///     .store(store)
+///     .pepper(Pepper::new(1, std::env::var("KEYGATE_PEPPER")?.into_bytes())?)
+///     .build()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database named by a `sqlite:` URL such
+    /// as `sqlite://keys.db?mode=rwc` or `sqlite::memory:`, or by a plain file
+    /// path. An in-memory URL behaves like [`in_memory`](Self::in_memory).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), keygate::StoreError> {
+    /// let store = keygate::SqliteStore::connect("sqlite://keys.db").await?;
+    /// store.migrate().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(url_or_path: &str) -> Result<Self, StoreError> {
+        if !url_or_path.starts_with("sqlite:") {
+            return Self::open(url_or_path).await;
+        }
+        if url_or_path.contains(":memory:") || url_or_path.contains("mode=memory") {
+            return Self::in_memory().await;
+        }
+        let options = SqliteConnectOptions::from_str(url_or_path)
+            .map_err(|e| StoreError::Unavailable(format!("invalid sqlite url: {e}")))?;
+        Self::connect_file(options.create_if_missing(true)).await
+    }
+
+    /// Opens (creating if missing) the database file at `path`.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), keygate::StoreError> {
+    /// let store = keygate::SqliteStore::open("/var/lib/myapp/keys.db").await?;
+    /// store.migrate().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true);
+        Self::connect_file(options).await
+    }
+
+    /// A private, already migrated in-memory database: one connection that
+    /// lives as long as the store. For tests and demos.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use keygate::{profiles, AccountId, ApiKeys, CreateKey, Pepper, SqliteStore};
+    ///
+    /// let store = SqliteStore::in_memory().await.unwrap();
+    /// let api = ApiKeys::builder(profiles::mailjawn())
+    ///     .store(store)
+    ///     .pepper(Pepper::new(1, [7u8; 32]).unwrap())
+    ///     .build()
+    ///     .unwrap();
+    /// let org = AccountId::new("org_1").unwrap();
+    /// let key = api.create(&org, CreateKey::new("ci").bundle("sdk")).await.unwrap();
+    /// assert!(api.verify(key.key.expose_secret()).await.is_ok());
+    /// # });
+    /// ```
+    pub async fn in_memory() -> Result<Self, StoreError> {
+        // Every SQLite connection to `:memory:` is its own database, so the pool
+        // keeps exactly one connection and never lets it idle out.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(SqliteConnectOptions::new().in_memory(true))
+            .await
+            .map_err(sql::map_err)?;
+        let store = Self::from_pool(pool);
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Uses an existing pool (for your own pool or connection options). Set a
+    /// busy timeout on it so concurrent writers wait instead of failing.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    ///
+    /// let options = SqliteConnectOptions::new()
+    ///     .filename("keys.db")
+    ///     .create_if_missing(true)
+    ///     .busy_timeout(std::time::Duration::from_secs(10));
+    /// let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+    /// let store = keygate::SqliteStore::from_pool(pool);
+    /// store.migrate().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn from_pool(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+
+    /// The connection pool, e.g. to close it at shutdown.
+    ///
+    /// ```no_run
+    /// # async fn run(store: keygate::SqliteStore) {
+    /// store.pool().close().await;
+    /// # }
+    /// ```
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Creates or updates keygate's tables (`accounts`, `api_keys`). Idempotent,
+    /// and safe to call from several processes at once.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), keygate::StoreError> {
+    /// let store = keygate::SqliteStore::open("keys.db").await?;
+    /// store.migrate().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        // SQLite has no migration lock: two processes can both see a migration
+        // as pending, and the loser's bookkeeping insert then fails. The
+        // migrations are idempotent, so running again settles it.
+        let mut attempt = 0;
+        loop {
+            match MIGRATOR.run(&self.pool).await {
+                Ok(()) => return Ok(()),
+                Err(sqlx::migrate::MigrateError::Execute(_)) if attempt < 4 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+                }
+                Err(e) => return Err(sql::map_migrate_err(e)),
+            }
+        }
+    }
+
+    async fn connect_file(options: SqliteConnectOptions) -> Result<Self, StoreError> {
+        let options = options
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .map_err(sql::map_err)?;
+        Ok(Self::from_pool(pool))
+    }
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
+        self.pool
+            .begin_with(BEGIN_WRITE)
+            .await
+            .map_err(sql::map_err)
+    }
+}
+
+fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded) -> Query<'q> {
+    sqlx::query(
+        "INSERT INTO api_keys (id, account, name, format, lookup, hash, hash_version, bundle, \
+         scopes, rate_limits, created_at, expires_at, last_used_at, revoked_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(r.id.as_str())
+    .bind(r.account.as_str())
+    .bind(r.name.as_str())
+    .bind(r.format.as_str())
+    .bind(r.lookup.as_str())
+    .bind(r.hash.digest().as_slice())
+    .bind(e.hash_version)
+    .bind(r.bundle.as_deref())
+    .bind(e.scopes.as_str())
+    .bind(e.rate_limits.as_str())
+    .bind(e.created_at)
+    .bind(e.expires_at)
+    .bind(e.last_used_at)
+    .bind(e.revoked_at)
+}
+
+async fn insert(conn: &mut SqliteConnection, record: &KeyRecord) -> Result<(), StoreError> {
+    let encoded = Encoded::new(record)?;
+    insert_query(record, &encoded)
+        .execute(conn)
+        .await
+        .map_err(sql::map_err)?;
+    Ok(())
+}
+
+fn entries(rows: Vec<KeyRow>) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
+    rows.into_iter()
+        .map(|row| Ok(Arc::new(KeyEntry::new(row.into_record()?))))
+        .collect()
+}
+
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn create_account(&self, account: AccountRecord) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO accounts (id, parent, created_at) VALUES (?, ?, ?)")
+            .bind(account.id.as_str())
+            .bind(account.parent.as_ref().map(AccountId::as_str))
+            .bind(to_millis(account.created_at))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| match sql::map_err(e) {
+                StoreError::Conflict(_) => {
+                    StoreError::Conflict(format!("account {} exists", account.id))
+                }
+                other => other,
+            })?;
+        Ok(())
+    }
+
+    async fn get_account(&self, id: &AccountId) -> Result<Option<AccountRecord>, StoreError> {
+        sqlx::query_as::<_, AccountRow>("SELECT id, parent, created_at FROM accounts WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql::map_err)?
+            .map(AccountRow::into_record)
+            .transpose()
+    }
+
+    async fn insert_key(
+        &self,
+        record: KeyRecord,
+        limit: Option<u32>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let Some(limit) = limit else {
+            let mut conn = self.pool.acquire().await.map_err(sql::map_err)?;
+            return insert(&mut conn, &record).await;
+        };
+        let mut tx = self.begin_write().await?;
+        let active: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM api_keys WHERE account = ? AND format = ? \
+             AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
+        )
+        .bind(record.account.as_str())
+        .bind(record.format.as_str())
+        .bind(to_millis(now))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(sql::map_err)?;
+        if active >= i64::from(limit) {
+            return Err(StoreError::LimitReached { limit });
+        }
+        insert(&mut tx, &record).await?;
+        tx.commit().await.map_err(sql::map_err)
+    }
+
+    async fn insert_keys(&self, records: Vec<KeyRecord>) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        for record in &records {
+            insert(&mut tx, record).await?;
+        }
+        tx.commit().await.map_err(sql::map_err)
+    }
+
+    async fn find_by_lookup(&self, lookup: &str) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
+        let rows = sqlx::query_as::<_, KeyRow>(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE lookup = ? ORDER BY id"
+        ))
+        .bind(lookup)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql::map_err)?;
+        entries(rows)
+    }
+
+    async fn get_key(&self, id: &KeyId) -> Result<Option<Arc<KeyEntry>>, StoreError> {
+        let row = sqlx::query_as::<_, KeyRow>(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql::map_err)?;
+        Ok(entries(row.into_iter().collect())?.pop())
+    }
+
+    async fn list_keys(
+        &self,
+        account: &AccountId,
+        query: &ListQuery,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let mut text = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE account = ?");
+        if query.after.is_some() {
+            text.push_str(" AND id > ?");
+        }
+        if !query.include_revoked {
+            text.push_str(" AND revoked_at IS NULL");
+        }
+        text.push_str(" ORDER BY id LIMIT ?");
+        let mut q = sqlx::query_as::<_, KeyRow>(&text).bind(account.as_str());
+        if let Some(after) = &query.after {
+            q = q.bind(after.as_str());
+        }
+        q.bind(sql::sql_limit(query.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql::map_err)?
+            .into_iter()
+            .map(KeyRow::into_record)
+            .collect()
+    }
+
+    async fn revoke_key(&self, id: &KeyId, at: OffsetDateTime) -> Result<(), StoreError> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
+                .bind(to_millis(at))
+                .bind(id.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(sql::map_err)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn replace_secret(
+        &self,
+        id: &KeyId,
+        lookup: &str,
+        hash: SecretHash,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET lookup = ?, hash = ?, hash_version = ? \
+             WHERE id = ? AND revoked_at IS NULL",
+        )
+        .bind(lookup)
+        .bind(hash.digest().as_slice())
+        .bind(i64::from(hash.version()))
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(sql::map_err)?;
+        if done.rows_affected() > 0 {
+            return Ok(());
+        }
+        // Nothing changed: tell a missing key from a revoked one (revocation
+        // is final, so this answer cannot go stale).
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM api_keys WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql::map_err)?;
+        Err(if exists.is_some() {
+            StoreError::Revoked
+        } else {
+            StoreError::NotFound
+        })
+    }
+
+    async fn rotate_key(
+        &self,
+        old: &KeyId,
+        new: KeyRecord,
+        old_key: OldKey,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let revoked: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT revoked_at FROM api_keys WHERE id = ?")
+                .bind(old.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(sql::map_err)?;
+        match revoked {
+            None => return Err(StoreError::NotFound),
+            Some(Some(_)) => return Err(StoreError::Revoked),
+            Some(None) => {}
+        }
+        let update = match old_key {
+            OldKey::RevokeAt(at) => {
+                sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ?").bind(to_millis(at))
+            }
+            OldKey::ExpireAt(at) => sqlx::query(
+                "UPDATE api_keys SET expires_at = MIN(COALESCE(expires_at, ?1), ?1) WHERE id = ?2",
+            )
+            .bind(to_millis(at)),
+        };
+        update
+            .bind(old.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(sql::map_err)?;
+        insert(&mut tx, &new).await?;
+        tx.commit().await.map_err(sql::map_err)
+    }
+
+    async fn record_last_used(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
+        let uses = sql::latest_uses(uses);
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for (id, at) in uses {
+            sqlx::query(
+                "UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, ?1), ?1) \
+                 WHERE id = ?2",
+            )
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql::map_err)?;
+        }
+        tx.commit().await.map_err(sql::map_err)
+    }
+}

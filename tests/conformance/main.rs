@@ -1,0 +1,105 @@
+//! One store conformance suite (`suite.rs`), run against every backend:
+//! `MemoryStore` always, `SqliteStore` (a temp file and in memory) with
+//! feature `sqlite`, `PostgresStore` (a schema of its own per test) with
+//! feature `postgres`. Postgres tests skip when no server answers at
+//! `KEYGATE_TEST_POSTGRES_URL`, unless `KEYGATE_REQUIRE_SERVICES=1`.
+
+mod backend;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod migrations;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod outage;
+mod suite;
+#[path = "../support/mod.rs"]
+mod support;
+
+/// One `#[tokio::test]` per (backend, case), in a module per backend.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    crate::suite::$case(crate::backend::memory()).await;
+                }
+            )*
+        }
+
+        #[cfg(feature = "sqlite")]
+        mod sqlite_file {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let (store, _dir) = crate::backend::sqlite_file().await;
+                    crate::suite::$case(store).await;
+                }
+            )*
+        }
+
+        #[cfg(feature = "sqlite")]
+        mod sqlite_memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    crate::suite::$case(crate::backend::sqlite_memory().await).await;
+                }
+            )*
+        }
+
+        #[cfg(feature = "postgres")]
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(pg) = crate::support::postgres_store().await else {
+                        return;
+                    };
+                    crate::suite::$case(pg.store()).await;
+                    pg.cleanup().await;
+                }
+            )*
+        }
+    };
+}
+
+mod store {
+    conformance!(
+        accounts_round_trip_with_their_parent,
+        sub_account_keys_count_toward_the_sub_account,
+        inserted_keys_round_trip_every_field,
+        duplicate_key_ids_conflict,
+        find_by_lookup_returns_every_colliding_candidate,
+        list_excludes_revoked_keys_unless_asked,
+        list_is_per_account_in_id_order,
+        revoke_is_soft_and_keeps_the_first_time,
+        replace_secret_swaps_lookup_and_hash,
+        limit_counts_active_keys_per_account_and_format,
+        limit_ignores_expired_keys,
+        concurrent_creates_never_exceed_the_limit,
+        last_used_batches_keep_the_latest_time,
+        unicode_names_and_accounts_round_trip,
+        ten_thousand_keys_page_in_id_order,
+        bulk_insert_is_all_or_nothing,
+        rotate_immediately_revokes_the_old_key,
+        rotate_with_grace_expires_the_old_key_later,
+        rotate_is_atomic_when_the_new_id_exists,
+    );
+}
+
+mod service {
+    conformance!(
+        service_verifies_a_created_key,
+        service_rejects_a_revoked_key,
+        service_rotates_immediately_and_with_grace,
+        service_enforces_the_key_limit,
+        service_flush_writes_last_used,
+    );
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod flusher {
+    conformance!(
+        flusher_writes_last_used_within_the_interval,
+        flusher_shutdown_flushes_once_more,
+    );
+}

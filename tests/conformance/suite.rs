@@ -1,0 +1,907 @@
+//! The store conformance suite: every case is written once against
+//! `Arc<dyn KeyStore>` and run on every backend by `main.rs`. The expected
+//! outcomes are `MemoryStore`'s.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keygate::hash::SecretHash;
+use keygate::ratelimit::Quota;
+use keygate::store::{AccountRecord, KeyRecord, ListQuery, OldKey};
+use keygate::{
+    profiles, AccountId, ApiKeys, AuthError, CreateKey, Error, KeyId, KeyStore, ListOptions,
+    ManualClock, Pepper, Rotation, StoreError,
+};
+use time::OffsetDateTime;
+
+// ----- fixtures -------------------------------------------------------------
+
+/// 2025-01-01T00:00:00Z in Unix milliseconds; stores keep millisecond precision.
+const BASE_MS: i64 = 1_735_689_600_000;
+
+/// `BASE_MS + offset` milliseconds as a time.
+pub fn at(offset_ms: i64) -> OffsetDateTime {
+    keygate::store::from_millis(BASE_MS + offset_ms).expect("in range")
+}
+
+fn account(id: &str) -> AccountId {
+    AccountId::new(id).expect("valid account id")
+}
+
+fn quota(limit: u32, period_ms: u64) -> Quota {
+    serde_json::from_value(serde_json::json!({
+        "limit": limit, "period_ms": period_ms, "burst": limit
+    }))
+    .expect("valid quota")
+}
+
+fn hash(n: u32) -> SecretHash {
+    let mut digest = [0u8; 32];
+    digest[..4].copy_from_slice(&n.to_be_bytes());
+    digest[31] = 0xa5;
+    SecretHash::from_parts(1, digest)
+}
+
+/// A plain active key: id `key_<n>`, lookup `lk<n>`, format `mj_`.
+fn key(account_id: &str, n: u32) -> KeyRecord {
+    KeyRecord {
+        id: KeyId::new(format!("key_{n:06}")),
+        account: account(account_id),
+        name: format!("key {n}"),
+        format: "mj_".into(),
+        lookup: format!("lk{n:06}"),
+        hash: hash(n),
+        bundle: Some("sdk".into()),
+        scopes: Vec::new(),
+        rate_limits: Vec::new(),
+        created_at: at(i64::from(n)),
+        expires_at: None,
+        last_used_at: None,
+        revoked_at: None,
+    }
+}
+
+async fn ids(store: &Arc<dyn KeyStore>, account_id: &str, include_revoked: bool) -> Vec<String> {
+    let query = ListQuery {
+        include_revoked,
+        after: None,
+        limit: 100_000,
+    };
+    store
+        .list_keys(&account(account_id), &query)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|r| r.id.as_str().to_owned())
+        .collect()
+}
+
+async fn stored(store: &Arc<dyn KeyStore>, id: &KeyId) -> KeyRecord {
+    store
+        .get_key(id)
+        .await
+        .expect("get")
+        .expect("key exists")
+        .record()
+        .clone()
+}
+
+async fn insert(store: &Arc<dyn KeyStore>, record: KeyRecord) {
+    store.insert_key(record, None, at(0)).await.expect("insert");
+}
+
+// ----- accounts -------------------------------------------------------------
+
+pub async fn accounts_round_trip_with_their_parent(store: Arc<dyn KeyStore>) {
+    let parent = AccountRecord {
+        id: account("org_parent"),
+        parent: None,
+        created_at: at(1),
+    };
+    let sub = AccountRecord {
+        id: account("org_sub"),
+        parent: Some(account("org_parent")),
+        created_at: at(2),
+    };
+    store.create_account(parent.clone()).await.unwrap();
+    store.create_account(sub.clone()).await.unwrap();
+    assert_eq!(store.get_account(&parent.id).await.unwrap(), Some(parent));
+    assert_eq!(store.get_account(&sub.id).await.unwrap(), Some(sub.clone()));
+    assert_eq!(store.get_account(&account("org_none")).await.unwrap(), None);
+    let again = store.create_account(sub).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+}
+
+pub async fn sub_account_keys_count_toward_the_sub_account(store: Arc<dyn KeyStore>) {
+    store
+        .create_account(AccountRecord {
+            id: account("org_sub"),
+            parent: Some(account("org_main")),
+            created_at: at(0),
+        })
+        .await
+        .unwrap();
+    let now = at(1_000);
+    for n in 0..2 {
+        store
+            .insert_key(key("org_main", n), Some(2), now)
+            .await
+            .unwrap();
+    }
+    // The parent is full; its sub-account is not.
+    assert_eq!(
+        store.insert_key(key("org_main", 2), Some(2), now).await,
+        Err(StoreError::LimitReached { limit: 2 })
+    );
+    for n in 10..12 {
+        store
+            .insert_key(key("org_sub", n), Some(2), now)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.insert_key(key("org_sub", 12), Some(2), now).await,
+        Err(StoreError::LimitReached { limit: 2 })
+    );
+    assert_eq!(
+        ids(&store, "org_main", true).await,
+        ["key_000000", "key_000001"]
+    );
+    assert_eq!(
+        ids(&store, "org_sub", true).await,
+        ["key_000010", "key_000011"]
+    );
+}
+
+// ----- keys -----------------------------------------------------------------
+
+pub async fn inserted_keys_round_trip_every_field(store: Arc<dyn KeyStore>) {
+    let full = KeyRecord {
+        id: KeyId::new("key_full"),
+        account: account("org_1"),
+        name: "Production SDK".into(),
+        format: "mk_live_".into(),
+        lookup: "mk_live_AbCd".into(),
+        hash: SecretHash::from_parts(7, [0xfe; 32]),
+        bundle: Some("mcp".into()),
+        scopes: vec!["subscribers:*".into(), "emails:send".into()],
+        rate_limits: vec![
+            ("send".into(), quota(5, 60_000)),
+            ("read".into(), quota(1_000, 1_000)),
+        ],
+        created_at: at(10),
+        expires_at: Some(at(86_400_000)),
+        last_used_at: Some(at(20)),
+        revoked_at: None,
+    };
+    let bare = KeyRecord {
+        id: KeyId::new("key_bare"),
+        bundle: None,
+        scopes: Vec::new(),
+        rate_limits: Vec::new(),
+        expires_at: None,
+        last_used_at: None,
+        hash: SecretHash::sha256("imported"),
+        ..full.clone()
+    };
+    insert(&store, full.clone()).await;
+    insert(&store, bare.clone()).await;
+    assert_eq!(stored(&store, &full.id).await, full);
+    assert_eq!(stored(&store, &bare.id).await, bare);
+    assert!(store
+        .get_key(&KeyId::new("key_none"))
+        .await
+        .unwrap()
+        .is_none());
+    let listed = store
+        .list_keys(&account("org_1"), &ListQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(listed, vec![bare, full]);
+}
+
+pub async fn duplicate_key_ids_conflict(store: Arc<dyn KeyStore>) {
+    insert(&store, key("org_1", 1)).await;
+    let mut twin = key("org_2", 1);
+    twin.lookup = "other".into();
+    let result = store.insert_key(twin.clone(), None, at(0)).await;
+    assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+    let limited = store.insert_key(twin, Some(5), at(0)).await;
+    assert!(
+        matches!(limited, Err(StoreError::Conflict(_))),
+        "{limited:?}"
+    );
+    assert_eq!(
+        stored(&store, &KeyId::new("key_000001")).await,
+        key("org_1", 1)
+    );
+    assert!(ids(&store, "org_2", true).await.is_empty());
+}
+
+pub async fn find_by_lookup_returns_every_colliding_candidate(store: Arc<dyn KeyStore>) {
+    let a = key("org_1", 1);
+    let mut b = key("org_2", 2);
+    b.lookup = a.lookup.clone();
+    b.revoked_at = Some(at(5));
+    let c = key("org_1", 3);
+    for r in [&a, &b, &c] {
+        insert(&store, r.clone()).await;
+    }
+    let mut found: Vec<KeyRecord> = store
+        .find_by_lookup(&a.lookup)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.record().clone())
+        .collect();
+    found.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(found, vec![a, b]);
+    let single = store.find_by_lookup(&c.lookup).await.unwrap();
+    assert_eq!(single.len(), 1);
+    assert_eq!(single[0].record(), &c);
+    assert!(store.find_by_lookup("lk_nothing").await.unwrap().is_empty());
+    assert!(store.find_by_lookup("").await.unwrap().is_empty());
+}
+
+pub async fn list_excludes_revoked_keys_unless_asked(store: Arc<dyn KeyStore>) {
+    for n in 1..=4 {
+        insert(&store, key("org_1", n)).await;
+    }
+    store
+        .revoke_key(&KeyId::new("key_000002"), at(50))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&store, "org_1", false).await,
+        ["key_000001", "key_000003", "key_000004"]
+    );
+    assert_eq!(
+        ids(&store, "org_1", true).await,
+        ["key_000001", "key_000002", "key_000003", "key_000004"]
+    );
+}
+
+pub async fn list_is_per_account_in_id_order(store: Arc<dyn KeyStore>) {
+    // Inserted out of order, across two accounts; ids sort bytewise.
+    for (acct, id) in [
+        ("org_a", "key_b"),
+        ("org_b", "key_c"),
+        ("org_a", "key_B"),
+        ("org_a", "key_a"),
+        ("org_a", "key_aa"),
+    ] {
+        let mut r = key(acct, 0);
+        r.id = KeyId::new(id);
+        r.lookup = format!("lk_{id}");
+        insert(&store, r).await;
+    }
+    assert_eq!(
+        ids(&store, "org_a", false).await,
+        ["key_B", "key_a", "key_aa", "key_b"]
+    );
+    assert_eq!(ids(&store, "org_b", false).await, ["key_c"]);
+    assert!(ids(&store, "org_c", true).await.is_empty());
+    let page = store
+        .list_keys(
+            &account("org_a"),
+            &ListQuery {
+                include_revoked: false,
+                after: Some(KeyId::new("key_a")),
+                limit: 2,
+            },
+        )
+        .await
+        .unwrap();
+    let page: Vec<&str> = page.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(page, ["key_aa", "key_b"]);
+    let empty = store
+        .list_keys(
+            &account("org_a"),
+            &ListQuery {
+                include_revoked: true,
+                after: None,
+                limit: 0,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(empty.is_empty());
+}
+
+pub async fn revoke_is_soft_and_keeps_the_first_time(store: Arc<dyn KeyStore>) {
+    let r = key("org_1", 1);
+    insert(&store, r.clone()).await;
+    store.revoke_key(&r.id, at(100)).await.unwrap();
+    store.revoke_key(&r.id, at(200)).await.unwrap();
+    let revoked = stored(&store, &r.id).await;
+    assert_eq!(
+        revoked,
+        KeyRecord {
+            revoked_at: Some(at(100)),
+            ..r.clone()
+        }
+    );
+    // Still found by lookup, so verify can say "revoked" rather than "invalid".
+    let found = store.find_by_lookup(&r.lookup).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].record().revoked_at, Some(at(100)));
+    assert_eq!(
+        store.revoke_key(&KeyId::new("key_none"), at(1)).await,
+        Err(StoreError::NotFound)
+    );
+}
+
+pub async fn replace_secret_swaps_lookup_and_hash(store: Arc<dyn KeyStore>) {
+    let r = key("org_1", 1);
+    insert(&store, r.clone()).await;
+    let new_hash = SecretHash::from_parts(2, [0x11; 32]);
+    store
+        .replace_secret(&r.id, "lk_new", new_hash.clone())
+        .await
+        .unwrap();
+    assert!(store.find_by_lookup(&r.lookup).await.unwrap().is_empty());
+    let found = store.find_by_lookup("lk_new").await.unwrap();
+    assert_eq!(found.len(), 1);
+    let expected = KeyRecord {
+        lookup: "lk_new".into(),
+        hash: new_hash,
+        ..r.clone()
+    };
+    assert_eq!(found[0].record(), &expected);
+    assert_eq!(stored(&store, &r.id).await, expected);
+
+    store.revoke_key(&r.id, at(5)).await.unwrap();
+    assert_eq!(
+        store.replace_secret(&r.id, "lk_newer", hash(9)).await,
+        Err(StoreError::Revoked)
+    );
+    assert_eq!(
+        store
+            .replace_secret(&KeyId::new("key_none"), "lk_x", hash(9))
+            .await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(stored(&store, &r.id).await.lookup, "lk_new");
+}
+
+// ----- limits ---------------------------------------------------------------
+
+pub async fn limit_counts_active_keys_per_account_and_format(store: Arc<dyn KeyStore>) {
+    let now = at(1_000);
+    for n in 1..=2 {
+        store
+            .insert_key(key("org_1", n), Some(2), now)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.insert_key(key("org_1", 3), Some(2), now).await,
+        Err(StoreError::LimitReached { limit: 2 })
+    );
+    // Another format and another account have limits of their own.
+    let mut test_mode = key("org_1", 4);
+    test_mode.format = "mk_test_".into();
+    store.insert_key(test_mode, Some(2), now).await.unwrap();
+    store
+        .insert_key(key("org_2", 5), Some(2), now)
+        .await
+        .unwrap();
+    // No limit, no check.
+    store.insert_key(key("org_1", 6), None, now).await.unwrap();
+    // Revoking one frees a slot only when it brings the count under the limit.
+    store
+        .revoke_key(&KeyId::new("key_000001"), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.insert_key(key("org_1", 7), Some(2), now).await,
+        Err(StoreError::LimitReached { limit: 2 })
+    );
+    store
+        .revoke_key(&KeyId::new("key_000006"), now)
+        .await
+        .unwrap();
+    store
+        .insert_key(key("org_1", 8), Some(2), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&store, "org_1", false).await,
+        ["key_000002", "key_000004", "key_000008"]
+    );
+    assert_eq!(
+        store.insert_key(key("org_3", 9), Some(0), now).await,
+        Err(StoreError::LimitReached { limit: 0 })
+    );
+}
+
+pub async fn limit_ignores_expired_keys(store: Arc<dyn KeyStore>) {
+    let now = at(10_000);
+    let mut expired = key("org_1", 1);
+    expired.expires_at = Some(at(9_999));
+    let mut expiring_now = key("org_1", 2);
+    expiring_now.expires_at = Some(now);
+    let mut later = key("org_1", 3);
+    later.expires_at = Some(at(10_001));
+    for r in [expired, expiring_now, later] {
+        insert(&store, r).await;
+    }
+    // Only `later` is active at `now`: an expiry equal to now has passed.
+    store
+        .insert_key(key("org_1", 4), Some(2), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.insert_key(key("org_1", 5), Some(2), now).await,
+        Err(StoreError::LimitReached { limit: 2 })
+    );
+    // Once `later` expires too, there is room again.
+    store
+        .insert_key(key("org_1", 6), Some(2), at(10_001))
+        .await
+        .unwrap();
+    assert_eq!(ids(&store, "org_1", false).await.len(), 5);
+}
+
+pub async fn concurrent_creates_never_exceed_the_limit(store: Arc<dyn KeyStore>) {
+    let now = at(1_000);
+    let mut tasks = Vec::new();
+    for n in 0..32 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            store.insert_key(key("org_busy", n), Some(10), now).await
+        }));
+    }
+    let mut created = 0;
+    let mut refused = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(()) => created += 1,
+            Err(StoreError::LimitReached { limit: 10 }) => refused += 1,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((created, refused), (10, 22));
+    assert_eq!(ids(&store, "org_busy", true).await.len(), 10);
+}
+
+// ----- last used ------------------------------------------------------------
+
+pub async fn last_used_batches_keep_the_latest_time(store: Arc<dyn KeyStore>) {
+    let (a, b, c) = (key("org_1", 1), key("org_1", 2), key("org_1", 3));
+    for r in [&a, &b, &c] {
+        insert(&store, r.clone()).await;
+    }
+    store
+        .record_last_used(&[
+            (a.id.clone(), at(300)),
+            (b.id.clone(), at(100)),
+            (a.id.clone(), at(200)),
+            (KeyId::new("key_none"), at(100)),
+        ])
+        .await
+        .unwrap();
+    // An older time never moves the stamp back.
+    store
+        .record_last_used(&[(a.id.clone(), at(250)), (b.id.clone(), at(150))])
+        .await
+        .unwrap();
+    store.record_last_used(&[]).await.unwrap();
+    let last_used = |id: &KeyId| {
+        let store = Arc::clone(&store);
+        let id = id.clone();
+        async move { store.get_key(&id).await.unwrap().unwrap().last_used() }
+    };
+    assert_eq!(last_used(&a.id).await, Some(at(300)));
+    assert_eq!(last_used(&b.id).await, Some(at(150)));
+    assert_eq!(last_used(&c.id).await, None);
+    let listed: Vec<_> = store
+        .list_keys(&account("org_1"), &ListQuery::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.last_used_at)
+        .collect();
+    assert_eq!(listed, [Some(at(300)), Some(at(150)), None]);
+}
+
+// ----- text -----------------------------------------------------------------
+
+pub async fn unicode_names_and_accounts_round_trip(store: Arc<dyn KeyStore>) {
+    let acct = "org_Zürich_東京";
+    let mut r = key(acct, 1);
+    r.name = "Clé de prod 🚀 — «ünïcödé» 日本語 \"quoted\" 'single' %_\\".into();
+    r.scopes = vec!["naïve:read".into()];
+    r.bundle = Some("bündel".into());
+    insert(&store, r.clone()).await;
+    store
+        .create_account(AccountRecord {
+            id: account(acct),
+            parent: Some(account("élternkonto")),
+            created_at: at(0),
+        })
+        .await
+        .unwrap();
+    assert_eq!(stored(&store, &r.id).await, r);
+    let listed = store
+        .list_keys(&account(acct), &ListQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(listed, vec![r]);
+    let a = store.get_account(&account(acct)).await.unwrap().unwrap();
+    assert_eq!(a.parent, Some(account("élternkonto")));
+}
+
+// ----- scale ----------------------------------------------------------------
+
+pub async fn ten_thousand_keys_page_in_id_order(store: Arc<dyn KeyStore>) {
+    const N: u32 = 10_000;
+    let mut records: Vec<KeyRecord> = (0..N)
+        .map(|n| {
+            let mut r = key("org_big", n);
+            if n % 10 == 3 {
+                r.revoked_at = Some(at(5));
+            }
+            r
+        })
+        .collect();
+    // A neighbour whose keys must not leak into the listing.
+    records.extend((N..N + 50).map(|n| key("org_small", n)));
+    records.reverse();
+    store.insert_keys(records).await.unwrap();
+
+    for include_revoked in [false, true] {
+        let mut seen = Vec::new();
+        let mut after = None;
+        let mut pages = 0;
+        loop {
+            let page = store
+                .list_keys(
+                    &account("org_big"),
+                    &ListQuery {
+                        include_revoked,
+                        after: after.clone(),
+                        limit: 1_000,
+                    },
+                )
+                .await
+                .unwrap();
+            pages += 1;
+            assert!(page.len() <= 1_000);
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            seen.extend(page.into_iter().map(|r| r.id));
+        }
+        let expected: Vec<KeyId> = (0..N)
+            .filter(|n| include_revoked || n % 10 != 3)
+            .map(|n| KeyId::new(format!("key_{n:06}")))
+            .collect();
+        assert_eq!(seen.len(), expected.len());
+        assert_eq!(seen, expected);
+        let full_pages = expected.len().div_ceil(1_000);
+        assert_eq!(pages, full_pages + 1);
+    }
+    assert_eq!(ids(&store, "org_small", false).await.len(), 50);
+}
+
+pub async fn bulk_insert_is_all_or_nothing(store: Arc<dyn KeyStore>) {
+    insert(&store, key("org_1", 1)).await;
+    let batch = vec![key("org_1", 2), key("org_1", 1), key("org_1", 3)];
+    let result = store.insert_keys(batch).await;
+    assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+    let within = store
+        .insert_keys(vec![key("org_1", 4), key("org_1", 4)])
+        .await;
+    assert!(matches!(within, Err(StoreError::Conflict(_))), "{within:?}");
+    assert_eq!(ids(&store, "org_1", true).await, ["key_000001"]);
+    store.insert_keys(Vec::new()).await.unwrap();
+}
+
+// ----- rotation ---------------------------------------------------------------
+
+pub async fn rotate_immediately_revokes_the_old_key(store: Arc<dyn KeyStore>) {
+    let old = key("org_1", 1);
+    insert(&store, old.clone()).await;
+    let new = key("org_1", 2);
+    store
+        .rotate_key(&old.id, new.clone(), OldKey::RevokeAt(at(500)))
+        .await
+        .unwrap();
+    assert_eq!(stored(&store, &old.id).await.revoked_at, Some(at(500)));
+    assert_eq!(stored(&store, &new.id).await, new);
+    assert_eq!(ids(&store, "org_1", false).await, ["key_000002"]);
+    // A revoked key cannot be rotated again; an unknown one is not found.
+    assert_eq!(
+        store
+            .rotate_key(&old.id, key("org_1", 3), OldKey::RevokeAt(at(600)))
+            .await,
+        Err(StoreError::Revoked)
+    );
+    assert_eq!(
+        store
+            .rotate_key(
+                &KeyId::new("key_none"),
+                key("org_1", 4),
+                OldKey::RevokeAt(at(600))
+            )
+            .await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        ids(&store, "org_1", true).await,
+        ["key_000001", "key_000002"]
+    );
+}
+
+pub async fn rotate_with_grace_expires_the_old_key_later(store: Arc<dyn KeyStore>) {
+    let old = key("org_1", 1);
+    let mut soon = key("org_1", 2);
+    soon.expires_at = Some(at(1_000));
+    insert(&store, old.clone()).await;
+    insert(&store, soon.clone()).await;
+    store
+        .rotate_key(&old.id, key("org_1", 3), OldKey::ExpireAt(at(5_000)))
+        .await
+        .unwrap();
+    // A grace period never extends an earlier expiry.
+    store
+        .rotate_key(&soon.id, key("org_1", 4), OldKey::ExpireAt(at(5_000)))
+        .await
+        .unwrap();
+    let old_now = stored(&store, &old.id).await;
+    assert_eq!(
+        old_now,
+        KeyRecord {
+            expires_at: Some(at(5_000)),
+            ..old.clone()
+        }
+    );
+    assert_eq!(stored(&store, &soon.id).await.expires_at, Some(at(1_000)));
+    // During the grace period both keys count toward the limit; after it, only the new.
+    assert_eq!(
+        store.insert_key(key("org_1", 5), Some(3), at(4_999)).await,
+        Err(StoreError::LimitReached { limit: 3 })
+    );
+    store
+        .insert_key(key("org_1", 5), Some(3), at(5_000))
+        .await
+        .unwrap();
+}
+
+pub async fn rotate_is_atomic_when_the_new_id_exists(store: Arc<dyn KeyStore>) {
+    let old = key("org_1", 1);
+    let taken = key("org_1", 2);
+    insert(&store, old.clone()).await;
+    insert(&store, taken.clone()).await;
+    let mut clash = key("org_1", 2);
+    clash.lookup = "lk_clash".into();
+    let result = store
+        .rotate_key(&old.id, clash, OldKey::RevokeAt(at(500)))
+        .await;
+    assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+    assert_eq!(stored(&store, &old.id).await, old);
+    assert_eq!(stored(&store, &taken.id).await, taken);
+    assert!(store.find_by_lookup("lk_clash").await.unwrap().is_empty());
+}
+
+// ----- through the service ----------------------------------------------------
+
+fn service(store: Arc<dyn KeyStore>, profile: keygate::Profile) -> (ApiKeys, ManualClock) {
+    let clock = ManualClock::starting_at(at(0));
+    let api = ApiKeys::builder(profile)
+        .shared_store(store)
+        .pepper(Pepper::new(1, [42u8; 32]).unwrap())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    (api, clock)
+}
+
+pub async fn service_verifies_a_created_key(store: Arc<dyn KeyStore>) {
+    let (api, _) = service(store, profiles::mailjawn());
+    let org = account("org_svc");
+    let key = api
+        .create(&org, CreateKey::new("ci").bundle("sdk"))
+        .await
+        .unwrap();
+    let principal = api.verify(key.key.expose_secret()).await.unwrap();
+    assert_eq!(principal.key_id(), &key.info.id);
+    assert_eq!(principal.account(), &org);
+    assert_eq!(principal.bundle(), Some("sdk"));
+    api.require(&principal, "subscribers:write").unwrap();
+    assert!(matches!(
+        api.require(&principal, "campaigns:read"),
+        Err(AuthError::Forbidden { .. })
+    ));
+    // A well-formed key that was never issued is invalid.
+    let stranger = api.profile().formats[0].generate();
+    assert_eq!(
+        api.verify(stranger.expose_secret()).await.unwrap_err(),
+        AuthError::Invalid
+    );
+    let presented = key.key.expose_secret().to_owned();
+    let page = api.list(&org, ListOptions::default()).await.unwrap();
+    assert_eq!(page.data.len(), 1);
+    assert_eq!(page.data[0].id, key.info.id);
+    assert_eq!(page.data[0].name, "ci");
+    assert!(!page.data[0].redacted.contains(&presented));
+}
+
+pub async fn service_rejects_a_revoked_key(store: Arc<dyn KeyStore>) {
+    let (api, _) = service(store, profiles::mailjawn());
+    let org = account("org_svc");
+    let key = api
+        .create(&org, CreateKey::new("ci").bundle("sdk"))
+        .await
+        .unwrap();
+    api.revoke(&org, &key.info.id).await.unwrap();
+    assert_eq!(
+        api.verify(key.key.expose_secret()).await.unwrap_err(),
+        AuthError::Revoked
+    );
+    let listed = api
+        .list(
+            &org,
+            ListOptions {
+                include_revoked: true,
+                ..ListOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.data[0].revoked_at, Some(at(0)));
+    assert!(api
+        .list(&org, ListOptions::default())
+        .await
+        .unwrap()
+        .data
+        .is_empty());
+}
+
+pub async fn service_rotates_immediately_and_with_grace(store: Arc<dyn KeyStore>) {
+    let (api, clock) = service(store, profiles::mailjawn());
+    let org = account("org_svc");
+    let first = api
+        .create(&org, CreateKey::new("ci").bundle("mcp"))
+        .await
+        .unwrap();
+    let second = api
+        .rotate(&org, &first.info.id, Rotation::Immediate)
+        .await
+        .unwrap();
+    assert_eq!(
+        api.verify(first.key.expose_secret()).await.unwrap_err(),
+        AuthError::Revoked
+    );
+    let p = api.verify(second.key.expose_secret()).await.unwrap();
+    assert_eq!(p.bundle(), Some("mcp"));
+    assert_eq!(p.name(), "ci");
+
+    let third = api
+        .rotate(
+            &org,
+            &second.info.id,
+            Rotation::Grace(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    assert!(api.verify(second.key.expose_secret()).await.is_ok());
+    assert!(api.verify(third.key.expose_secret()).await.is_ok());
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(
+        api.verify(second.key.expose_secret()).await.unwrap_err(),
+        AuthError::Expired
+    );
+    assert!(api.verify(third.key.expose_secret()).await.is_ok());
+    assert_eq!(
+        api.rotate(&org, &first.info.id, Rotation::Immediate)
+            .await
+            .unwrap_err(),
+        Error::Revoked
+    );
+}
+
+pub async fn service_enforces_the_key_limit(store: Arc<dyn KeyStore>) {
+    let mut profile = profiles::mailchannels();
+    profile.key_limit = Some(2);
+    let (api, _) = service(store, profile);
+    let org = account("org_mc");
+    let a = api
+        .create(&org, CreateKey::new("one").scopes(["api"]))
+        .await
+        .unwrap();
+    api.create(&org, CreateKey::new("two").scopes(["api"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        api.create(&org, CreateKey::new("three").scopes(["api"]))
+            .await
+            .unwrap_err(),
+        Error::KeyLimitReached { limit: 2 }
+    );
+    api.revoke(&org, &a.info.id).await.unwrap();
+    let c = api
+        .create(&org, CreateKey::new("three").scopes(["api"]))
+        .await
+        .unwrap();
+    assert!(api.verify(c.key.expose_secret()).await.is_ok());
+}
+
+pub async fn service_flush_writes_last_used(store: Arc<dyn KeyStore>) {
+    let (api, clock) = service(store, profiles::mailjawn());
+    let org = account("org_svc");
+    let key = api
+        .create(&org, CreateKey::new("ci").bundle("sdk"))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_millis(1_500));
+    api.verify(key.key.expose_secret()).await.unwrap();
+    api.flush_last_used().await.unwrap();
+    let listed = api.list(&org, ListOptions::default()).await.unwrap();
+    assert_eq!(listed.data[0].last_used_at, Some(at(1_500)));
+    assert_eq!(
+        api.get(&org, &key.info.id).await.unwrap().last_used_at,
+        Some(at(1_500))
+    );
+}
+
+/// Polls `api.list` until the key shows a last-used time; fails after `limit`.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+async fn wait_for_last_used(
+    api: &ApiKeys,
+    org: &AccountId,
+    limit: Duration,
+) -> Option<OffsetDateTime> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let page = api.list(org, ListOptions::default()).await.unwrap();
+        if let Some(t) = page.data[0].last_used_at {
+            return Some(t);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub async fn flusher_writes_last_used_within_the_interval(store: Arc<dyn KeyStore>) {
+    let needs_flush = store.needs_last_used_flush();
+    let (api, clock) = service(store, profiles::mailjawn());
+    let org = account("org_svc");
+    let key = api
+        .create(&org, CreateKey::new("ci").bundle("sdk"))
+        .await
+        .unwrap();
+    let flusher = api.spawn_last_used_flusher(Duration::from_millis(50));
+    clock.advance(Duration::from_millis(2_000));
+    api.verify(key.key.expose_secret()).await.unwrap();
+    if needs_flush {
+        // Verify itself wrote nothing: the store still has no last-used time.
+        let stored = api.store().get_key(&key.info.id).await.unwrap().unwrap();
+        assert_eq!(stored.record().last_used_at, None);
+    }
+    // The flusher's next tick writes it (the bound only guards a hung test).
+    let seen = wait_for_last_used(&api, &org, Duration::from_secs(10)).await;
+    assert_eq!(seen, Some(at(2_000)));
+    assert_eq!(flusher.shutdown().await.unwrap(), 0);
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub async fn flusher_shutdown_flushes_once_more(store: Arc<dyn KeyStore>) {
+    let needs_flush = store.needs_last_used_flush();
+    let (api, clock) = service(store, profiles::mailjawn());
+    let org = account("org_svc");
+    let key = api
+        .create(&org, CreateKey::new("ci").bundle("sdk"))
+        .await
+        .unwrap();
+    let flusher = api.spawn_last_used_flusher(Duration::from_secs(3_600));
+    clock.advance(Duration::from_millis(7_000));
+    api.verify(key.key.expose_secret()).await.unwrap();
+    let written = flusher.shutdown().await.unwrap();
+    assert_eq!(written, usize::from(needs_flush));
+    let listed = api.list(&org, ListOptions::default()).await.unwrap();
+    assert_eq!(listed.data[0].last_used_at, Some(at(7_000)));
+}

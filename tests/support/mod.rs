@@ -1,0 +1,158 @@
+//! Helpers shared by integration tests: a PostgreSQL store in a schema of its
+//! own, skipped (or failed, with `KEYGATE_REQUIRE_SERVICES=1`) when no server
+//! answers.
+#![allow(dead_code)]
+
+#[cfg(feature = "postgres")]
+pub use postgres::*;
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use std::str::FromStr;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use keygate::{KeyStore, PostgresStore};
+    use rand::Rng;
+    use sqlx::postgres::PgConnectOptions;
+    use sqlx::{ConnectOptions, Connection};
+
+    /// Where the test database lives unless `KEYGATE_TEST_POSTGRES_URL` says otherwise.
+    pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+    /// The test database URL.
+    pub fn postgres_url() -> String {
+        std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into())
+    }
+
+    /// True when missing services must fail tests instead of skipping them.
+    pub fn services_required() -> bool {
+        std::env::var("KEYGATE_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+    }
+
+    /// Reports a service that cannot be used: skips (returns) or, when services
+    /// are required, panics.
+    pub fn skip_or_fail(service: &str, why: &str) {
+        if services_required() {
+            panic!("{service} is required (KEYGATE_REQUIRE_SERVICES=1) but unusable: {why}");
+        }
+        eprintln!("skipping: {service} unavailable: {why}");
+    }
+
+    /// A migrated [`PostgresStore`] in a fresh schema that is dropped again by
+    /// [`cleanup`](Self::cleanup) or, if the test panics first, on drop.
+    pub struct TestPostgres {
+        store: Arc<PostgresStore>,
+        schema: String,
+        url: String,
+        dropped: bool,
+    }
+
+    impl TestPostgres {
+        /// The store.
+        pub fn postgres(&self) -> &Arc<PostgresStore> {
+            &self.store
+        }
+
+        /// The store as the trait object the suite takes.
+        pub fn store(&self) -> Arc<dyn KeyStore> {
+            self.store.clone()
+        }
+
+        /// The schema name.
+        pub fn schema(&self) -> &str {
+            &self.schema
+        }
+
+        /// The database URL.
+        pub fn url(&self) -> &str {
+            &self.url
+        }
+
+        /// Closes the pool and drops the schema.
+        pub async fn cleanup(mut self) {
+            self.store.pool().close().await;
+            drop_schema(&self.url, &self.schema)
+                .await
+                .unwrap_or_else(|e| panic!("dropping schema {}: {e}", self.schema));
+            self.dropped = true;
+        }
+    }
+
+    impl Drop for TestPostgres {
+        fn drop(&mut self) {
+            if self.dropped {
+                return;
+            }
+            // The test failed before cleanup: drop the schema from a thread with
+            // a runtime of its own (this may run inside the test's runtime).
+            let (url, schema) = (self.url.clone(), self.schema.clone());
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                let _ = rt.block_on(drop_schema(&url, &schema));
+            })
+            .join();
+        }
+    }
+
+    /// Drops `schema` and everything in it.
+    pub async fn drop_schema(url: &str, schema: &str) -> Result<(), sqlx::Error> {
+        let mut conn = PgConnectOptions::from_str(url)?.connect().await?;
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .execute(&mut conn)
+            .await?;
+        conn.close().await
+    }
+
+    /// A random schema name for one test.
+    pub fn random_schema() -> String {
+        let n: u64 = rand::thread_rng().gen();
+        format!("keygate_test_{n:016x}")
+    }
+
+    /// Checks once per test process that the server answers, quickly.
+    async fn reachable(url: &str) -> Result<(), String> {
+        static CHECKED: tokio::sync::OnceCell<Result<(), String>> =
+            tokio::sync::OnceCell::const_new();
+        CHECKED
+            .get_or_init(|| async {
+                let options =
+                    PgConnectOptions::from_str(url).map_err(|e| format!("bad url {url}: {e}"))?;
+                match tokio::time::timeout(Duration::from_secs(3), options.connect()).await {
+                    Ok(Ok(conn)) => {
+                        let _ = conn.close().await;
+                        Ok(())
+                    }
+                    Ok(Err(e)) => Err(format!("{url}: {e}")),
+                    Err(_) => Err(format!("{url}: no answer within 3 s")),
+                }
+            })
+            .await
+            .clone()
+    }
+
+    /// A migrated store in its own new schema, or `None` (after saying why on
+    /// stderr) when PostgreSQL is unreachable and services are not required.
+    pub async fn postgres_store() -> Option<TestPostgres> {
+        let url = postgres_url();
+        if let Err(why) = reachable(&url).await {
+            skip_or_fail("postgres", &why);
+            return None;
+        }
+        let schema = random_schema();
+        let store = PostgresStore::connect_with_schema(&url, &schema)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {url} with schema {schema}: {e}"));
+        let test = TestPostgres {
+            store: Arc::new(store),
+            schema,
+            url,
+            dropped: false,
+        };
+        test.store.migrate().await.expect("migrations apply");
+        Some(test)
+    }
+}
