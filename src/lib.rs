@@ -55,6 +55,8 @@
 //! | feature | default | adds |
 //! |---|---|---|
 //! | `memory` | yes | [`MemoryStore`] |
+//! | `sqlite` | no | `SqliteStore` (sqlx, embedded migrations) |
+//! | `postgres` | no | `PostgresStore` (sqlx, embedded migrations) |
 //!
 //! ## Security
 //!
