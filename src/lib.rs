@@ -102,7 +102,7 @@ pub use store::PostgresStore;
 pub use store::SqliteStore;
 pub use store::{AccountId, KeyId, KeyStore, MemoryStore, StoreError};
 
-/// The README's examples, compiled and run as doc tests.
-#[cfg(doctest)]
+/// The README's examples, compiled and run as doc tests (they use every feature).
+#[cfg(all(doctest, feature = "sqlite", feature = "postgres"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
