@@ -55,6 +55,7 @@
 //! | feature | default | adds |
 //! |---|---|---|
 //! | `memory` | yes | [`MemoryStore`] |
+//! | `redis` | no | `RedisRateLimiter`: one quota per key shared by every instance, through Redis |
 //!
 //! ## Security
 //!
@@ -85,6 +86,13 @@ pub use ratelimit::{
     Bucket, Decision, KeyBuckets, KeyedBuckets, LimiterUnavailable, LocalRateLimiter, Quota,
     QuotaError, RateLimiter, RatePolicy,
 };
+#[cfg(feature = "redis")]
+pub use ratelimit::{RedisFailure, RedisRateLimiter, RedisRateLimiterBuilder};
+/// The `redis` crate keygate is built against, to make the
+/// [`ConnectionManager`](redis::aio::ConnectionManager) that
+/// [`RedisRateLimiter::new`] takes without a version mismatch.
+#[cfg(feature = "redis")]
+pub use redis;
 pub use scope::{Requirement, ScopeCatalog, ScopeSet};
 pub use service::{
     ApiKeys, ApiKeysBuilder, CreateKey, KeyInfo, ListOptions, NewKey, Operation, Page, Principal,
