@@ -7,41 +7,8 @@
 //! `EVALSHA` of a Lua script that reads the bucket, decides with the Redis
 //! server's clock (`TIME`, so instances need no clock agreement) and, on
 //! admission, writes the new state with an expiry at the moment the bucket
-//! is full again, so idle buckets disappear on their own.
-//!
-//! # Keys
-//!
-//! Each bucket is one string key, `{prefix}{{key_id}}:{class}` — with the
-//! default prefix `keygate:rl:`, key `key_01` in class `send` lives at
-//! `keygate:rl:{key_01}:send` and holds `"<seconds> <nanoseconds>"` of its
-//! theoretical arrival time on the server's clock. The braces are a Redis
-//! Cluster hash tag: the script only ever touches one key, so it would be
-//! cluster-safe without them, but the tag puts all classes of one API key in
-//! one slot so that [`forget`](RateLimiter::forget) can delete them with a
-//! single `DEL`. The limiter itself speaks to one endpoint through a
-//! [`ConnectionManager`] (a single server, a replica set's primary, or a
-//! cluster proxy). Choose a prefix without braces, or the hash tag moves.
-//!
-//! # Time
-//!
-//! Decisions read the Redis server's wall clock, so service instances need
-//! not agree on the time. If that clock is stepped back, buckets only deny
-//! more (as [`Bucket`](super::Bucket) does with a clock that runs backwards);
-//! if it is stepped forward, buckets refill early by that much.
-//!
-//! # When Redis cannot be reached
-//!
-//! Every call is bounded by a timeout (50 ms unless set). A call that fails
-//! or times out is handled by the [`RedisFailure`] policy: by default
-//! [`FailClosed`](RedisFailure::FailClosed), which reports
-//! [`LimiterUnavailable`] (so [`ApiKeys::verify_for`](crate::ApiKeys::verify_for)
-//! answers [`AuthError::Unavailable`](crate::AuthError::Unavailable), 503);
-//! or [`FallBackToLocal`](RedisFailure::FallBackToLocal), which decides with a
-//! [`LocalRateLimiter`] on the request's slot, i.e. per-process limits until
-//! Redis answers again. The connection manager reconnects by itself; a
-//! limiter made by [`RedisRateLimiterBuilder::connect`] while Redis is down
-//! keeps trying to connect in the background and starts using Redis as soon
-//! as it succeeds.
+//! is full again, so idle buckets disappear on their own. The details are on
+//! [`RedisRateLimiter`].
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -144,12 +111,43 @@ pub enum RedisFailure {
 /// instance that uses the same Redis and key prefix.
 ///
 /// Decisions are the same as [`LocalRateLimiter`]'s for the same sequence of
-/// requests (same `limit`, `remaining`, `reset` and `retry_after`), taken in
-/// one round trip with the Redis server's clock; see the
-/// [module docs](self) for the key layout and failure handling. Cloning is
-/// cheap and clones share one connection.
+/// requests (same `limit`, `remaining`, `reset` and `retry_after`), each
+/// taken in one round trip: one `EVALSHA` of a Lua script. Cloning is cheap
+/// and clones share one connection. Every call needs a Tokio runtime (with
+/// time enabled).
 ///
-/// Needs a Tokio runtime (with time enabled) for every call.
+/// # Keys
+///
+/// Each bucket is one string key, `<prefix>{<key id>}:<class>` — with the
+/// default prefix `keygate:rl:`, key `key_01` in class `send` lives at
+/// `keygate:rl:{key_01}:send` and holds `"<seconds> <nanoseconds>"` of its
+/// theoretical arrival time on the server's clock. The braces are a Redis
+/// Cluster hash tag: the script only ever touches one key, so it would be
+/// cluster-safe without them, but the tag puts all classes of one API key in
+/// one slot so that [`forget`](RateLimiter::forget) can delete them with a
+/// single `DEL`. The limiter itself speaks to one endpoint through a
+/// [`ConnectionManager`] (a single server, a primary, or a cluster proxy). Choose a prefix without braces, or the hash tag moves.
+///
+/// # Time
+///
+/// Decisions read the Redis server's wall clock, so service instances need
+/// not agree on the time. If that clock is stepped back, buckets only deny
+/// more (as [`Bucket`](crate::Bucket) does with a clock that runs backwards);
+/// if it is stepped forward, buckets refill early by that much.
+///
+/// # When Redis cannot be reached
+///
+/// Every call is bounded by a timeout (50 ms unless set). A call that fails
+/// or times out is handled by the [`RedisFailure`] policy: by default
+/// [`FailClosed`](RedisFailure::FailClosed), which reports
+/// [`LimiterUnavailable`] (so [`ApiKeys::verify_for`](crate::ApiKeys::verify_for)
+/// answers [`AuthError::Unavailable`](crate::AuthError::Unavailable), 503);
+/// or [`FallBackToLocal`](RedisFailure::FallBackToLocal), which decides with a
+/// [`LocalRateLimiter`] on the request's slot, i.e. per-process limits until
+/// Redis answers again. The connection manager reconnects by itself; a
+/// limiter made by [`RedisRateLimiterBuilder::connect`] while Redis is down
+/// keeps trying to connect in the background and starts using Redis as soon
+/// as it succeeds.
 ///
 /// ```no_run
 /// use keygate::{profiles, ApiKeys, RedisFailure, RedisRateLimiter};
@@ -390,11 +388,18 @@ impl RedisRateLimiter {
     /// e.g. to inspect it with `redis-cli`.
     ///
     /// ```
-    /// # async fn run() -> Result<(), keygate::ConfigError> {
-    /// let limiter = keygate::RedisRateLimiter::connect("redis://127.0.0.1:6379/").await?;
+    /// use keygate::RedisRateLimiter;
+    /// use std::time::Duration;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// // Reachable or not, the limiter names its keys the same way.
+    /// let limiter = RedisRateLimiter::builder()
+    ///     .connect_timeout(Duration::from_millis(100))
+    ///     .connect("redis://127.0.0.1:6379/")
+    ///     .await?;
     /// assert_eq!(limiter.key_for("key_01", "send"), "keygate:rl:{key_01}:send");
-    /// # Ok(())
-    /// # }
+    /// # Ok::<(), keygate::ConfigError>(())
+    /// # }).unwrap();
     /// ```
     pub fn key_for(&self, key_id: &str, class_name: &str) -> String {
         bucket_key(&self.inner.prefix, key_id, class_name)
