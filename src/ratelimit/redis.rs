@@ -359,7 +359,6 @@ async fn connect_in_background(
         if let Ok(manager) = connect_once(&client, &config, timeout).await {
             if let Some(inner) = limiter.upgrade() {
                 RedisRateLimiter { inner }.install(manager).await;
-                tracing::info!(target: "keygate", "redis rate limiter connected");
             }
             return;
         }
