@@ -94,6 +94,7 @@ static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(GCRA_LUA));
 /// assert_eq!(RedisFailure::default(), RedisFailure::FailClosed);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum RedisFailure {
     /// Make no decision: the check returns [`LimiterUnavailable`], which
     /// [`ApiKeys::verify_for`](crate::ApiKeys::verify_for) reports as
