@@ -57,6 +57,7 @@
 //! | `memory` | yes | [`MemoryStore`] |
 //! | `sqlite` | no | `SqliteStore` (sqlx, embedded migrations) |
 //! | `postgres` | no | `PostgresStore` (sqlx, embedded migrations) |
+//! | `redis` | no | `RedisRateLimiter`: one quota per key shared by every instance, through Redis |
 //!
 //! ## Security
 //!
@@ -91,6 +92,13 @@ pub use ratelimit::{
     Bucket, Decision, KeyBuckets, KeyedBuckets, LimiterUnavailable, LocalRateLimiter, Quota,
     QuotaError, RateLimiter, RatePolicy,
 };
+#[cfg(feature = "redis")]
+pub use ratelimit::{RedisFailure, RedisRateLimiter, RedisRateLimiterBuilder};
+/// The `redis` crate keygate is built against, to make the
+/// [`ConnectionManager`](redis::aio::ConnectionManager) that
+/// [`RedisRateLimiter::new`] takes without a version mismatch.
+#[cfg(feature = "redis")]
+pub use redis;
 pub use scope::{Requirement, ScopeCatalog, ScopeSet};
 pub use service::{
     ApiKeys, ApiKeysBuilder, CreateKey, KeyInfo, ListOptions, NewKey, Operation, Page, Principal,

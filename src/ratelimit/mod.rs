@@ -9,7 +9,9 @@
 //! [`Decision`] with everything the `RateLimit-*` and `Retry-After` headers
 //! need. The [`RateLimiter`] trait is the seam for limiters shared between
 //! service instances; [`KeyedBuckets`] holds slots by key id for callers with
-//! no cache of their own. Nothing here does I/O.
+//! no cache of their own. Nothing here does I/O, except the Redis-backed
+//! `RedisRateLimiter` (feature `redis`), which shares buckets between
+//! instances.
 
 mod decision;
 mod gcra;
@@ -18,7 +20,11 @@ mod limiter;
 mod local;
 mod policy;
 mod quota;
+#[cfg(feature = "redis")]
+mod redis;
 
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisFailure, RedisRateLimiter, RedisRateLimiterBuilder};
 pub use decision::Decision;
 pub use gcra::{Bucket, KeyBuckets};
 pub use keyed::KeyedBuckets;

@@ -1,0 +1,813 @@
+//! A rate limiter shared by many service instances through Redis.
+//!
+//! [`RedisRateLimiter`] runs the same GCRA as the in-process
+//! [`LocalRateLimiter`], with the theoretical arrival time of each bucket kept
+//! in Redis instead of the caller's slot, so every instance of a service
+//! draws on one quota per key and class. A decision is one round trip: one
+//! `EVALSHA` of a Lua script that reads the bucket, decides with the Redis
+//! server's clock (`TIME`, so instances need no clock agreement) and, on
+//! admission, writes the new state with an expiry at the moment the bucket
+//! is full again, so idle buckets disappear on their own. The details are on
+//! [`RedisRateLimiter`].
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, OnceLock, Weak};
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, IntoConnectionInfo, RedisError, Script};
+
+use super::{Decision, KeyBuckets, LimiterUnavailable, LocalRateLimiter, Quota, RateLimiter};
+use crate::{Clock, ConfigError, SystemClock};
+
+const DEFAULT_PREFIX: &str = "keygate:rl:";
+const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The least time between two background connection attempts.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
+/// Class names remembered for `forget`; profiles have a handful, and the cap
+/// keeps memory bounded whatever callers pass.
+const MAX_REMEMBERED_CLASSES: usize = 64;
+const NANOS_PER_SEC: u64 = 1_000_000_000;
+
+/// The GCRA of [`Bucket::check`](super::Bucket::check), in Lua.
+///
+/// Lua numbers are doubles, exact only up to 2^53, and nanoseconds since the
+/// epoch are beyond that, so every time is a pair (whole seconds,
+/// nanoseconds below one second) and the script only adds, subtracts and
+/// compares pairs; the division for `remaining` happens in Rust.
+///
+/// KEYS[1]: the bucket. ARGV: emission interval and burst tolerance as
+/// pairs; tests may append a fixed "now" pair in place of `TIME`.
+/// Returns {admitted (1 or 0), start - now, new TAT - now} with the times as
+/// pairs, where start = max(TAT, now) and new TAT = start + interval.
+const GCRA_LUA: &str = r#"
+local B = 1000000000
+local iv_s, iv_n = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tol_s, tol_n = tonumber(ARGV[3]), tonumber(ARGV[4])
+local now_s, now_n
+if ARGV[6] then
+  now_s, now_n = tonumber(ARGV[5]), tonumber(ARGV[6])
+else
+  -- Redis 5+ replicates scripts by their effects, so reading the clock
+  -- before a write is allowed; this opts in on older servers.
+  if redis.replicate_commands then redis.replicate_commands() end
+  local t = redis.call('TIME')
+  now_s, now_n = tonumber(t[1]), tonumber(t[2]) * 1000
+end
+local start_s, start_n = now_s, now_n
+local tat = redis.call('GET', KEYS[1])
+if tat then
+  local s, n = string.match(tat, '^(%d+) (%d+)$')
+  s, n = tonumber(s), tonumber(n)
+  -- Anything unreadable counts as a full bucket and is overwritten.
+  if s and n and n < B and (s > now_s or (s == now_s and n > now_n)) then
+    start_s, start_n = s, n
+  end
+end
+local new_s, new_n = start_s + iv_s, start_n + iv_n
+if new_n >= B then new_s, new_n = new_s + 1, new_n - B end
+local ahead_s, ahead_n = new_s - now_s, new_n - now_n
+if ahead_n < 0 then ahead_s, ahead_n = ahead_s - 1, ahead_n + B end
+local reset_s, reset_n = start_s - now_s, start_n - now_n
+if reset_n < 0 then reset_s, reset_n = reset_s - 1, reset_n + B end
+if ahead_s > tol_s or (ahead_s == tol_s and ahead_n > tol_n) then
+  return {0, reset_s, reset_n, ahead_s, ahead_n}
+end
+-- Expire when the bucket is full again (rounded up to a millisecond): from
+-- then on an absent key and the stored state mean the same thing.
+local px = ahead_s * 1000 + math.ceil(ahead_n / 1000000)
+redis.call('SET', KEYS[1], string.format('%d %d', new_s, new_n), 'PX', string.format('%d', px))
+return {1, reset_s, reset_n, ahead_s, ahead_n}
+"#;
+
+static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(GCRA_LUA));
+
+/// What a [`RedisRateLimiter`] does when Redis cannot be reached, fails or
+/// does not answer within the timeout.
+///
+/// ```
+/// use keygate::RedisFailure;
+///
+/// assert_eq!(RedisFailure::default(), RedisFailure::FailClosed);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RedisFailure {
+    /// Make no decision: the check returns [`LimiterUnavailable`], which
+    /// [`ApiKeys::verify_for`](crate::ApiKeys::verify_for) reports as
+    /// [`AuthError::Unavailable`](crate::AuthError::Unavailable) (503). The
+    /// default: an outage never lifts the limits.
+    #[default]
+    FailClosed,
+    /// Decide with a [`LocalRateLimiter`] on the request's own slot: each
+    /// process enforces the full quota by itself until Redis answers again,
+    /// so a fleet of `n` instances admits up to `n` times the quota meanwhile.
+    FallBackToLocal,
+}
+
+/// A [`RateLimiter`] whose buckets live in Redis, shared by every service
+/// instance that uses the same Redis and key prefix.
+///
+/// Decisions are the same as [`LocalRateLimiter`]'s for the same sequence of
+/// requests (same `limit`, `remaining`, `reset` and `retry_after`), each
+/// taken in one round trip: one `EVALSHA` of a Lua script. Cloning is cheap
+/// and clones share one connection. Every call needs a Tokio runtime (with
+/// time enabled).
+///
+/// # Keys
+///
+/// Each bucket is one string key, `<prefix>{<key id>}:<class>` — with the
+/// default prefix `keygate:rl:`, key `key_01` in class `send` lives at
+/// `keygate:rl:{key_01}:send` and holds `"<seconds> <nanoseconds>"` of its
+/// theoretical arrival time on the server's clock. The braces are a Redis
+/// Cluster hash tag: the script only ever touches one key, so it would be
+/// cluster-safe without them, but the tag puts all classes of one API key in
+/// one slot so that [`forget`](RateLimiter::forget) can delete them with a
+/// single `DEL`. The limiter itself speaks to one endpoint through a
+/// [`ConnectionManager`] (a single server, a primary, or a cluster proxy). Choose a prefix without braces, or the hash tag moves.
+///
+/// # Time
+///
+/// Decisions read the Redis server's wall clock, so service instances need
+/// not agree on the time. If that clock is stepped back, buckets only deny
+/// more (as [`Bucket`](crate::Bucket) does with a clock that runs backwards);
+/// if it is stepped forward, buckets refill early by that much.
+///
+/// # When Redis cannot be reached
+///
+/// Every call is bounded by a timeout (50 ms unless set). A call that fails
+/// or times out is handled by the [`RedisFailure`] policy: by default
+/// [`FailClosed`](RedisFailure::FailClosed), which reports
+/// [`LimiterUnavailable`] (so [`ApiKeys::verify_for`](crate::ApiKeys::verify_for)
+/// answers [`AuthError::Unavailable`](crate::AuthError::Unavailable), 503);
+/// or [`FallBackToLocal`](RedisFailure::FallBackToLocal), which decides with a
+/// [`LocalRateLimiter`] on the request's slot, i.e. per-process limits until
+/// Redis answers again. The connection manager reconnects by itself; a
+/// limiter made by [`RedisRateLimiterBuilder::connect`] while Redis is down
+/// keeps trying to connect in the background and starts using Redis as soon
+/// as it succeeds.
+///
+/// ```no_run
+/// use keygate::{profiles, ApiKeys, RedisFailure, RedisRateLimiter};
+/// use std::time::Duration;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let limiter = RedisRateLimiter::builder()
+///     .prefix("myapp:rl:")
+///     .timeout(Duration::from_millis(50))
+///     .on_failure(RedisFailure::FailClosed)
+///     .connect("redis://127.0.0.1:6379/")
+///     .await?;
+/// // Every instance built like this shares each key's quota.
+/// let api = ApiKeys::builder(profiles::mailjawn())
+///     .rate_limiter(limiter)
+///     .build()?;
+/// let send = api.operation("send")?;
+/// # let presented = "";
+/// match api.verify_for(presented, &send).await {
+///     Ok(principal) => println!("{:?}", principal.rate_limit()),
+///     Err(e) => println!("{} {e}", e.status()), // 429 over quota, 503 if Redis is down
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedisRateLimiter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Set once connected; the manager then reconnects by itself.
+    conn: OnceLock<ConnectionManager>,
+    prefix: String,
+    timeout: Duration,
+    on_failure: RedisFailure,
+    local: LocalRateLimiter,
+    /// Class names seen by `check`, so `forget` knows which keys to delete.
+    classes: RwLock<Vec<Box<str>>>,
+    /// Whether the last call failed; logs only the changes.
+    failing: AtomicBool,
+}
+
+/// Configures a [`RedisRateLimiter`]. See [`RedisRateLimiter::builder`].
+#[must_use]
+#[derive(Clone, Debug)]
+pub struct RedisRateLimiterBuilder {
+    prefix: String,
+    timeout: Duration,
+    connect_timeout: Duration,
+    on_failure: RedisFailure,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for RedisRateLimiterBuilder {
+    fn default() -> Self {
+        Self {
+            prefix: DEFAULT_PREFIX.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            on_failure: RedisFailure::default(),
+            clock: Arc::new(SystemClock::new()),
+        }
+    }
+}
+
+impl RedisRateLimiterBuilder {
+    /// Prefixes every Redis key with `prefix` (default `keygate:rl:`), e.g. to
+    /// keep two services or test runs apart in one Redis. Avoid braces: they
+    /// would change the keys' cluster hash tag.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Gives up on a check after `timeout` (default 50 ms) and applies the
+    /// failure policy. A check that timed out may still have taken its token
+    /// in Redis.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Bounds each attempt to connect (default 1 s), including the first one
+    /// made by [`connect`](Self::connect).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// What to do when Redis cannot be reached (default
+    /// [`RedisFailure::FailClosed`]).
+    pub fn on_failure(mut self, policy: RedisFailure) -> Self {
+        self.on_failure = policy;
+        self
+    }
+
+    /// The clock of the local limiter used by
+    /// [`RedisFailure::FallBackToLocal`] (default [`SystemClock`]). Redis
+    /// decisions always use the Redis server's clock.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Connects to the Redis at `info` (a URL such as
+    /// `redis://:password@host:6379/0`, or a [`redis::ConnectionInfo`]).
+    ///
+    /// Waits at most the connect timeout. If Redis cannot be reached by then,
+    /// the limiter is returned anyway: its checks follow the failure policy
+    /// while it keeps trying to connect in the background (for as long as a
+    /// clone of it exists). Fails only for an invalid URL or when called
+    /// outside a Tokio runtime.
+    pub async fn connect(
+        self,
+        info: impl IntoConnectionInfo,
+    ) -> Result<RedisRateLimiter, ConfigError> {
+        let client = Client::open(info)
+            .map_err(|e| ConfigError::Invalid(format!("redis connection info: {e}")))?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(ConfigError::Invalid(
+                "RedisRateLimiter::connect must be called inside a tokio runtime".into(),
+            ));
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(self.connect_timeout)
+            // One retry, a second or two later, per reconnection; the next
+            // failing command starts another. Keeps a fleet from hammering a
+            // Redis that is down, and notices one that is back within seconds.
+            .set_number_of_retries(1)
+            .set_factor(1)
+            .set_max_delay(1_000);
+        let connect_timeout = self.connect_timeout;
+        let limiter = self.limiter();
+        match connect_once(&client, &config, connect_timeout).await {
+            Ok(manager) => limiter.install(manager).await,
+            Err(e) => {
+                tracing::warn!(target: "keygate", error = %e,
+                    "redis rate limiter could not connect; retrying in the background");
+                limiter.inner.failing.store(true, Ordering::Relaxed);
+                tokio::spawn(connect_in_background(
+                    Arc::downgrade(&limiter.inner),
+                    client,
+                    config,
+                    connect_timeout,
+                ));
+            }
+        }
+        Ok(limiter)
+    }
+
+    /// A limiter on an existing connection manager (made with
+    /// [`ConnectionManager::new`] or [`ConnectionManager::new_with_config`]).
+    /// The connect timeout does not apply.
+    pub fn build(self, manager: ConnectionManager) -> RedisRateLimiter {
+        RedisRateLimiter {
+            inner: Arc::new(self.inner(OnceLock::from(manager))),
+        }
+    }
+
+    fn limiter(self) -> RedisRateLimiter {
+        RedisRateLimiter {
+            inner: Arc::new(self.inner(OnceLock::new())),
+        }
+    }
+
+    fn inner(self, conn: OnceLock<ConnectionManager>) -> Inner {
+        Inner {
+            conn,
+            prefix: self.prefix,
+            timeout: self.timeout,
+            on_failure: self.on_failure,
+            local: LocalRateLimiter::new(self.clock),
+            classes: RwLock::new(Vec::new()),
+            failing: AtomicBool::new(false),
+        }
+    }
+}
+
+async fn connect_once(
+    client: &Client,
+    config: &ConnectionManagerConfig,
+    timeout: Duration,
+) -> Result<ConnectionManager, String> {
+    match tokio::time::timeout(
+        timeout,
+        ConnectionManager::new_with_config(client.clone(), config.clone()),
+    )
+    .await
+    {
+        Ok(Ok(manager)) => Ok(manager),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no connection within {timeout:?}")),
+    }
+}
+
+/// Tries to connect until it succeeds or the limiter is dropped.
+async fn connect_in_background(
+    limiter: Weak<Inner>,
+    client: Client,
+    config: ConnectionManagerConfig,
+    timeout: Duration,
+) {
+    loop {
+        tokio::time::sleep(RECONNECT_PAUSE).await;
+        if limiter.strong_count() == 0 {
+            return;
+        }
+        if let Ok(manager) = connect_once(&client, &config, timeout).await {
+            if let Some(inner) = limiter.upgrade() {
+                RedisRateLimiter { inner }.install(manager).await;
+            }
+            return;
+        }
+    }
+}
+
+impl RedisRateLimiter {
+    /// Connects to the Redis at `url` with the default settings: key prefix
+    /// `keygate:rl:`, 50 ms timeout, [`RedisFailure::FailClosed`]. See
+    /// [`RedisRateLimiterBuilder::connect`].
+    pub async fn connect(url: &str) -> Result<Self, ConfigError> {
+        Self::builder().connect(url).await
+    }
+
+    /// A limiter with the default settings on an existing connection manager.
+    pub fn new(manager: ConnectionManager) -> Self {
+        Self::builder().build(manager)
+    }
+
+    /// Starts configuring a limiter.
+    pub fn builder() -> RedisRateLimiterBuilder {
+        RedisRateLimiterBuilder::default()
+    }
+
+    /// The Redis key holding the bucket of `key_id` in class `class_name`,
+    /// e.g. to inspect it with `redis-cli`.
+    ///
+    /// ```
+    /// use keygate::RedisRateLimiter;
+    /// use std::time::Duration;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// // Reachable or not, the limiter names its keys the same way.
+    /// let limiter = RedisRateLimiter::builder()
+    ///     .connect_timeout(Duration::from_millis(100))
+    ///     .connect("redis://127.0.0.1:6379/")
+    ///     .await?;
+    /// assert_eq!(limiter.key_for("key_01", "send"), "keygate:rl:{key_01}:send");
+    /// # Ok::<(), keygate::ConfigError>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn key_for(&self, key_id: &str, class_name: &str) -> String {
+        bucket_key(&self.inner.prefix, key_id, class_name)
+    }
+
+    /// Whether a connection to Redis has been established (it may have been
+    /// lost since; the manager then reconnects by itself).
+    pub fn is_connected(&self) -> bool {
+        self.inner.conn.get().is_some()
+    }
+
+    /// The policy applied when Redis cannot be reached.
+    pub fn on_failure(&self) -> RedisFailure {
+        self.inner.on_failure
+    }
+
+    /// Stores the connection and loads the script, so that the first check
+    /// already takes a single `EVALSHA`.
+    async fn install(&self, mut manager: ConnectionManager) {
+        // Best effort: `EVALSHA` falls back to loading the script itself.
+        let _ = tokio::time::timeout(
+            self.inner.timeout.max(Duration::from_millis(500)),
+            GCRA.prepare_invoke().load_async(&mut manager),
+        )
+        .await;
+        if self.inner.conn.set(manager).is_ok() {
+            self.inner.recovered();
+        }
+    }
+
+    /// Runs the script, with `now` (seconds, nanoseconds) in place of the
+    /// server's clock when given.
+    async fn run(
+        &self,
+        key: &str,
+        quota: &Quota,
+        now: Option<(u64, u32)>,
+    ) -> Result<Decision, LimiterUnavailable> {
+        let Some(conn) = self.inner.conn.get() else {
+            return Err(LimiterUnavailable::new("not connected to redis"));
+        };
+        let mut conn = conn.clone();
+        let (interval_s, interval_n) = split_nanos(quota.interval_nanos());
+        let (tolerance_s, tolerance_n) = split_nanos(quota.tolerance_nanos());
+        let mut invocation = GCRA.key(key);
+        invocation
+            .arg(interval_s)
+            .arg(interval_n)
+            .arg(tolerance_s)
+            .arg(tolerance_n);
+        if let Some((s, n)) = now {
+            invocation.arg(s).arg(n);
+        }
+        let reply = tokio::time::timeout(self.inner.timeout, invocation.invoke_async(&mut conn))
+            .await
+            .map_err(|_| LimiterUnavailable::new("redis did not answer within the timeout"))?
+            .map_err(redis_error)?;
+        decision_from_reply(reply, quota)
+    }
+
+    /// [`RateLimiter::check`] at a given server time instead of `TIME`, to
+    /// compare with [`Bucket::check`](super::Bucket::check) exactly.
+    #[cfg(test)]
+    async fn check_at(
+        &self,
+        key_id: &str,
+        class_name: &str,
+        quota: &Quota,
+        now_nanos: u64,
+    ) -> Result<Decision, LimiterUnavailable> {
+        let (s, n) = split_nanos(now_nanos);
+        let key = self.key_for(key_id, class_name);
+        self.run(&key, quota, Some((s, n))).await
+    }
+}
+
+impl Inner {
+    fn remember_class(&self, class_name: &str) {
+        if self.classes.read().iter().any(|c| **c == *class_name) {
+            return;
+        }
+        let mut classes = self.classes.write();
+        if classes.len() < MAX_REMEMBERED_CLASSES && !classes.iter().any(|c| **c == *class_name) {
+            classes.push(class_name.into());
+        }
+    }
+
+    fn failed(&self, error: &LimiterUnavailable) {
+        if !self.failing.swap(true, Ordering::Relaxed) {
+            tracing::warn!(target: "keygate", error = %error, policy = ?self.on_failure,
+                "redis rate limiter unavailable");
+        }
+    }
+
+    fn recovered(&self) {
+        if self.failing.load(Ordering::Relaxed) && self.failing.swap(false, Ordering::Relaxed) {
+            tracing::info!(target: "keygate", "redis rate limiter available again");
+        }
+    }
+}
+
+impl fmt::Debug for RedisRateLimiter {
+    /// Shows the settings, never the connection details (which may hold a
+    /// password).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisRateLimiter")
+            .field("prefix", &self.inner.prefix)
+            .field("timeout", &self.inner.timeout)
+            .field("on_failure", &self.inner.on_failure)
+            .field("connected", &self.is_connected())
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl RateLimiter for RedisRateLimiter {
+    /// Takes the decision in Redis, keyed by `key_id` and `class_name`; `slot`
+    /// and `class_index` are used only by [`RedisFailure::FallBackToLocal`].
+    async fn check(
+        &self,
+        key_id: &str,
+        slot: &KeyBuckets,
+        class_index: usize,
+        class_name: &str,
+        quota: &Quota,
+    ) -> Result<Decision, LimiterUnavailable> {
+        let inner = &*self.inner;
+        inner.remember_class(class_name);
+        let key = bucket_key(&inner.prefix, key_id, class_name);
+        match self.run(&key, quota, None).await {
+            Ok(decision) => {
+                inner.recovered();
+                Ok(decision)
+            }
+            Err(e) => {
+                inner.failed(&e);
+                match inner.on_failure {
+                    RedisFailure::FailClosed => Err(e),
+                    RedisFailure::FallBackToLocal => {
+                        inner.local.check_now(slot, class_index, quota)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deletes the key's buckets in every class this limiter has checked, in
+    /// a background task, best effort: if Redis is unreachable, or this
+    /// process never checked a class the key used, the buckets simply expire
+    /// once full (at most one quota period). Does nothing outside a Tokio
+    /// runtime.
+    fn forget(&self, key_id: &str) {
+        let inner = &*self.inner;
+        let Some(conn) = inner.conn.get() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let keys: Vec<String> = inner
+            .classes
+            .read()
+            .iter()
+            .map(|class| bucket_key(&inner.prefix, key_id, class))
+            .collect();
+        if keys.is_empty() {
+            return;
+        }
+        let mut conn = conn.clone();
+        let timeout = inner.timeout;
+        runtime.spawn(async move {
+            // One slot for all of them, thanks to the hash tag.
+            let mut del = redis::cmd("DEL");
+            del.arg(&keys);
+            if let Ok(Err(e)) = tokio::time::timeout(timeout, del.exec_async(&mut conn)).await {
+                tracing::debug!(target: "keygate", error = %e, "forgetting rate-limit buckets failed");
+            }
+        });
+    }
+}
+
+fn bucket_key(prefix: &str, key_id: &str, class_name: &str) -> String {
+    let mut key = String::with_capacity(prefix.len() + key_id.len() + class_name.len() + 3);
+    key.push_str(prefix);
+    key.push('{');
+    key.push_str(key_id);
+    key.push_str("}:");
+    key.push_str(class_name);
+    key
+}
+
+fn split_nanos(nanos: u64) -> (u64, u32) {
+    // The remainder is below 10^9, so it fits.
+    (nanos / NANOS_PER_SEC, (nanos % NANOS_PER_SEC) as u32)
+}
+
+fn redis_error(e: RedisError) -> LimiterUnavailable {
+    LimiterUnavailable::new(format!("redis: {e}"))
+}
+
+/// The script's reply: admitted, then `start - now` and `new TAT - now` as
+/// (seconds, nanoseconds).
+type Reply = (i64, i64, i64, i64, i64);
+
+/// Builds the [`Decision`] exactly as [`Bucket::check`](super::Bucket::check)
+/// does from the same times; a reply that could not come from the script is
+/// an error, never a panic or a guess.
+fn decision_from_reply(reply: Reply, quota: &Quota) -> Result<Decision, LimiterUnavailable> {
+    let (admitted, reset_s, reset_n, ahead_s, ahead_n) = reply;
+    let malformed = || LimiterUnavailable::new("unexpected reply from the redis rate-limit script");
+    let join = |s: i64, n: i64| -> Option<u128> {
+        let n = u64::try_from(n).ok().filter(|n| *n < NANOS_PER_SEC)?;
+        let s = u64::try_from(s).ok()?;
+        Some(u128::from(s) * u128::from(NANOS_PER_SEC) + u128::from(n))
+    };
+    let reset = join(reset_s, reset_n).ok_or_else(malformed)?;
+    let ahead = join(ahead_s, ahead_n).ok_or_else(malformed)?;
+    let interval = u128::from(quota.interval_nanos());
+    let tolerance = u128::from(quota.tolerance_nanos());
+    let nanos = |n: u128| u64::try_from(n).map(Duration::from_nanos).ok();
+    match admitted {
+        1 if ahead <= tolerance => Ok(Decision {
+            allowed: true,
+            limit: quota.burst(),
+            // (tolerance - ahead) / interval < burst, so it fits in u32.
+            remaining: u32::try_from((tolerance - ahead) / interval).unwrap_or(u32::MAX),
+            reset: nanos(ahead).ok_or_else(malformed)?,
+            retry_after: None,
+        }),
+        0 if ahead > tolerance => Ok(Decision {
+            allowed: false,
+            limit: quota.burst(),
+            remaining: 0,
+            reset: nanos(reset).ok_or_else(malformed)?,
+            retry_after: Some(nanos(ahead - tolerance).ok_or_else(malformed)?),
+        }),
+        _ => Err(malformed()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::Bucket;
+
+    #[test]
+    fn keys_carry_the_key_id_as_hash_tag() {
+        assert_eq!(
+            bucket_key("keygate:rl:", "key_01", "send"),
+            "keygate:rl:{key_01}:send"
+        );
+        assert_eq!(bucket_key("", "", ""), "{}:");
+    }
+
+    #[test]
+    fn nanos_split_into_seconds_and_nanoseconds() {
+        assert_eq!(split_nanos(0), (0, 0));
+        assert_eq!(split_nanos(1_500_000_001), (1, 500_000_001));
+        assert_eq!(split_nanos(u64::MAX), (18_446_744_073, 709_551_615));
+    }
+
+    #[test]
+    fn replies_become_the_buckets_decisions() {
+        let quota = Quota::per_second(5).unwrap().with_burst(4).unwrap();
+        // Admitted with 200 ms of the 800 ms tolerance used.
+        let d = decision_from_reply((1, 0, 0, 0, 200_000_000), &quota).unwrap();
+        assert_eq!(d, Bucket::new().check(&quota, 0));
+        assert_eq!((d.limit, d.remaining), (4, 3));
+        // Denied 100 ms before the next token.
+        let d = decision_from_reply((0, 0, 700_000_000, 0, 900_000_000), &quota).unwrap();
+        assert!(!d.allowed);
+        assert_eq!(d.reset, Duration::from_millis(700));
+        assert_eq!(d.retry_after, Some(Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn impossible_replies_are_errors() {
+        let quota = Quota::per_second(5).unwrap();
+        for reply in [
+            (1, 0, 0, 2, 0),                      // admitted beyond the tolerance
+            (0, 0, 0, 0, 1),                      // denied within it
+            (2, 0, 0, 0, 1),                      // not a flag
+            (1, 0, 0, -1, 0),                     // negative time
+            (1, 0, 0, 0, 1_000_000_000),          // nanoseconds out of range
+            (0, i64::MAX, 0, i64::MAX, 0),        // beyond u64 nanoseconds
+            (0, 0, 0, i64::MAX, 999_999_999),     // retry beyond u64 nanoseconds
+            (1, 0, -5, 0, 1),                     // negative nanoseconds
+            (0, -1, 999_999_999, 1, 500_000_000), // negative reset
+        ] {
+            let err = decision_from_reply(reply, &quota).unwrap_err();
+            assert!(err.reason().contains("unexpected reply"), "{reply:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn unreachable_redis_fails_closed_by_default() {
+        let limiter = RedisRateLimiter::builder()
+            .connect_timeout(Duration::from_millis(100))
+            .connect("redis://127.0.0.1:1/")
+            .await
+            .unwrap();
+        assert!(!limiter.is_connected());
+        assert_eq!(limiter.on_failure(), RedisFailure::FailClosed);
+        let slot = KeyBuckets::new(1);
+        let quota = Quota::per_second(1).unwrap();
+        let err = limiter.check("k", &slot, 0, "c", &quota).await.unwrap_err();
+        assert_eq!(err.reason(), "not connected to redis");
+        limiter.forget("k");
+        let shown = format!("{limiter:?}");
+        assert!(shown.contains("connected: false"), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn invalid_urls_are_configuration_errors() {
+        let err = RedisRateLimiter::connect("http://127.0.0.1/")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid(_)), "{err:?}");
+    }
+
+    #[test]
+    fn connecting_outside_a_runtime_is_an_error() {
+        let err = block_on_without_runtime(RedisRateLimiter::connect("redis://127.0.0.1:1/"));
+        assert!(matches!(err, Err(ConfigError::Invalid(m)) if m.contains("tokio runtime")));
+    }
+
+    /// Polls a future to completion on this thread, without a Tokio runtime.
+    fn block_on_without_runtime<F: std::future::Future>(future: F) -> F::Output {
+        use std::task::{Context, Poll, Wake, Waker};
+        struct Noop;
+        impl Wake for Noop {
+            fn wake(self: Arc<Self>) {}
+        }
+        let waker = Waker::from(Arc::new(Noop));
+        let mut cx = Context::from_waker(&waker);
+        let mut future = std::pin::pin!(future);
+        loop {
+            if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                return out;
+            }
+        }
+    }
+
+    fn redis_url() -> String {
+        std::env::var("KEYGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
+    }
+
+    /// A limiter on the test Redis, or `None` (with the reason printed) when
+    /// there is none and `KEYGATE_REQUIRE_SERVICES` is not `1`.
+    async fn test_limiter(prefix: &str) -> Option<RedisRateLimiter> {
+        let limiter = RedisRateLimiter::builder()
+            .prefix(prefix)
+            .timeout(Duration::from_secs(5))
+            .connect(redis_url())
+            .await
+            .expect("valid url");
+        if limiter.is_connected() {
+            return Some(limiter);
+        }
+        let why = format!("redis at {} is unreachable", redis_url());
+        if std::env::var("KEYGATE_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
+            panic!("redis is required (KEYGATE_REQUIRE_SERVICES=1): {why}");
+        }
+        eprintln!("skipping: {why}");
+        None
+    }
+
+    /// The script and [`Bucket::check`] agree on every field for random
+    /// sequences of quotas and request times, at times beyond 2^53 ns.
+    #[tokio::test]
+    async fn script_decides_exactly_as_the_local_bucket() {
+        let prefix = format!("kgtest:unit:{}:", rand::thread_rng().gen::<u64>());
+        let Some(limiter) = test_limiter(&prefix).await else {
+            return;
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut checked = 0;
+        for case in 0..40 {
+            let limit = rng.gen_range(1..=20u32);
+            let period = Duration::from_nanos(rng.gen_range(1_000..=5_000_000_000u64));
+            let Ok(quota) = Quota::new(limit, period) else {
+                continue;
+            };
+            let quota = quota.with_burst(rng.gen_range(1..=8)).unwrap();
+            let bucket = Bucket::new();
+            // About now since the epoch, where nanoseconds exceed 2^53.
+            let mut now = 1_764_000_000_000_000_000 + rng.gen_range(0..1_000_000_000u64);
+            let key_id = format!("case{case}");
+            for _ in 0..30 {
+                now += rng.gen_range(0..=quota.interval_nanos() * 2);
+                let local = bucket.check(&quota, now);
+                let remote = limiter.check_at(&key_id, "c", &quota, now).await.unwrap();
+                assert_eq!(remote, local, "case {case} at {now}: {quota:?}");
+                checked += 1;
+            }
+        }
+        assert!(checked >= 600);
+        // Tidy up; the keys would expire within a few seconds anyway.
+        let mut conn = limiter.inner.conn.get().unwrap().clone();
+        let keys: Vec<String> = (0..40)
+            .map(|c| limiter.key_for(&format!("case{c}"), "c"))
+            .collect();
+        redis::cmd("DEL")
+            .arg(&keys)
+            .exec_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}

@@ -1,0 +1,733 @@
+//! `RedisRateLimiter` against a real Redis: the same decisions as the local
+//! limiter, one quota shared by several instances, expiring buckets, the
+//! failure policies, and one round trip per decision.
+//!
+//! Redis is found at `KEYGATE_TEST_REDIS_URL` (default
+//! `redis://127.0.0.1:6379/`). Without one, each test prints why it skipped
+//! and passes, unless `KEYGATE_REQUIRE_SERVICES=1` makes it fail. Every test
+//! works under a random key prefix of its own and deletes its keys at the end,
+//! so tests (and test runs) can share one Redis in parallel.
+#![cfg(feature = "redis")]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keygate::redis::aio::{ConnectionManager, MultiplexedConnection};
+use keygate::redis::{self, ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
+use keygate::{
+    profiles, AccountId, ApiKeys, AuthError, CreateKey, KeyBuckets, LocalRateLimiter, ManualClock,
+    MemoryStore, Pepper, Quota, RateLimiter, RedisFailure, RedisRateLimiter,
+};
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// A port nothing listens on.
+const DEAD_URL: &str = "redis://127.0.0.1:1/";
+
+fn redis_url() -> String {
+    std::env::var("KEYGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
+}
+
+/// The test Redis: its connection info, and a connection of the test's own
+/// for inspecting and deleting keys.
+struct TestRedis {
+    info: ConnectionInfo,
+    admin: MultiplexedConnection,
+    prefix: String,
+}
+
+impl TestRedis {
+    /// Connects, or returns `None` after printing why the test is skipped.
+    /// With `KEYGATE_REQUIRE_SERVICES=1` an unreachable Redis fails the test.
+    async fn get() -> Option<Self> {
+        match Self::connect().await {
+            Ok(redis) => Some(redis),
+            Err(why) => {
+                let why = format!("redis at {} is unusable: {why}", redis_url());
+                if std::env::var("KEYGATE_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
+                    panic!("redis is required (KEYGATE_REQUIRE_SERVICES=1): {why}");
+                }
+                eprintln!("skipping: {why}");
+                None
+            }
+        }
+    }
+
+    async fn connect() -> Result<Self, String> {
+        let info = redis_url()
+            .into_connection_info()
+            .map_err(|e| e.to_string())?;
+        let client = redis::Client::open(info.clone()).map_err(|e| e.to_string())?;
+        let mut admin = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        .map_err(|_| "no connection within 2 s".to_owned())?
+        .map_err(|e| e.to_string())?;
+        let pong: String = redis::cmd("PING")
+            .query_async(&mut admin)
+            .await
+            .map_err(|e| e.to_string())?;
+        if pong != "PONG" {
+            return Err(format!("PING answered {pong}"));
+        }
+        Ok(Self {
+            info,
+            admin,
+            prefix: format!("kgtest:{:016x}:", rand::random::<u64>()),
+        })
+    }
+
+    /// A limiter on this Redis under the test's prefix. The timeout is
+    /// generous so that a loaded test machine does not turn into failures.
+    async fn limiter(&self) -> RedisRateLimiter {
+        self.builder().connect(self.info.clone()).await.unwrap()
+    }
+
+    fn builder(&self) -> keygate::RedisRateLimiterBuilder {
+        RedisRateLimiter::builder()
+            .prefix(self.prefix.clone())
+            .timeout(Duration::from_secs(5))
+    }
+
+    async fn pttl(&mut self, key: &str) -> i64 {
+        redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut self.admin)
+            .await
+            .unwrap()
+    }
+
+    async fn exists(&mut self, keys: &[String]) -> i64 {
+        redis::cmd("EXISTS")
+            .arg(keys)
+            .query_async(&mut self.admin)
+            .await
+            .unwrap()
+    }
+
+    /// Deletes every key under the test's prefix and returns how many there were.
+    async fn cleanup(mut self) -> usize {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.prefix))
+            .query_async(&mut self.admin)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            redis::cmd("DEL")
+                .arg(&keys)
+                .exec_async(&mut self.admin)
+                .await
+                .unwrap();
+        }
+        keys.len()
+    }
+}
+
+fn org() -> AccountId {
+    AccountId::new("org").unwrap()
+}
+
+/// Polls `done` every 20 ms until it holds, for at most `limit`.
+async fn eventually<F, Fut>(limit: Duration, mut done: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if done().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn decisions_match_the_local_limiter_for_a_burst() {
+    let Some(redis) = TestRedis::get().await else {
+        return;
+    };
+    let limiter = redis.limiter().await;
+    let local = LocalRateLimiter::new(Arc::new(ManualClock::new()));
+    let slot = KeyBuckets::new(1);
+    // Twelve minutes between tokens: nothing refills while the test runs.
+    let quota = Quota::per_hour(5).unwrap();
+    let started = Instant::now();
+    for i in 0..7u32 {
+        let expected = local.check_now(&slot, 0, &quota).unwrap();
+        let got = limiter
+            .check("key_a", &slot, 0, "send", &quota)
+            .await
+            .unwrap();
+        let elapsed = started.elapsed();
+        assert_eq!(got.allowed, i < 5, "request {i}");
+        assert_eq!(
+            (got.allowed, got.limit, got.remaining),
+            (expected.allowed, expected.limit, expected.remaining),
+            "request {i}"
+        );
+        assert_eq!(got.remaining, 4u32.saturating_sub(i));
+        // The local clock stood still while Redis's ran on, by less than
+        // the time the test took so far.
+        assert!(got.reset <= expected.reset, "request {i}: {got:?}");
+        assert!(
+            got.reset + elapsed >= expected.reset,
+            "request {i}: {got:?}"
+        );
+        match (got.retry_after, expected.retry_after) {
+            (None, None) => {}
+            (Some(got), Some(expected)) => {
+                assert!(got > Duration::ZERO);
+                assert!(got <= expected && got + elapsed >= expected, "request {i}");
+            }
+            other => panic!("request {i}: retry_after {other:?}"),
+        }
+    }
+    assert_eq!(redis.cleanup().await, 1);
+}
+
+#[tokio::test]
+async fn two_service_instances_share_one_quota() {
+    let Some(redis) = TestRedis::get().await else {
+        return;
+    };
+    let store = Arc::new(MemoryStore::new());
+    let pepper = Pepper::random(1).unwrap();
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let api = ApiKeys::builder(profiles::mailjawn())
+            .shared_store(store.clone())
+            .pepper(pepper.clone())
+            .rate_limiter(redis.limiter().await)
+            .build()
+            .unwrap();
+        instances.push(api);
+    }
+    let key = instances[0]
+        .create(
+            &org(),
+            CreateKey::new("bulk")
+                .bundle("full_access")
+                .rate_limit("send", Quota::per_minute(10).unwrap()),
+        )
+        .await
+        .unwrap();
+    let presented = key.key.expose_secret();
+    let send = instances[0].operation("send").unwrap();
+    let mut admitted = 0;
+    for i in 0..40 {
+        match instances[i % 2].verify_for(presented, &send).await {
+            Ok(principal) => {
+                admitted += 1;
+                let d = principal.rate_limit().unwrap();
+                assert_eq!(d.limit, 10);
+                assert_eq!(d.remaining, 10 - admitted);
+            }
+            Err(AuthError::RateLimited { decision }) => {
+                assert_eq!(decision.remaining, 0);
+                assert!(decision.retry_after.unwrap() > Duration::ZERO);
+            }
+            Err(other) => panic!("request {i}: {other:?}"),
+        }
+    }
+    assert_eq!(admitted, 10);
+    // Other classes have buckets of their own.
+    let read = instances[1].operation_for_method("GET");
+    let p = instances[1].verify_for(presented, &read).await.unwrap();
+    assert_eq!(p.rate_limit().unwrap().remaining, 99);
+    assert_eq!(redis.cleanup().await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_load_from_two_instances_never_exceeds_the_quota() {
+    let Some(redis) = TestRedis::get().await else {
+        return;
+    };
+    // One made by `connect`, one on a connection manager of the caller's.
+    let client = redis::Client::open(redis.info.clone()).unwrap();
+    let manager = ConnectionManager::new(client).await.unwrap();
+    let limiters = [redis.limiter().await, redis.builder().build(manager)];
+    // 36 s between tokens: the quota is exactly the burst while this runs.
+    let quota = Quota::per_hour(100).unwrap();
+    let admitted = Arc::new(AtomicU32::new(0));
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let limiter = limiters[t % 2].clone();
+        let admitted = admitted.clone();
+        tasks.push(tokio::spawn(async move {
+            let slot = KeyBuckets::new(1);
+            for _ in 0..25 {
+                let d = limiter
+                    .check("key_hot", &slot, 0, "write", &quota)
+                    .await
+                    .unwrap();
+                if d.allowed {
+                    admitted.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    // 400 checks; more than 100 admitted would be a lost update.
+    assert_eq!(admitted.load(Ordering::Relaxed), 100);
+    assert_eq!(redis.cleanup().await, 1);
+}
+
+#[tokio::test]
+async fn buckets_expire_when_they_would_be_full_again() {
+    let Some(mut redis) = TestRedis::get().await else {
+        return;
+    };
+    let limiter = redis.limiter().await;
+    let slot = KeyBuckets::new(1);
+    let quota = Quota::per_minute(10).unwrap();
+    let key = limiter.key_for("key_ttl", "send");
+    assert!(key.starts_with(&redis.prefix) && key.ends_with("{key_ttl}:send"));
+
+    let d = limiter
+        .check("key_ttl", &slot, 0, "send", &quota)
+        .await
+        .unwrap();
+    let ttl = redis.pttl(&key).await;
+    assert!(ttl > 0 && ttl <= 6_000, "one token out: {ttl} ms");
+    assert!(u128::try_from(ttl).unwrap() <= d.reset.as_millis() + 1);
+
+    for _ in 0..10 {
+        let _ = limiter
+            .check("key_ttl", &slot, 0, "send", &quota)
+            .await
+            .unwrap();
+    }
+    let ttl = redis.pttl(&key).await;
+    assert!(ttl > 54_000 && ttl <= 60_000, "empty bucket: {ttl} ms");
+
+    // A bucket that refills in 50 ms is gone soon after.
+    let fast = Quota::new(1, Duration::from_millis(50)).unwrap();
+    let d = limiter
+        .check("key_fast", &slot, 0, "send", &fast)
+        .await
+        .unwrap();
+    assert!(d.allowed);
+    let fast_key = limiter.key_for("key_fast", "send");
+    let gone = eventually(Duration::from_secs(5), || {
+        let mut admin = redis.admin.clone();
+        let key = fast_key.clone();
+        async move {
+            let n: i64 = redis::cmd("EXISTS")
+                .arg(key)
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+            n == 0
+        }
+    })
+    .await;
+    assert!(gone, "the refilled bucket was not expired");
+    assert_eq!(redis.cleanup().await, 1);
+}
+
+#[tokio::test]
+async fn forget_deletes_the_buckets_of_a_revoked_key() {
+    let Some(mut redis) = TestRedis::get().await else {
+        return;
+    };
+    let api = ApiKeys::builder(profiles::mailjawn())
+        .rate_limiter(redis.limiter().await)
+        .build()
+        .unwrap();
+    let key = api
+        .create(&org(), CreateKey::new("k").bundle("full_access"))
+        .await
+        .unwrap();
+    let id = key.info.id.as_str().to_owned();
+    let presented = key.key.expose_secret();
+    api.verify_for(presented, &api.operation("send").unwrap())
+        .await
+        .unwrap();
+    api.verify_for(presented, &api.operation_for_method("POST"))
+        .await
+        .unwrap();
+    let limiter = redis.limiter().await;
+    let keys = [limiter.key_for(&id, "send"), limiter.key_for(&id, "write")];
+    assert_eq!(redis.exists(&keys).await, 2);
+
+    api.revoke(&org(), &key.info.id).await.unwrap();
+    let admin = redis.admin.clone();
+    let deleted = eventually(Duration::from_secs(5), || {
+        let mut admin = admin.clone();
+        let keys = keys.clone();
+        async move {
+            let n: i64 = redis::cmd("EXISTS")
+                .arg(&keys)
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+            n == 0
+        }
+    })
+    .await;
+    assert!(deleted, "revocation left the buckets in redis");
+    assert_eq!(redis.cleanup().await, 0);
+}
+
+#[tokio::test]
+async fn fail_closed_on_a_dead_port_is_unavailable() {
+    let limiter = RedisRateLimiter::builder()
+        .connect_timeout(Duration::from_millis(100))
+        .connect(DEAD_URL)
+        .await
+        .unwrap();
+    assert!(!limiter.is_connected());
+    assert_eq!(limiter.on_failure(), RedisFailure::FailClosed);
+    let api = ApiKeys::builder(profiles::mailjawn())
+        .rate_limiter(limiter)
+        .build()
+        .unwrap();
+    let key = api
+        .create(&org(), CreateKey::new("k").bundle("full_access"))
+        .await
+        .unwrap();
+    let presented = key.key.expose_secret();
+    let err = api
+        .verify_for(presented, &api.operation("send").unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err, AuthError::Unavailable);
+    assert_eq!(err.status(), 503);
+    // Verification without a rate-limited operation does not need Redis.
+    assert!(api.verify(presented).await.is_ok());
+}
+
+#[tokio::test]
+async fn fall_back_to_local_on_a_dead_port_enforces_the_local_quota() {
+    let clock = ManualClock::new();
+    let limiter = RedisRateLimiter::builder()
+        .connect_timeout(Duration::from_millis(100))
+        .on_failure(RedisFailure::FallBackToLocal)
+        .clock(clock.clone())
+        .connect(DEAD_URL)
+        .await
+        .unwrap();
+    let api = ApiKeys::builder(profiles::mailjawn())
+        .clock(clock.clone())
+        .rate_limiter(limiter)
+        .build()
+        .unwrap();
+    let key = api
+        .create(&org(), CreateKey::new("k").bundle("full_access"))
+        .await
+        .unwrap();
+    let presented = key.key.expose_secret();
+    let send = api.operation("send").unwrap();
+    for i in 0..10u32 {
+        let p = api.verify_for(presented, &send).await.unwrap();
+        assert_eq!(p.rate_limit().unwrap().remaining, 9 - i);
+    }
+    match api.verify_for(presented, &send).await {
+        Err(AuthError::RateLimited { decision }) => {
+            assert_eq!(decision.retry_after, Some(Duration::from_secs(6)));
+        }
+        other => panic!("expected RateLimited, got {other:?}"),
+    }
+    clock.advance(Duration::from_secs(6));
+    assert!(api.verify_for(presented, &send).await.is_ok());
+}
+
+/// A TCP proxy in front of Redis that records the name of every command a
+/// client sends, and can simulate an outage by cutting its connections and
+/// refusing to relay new ones.
+struct Proxy {
+    addr: SocketAddr,
+    commands: Arc<Mutex<Vec<String>>>,
+    up: Arc<AtomicBool>,
+    cut: watch::Sender<u64>,
+    /// Connections being relayed.
+    open: Arc<AtomicUsize>,
+}
+
+impl Proxy {
+    async fn start(target: ConnectionInfo) -> Self {
+        let ConnectionAddr::Tcp(host, port) = &target.addr else {
+            panic!("the proxy relays TCP only, not {:?}", target.addr);
+        };
+        let target = tokio::net::lookup_host((host.as_str(), *port))
+            .await
+            .unwrap()
+            .next()
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let commands = Arc::new(Mutex::new(Vec::new()));
+        let up = Arc::new(AtomicBool::new(true));
+        let (cut, _) = watch::channel(0);
+        let open = Arc::new(AtomicUsize::new(0));
+        let proxy = Self {
+            addr,
+            commands: commands.clone(),
+            up: up.clone(),
+            cut: cut.clone(),
+            open: open.clone(),
+        };
+        tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !up.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees its connection closed
+                }
+                let Ok(server) = TcpStream::connect(target).await else {
+                    continue;
+                };
+                open.fetch_add(1, Ordering::SeqCst);
+                let (commands, cut, open) = (commands.clone(), cut.subscribe(), open.clone());
+                tokio::spawn(async move {
+                    relay(client, server, commands, cut).await;
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        proxy
+    }
+
+    /// The connection info of `target` with the proxy's address.
+    fn info(&self, target: &ConnectionInfo) -> ConnectionInfo {
+        ConnectionInfo {
+            addr: ConnectionAddr::Tcp(self.addr.ip().to_string(), self.addr.port()),
+            redis: target.redis.clone(),
+        }
+    }
+
+    fn commands(&self) -> Vec<String> {
+        self.commands.lock().clone()
+    }
+
+    /// Cuts every relayed connection, and relays no new ones until
+    /// [`come_back`](Self::come_back).
+    async fn go_down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.cut.send_modify(|generation| *generation += 1);
+        let open = self.open.clone();
+        let closed = eventually(Duration::from_secs(5), || {
+            let open = open.clone();
+            async move { open.load(Ordering::SeqCst) == 0 }
+        })
+        .await;
+        assert!(closed, "the proxy did not cut its connections");
+    }
+
+    fn come_back(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+async fn relay(
+    mut client: TcpStream,
+    mut server: TcpStream,
+    commands: Arc<Mutex<Vec<String>>>,
+    mut cut: watch::Receiver<u64>,
+) {
+    let (mut client_read, mut client_write) = client.split();
+    let (mut server_read, mut server_write) = server.split();
+    let requests = async {
+        let mut pending = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            let n = client_read.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok::<_, std::io::Error>(());
+            }
+            pending.extend_from_slice(&chunk[..n]);
+            while let Some((name, used)) = parse_command(&pending) {
+                commands.lock().push(name);
+                pending.drain(..used);
+            }
+            server_write.write_all(&chunk[..n]).await?;
+        }
+    };
+    let replies = tokio::io::copy(&mut server_read, &mut client_write);
+    tokio::select! {
+        _ = requests => {}
+        _ = replies => {}
+        _ = cut.changed() => {}
+    }
+}
+
+/// The upper-cased name of the first complete RESP command in `buf`, and the
+/// bytes it takes; `None` until a whole command has arrived.
+fn parse_command(buf: &[u8]) -> Option<(String, usize)> {
+    fn line(buf: &[u8], at: usize) -> Option<(&[u8], usize)> {
+        let end = buf.get(at..)?.windows(2).position(|w| w == b"\r\n")? + at;
+        Some((&buf[at..end], end + 2))
+    }
+    let (header, mut at) = line(buf, 0)?;
+    let count: usize = std::str::from_utf8(header.strip_prefix(b"*")?)
+        .ok()?
+        .parse()
+        .ok()?;
+    let mut name = String::new();
+    for i in 0..count {
+        let (len, start) = line(buf, at)?;
+        let len: usize = std::str::from_utf8(len.strip_prefix(b"$")?)
+            .ok()?
+            .parse()
+            .ok()?;
+        let arg = buf.get(start..start + len)?;
+        if i == 0 {
+            name = String::from_utf8_lossy(arg).to_uppercase();
+        }
+        at = start + len + 2;
+        if buf.len() < at {
+            return None;
+        }
+    }
+    Some((name, at))
+}
+
+#[tokio::test]
+async fn each_decision_is_one_round_trip() {
+    let Some(redis) = TestRedis::get().await else {
+        return;
+    };
+    let proxy = Proxy::start(redis.info.clone()).await;
+    let limiter = redis
+        .builder()
+        .connect(proxy.info(&redis.info))
+        .await
+        .unwrap();
+    assert!(limiter.is_connected());
+    let setup = proxy.commands();
+    assert!(
+        setup.contains(&"SCRIPT".to_owned()),
+        "connecting loads the script: {setup:?}"
+    );
+
+    // Admissions and denials, over several keys and classes.
+    let slot = KeyBuckets::new(2);
+    let quota = Quota::per_hour(3).unwrap();
+    let mut outcomes = [0u32; 2];
+    for i in 0..60 {
+        let key_id = format!("key_{}", i % 5);
+        let class = ["send", "write"][i % 2];
+        let d = limiter
+            .check(&key_id, &slot, i % 2, class, &quota)
+            .await
+            .unwrap();
+        outcomes[usize::from(d.allowed)] += 1;
+    }
+    assert_eq!(outcomes, [60 - 30, 30]);
+    let sent = proxy.commands()[setup.len()..].to_vec();
+    assert_eq!(sent.len(), 60, "{sent:?}");
+    assert!(sent.iter().all(|c| c == "EVALSHA"), "{sent:?}");
+    assert_eq!(redis.cleanup().await, 10);
+}
+
+#[tokio::test]
+async fn an_outage_fails_closed_and_redis_is_used_again_once_back() {
+    let Some(redis) = TestRedis::get().await else {
+        return;
+    };
+    let proxy = Proxy::start(redis.info.clone()).await;
+    let limiter = RedisRateLimiter::builder()
+        .prefix(redis.prefix.clone())
+        .timeout(Duration::from_millis(200))
+        .connect(proxy.info(&redis.info))
+        .await
+        .unwrap();
+    let slot = KeyBuckets::new(1);
+    let quota = Quota::per_hour(10).unwrap();
+    let d = limiter
+        .check("key_o", &slot, 0, "send", &quota)
+        .await
+        .unwrap();
+    assert_eq!(d.remaining, 9);
+
+    proxy.go_down().await;
+    let err = limiter
+        .check("key_o", &slot, 0, "send", &quota)
+        .await
+        .unwrap_err();
+    assert!(err.reason().starts_with("redis"), "{err}");
+
+    proxy.come_back();
+    let start = Instant::now();
+    let d = loop {
+        if let Ok(d) = limiter.check("key_o", &slot, 0, "send", &quota).await {
+            break d;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the limiter did not reconnect"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The bucket kept its state through the outage.
+    assert_eq!(d.remaining, 8);
+    assert_eq!(redis.cleanup().await, 1);
+}
+
+#[tokio::test]
+async fn a_limiter_made_while_redis_is_down_connects_once_it_is_up() {
+    let Some(redis) = TestRedis::get().await else {
+        return;
+    };
+    let proxy = Proxy::start(redis.info.clone()).await;
+    proxy.go_down().await;
+    let limiter = RedisRateLimiter::builder()
+        .prefix(redis.prefix.clone())
+        .connect_timeout(Duration::from_millis(200))
+        .on_failure(RedisFailure::FallBackToLocal)
+        .connect(proxy.info(&redis.info))
+        .await
+        .unwrap();
+    assert!(!limiter.is_connected());
+    // Meanwhile, the local fallback decides.
+    let slot = KeyBuckets::new(1);
+    let quota = Quota::per_hour(2).unwrap();
+    assert!(
+        limiter
+            .check("key_l", &slot, 0, "send", &quota)
+            .await
+            .unwrap()
+            .allowed
+    );
+    assert!(
+        limiter
+            .check("key_l", &slot, 0, "send", &quota)
+            .await
+            .unwrap()
+            .allowed
+    );
+    assert!(
+        !limiter
+            .check("key_l", &slot, 0, "send", &quota)
+            .await
+            .unwrap()
+            .allowed
+    );
+
+    proxy.come_back();
+    let connected = eventually(Duration::from_secs(15), || {
+        let limiter = limiter.clone();
+        async move { limiter.is_connected() }
+    })
+    .await;
+    assert!(connected, "the limiter never connected");
+    // Redis has a fresh bucket for the key, whatever the local one says.
+    let d = limiter
+        .check("key_l", &slot, 0, "send", &quota)
+        .await
+        .unwrap();
+    assert!(d.allowed);
+    assert_eq!(d.remaining, 1);
+    assert_eq!(redis.cleanup().await, 1);
+}
