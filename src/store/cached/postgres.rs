@@ -106,23 +106,39 @@ impl Drop for ChangeFollower {
 impl CachedStore {
     /// Follows `store`'s change notifications with the default
     /// [`FollowConfig`]; see [`follow_postgres_with`](Self::follow_postgres_with).
+    /// Keep the returned [`ChangeFollower`] for the life of the service.
     ///
     /// ```no_run
-    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
     /// use std::sync::Arc;
-    /// use keygate::{profiles, ApiKeys, CachedStore, Pepper, PostgresStore};
+    /// use std::time::Duration;
+    /// use keygate::{profiles, ApiKeys, CacheConfig, CachedStore, Pepper, PostgresStore};
     ///
-    /// let store = Arc::new(PostgresStore::connect_with_schema("postgres://app@db/app", "keygate").await?);
-    /// store.migrate().await?;
-    /// let cached = CachedStore::new(store.clone());
-    /// let follower = cached.follow_postgres(&store);
-    /// let api = ApiKeys::builder(profiles::mailjawn())
-    ///     .shared_store(Arc::new(cached))
-    ///     .pepper(Pepper::new(1, std::env::var("KEYGATE_PEPPER")?.into_bytes())?)
-    ///     .build()?;
-    /// // ... serve requests; keep `follower` alive as long as `api` ...
-    /// follower.shutdown().await;
-    /// # Ok(()) }
+    /// #[tokio::main]
+    /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     // Every instance: a pool of its own on the same schema (and so the same
+    ///     // notification channel).
+    ///     let url = std::env::var("DATABASE_URL")?;
+    ///     let store = Arc::new(PostgresStore::connect_with_schema(&url, "keygate").await?);
+    ///     store.migrate().await?;
+    ///
+    ///     // A cache in front of the store, following its change notifications.
+    ///     let cached = CachedStore::builder(store.clone())
+    ///         .config(CacheConfig::default()) // 100,000 ids, 60 s, 5 s for unknown ids
+    ///         .build();
+    ///     let follower = cached.follow_postgres(&store);
+    ///
+    ///     let api = ApiKeys::builder(profiles::mailjawn())
+    ///         .shared_store(Arc::new(cached.clone()))
+    ///         .pepper(Pepper::new(1, std::env::var("KEYGATE_PEPPER")?.into_bytes())?)
+    ///         .build()?;
+    ///     let flusher = api.spawn_last_used_flusher(Duration::from_secs(10));
+    ///
+    ///     // ... serve requests with `api`; `cached.stats()` has hits and misses ...
+    ///
+    ///     flusher.shutdown().await?;
+    ///     follower.shutdown().await;
+    ///     Ok(())
+    /// }
     /// ```
     ///
     /// # Panics
