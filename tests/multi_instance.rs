@@ -338,3 +338,34 @@ async fn a_lost_notification_connection_bypasses_the_cache_until_it_is_back() {
     b.stop().await;
     pg.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_on_a_quiet_connection_keep_the_cache_in_use() {
+    let Some(pg) = support::postgres_store().await else {
+        return;
+    };
+    let follow = FollowConfig {
+        heartbeat: Duration::from_millis(5),
+        ..FollowConfig::default()
+    };
+    let a = Instance::start(&pg, profiles::mailjawn(), follow.clone()).await;
+    let b = Instance::start(&pg, profiles::mailjawn(), follow).await;
+    let key = a
+        .api
+        .create(&org(), CreateKey::new("ci").bundle("sdk"))
+        .await
+        .unwrap();
+    let presented = Presented::of(&key);
+    warm(&b, &presented).await;
+    // Quiet for many heartbeats: each is a round trip on the listener's
+    // connection, which must leave it listening.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!b.cached.is_bypassed());
+    warm(&b, &presented).await;
+    a.api.revoke(&org(), &key.info.id).await.unwrap();
+    fails_within_propagation(&b, &presented, AuthError::Revoked).await;
+
+    a.stop().await;
+    b.stop().await;
+    pg.cleanup().await;
+}
