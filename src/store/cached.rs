@@ -5,7 +5,7 @@
 //! (and, for a short while, the fact that there were none). Changes made
 //! through the cache evict the affected lookup ids at once; changes made by
 //! other instances arrive through a change feed — with feature `postgres`,
-//! [`CachedStore::follow_postgres`] — or through the public invalidation calls
+//! `CachedStore::follow_postgres` — or through the public invalidation calls
 //! ([`invalidate_lookup`](CachedStore::invalidate_lookup),
 //! [`invalidate_all`](CachedStore::invalidate_all),
 //! [`set_bypass`](CachedStore::set_bypass)). While a feed cannot promise to
@@ -114,8 +114,8 @@ pub struct CacheStats {
 ///   Management reads ([`get_key`](KeyStore::get_key),
 ///   [`list_keys`](KeyStore::list_keys)) always go to the inner store.
 /// - **Remote changes are immediate too**, given a change feed: with several
-///   instances on one PostgreSQL database, call
-///   [`follow_postgres`](Self::follow_postgres) (feature `postgres`). While
+///   instances on one PostgreSQL database, call `follow_postgres`
+///   (feature `postgres`). While
 ///   the feed is disconnected, the cache is emptied and bypassed.
 ///
 /// Clones share one cache, so keep one to read [`stats`](Self::stats) and
