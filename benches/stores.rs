@@ -1,5 +1,7 @@
 //! `verify_store`: one `ApiKeys::verify` of a valid key with 10,000 keys
-//! stored, per backend. Postgres reads `KEYGATE_TEST_POSTGRES_URL` (default
+//! stored, per backend; `cached_postgres` is a `CachedStore` over Postgres,
+//! following its change notifications, with the key's answer cached. Postgres
+//! reads `KEYGATE_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`) and is skipped when unreachable.
 //!
 //! ```text
@@ -7,12 +9,14 @@
 //! ```
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use keygate::hash::Hasher;
 use keygate::store::{KeyRecord, KeyStore};
 use keygate::{
-    profiles, AccountId, ApiKeys, CreateKey, KeyId, MemoryStore, Pepper, PostgresStore, SqliteStore,
+    profiles, AccountId, ApiKeys, CachedStore, CreateKey, KeyId, MemoryStore, Pepper,
+    PostgresStore, SqliteStore,
 };
 use time::OffsetDateTime;
 use tokio::runtime::Runtime;
@@ -65,6 +69,10 @@ async fn prepare(store: Arc<dyn KeyStore>) -> (ApiKeys, String) {
     (api, presented)
 }
 
+async fn api_verify((api, presented): &(ApiKeys, String)) {
+    api.verify(presented).await.expect("the key verifies");
+}
+
 fn bench_verify(c: &mut Criterion, rt: &Runtime, name: &str, api: &ApiKeys, presented: &str) {
     let mut group = c.benchmark_group("verify_store");
     group.bench_function(name, |b| {
@@ -107,9 +115,42 @@ fn verify_store(c: &mut Criterion) {
     match connected {
         Ok(store) => {
             let pool = store.pool().clone();
-            let (api, key) = rt.block_on(prepare(Arc::new(store)));
+            let store = Arc::new(store);
+            let (api, key) = rt.block_on(prepare(store.clone()));
             bench_verify(c, &rt, "postgres", &api, &key);
             rt.block_on(async {
+                sqlx::query("TRUNCATE api_keys")
+                    .execute(&pool)
+                    .await
+                    .expect("empty the bench table");
+            });
+
+            let cached = CachedStore::new(store.clone());
+            let (follower, (api, key)) = rt.block_on(async {
+                let follower = cached.follow_postgres(&store);
+                let start = Instant::now();
+                while cached.is_bypassed() {
+                    assert!(start.elapsed() < Duration::from_secs(10), "never listened");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let prepared = prepare(Arc::new(cached.clone())).await;
+                // The notifications of the inserts may still evict the key's
+                // answer: verify until it is served from the cache.
+                let start = Instant::now();
+                loop {
+                    let hits = cached.stats().hits;
+                    api_verify(&prepared).await;
+                    if cached.stats().hits > hits {
+                        break;
+                    }
+                    assert!(start.elapsed() < Duration::from_secs(10), "never cached");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                (follower, prepared)
+            });
+            bench_verify(c, &rt, "cached_postgres", &api, &key);
+            rt.block_on(async {
+                follower.shutdown().await;
                 sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
                     .execute(&pool)
                     .await

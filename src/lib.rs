@@ -56,7 +56,7 @@
 //! |---|---|---|
 //! | `memory` | yes | [`MemoryStore`] |
 //! | `sqlite` | no | `SqliteStore` (sqlx, embedded migrations) |
-//! | `postgres` | no | `PostgresStore` (sqlx, embedded migrations) |
+//! | `postgres` | no | `PostgresStore` (sqlx, embedded migrations), and change notifications that [`CachedStore`] follows across instances |
 //! | `redis` | no | `RedisRateLimiter`: one quota per key shared by every instance, through Redis |
 //!
 //! ## Security
@@ -108,7 +108,7 @@ pub use service::{
 pub use store::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
-pub use store::{AccountId, KeyId, KeyStore, MemoryStore, StoreError};
+pub use store::{AccountId, CacheConfig, CachedStore, KeyId, KeyStore, MemoryStore, StoreError};
 
 /// The README's examples, compiled and run as doc tests (they use every feature).
 #[cfg(all(doctest, feature = "sqlite", feature = "postgres"))]

@@ -4,7 +4,9 @@
 //! [`MemoryStore`] is the default, embedded backend. Lookup ids need not be
 //! unique: [`KeyStore::find_by_lookup`] returns every candidate (revoked ones
 //! too, so verify can say why a key fails) and the hash decides.
+//! [`CachedStore`] wraps any store to answer repeated lookups from memory.
 
+mod cached;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -14,9 +16,12 @@ mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+pub use cached::{CacheConfig, CacheStats, CachedStore, CachedStoreBuilder};
+#[cfg(feature = "postgres")]
+pub use cached::{ChangeFollower, FollowConfig};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
-pub use postgres::PostgresStore;
+pub use postgres::{PostgresStore, DEFAULT_CHANNEL};
 pub use record::{
     from_millis, to_millis, AccountId, AccountRecord, InvalidAccountId, KeyEntry, KeyId, KeyRecord,
     MAX_ACCOUNT_ID_LEN,

@@ -32,8 +32,21 @@ const LOCK_CLASS: i32 = 0x6b67;
 /// itself unavailable (verify then answers 503).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The longest schema name PostgreSQL keeps (`NAMEDATALEN - 1`).
-const MAX_SCHEMA_LEN: usize = 63;
+/// The longest identifier PostgreSQL keeps (`NAMEDATALEN - 1`): schema and
+/// notification channel names.
+const MAX_IDENT_LEN: usize = 63;
+
+/// The notification channel of a store without a schema of its own; a store
+/// made by [`PostgresStore::connect_with_schema`] appends `.` and the schema.
+pub const DEFAULT_CHANNEL: &str = "keygate_changes";
+
+/// The payload of the notification sent for each changed `api_keys` row: its
+/// key id and lookup id, as JSON.
+macro_rules! change {
+    () => {
+        "json_build_object('id', id, 'lookups', json_build_array(lookup))::text"
+    };
+}
 
 type Query<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 
@@ -62,9 +75,17 @@ type Query<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 ///     .build()?;
 /// # Ok(()) }
 /// ```
+///
+/// Every change to a key (creation, revocation, secret reset, rotation) also
+/// sends a notification (`pg_notify`, in the same transaction) on
+/// [`channel`](Self::channel), naming the key id and the lookup ids whose
+/// verify answers changed. A [`CachedStore`](crate::CachedStore) on each
+/// instance follows them ([`CachedStore::follow_postgres`](crate::CachedStore::follow_postgres)),
+/// so such changes reach every instance at once.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    channel: Arc<str>,
 }
 
 impl PostgresStore {
@@ -96,6 +117,7 @@ impl PostgresStore {
     /// ```
     pub async fn connect_with_schema(url: &str, schema: &str) -> Result<Self, StoreError> {
         let quoted = quote_schema(schema)?;
+        let channel = schema_channel(schema);
         let options = parse_url(url)?.options([("search_path", quoted.as_str())]);
         let pool = open_pool(options).await?;
         let created = sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {quoted}"))
@@ -109,7 +131,10 @@ impl PostgresStore {
                 if matches!(e.code().as_deref(), Some("23505" | "42P06")) => {}
             Err(e) => return Err(sql::map_err(e)),
         }
-        Ok(Self::from_pool(pool))
+        Ok(Self {
+            pool,
+            channel: channel.into(),
+        })
     }
 
     /// Uses an existing pool (for your own pool or connection options, such as
@@ -128,7 +153,39 @@ impl PostgresStore {
     /// # Ok(()) }
     /// ```
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            channel: DEFAULT_CHANNEL.into(),
+        }
+    }
+
+    /// Notifies changes on `channel` instead: give every instance sharing
+    /// the same tables the same channel, and stores on other tables (another
+    /// `search_path`) another one. Channel names are 1 to 63 bytes without
+    /// NUL; case is kept.
+    ///
+    /// ```no_run
+    /// # async fn run(pool: sqlx::PgPool) -> Result<(), keygate::StoreError> {
+    /// let store = keygate::PostgresStore::from_pool(pool).with_channel("tenant_7_keys")?;
+    /// assert_eq!(store.channel(), "tenant_7_keys");
+    /// # Ok(()) }
+    /// ```
+    pub fn with_channel(mut self, channel: &str) -> Result<Self, StoreError> {
+        if channel.is_empty() || channel.len() > MAX_IDENT_LEN || channel.contains('\0') {
+            return Err(StoreError::Unavailable(format!(
+                "invalid channel name {channel:?}: use 1 to {MAX_IDENT_LEN} bytes without NUL"
+            )));
+        }
+        self.channel = channel.into();
+        Ok(self)
+    }
+
+    /// The channel changes are notified on: [`DEFAULT_CHANNEL`], or
+    /// `keygate_changes.<schema>` for a store made by
+    /// [`connect_with_schema`](Self::connect_with_schema) (shortened with a
+    /// checksum of the schema name when that would exceed 63 bytes).
+    pub fn channel(&self) -> &str {
+        &self.channel
     }
 
     /// The connection pool, e.g. to close it at shutdown.
@@ -184,26 +241,44 @@ async fn open_pool(options: PgConnectOptions) -> Result<PgPool, StoreError> {
 /// Checks a schema name and returns it as a quoted identifier.
 fn quote_schema(schema: &str) -> Result<String, StoreError> {
     let mut chars = schema.chars();
-    let valid = schema.len() <= MAX_SCHEMA_LEN
+    let valid = schema.len() <= MAX_IDENT_LEN
         && chars
             .next()
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
         return Err(StoreError::Unavailable(format!(
-            "invalid schema name {schema:?}: use 1 to {MAX_SCHEMA_LEN} ASCII letters, digits \
+            "invalid schema name {schema:?}: use 1 to {MAX_IDENT_LEN} ASCII letters, digits \
              or '_', not starting with a digit"
         )));
     }
     Ok(format!("\"{schema}\""))
 }
 
-fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded) -> Query<'q> {
-    sqlx::query(
-        "INSERT INTO api_keys (id, account, name, format, lookup, hash, hash_version, bundle, \
-         scopes, rate_limits, created_at, expires_at, last_used_at, revoked_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13, $14)",
-    )
+/// The notification channel for a store in `schema` (a valid schema name).
+fn schema_channel(schema: &str) -> String {
+    let channel = format!("{DEFAULT_CHANNEL}.{schema}");
+    if channel.len() <= MAX_IDENT_LEN {
+        return channel;
+    }
+    // Keep a prefix and tell long names apart by a checksum. Schema names
+    // are ASCII, so any byte index is a character boundary.
+    let keep = MAX_IDENT_LEN - DEFAULT_CHANNEL.len() - ".".len() - "_00000000".len();
+    let crc = crc32fast::hash(schema.as_bytes());
+    format!("{DEFAULT_CHANNEL}.{}_{crc:08x}", &schema[..keep])
+}
+
+fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded, channel: &'q str) -> Query<'q> {
+    sqlx::query(concat!(
+        "WITH inserted AS (INSERT INTO api_keys (id, account, name, format, lookup, hash, \
+         hash_version, bundle, scopes, rate_limits, created_at, expires_at, last_used_at, \
+         revoked_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13, $14) \
+         RETURNING id, lookup) \
+         SELECT pg_notify($15, ",
+        change!(),
+        ") FROM inserted"
+    ))
     .bind(r.id.as_str())
     .bind(r.account.as_str())
     .bind(r.name.as_str())
@@ -218,11 +293,17 @@ fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded) -> Query<'q> {
     .bind(e.expires_at)
     .bind(e.last_used_at)
     .bind(e.revoked_at)
+    .bind(channel)
 }
 
-async fn insert(conn: &mut PgConnection, record: &KeyRecord) -> Result<(), StoreError> {
+/// Inserts one key and notifies its lookup id (a cache may hold "unknown").
+async fn insert(
+    conn: &mut PgConnection,
+    record: &KeyRecord,
+    channel: &str,
+) -> Result<(), StoreError> {
     let encoded = Encoded::new(record)?;
-    insert_query(record, &encoded)
+    insert_query(record, &encoded, channel)
         .execute(conn)
         .await
         .map_err(sql::map_err)?;
@@ -233,24 +314,34 @@ async fn insert(conn: &mut PgConnection, record: &KeyRecord) -> Result<(), Store
 const BULK_CHUNK: usize = 1_000;
 
 /// Inserts `records` with one statement: each column is bound as an array.
-async fn bulk_insert(conn: &mut PgConnection, records: &[KeyRecord]) -> Result<(), StoreError> {
+/// Notifies every new lookup id.
+async fn bulk_insert(
+    conn: &mut PgConnection,
+    records: &[KeyRecord],
+    channel: &str,
+) -> Result<(), StoreError> {
     let encoded = records
         .iter()
         .map(Encoded::new)
         .collect::<Result<Vec<_>, _>>()?;
     let text = |f: fn(&KeyRecord) -> &str| records.iter().map(f).collect::<Vec<&str>>();
     let millis = |f: fn(&Encoded) -> Option<i64>| encoded.iter().map(f).collect::<Vec<_>>();
-    sqlx::query(
-        "INSERT INTO api_keys (id, account, name, format, lookup, hash, hash_version, bundle, \
-         scopes, rate_limits, created_at, expires_at, last_used_at, revoked_at) \
+    sqlx::query(concat!(
+        "WITH inserted AS (INSERT INTO api_keys (id, account, name, format, lookup, hash, \
+         hash_version, bundle, scopes, rate_limits, created_at, expires_at, last_used_at, \
+         revoked_at) \
          SELECT id, account, name, format, lookup, hash, hash_version, bundle, \
          scopes::jsonb, rate_limits::jsonb, created_at, expires_at, last_used_at, revoked_at \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], \
          $7::bigint[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], \
          $13::bigint[], $14::bigint[]) AS t(id, account, name, format, lookup, hash, \
          hash_version, bundle, scopes, rate_limits, created_at, expires_at, last_used_at, \
-         revoked_at)",
-    )
+         revoked_at) \
+         RETURNING id, lookup) \
+         SELECT pg_notify($15, ",
+        change!(),
+        ") FROM inserted"
+    ))
     .bind(text(|r| r.id.as_str()))
     .bind(text(|r| r.account.as_str()))
     .bind(text(|r| r.name.as_str()))
@@ -285,6 +376,7 @@ async fn bulk_insert(conn: &mut PgConnection, records: &[KeyRecord]) -> Result<(
     .bind(millis(|e| e.expires_at))
     .bind(millis(|e| e.last_used_at))
     .bind(millis(|e| e.revoked_at))
+    .bind(channel)
     .execute(conn)
     .await
     .map_err(sql::map_err)?;
@@ -333,7 +425,7 @@ impl KeyStore for PostgresStore {
     ) -> Result<(), StoreError> {
         let Some(limit) = limit else {
             let mut conn = self.pool.acquire().await.map_err(sql::map_err)?;
-            return insert(&mut conn, &record).await;
+            return insert(&mut conn, &record, &self.channel).await;
         };
         let mut tx = self.pool.begin().await.map_err(sql::map_err)?;
         // Creations for one account queue here until the holder commits, so
@@ -357,7 +449,7 @@ impl KeyStore for PostgresStore {
         if active >= i64::from(limit) {
             return Err(StoreError::LimitReached { limit });
         }
-        insert(&mut tx, &record).await?;
+        insert(&mut tx, &record, &self.channel).await?;
         tx.commit().await.map_err(sql::map_err)
     }
 
@@ -367,7 +459,7 @@ impl KeyStore for PostgresStore {
         }
         let mut tx = self.pool.begin().await.map_err(sql::map_err)?;
         for chunk in records.chunks(BULK_CHUNK) {
-            bulk_insert(&mut tx, chunk).await?;
+            bulk_insert(&mut tx, chunk, &self.channel).await?;
         }
         tx.commit().await.map_err(sql::map_err)
     }
@@ -423,13 +515,20 @@ impl KeyStore for PostgresStore {
     }
 
     async fn revoke_key(&self, id: &KeyId, at: OffsetDateTime) -> Result<(), StoreError> {
-        let done =
-            sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
-                .bind(to_millis(at))
-                .bind(id.as_str())
-                .execute(&self.pool)
-                .await
-                .map_err(sql::map_err)?;
+        // One statement: the update and its notification commit together.
+        let done = sqlx::query(concat!(
+            "WITH revoked AS (UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) \
+             WHERE id = $2 RETURNING id, lookup) \
+             SELECT pg_notify($3, ",
+            change!(),
+            ") FROM revoked"
+        ))
+        .bind(to_millis(at))
+        .bind(id.as_str())
+        .bind(&*self.channel)
+        .execute(&self.pool)
+        .await
+        .map_err(sql::map_err)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -442,32 +541,40 @@ impl KeyStore for PostgresStore {
         lookup: &str,
         hash: SecretHash,
     ) -> Result<(), StoreError> {
-        let done = sqlx::query(
-            "UPDATE api_keys SET lookup = $1, hash = $2, hash_version = $3 \
-             WHERE id = $4 AND revoked_at IS NULL",
-        )
-        .bind(lookup)
-        .bind(hash.digest().as_slice())
-        .bind(i64::from(hash.version()))
-        .bind(id.as_str())
-        .execute(&self.pool)
-        .await
-        .map_err(sql::map_err)?;
-        if done.rows_affected() > 0 {
-            return Ok(());
-        }
-        // Nothing changed: tell a missing key from a revoked one (revocation
-        // is final, so this answer cannot go stale).
-        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM api_keys WHERE id = $1")
+        let mut tx = self.pool.begin().await.map_err(sql::map_err)?;
+        // The row lock makes the lookup id read here the one being replaced,
+        // even when two resets race: both are announced.
+        let current: Option<(String, Option<i64>)> =
+            sqlx::query_as("SELECT lookup, revoked_at FROM api_keys WHERE id = $1 FOR UPDATE")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(sql::map_err)?;
+        let old_lookup = match current {
+            None => return Err(StoreError::NotFound),
+            Some((_, Some(_))) => return Err(StoreError::Revoked),
+            Some((old_lookup, None)) => old_lookup,
+        };
+        sqlx::query("UPDATE api_keys SET lookup = $1, hash = $2, hash_version = $3 WHERE id = $4")
+            .bind(lookup)
+            .bind(hash.digest().as_slice())
+            .bind(i64::from(hash.version()))
             .bind(id.as_str())
-            .fetch_optional(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(sql::map_err)?;
-        Err(if exists.is_some() {
-            StoreError::Revoked
-        } else {
-            StoreError::NotFound
-        })
+        sqlx::query(
+            "SELECT pg_notify($1, json_build_object('id', $2::text, \
+             'lookups', json_build_array($3::text, $4::text))::text)",
+        )
+        .bind(&*self.channel)
+        .bind(id.as_str())
+        .bind(old_lookup)
+        .bind(lookup)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql::map_err)?;
+        tx.commit().await.map_err(sql::map_err)
     }
 
     async fn rotate_key(
@@ -502,7 +609,17 @@ impl KeyStore for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(sql::map_err)?;
-        insert(&mut tx, &new).await?;
+        sqlx::query(concat!(
+            "SELECT pg_notify($1, ",
+            change!(),
+            ") FROM api_keys WHERE id = $2"
+        ))
+        .bind(&*self.channel)
+        .bind(old.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(sql::map_err)?;
+        insert(&mut tx, &new, &self.channel).await?;
         tx.commit().await.map_err(sql::map_err)
     }
 
@@ -530,6 +647,28 @@ impl KeyStore for PostgresStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn channels_follow_the_schema_and_fit_an_identifier() {
+        assert_eq!(schema_channel("keygate"), "keygate_changes.keygate");
+        let long = "s".repeat(MAX_IDENT_LEN);
+        let channel = schema_channel(&long);
+        assert_eq!(channel.len(), MAX_IDENT_LEN);
+        assert!(channel.starts_with("keygate_changes.sss"));
+        assert_ne!(channel, schema_channel(&"s".repeat(MAX_IDENT_LEN - 1)));
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://localhost/none")
+            .unwrap();
+        let store = PostgresStore::from_pool(pool);
+        assert_eq!(store.channel(), DEFAULT_CHANNEL);
+        for bad in ["", "a\0b", &"c".repeat(64)] {
+            assert!(store.clone().with_channel(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            store.with_channel("Mixed.Case").unwrap().channel(),
+            "Mixed.Case"
+        );
+    }
 
     #[test]
     fn schema_names_are_checked_and_quoted() {

@@ -2,10 +2,20 @@
 
 use std::sync::Arc;
 
-use keygate::{KeyStore, MemoryStore};
+use keygate::{CachedStore, KeyStore, MemoryStore};
 
 pub fn memory() -> Arc<dyn KeyStore> {
     Arc::new(MemoryStore::new())
+}
+
+/// A cache in front of `inner`, with no change feed: the suite checks that
+/// changes made through the cache are seen at once without one.
+pub fn cached(inner: Arc<dyn KeyStore>) -> Arc<dyn KeyStore> {
+    Arc::new(CachedStore::new(inner))
+}
+
+pub fn cached_memory() -> Arc<dyn KeyStore> {
+    cached(memory())
 }
 
 /// A migrated store in a new temp file; keep the directory alive for the test.

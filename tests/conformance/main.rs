@@ -1,7 +1,7 @@
 //! One store conformance suite (`suite.rs`), run against every backend:
-//! `MemoryStore` always, `SqliteStore` (a temp file and in memory) with
-//! feature `sqlite`, `PostgresStore` (a schema of its own per test) with
-//! feature `postgres`. Postgres tests skip when no server answers at
+//! `MemoryStore` and a `CachedStore` over it always, `SqliteStore` (a temp
+//! file and in memory) with feature `sqlite`, `PostgresStore` (a schema of its
+//! own per test) and a `CachedStore` over it with feature `postgres`. Postgres tests skip when no server answers at
 //! `KEYGATE_TEST_POSTGRES_URL`, unless `KEYGATE_REQUIRE_SERVICES=1`.
 
 mod backend;
@@ -21,6 +21,15 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     crate::suite::$case(crate::backend::memory()).await;
+                }
+            )*
+        }
+
+        mod cached_memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    crate::suite::$case(crate::backend::cached_memory()).await;
                 }
             )*
         }
@@ -55,6 +64,20 @@ macro_rules! conformance {
                         return;
                     };
                     crate::suite::$case(pg.store()).await;
+                    pg.cleanup().await;
+                }
+            )*
+        }
+
+        #[cfg(feature = "postgres")]
+        mod cached_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(pg) = crate::support::postgres_store().await else {
+                        return;
+                    };
+                    crate::suite::$case(crate::backend::cached(pg.store())).await;
                     pg.cleanup().await;
                 }
             )*

@@ -1,0 +1,718 @@
+//! [`CachedStore`]: a bounded cache of verify lookups in front of any
+//! [`KeyStore`], so verifying a recently seen key needs no database round trip.
+//!
+//! The cache holds, per lookup id, the candidates the inner store returned
+//! (and, for a short while, the fact that there were none). Changes made
+//! through the cache evict the affected lookup ids at once; changes made by
+//! other instances arrive through a change feed — with feature `postgres`,
+//! `CachedStore::follow_postgres` — or through the public invalidation calls
+//! ([`invalidate_lookup`](CachedStore::invalidate_lookup),
+//! [`invalidate_all`](CachedStore::invalidate_all),
+//! [`set_bypass`](CachedStore::set_bypass)). While a feed cannot promise to
+//! deliver every change, the cache is bypassed: it never answers from memory
+//! what it might have missed.
+
+#[cfg(feature = "postgres")]
+mod postgres;
+
+#[cfg(feature = "postgres")]
+pub use postgres::{ChangeFollower, FollowConfig};
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::RwLock;
+use time::OffsetDateTime;
+
+use super::{
+    AccountId, AccountRecord, KeyEntry, KeyId, KeyRecord, KeyStore, ListQuery, OldKey, StoreError,
+};
+use crate::clock::{Clock, SystemClock};
+use crate::hash::SecretHash;
+
+/// The most shards a cache is split into.
+const MAX_SHARDS: usize = 32;
+
+/// Small caches get fewer shards, so that each holds at least this many ids.
+const MIN_PER_SHARD: usize = 64;
+
+/// Bit of the bypass word set by [`CachedStore::set_bypass`].
+const MANUAL_BYPASS: usize = 1;
+
+/// What each change feed that is not listening adds to the bypass word.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+const FEED_DOWN: usize = 2;
+
+/// Sizes and lifetimes of a [`CachedStore`].
+///
+/// ```
+/// use std::time::Duration;
+/// use keygate::CacheConfig;
+///
+/// let config = CacheConfig {
+///     max_entries: 10_000,
+///     ttl: Duration::from_secs(30),
+///     ..CacheConfig::default()
+/// };
+/// assert_eq!(config.negative_ttl, Duration::from_secs(5));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// The most lookup ids kept; past it, expired ids are evicted first, then
+    /// arbitrary ones. Zero turns caching off. Default 100,000.
+    pub max_entries: usize,
+    /// How long a lookup that found keys is answered from memory. It bounds
+    /// how stale an answer can get if a change is never announced (a store
+    /// changed behind keygate's back). Default 60 s.
+    pub ttl: Duration,
+    /// How long a lookup that found nothing is answered from memory, so
+    /// repeated unknown keys do not each cost a query. Zero disables negative
+    /// caching. Default 5 s.
+    pub negative_ttl: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_entries: 100_000,
+            ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Counters of a [`CachedStore`], for tests and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Lookups answered from memory.
+    pub hits: u64,
+    /// Lookups sent to the inner store (including every lookup while bypassed).
+    pub misses: u64,
+    /// Lookup ids held now.
+    pub entries: usize,
+}
+
+/// A [`KeyStore`] that caches [`find_by_lookup`](KeyStore::find_by_lookup)
+/// in front of another store: the verify path of a recently seen key takes
+/// one read lock and no I/O.
+///
+/// - **Bounded**: at most [`CacheConfig::max_entries`] lookup ids, in sharded
+///   read-write locks; answers expire after [`CacheConfig::ttl`] (unknown
+///   lookups after [`CacheConfig::negative_ttl`]), measured on the injected
+///   [`Clock`]'s monotonic time.
+/// - **In-process state survives**: rate-limit buckets and compiled scopes
+///   live beside cached entries, and carry over when an entry is re-read
+///   after it expired.
+/// - **Local changes are immediate**: insert, revoke, secret replacement and
+///   rotation go to the inner store, then evict the affected lookup ids.
+///   Management reads ([`get_key`](KeyStore::get_key),
+///   [`list_keys`](KeyStore::list_keys)) always go to the inner store.
+/// - **Remote changes are immediate too**, given a change feed: with several
+///   instances on one PostgreSQL database, call `follow_postgres`
+///   (feature `postgres`). While
+///   the feed is disconnected, the cache is emptied and bypassed.
+///
+/// Clones share one cache, so keep one to read [`stats`](Self::stats) and
+/// hand another to [`ApiKeys`](crate::ApiKeys).
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use keygate::{profiles, AccountId, ApiKeys, CachedStore, CreateKey, MemoryStore};
+///
+/// let cached = CachedStore::new(Arc::new(MemoryStore::new()));
+/// let api = ApiKeys::builder(profiles::mailjawn())
+///     .shared_store(Arc::new(cached.clone()))
+///     .build()
+///     .unwrap();
+/// let org = AccountId::new("org_1").unwrap();
+/// let key = api.create(&org, CreateKey::new("ci").bundle("sdk")).await.unwrap();
+/// api.verify(key.key.expose_secret()).await.unwrap(); // a miss: asks the inner store
+/// api.verify(key.key.expose_secret()).await.unwrap(); // a hit
+/// assert_eq!(cached.stats().hits, 1);
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct CachedStore {
+    shared: Arc<Shared>,
+}
+
+/// Builds a [`CachedStore`]. See [`CachedStore::builder`].
+#[derive(Debug)]
+pub struct CachedStoreBuilder {
+    inner: Arc<dyn KeyStore>,
+    config: CacheConfig,
+    clock: Arc<dyn Clock>,
+}
+
+impl CachedStoreBuilder {
+    /// Sets sizes and lifetimes (default [`CacheConfig::default`]).
+    pub fn config(mut self, config: CacheConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Measures lifetimes on `clock` (use a [`ManualClock`](crate::ManualClock)
+    /// in tests). Default [`SystemClock`].
+    pub fn clock(self, clock: impl Clock) -> Self {
+        self.shared_clock(Arc::new(clock))
+    }
+
+    /// Measures lifetimes on a clock shared with other code.
+    pub fn shared_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Builds the cache, empty and not bypassed.
+    pub fn build(self) -> CachedStore {
+        let max = self.config.max_entries;
+        let wanted = (max / MIN_PER_SHARD).clamp(1, MAX_SHARDS);
+        // A power of two, so a shard is picked with a mask.
+        let shards = 1usize << wanted.ilog2();
+        let carry_state = !self.inner.keeps_entries();
+        CachedStore {
+            shared: Arc::new(Shared {
+                per_shard: max / shards,
+                ttl: nanos(self.config.ttl),
+                negative_ttl: nanos(self.config.negative_ttl),
+                carry_state,
+                inner: self.inner,
+                clock: self.clock,
+                config: self.config,
+                hasher: RandomState::new(),
+                shards: (0..shards).map(|_| Shard::default()).collect(),
+                bypass: AtomicUsize::new(0),
+            }),
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl CachedStore {
+    /// A cache with the default [`CacheConfig`] and the system clock in front
+    /// of `inner`.
+    pub fn new(inner: Arc<dyn KeyStore>) -> Self {
+        Self::builder(inner).build()
+    }
+
+    /// Starts building a cache in front of `inner`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use keygate::{CacheConfig, CachedStore, ManualClock, MemoryStore};
+    ///
+    /// let cached = CachedStore::builder(Arc::new(MemoryStore::new()))
+    ///     .config(CacheConfig { ttl: Duration::from_secs(10), ..CacheConfig::default() })
+    ///     .clock(ManualClock::new())
+    ///     .build();
+    /// assert!(cached.is_empty());
+    /// ```
+    pub fn builder(inner: Arc<dyn KeyStore>) -> CachedStoreBuilder {
+        CachedStoreBuilder {
+            inner,
+            config: CacheConfig::default(),
+            clock: Arc::new(SystemClock::new()),
+        }
+    }
+
+    /// The store behind the cache.
+    pub fn inner(&self) -> &Arc<dyn KeyStore> {
+        &self.shared.inner
+    }
+
+    /// The configuration the cache was built with.
+    pub fn config(&self) -> &CacheConfig {
+        &self.shared.config
+    }
+
+    /// Hit and miss counts and the number of lookup ids held.
+    pub fn stats(&self) -> CacheStats {
+        let mut stats = CacheStats::default();
+        for shard in self.shared.shards.iter() {
+            stats.hits += shard.hits.load(Ordering::Relaxed);
+            stats.misses += shard.misses.load(Ordering::Relaxed);
+            stats.entries += shard.slots.read().by_lookup.len();
+        }
+        stats
+    }
+
+    /// Number of lookup ids held (expired ones included until evicted).
+    pub fn len(&self) -> usize {
+        self.shared
+            .shards
+            .iter()
+            .map(|s| s.slots.read().by_lookup.len())
+            .sum()
+    }
+
+    /// True when no lookup id is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True while every lookup goes to the inner store: after
+    /// [`set_bypass(true)`](Self::set_bypass), and while a change feed is not
+    /// listening (before its first `LISTEN`, after a lost connection until it
+    /// has listened again, and for good once it has stopped).
+    pub fn is_bypassed(&self) -> bool {
+        self.shared.is_bypassed()
+    }
+
+    /// Forgets what is cached for `lookup`; the next lookup asks the inner
+    /// store. For change feeds: call it when a key with this lookup id was
+    /// created, changed or revoked elsewhere. A lookup already on its way to
+    /// the inner store when this is called does not put its answer back in
+    /// the cache as fresh.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # let cached = keygate::CachedStore::new(Arc::new(keygate::MemoryStore::new()));
+    /// // On a message from your own change feed:
+    /// cached.invalidate_lookup("mj_Ab3dE");
+    /// ```
+    pub fn invalidate_lookup(&self, lookup: &str) {
+        self.shared.invalidate_lookup(lookup);
+    }
+
+    /// Forgets what is cached for key `id`, whatever its lookup id. This
+    /// scans the whole cache; prefer [`invalidate_lookup`](Self::invalidate_lookup)
+    /// when the lookup id is known.
+    pub fn invalidate_key(&self, id: &KeyId) {
+        self.shared.invalidate_key(id);
+    }
+
+    /// Forgets every cached answer, e.g. when a change feed may have missed
+    /// changes. In-process state (rate-limit buckets, last-used stamps) is
+    /// carried over to the entries read next.
+    pub fn invalidate_all(&self) {
+        self.shared.invalidate_all();
+    }
+
+    /// Turns the manual bypass on or off. While bypassed, every lookup goes
+    /// to the inner store and nothing is answered from memory. Both switches
+    /// also [`invalidate_all`](Self::invalidate_all): entering, because what
+    /// is cached may go stale unnoticed; leaving, because changes made while
+    /// bypassed may have been missed. A change feed that is not listening
+    /// keeps the cache bypassed whatever this switch says.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # let cached = keygate::CachedStore::new(Arc::new(keygate::MemoryStore::new()));
+    /// cached.set_bypass(true); // your change feed lost its connection
+    /// assert!(cached.is_bypassed());
+    /// cached.set_bypass(false); // it is listening again
+    /// assert!(!cached.is_bypassed());
+    /// ```
+    pub fn set_bypass(&self, on: bool) {
+        let shared = &self.shared;
+        if on {
+            shared.bypass.fetch_or(MANUAL_BYPASS, Ordering::SeqCst);
+            shared.invalidate_all();
+        } else {
+            shared.invalidate_all();
+            shared.bypass.fetch_and(!MANUAL_BYPASS, Ordering::SeqCst);
+        }
+    }
+}
+
+impl fmt::Debug for CachedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedStore")
+            .field("inner", &self.shared.inner)
+            .field("config", &self.shared.config)
+            .field("bypassed", &self.is_bypassed())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// The cache itself; change feeds hold it weakly.
+pub(crate) struct Shared {
+    inner: Arc<dyn KeyStore>,
+    clock: Arc<dyn Clock>,
+    config: CacheConfig,
+    ttl: u64,
+    negative_ttl: u64,
+    per_shard: usize,
+    /// The inner store hands out fresh entries per lookup, so the cache must
+    /// carry in-process state from one entry of a key to the next.
+    carry_state: bool,
+    hasher: RandomState,
+    shards: Box<[Shard]>,
+    /// [`MANUAL_BYPASS`] plus [`FEED_DOWN`] per feed not listening.
+    bypass: AtomicUsize,
+}
+
+/// One shard, on cache lines of its own so hit counters do not false-share.
+#[derive(Default)]
+#[repr(align(128))]
+struct Shard {
+    slots: RwLock<Slots>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+#[derive(Default)]
+struct Slots {
+    by_lookup: HashMap<Box<str>, Slot>,
+    /// Bumped by every invalidation in this shard. A lookup that missed
+    /// stores its answer as fresh only if no invalidation happened while it
+    /// was asking the inner store.
+    generation: u64,
+}
+
+struct Slot {
+    entries: Vec<Arc<KeyEntry>>,
+    /// Served while the monotonic clock is before this; 0 marks an entry kept
+    /// only to carry in-process state to its successor.
+    fresh_until: u64,
+}
+
+impl Shared {
+    fn shard(&self, lookup: &str) -> &Shard {
+        let hash = self.hasher.hash_one(lookup);
+        // The high half: the shard maps use hashers of their own.
+        &self.shards[(hash >> 32) as usize & (self.shards.len() - 1)]
+    }
+
+    fn is_bypassed(&self) -> bool {
+        self.bypass.load(Ordering::SeqCst) != 0
+    }
+
+    /// Marks a change feed as not listening: bypasses and empties the cache.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn feed_down(&self) {
+        self.bypass.fetch_add(FEED_DOWN, Ordering::SeqCst);
+        self.invalidate_all();
+    }
+
+    /// Marks a change feed as listening again: empties the cache (changes
+    /// may have been missed while it was down), then stops bypassing it
+    /// unless something else still asks for it.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn feed_up(&self) {
+        self.invalidate_all();
+        self.bypass.fetch_sub(FEED_DOWN, Ordering::SeqCst);
+    }
+
+    async fn find(&self, lookup: &str) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
+        let shard = self.shard(lookup);
+        let generation = if self.is_bypassed() {
+            None
+        } else {
+            let slots = shard.slots.read();
+            if let Some(slot) = slots.by_lookup.get(lookup) {
+                if slot.fresh_until > self.clock.monotonic_nanos() {
+                    shard.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(slot.entries.clone());
+                }
+            }
+            Some(slots.generation)
+        };
+        shard.misses.fetch_add(1, Ordering::Relaxed);
+        let found = self.inner.find_by_lookup(lookup).await?;
+        Ok(self.fill(shard, lookup, found, generation))
+    }
+
+    /// Stores what the inner store answered and returns the entries to use.
+    fn fill(
+        &self,
+        shard: &Shard,
+        lookup: &str,
+        found: Vec<Arc<KeyEntry>>,
+        generation: Option<u64>,
+    ) -> Vec<Arc<KeyEntry>> {
+        if self.per_shard == 0 || (found.is_empty() && !self.carry_state && self.negative_ttl == 0)
+        {
+            return found;
+        }
+        let now = self.clock.monotonic_nanos();
+        let mut slots = shard.slots.write();
+        let fresh = generation == Some(slots.generation) && !self.is_bypassed();
+        let previous = slots.by_lookup.get(lookup);
+        let entries = match previous {
+            Some(p) if self.carry_state => carry_over(&p.entries, found),
+            _ => found,
+        };
+        let ttl = if entries.is_empty() {
+            self.negative_ttl
+        } else {
+            self.ttl
+        };
+        let fresh_until = if fresh && ttl > 0 {
+            now.saturating_add(ttl)
+        } else if self.carry_state && !entries.is_empty() {
+            // Not to be served, but the next lookup inherits its state.
+            0
+        } else {
+            if previous.is_some_and(|p| p.fresh_until <= now) {
+                slots.by_lookup.remove(lookup);
+            }
+            return entries;
+        };
+        if !fresh && previous.is_some_and(|p| p.fresh_until > now) {
+            // A later lookup already stored a fresh answer; keep it.
+            return entries;
+        }
+        if previous.is_none() {
+            self.make_room(&mut slots, now);
+        }
+        slots.by_lookup.insert(
+            lookup.into(),
+            Slot {
+                entries: entries.clone(),
+                fresh_until,
+            },
+        );
+        entries
+    }
+
+    /// Evicts until there is room for one more id: expired ids first, else
+    /// an arbitrary one.
+    fn make_room(&self, slots: &mut Slots, now: u64) {
+        if slots.by_lookup.len() < self.per_shard {
+            return;
+        }
+        slots.by_lookup.retain(|_, slot| slot.fresh_until > now);
+        while slots.by_lookup.len() >= self.per_shard {
+            let Some(victim) = slots.by_lookup.keys().next().cloned() else {
+                break;
+            };
+            slots.by_lookup.remove(&victim);
+        }
+    }
+
+    /// Stops serving a slot: keeps it as a state carrier or drops it.
+    fn retire(&self, slot: &mut Slot) -> bool {
+        slot.fresh_until = 0;
+        self.carry_state && !slot.entries.is_empty()
+    }
+
+    fn invalidate_lookup(&self, lookup: &str) {
+        let mut slots = self.shard(lookup).slots.write();
+        slots.generation += 1;
+        if let Some(slot) = slots.by_lookup.get_mut(lookup) {
+            if !self.retire(slot) {
+                slots.by_lookup.remove(lookup);
+            }
+        }
+    }
+
+    fn invalidate_key(&self, id: &KeyId) {
+        for shard in self.shards.iter() {
+            let mut slots = shard.slots.write();
+            slots.generation += 1;
+            slots.by_lookup.retain(|_, slot| {
+                !slot.entries.iter().any(|e| &e.record().id == id) || self.retire(slot)
+            });
+        }
+    }
+
+    fn invalidate_all(&self) {
+        for shard in self.shards.iter() {
+            let mut slots = shard.slots.write();
+            slots.generation += 1;
+            slots.by_lookup.retain(|_, slot| self.retire(slot));
+        }
+    }
+}
+
+/// The entries to use for `found`, keeping each key's in-process state
+/// (rate-limit buckets, last-used stamp, compiled scopes) from `previous`.
+fn carry_over(previous: &[Arc<KeyEntry>], found: Vec<Arc<KeyEntry>>) -> Vec<Arc<KeyEntry>> {
+    found
+        .into_iter()
+        .map(|new| {
+            let Some(old) = previous
+                .iter()
+                .find(|old| old.record().id == new.record().id)
+            else {
+                return new;
+            };
+            if same_but_last_used(old.record(), new.record()) {
+                if let Some(at) = new.record().last_used_at {
+                    old.touch(at);
+                }
+                Arc::clone(old)
+            } else {
+                // `succeed` drops the buckets of a key that is now revoked.
+                Arc::new(old.succeed(new.record().clone()))
+            }
+        })
+        .collect()
+}
+
+/// True when two records differ at most in their flushed last-used time.
+fn same_but_last_used(a: &KeyRecord, b: &KeyRecord) -> bool {
+    a.id == b.id
+        && a.lookup == b.lookup
+        && a.hash == b.hash
+        && a.revoked_at == b.revoked_at
+        && a.expires_at == b.expires_at
+        && a.account == b.account
+        && a.format == b.format
+        && a.name == b.name
+        && a.bundle == b.bundle
+        && a.scopes == b.scopes
+        && a.rate_limits == b.rate_limits
+        && a.created_at == b.created_at
+}
+
+#[async_trait]
+impl KeyStore for CachedStore {
+    async fn create_account(&self, account: AccountRecord) -> Result<(), StoreError> {
+        self.shared.inner.create_account(account).await
+    }
+
+    async fn get_account(&self, id: &AccountId) -> Result<Option<AccountRecord>, StoreError> {
+        self.shared.inner.get_account(id).await
+    }
+
+    async fn insert_key(
+        &self,
+        record: KeyRecord,
+        limit: Option<u32>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let lookup = record.lookup.clone();
+        let result = self.shared.inner.insert_key(record, limit, now).await;
+        // Even on error: a lost reply may hide a committed change.
+        self.shared.invalidate_lookup(&lookup);
+        result
+    }
+
+    async fn insert_keys(&self, records: Vec<KeyRecord>) -> Result<(), StoreError> {
+        let lookups: Vec<String> = records.iter().map(|r| r.lookup.clone()).collect();
+        let result = self.shared.inner.insert_keys(records).await;
+        for lookup in &lookups {
+            self.shared.invalidate_lookup(lookup);
+        }
+        result
+    }
+
+    async fn find_by_lookup(&self, lookup: &str) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
+        self.shared.find(lookup).await
+    }
+
+    async fn get_key(&self, id: &KeyId) -> Result<Option<Arc<KeyEntry>>, StoreError> {
+        self.shared.inner.get_key(id).await
+    }
+
+    async fn list_keys(
+        &self,
+        account: &AccountId,
+        query: &ListQuery,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        self.shared.inner.list_keys(account, query).await
+    }
+
+    async fn revoke_key(&self, id: &KeyId, at: OffsetDateTime) -> Result<(), StoreError> {
+        let result = self.shared.inner.revoke_key(id, at).await;
+        self.shared.invalidate_key(id);
+        result
+    }
+
+    async fn replace_secret(
+        &self,
+        id: &KeyId,
+        lookup: &str,
+        hash: SecretHash,
+    ) -> Result<(), StoreError> {
+        let result = self.shared.inner.replace_secret(id, lookup, hash).await;
+        self.shared.invalidate_key(id);
+        self.shared.invalidate_lookup(lookup);
+        result
+    }
+
+    async fn rotate_key(
+        &self,
+        old: &KeyId,
+        new: KeyRecord,
+        old_key: OldKey,
+    ) -> Result<(), StoreError> {
+        let lookup = new.lookup.clone();
+        let result = self.shared.inner.rotate_key(old, new, old_key).await;
+        self.shared.invalidate_key(old);
+        self.shared.invalidate_lookup(&lookup);
+        result
+    }
+
+    async fn record_last_used(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
+        self.shared.inner.record_last_used(uses).await
+    }
+
+    fn needs_last_used_flush(&self) -> bool {
+        self.shared.inner.needs_last_used_flush()
+    }
+
+    fn keeps_entries(&self) -> bool {
+        self.shared.per_shard > 0 || self.shared.inner.keeps_entries()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    #[test]
+    fn shard_counts_are_powers_of_two_and_never_exceed_the_bound() {
+        for (max, shards, per_shard) in [
+            (0, 1, 0),
+            (1, 1, 1),
+            (100, 1, 100),
+            (128, 2, 64),
+            (1_000, 8, 125),
+            (100_000, 32, 3_125),
+        ] {
+            let cached = CachedStore::builder(Arc::new(MemoryStore::new()))
+                .config(CacheConfig {
+                    max_entries: max,
+                    ..CacheConfig::default()
+                })
+                .build();
+            assert_eq!(cached.shared.shards.len(), shards, "{max}");
+            assert_eq!(cached.shared.per_shard, per_shard, "{max}");
+        }
+    }
+
+    #[test]
+    fn records_differing_only_in_last_used_are_the_same() {
+        let record = KeyRecord {
+            id: KeyId::new("key_1"),
+            account: AccountId::new("org").unwrap(),
+            name: "n".into(),
+            format: "mj_".into(),
+            lookup: "lk".into(),
+            hash: SecretHash::from_parts(1, [1; 32]),
+            bundle: None,
+            scopes: Vec::new(),
+            rate_limits: Vec::new(),
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            expires_at: None,
+            last_used_at: None,
+            revoked_at: None,
+        };
+        let used = KeyRecord {
+            last_used_at: Some(OffsetDateTime::UNIX_EPOCH),
+            ..record.clone()
+        };
+        assert!(same_but_last_used(&record, &used));
+        let revoked = KeyRecord {
+            revoked_at: Some(OffsetDateTime::UNIX_EPOCH),
+            ..record.clone()
+        };
+        assert!(!same_but_last_used(&record, &revoked));
+    }
+}

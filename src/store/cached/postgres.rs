@@ -1,0 +1,399 @@
+//! The PostgreSQL change feed: a task that `LISTEN`s on the channel
+//! [`PostgresStore`] notifies on every change, and evicts the lookup ids each
+//! notification names from a [`CachedStore`].
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use serde::Deserialize;
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::{CachedStore, Shared};
+use crate::store::PostgresStore;
+
+/// How long connecting and `LISTEN` may take before the attempt counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The shortest heartbeat and reconnect delay; shorter ones are raised to it.
+const MIN_INTERVAL: Duration = Duration::from_millis(1);
+
+/// How a [`CachedStore`] follows PostgreSQL notifications
+/// ([`CachedStore::follow_postgres_with`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use keygate::store::FollowConfig;
+///
+/// let config = FollowConfig {
+///     application_name: "keygate_listener_web_1".into(),
+///     ..FollowConfig::default()
+/// };
+/// assert_eq!(config.heartbeat, Duration::from_secs(10));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowConfig {
+    /// After this long without a notification, the listener checks its
+    /// connection with a round trip, so a silently dead connection is noticed
+    /// (and the cache bypassed) within about twice this. Default 10 s.
+    pub heartbeat: Duration,
+    /// The wait before reconnecting after the connection was lost; it doubles
+    /// after each failed attempt. Default 100 ms.
+    pub reconnect_delay: Duration,
+    /// The longest wait between reconnect attempts. Default 5 s.
+    pub max_reconnect_delay: Duration,
+    /// The listener connection's `application_name`, to tell it apart in
+    /// `pg_stat_activity`. Default `keygate_listener`.
+    pub application_name: String,
+}
+
+impl Default for FollowConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(10),
+            reconnect_delay: Duration::from_millis(100),
+            max_reconnect_delay: Duration::from_secs(5),
+            application_name: "keygate_listener".into(),
+        }
+    }
+}
+
+/// The task started by [`CachedStore::follow_postgres`].
+///
+/// Dropping the handle or calling [`shutdown`](Self::shutdown) stops the
+/// task. A stopped follower leaves its cache bypassed for good: the cache can
+/// no longer hear about changes made by other instances.
+#[must_use = "dropping the follower stops it and leaves the cache bypassed"]
+#[derive(Debug)]
+pub struct ChangeFollower {
+    channel: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl ChangeFollower {
+    /// The notification channel it listens on.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// Stops the task, closes its connection and waits for both.
+    ///
+    /// ```no_run
+    /// # async fn run(follower: keygate::store::ChangeFollower) {
+    /// follower.shutdown().await;
+    /// # }
+    /// ```
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for ChangeFollower {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl CachedStore {
+    /// Follows `store`'s change notifications with the default
+    /// [`FollowConfig`]; see [`follow_postgres_with`](Self::follow_postgres_with).
+    /// Keep the returned [`ChangeFollower`] for the life of the service.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use keygate::{profiles, ApiKeys, CacheConfig, CachedStore, Pepper, PostgresStore};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     // Every instance: a pool of its own on the same schema (and so the same
+    ///     // notification channel).
+    ///     let url = std::env::var("DATABASE_URL")?;
+    ///     let store = Arc::new(PostgresStore::connect_with_schema(&url, "keygate").await?);
+    ///     store.migrate().await?;
+    ///
+    ///     // A cache in front of the store, following its change notifications.
+    ///     let cached = CachedStore::builder(store.clone())
+    ///         .config(CacheConfig::default()) // 100,000 ids, 60 s, 5 s for unknown ids
+    ///         .build();
+    ///     let follower = cached.follow_postgres(&store);
+    ///
+    ///     let api = ApiKeys::builder(profiles::mailjawn())
+    ///         .shared_store(Arc::new(cached.clone()))
+    ///         .pepper(Pepper::new(1, std::env::var("KEYGATE_PEPPER")?.into_bytes())?)
+    ///         .build()?;
+    ///     let flusher = api.spawn_last_used_flusher(Duration::from_secs(10));
+    ///
+    ///     // ... serve requests with `api`; `cached.stats()` has hits and misses ...
+    ///
+    ///     flusher.shutdown().await?;
+    ///     follower.shutdown().await;
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime with time enabled, like `tokio::spawn`.
+    pub fn follow_postgres(&self, store: &PostgresStore) -> ChangeFollower {
+        self.follow_postgres_with(store, FollowConfig::default())
+    }
+
+    /// Starts a Tokio task that `LISTEN`s on `store`'s notification channel
+    /// ([`PostgresStore::channel`]) over a connection of its own, and evicts
+    /// the lookup ids each notification names. Every instance sharing the
+    /// database should follow it, so a revocation, secret reset or rotation
+    /// on one instance takes effect on all at once.
+    ///
+    /// The cache is bypassed (every lookup goes to the inner store) from this
+    /// call until the first `LISTEN` has succeeded. When the connection is
+    /// lost, or a heartbeat round trip fails, the cache is emptied and
+    /// bypassed until the task has reconnected and listens again; then it is
+    /// emptied once more and used again. So a change is never missed: it is
+    /// either announced or read from the database.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime with time enabled, like `tokio::spawn`.
+    pub fn follow_postgres_with(
+        &self,
+        store: &PostgresStore,
+        config: FollowConfig,
+    ) -> ChangeFollower {
+        let channel = store.channel().to_owned();
+        let options = (*store.pool().connect_options())
+            .clone()
+            .application_name(&config.application_name);
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_lazy_with(options);
+        self.shared.feed_down();
+        let hold = Hold {
+            cache: Arc::downgrade(&self.shared),
+            down: true,
+        };
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(follow(hold, pool, channel.clone(), config, stopped));
+        ChangeFollower {
+            channel,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+}
+
+/// The follower's share of its cache's bypass: taken while not listening.
+struct Hold {
+    cache: Weak<Shared>,
+    down: bool,
+}
+
+impl Hold {
+    /// Bypasses and empties the cache; false when the cache is gone.
+    fn down(&mut self) -> bool {
+        let Some(cache) = self.cache.upgrade() else {
+            return false;
+        };
+        if !self.down {
+            cache.feed_down();
+            self.down = true;
+        }
+        true
+    }
+
+    /// Empties the cache and lets it serve again; false when it is gone.
+    fn up(&mut self) -> bool {
+        let Some(cache) = self.cache.upgrade() else {
+            return false;
+        };
+        if self.down {
+            cache.feed_up();
+            self.down = false;
+        }
+        true
+    }
+}
+
+/// What [`PostgresStore`] puts in a notification.
+#[derive(Deserialize)]
+struct Change {
+    #[serde(default)]
+    lookups: Vec<String>,
+}
+
+/// Why the receive loop ended.
+enum Ended {
+    Stopped,
+    Lost,
+}
+
+async fn follow(
+    mut hold: Hold,
+    pool: PgPool,
+    channel: String,
+    config: FollowConfig,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let first_delay = config.reconnect_delay.max(MIN_INTERVAL);
+    let max_delay = config.max_reconnect_delay.max(first_delay);
+    let heartbeat = config.heartbeat.max(MIN_INTERVAL);
+    let mut delay = first_delay;
+    loop {
+        let attempt = tokio::select! {
+            biased;
+            _ = &mut stopped => break,
+            attempt = tokio::time::timeout(CONNECT_TIMEOUT, listen(&pool, &channel)) => attempt,
+        };
+        let listener = match attempt {
+            Ok(Ok(listener)) => listener,
+            failed => {
+                let error = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".to_owned(),
+                };
+                tracing::warn!(target: "keygate", %channel, %error,
+                    "cannot listen for key changes; the key cache stays bypassed");
+                if !pause(&mut stopped, delay).await {
+                    break;
+                }
+                delay = (delay * 2).min(max_delay);
+                continue;
+            }
+        };
+        delay = first_delay;
+        if !hold.up() {
+            break;
+        }
+        tracing::info!(target: "keygate", %channel, "listening for key changes");
+        match receive(listener, &hold.cache, &channel, heartbeat, &mut stopped).await {
+            Ended::Stopped => break,
+            Ended::Lost => {
+                if !hold.down() {
+                    break;
+                }
+                tracing::warn!(target: "keygate", %channel,
+                    "lost the key change connection; the key cache is bypassed until it is back");
+                if !pause(&mut stopped, delay).await {
+                    break;
+                }
+            }
+        }
+    }
+    // Nobody will announce changes any more: stay bypassed.
+    hold.down();
+    pool.close().await;
+}
+
+async fn listen(pool: &PgPool, channel: &str) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    // A lost connection is re-established by `follow`, after bypassing the cache.
+    listener.eager_reconnect(false);
+    listener.listen(channel).await?;
+    Ok(listener)
+}
+
+/// Evicts what each notification names until the connection is lost, the
+/// follower is stopped or the cache is gone.
+async fn receive(
+    mut listener: PgListener,
+    cache: &Weak<Shared>,
+    channel: &str,
+    heartbeat: Duration,
+    stopped: &mut oneshot::Receiver<()>,
+) -> Ended {
+    let relisten = format!("LISTEN \"{}\"", channel.replace('"', "\"\""));
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = &mut *stopped => return Ended::Stopped,
+            next = tokio::time::timeout(heartbeat, listener.try_recv()) => next,
+        };
+        match next {
+            Ok(Ok(Some(notification))) => {
+                let Some(cache) = cache.upgrade() else {
+                    return Ended::Stopped;
+                };
+                apply(&cache, notification.payload());
+            }
+            Ok(Ok(None)) => return Ended::Lost,
+            Ok(Err(error)) => {
+                tracing::warn!(target: "keygate", %channel, %error, "key change listener failed");
+                return Ended::Lost;
+            }
+            Err(_quiet) => {
+                if cache.strong_count() == 0 {
+                    return Ended::Stopped;
+                }
+                // LISTEN again is a no-op round trip that keeps the
+                // connection's last query recognisable in pg_stat_activity.
+                let ping = sqlx::Executor::execute(&mut listener, relisten.as_str());
+                if !matches!(tokio::time::timeout(heartbeat, ping).await, Ok(Ok(_))) {
+                    return Ended::Lost;
+                }
+            }
+        }
+    }
+}
+
+/// Applies one notification; one that cannot be read empties the cache.
+fn apply(cache: &Shared, payload: &str) {
+    match serde_json::from_str::<Change>(payload) {
+        Ok(change) => {
+            for lookup in &change.lookups {
+                cache.invalidate_lookup(lookup);
+            }
+        }
+        Err(error) => {
+            tracing::warn!(target: "keygate", %error, "unreadable key change notification");
+            cache.invalidate_all();
+        }
+    }
+}
+
+/// Waits `delay`; false if the follower was stopped meanwhile.
+async fn pause(stopped: &mut oneshot::Receiver<()>, delay: Duration) -> bool {
+    tokio::select! {
+        biased;
+        _ = stopped => false,
+        _ = tokio::time::sleep(delay) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    #[test]
+    fn notifications_evict_the_lookups_they_name_and_unreadable_ones_evict_all() {
+        let cached = CachedStore::new(Arc::new(MemoryStore::new()));
+        let shared = &cached.shared;
+        for lookup in ["a", "b", "c"] {
+            let slots = &mut shared.shard(lookup).slots.write();
+            slots.by_lookup.insert(
+                lookup.into(),
+                super::super::Slot {
+                    entries: Vec::new(),
+                    fresh_until: u64::MAX,
+                },
+            );
+        }
+        apply(shared, r#"{"id":"key_1","lookups":["a","b"]}"#);
+        assert_eq!(cached.len(), 1);
+        apply(shared, "not json");
+        assert!(cached.is_empty());
+    }
+}

@@ -1,0 +1,371 @@
+//! Two service instances on one PostgreSQL schema, each with its own
+//! connection pool and its own `CachedStore` following the store's change
+//! notifications: a revocation, secret reset or rotation on one fails the old
+//! credential on the other within 100 ms, though the other had it cached; and
+//! a lost notification connection bypasses the cache until it is back.
+//!
+//! Skipped when PostgreSQL is unreachable, unless `KEYGATE_REQUIRE_SERVICES=1`.
+#![cfg(feature = "postgres")]
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keygate::store::{ChangeFollower, FollowConfig, KeyRecord};
+use keygate::{
+    profiles, AccountId, ApiKeys, AuthError, CachedStore, CreateKey, KeyId, KeyStore, NewKey,
+    Pepper, PostgresStore, Principal, Profile, Rotation,
+};
+use rand::Rng;
+use time::OffsetDateTime;
+use tokio::time::Instant;
+
+/// How soon a change on one instance must be seen on the other.
+const PROPAGATION: Duration = Duration::from_millis(100);
+
+/// Generous bounds for things that only guard a hung test.
+const LISTEN_BOUND: Duration = Duration::from_secs(10);
+
+struct Instance {
+    api: ApiKeys,
+    cached: CachedStore,
+    store: Arc<PostgresStore>,
+    follower: ChangeFollower,
+}
+
+impl Instance {
+    /// A service on its own pool and cache, listening for changes.
+    async fn start(pg: &support::TestPostgres, profile: Profile, follow: FollowConfig) -> Self {
+        let store = Arc::new(
+            PostgresStore::connect_with_schema(pg.url(), pg.schema())
+                .await
+                .expect("connect"),
+        );
+        let cached = CachedStore::new(store.clone());
+        let follower = cached.follow_postgres_with(&store, follow);
+        assert!(cached.is_bypassed(), "bypassed until the first LISTEN");
+        wait_until("the follower listens", || !cached.is_bypassed()).await;
+        let api = ApiKeys::builder(profile)
+            .shared_store(Arc::new(cached.clone()))
+            .pepper(Pepper::new(1, [9u8; 32]).unwrap())
+            .build()
+            .unwrap();
+        Self {
+            api,
+            cached,
+            store,
+            follower,
+        }
+    }
+
+    async fn stop(self) {
+        self.follower.shutdown().await;
+        assert!(
+            self.cached.is_bypassed(),
+            "a stopped follower leaves it bypassed"
+        );
+        self.store.pool().close().await;
+    }
+}
+
+/// Two instances on the schema of `pg`.
+async fn pair(pg: &support::TestPostgres, profile: Profile) -> (Instance, Instance) {
+    let a = Instance::start(pg, profile.clone(), FollowConfig::default()).await;
+    let b = Instance::start(pg, profile, FollowConfig::default()).await;
+    (a, b)
+}
+
+/// A credential as a client presents it.
+enum Presented {
+    Token(String),
+    Pair(String, String),
+}
+
+impl Presented {
+    fn of(key: &NewKey) -> Self {
+        match key.key.public_key() {
+            Some(public) => Self::Pair(public.to_owned(), key.key.expose_secret().to_owned()),
+            None => Self::Token(key.key.expose_secret().to_owned()),
+        }
+    }
+
+    async fn verify(&self, api: &ApiKeys) -> Result<Principal, AuthError> {
+        match self {
+            Self::Token(t) => api.verify(t).await,
+            Self::Pair(public, secret) => api.verify_pair(public, secret).await,
+        }
+    }
+}
+
+fn org() -> AccountId {
+    AccountId::new("org_multi").unwrap()
+}
+
+/// Verifies on `instance` until an answer comes from its cache. (The first
+/// answer may be evicted again by the notification of the key's creation.)
+async fn warm(instance: &Instance, presented: &Presented) {
+    let start = Instant::now();
+    loop {
+        let hits = instance.cached.stats().hits;
+        presented.verify(&instance.api).await.expect("verifies");
+        if instance.cached.stats().hits > hits {
+            return;
+        }
+        assert!(
+            start.elapsed() < LISTEN_BOUND,
+            "never served from the cache"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Polls `presented` on `instance` every few milliseconds until it fails
+/// with `expected`; panics if it still does not after [`PROPAGATION`].
+async fn fails_within_propagation(instance: &Instance, presented: &Presented, expected: AuthError) {
+    let start = Instant::now();
+    loop {
+        let result = presented.verify(&instance.api).await;
+        if result.as_ref().err() == Some(&expected) {
+            return;
+        }
+        assert!(
+            start.elapsed() < PROPAGATION,
+            "after {:?} the other instance still answers {result:?}, expected {expected:?}",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Polls `condition` every 5 ms; panics after [`LISTEN_BOUND`].
+async fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(
+            start.elapsed() < LISTEN_BOUND,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_on_one_instance_fails_the_key_on_the_other_within_100ms() {
+    let Some(pg) = support::postgres_store().await else {
+        return;
+    };
+    let (a, b) = pair(&pg, profiles::mailjawn()).await;
+    let key = a
+        .api
+        .create(&org(), CreateKey::new("ci").bundle("sdk"))
+        .await
+        .unwrap();
+    let presented = Presented::of(&key);
+    warm(&a, &presented).await;
+    warm(&b, &presented).await;
+
+    a.api.revoke(&org(), &key.info.id).await.unwrap();
+    assert_eq!(
+        presented.verify(&a.api).await.unwrap_err(),
+        AuthError::Revoked
+    );
+    fails_within_propagation(&b, &presented, AuthError::Revoked).await;
+
+    a.stop().await;
+    b.stop().await;
+    pg.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_reset_on_one_instance_fails_the_old_secret_on_the_other_within_100ms() {
+    let Some(pg) = support::postgres_store().await else {
+        return;
+    };
+    let (a, b) = pair(&pg, profiles::mailjet()).await;
+    let key = a.api.create(&org(), CreateKey::new("main")).await.unwrap();
+    let old = Presented::of(&key);
+    warm(&a, &old).await;
+    warm(&b, &old).await;
+
+    let reset = a.api.reset_secret(&org(), &key.info.id).await.unwrap();
+    assert_eq!(reset.key.public_key(), key.key.public_key());
+    fails_within_propagation(&b, &old, AuthError::Invalid).await;
+    let p = Presented::of(&reset).verify(&b.api).await.unwrap();
+    assert_eq!(p.key_id(), &key.info.id);
+
+    a.stop().await;
+    b.stop().await;
+    pg.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_on_one_instance_fails_the_old_key_on_the_other_within_100ms() {
+    let Some(pg) = support::postgres_store().await else {
+        return;
+    };
+    let (a, b) = pair(&pg, profiles::mailjawn()).await;
+    let first = a
+        .api
+        .create(&org(), CreateKey::new("ci").bundle("sdk"))
+        .await
+        .unwrap();
+    let old = Presented::of(&first);
+    warm(&a, &old).await;
+    warm(&b, &old).await;
+
+    let second = a
+        .api
+        .rotate(&org(), &first.info.id, Rotation::Immediate)
+        .await
+        .unwrap();
+    fails_within_propagation(&b, &old, AuthError::Revoked).await;
+    let p = Presented::of(&second).verify(&b.api).await.unwrap();
+    assert_eq!(p.name(), "ci");
+
+    a.stop().await;
+    b.stop().await;
+    pg.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_created_on_one_instance_clears_the_others_negative_answer() {
+    let Some(pg) = support::postgres_store().await else {
+        return;
+    };
+    let (a, b) = pair(&pg, profiles::mailjawn()).await;
+    let lookup = "lk_later";
+    assert!(b.cached.find_by_lookup(lookup).await.unwrap().is_empty());
+    let misses = b.cached.stats().misses;
+    assert!(b.cached.find_by_lookup(lookup).await.unwrap().is_empty());
+    assert_eq!(
+        b.cached.stats().misses,
+        misses,
+        "the negative answer is cached"
+    );
+
+    let record = KeyRecord {
+        id: KeyId::new("key_later"),
+        account: org(),
+        name: "later".into(),
+        format: "mj_".into(),
+        lookup: lookup.into(),
+        hash: keygate::hash::SecretHash::from_parts(1, [3; 32]),
+        bundle: Some("sdk".into()),
+        scopes: Vec::new(),
+        rate_limits: Vec::new(),
+        created_at: OffsetDateTime::now_utc(),
+        expires_at: None,
+        last_used_at: None,
+        revoked_at: None,
+    };
+    a.cached
+        .insert_key(record, None, OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    let start = Instant::now();
+    while b.cached.find_by_lookup(lookup).await.unwrap().is_empty() {
+        assert!(
+            start.elapsed() < PROPAGATION,
+            "the new key is still unknown"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+
+    a.stop().await;
+    b.stop().await;
+    pg.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_notification_connection_bypasses_the_cache_until_it_is_back() {
+    let Some(pg) = support::postgres_store().await else {
+        return;
+    };
+    let name = format!("keygate_test_{:08x}", rand::thread_rng().gen::<u32>());
+    let follow = FollowConfig {
+        application_name: name.clone(),
+        // Long enough to act while disconnected.
+        reconnect_delay: Duration::from_millis(300),
+        ..FollowConfig::default()
+    };
+    let b = Instance::start(&pg, profiles::mailjawn(), follow).await;
+    let store = pg.postgres();
+    let mut keys = Vec::new();
+    for name in ["one", "two"] {
+        let key = b
+            .api
+            .create(&org(), CreateKey::new(name).bundle("sdk"))
+            .await
+            .unwrap();
+        warm(&b, &Presented::of(&key)).await;
+        keys.push(key);
+    }
+
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = $1 AND query ILIKE 'LISTEN%' AND strpos(query, $2) > 0",
+    )
+    .bind(&name)
+    .bind(b.follower.channel())
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(killed, [true], "exactly the listener's backend");
+    wait_until("the cache is bypassed", || b.cached.is_bypassed()).await;
+
+    // Revoked on the store, behind every cache, while nobody listens: the
+    // notification is lost, yet the bypassed cache cannot answer from memory.
+    let one = Presented::of(&keys[0]);
+    let misses = b.cached.stats().misses;
+    store
+        .revoke_key(&keys[0].info.id, OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    assert_eq!(one.verify(&b.api).await.unwrap_err(), AuthError::Revoked);
+    assert!(b.cached.stats().misses > misses);
+
+    wait_until("the follower listens again", || !b.cached.is_bypassed()).await;
+    let two = Presented::of(&keys[1]);
+    warm(&b, &two).await;
+    store
+        .revoke_key(&keys[1].info.id, OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    fails_within_propagation(&b, &two, AuthError::Revoked).await;
+
+    b.stop().await;
+    pg.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_on_a_quiet_connection_keep_the_cache_in_use() {
+    let Some(pg) = support::postgres_store().await else {
+        return;
+    };
+    let follow = FollowConfig {
+        heartbeat: Duration::from_millis(5),
+        ..FollowConfig::default()
+    };
+    let a = Instance::start(&pg, profiles::mailjawn(), follow.clone()).await;
+    let b = Instance::start(&pg, profiles::mailjawn(), follow).await;
+    let key = a
+        .api
+        .create(&org(), CreateKey::new("ci").bundle("sdk"))
+        .await
+        .unwrap();
+    let presented = Presented::of(&key);
+    warm(&b, &presented).await;
+    // Quiet for many heartbeats: each is a round trip on the listener's
+    // connection, which must leave it listening.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!b.cached.is_bypassed());
+    warm(&b, &presented).await;
+    a.api.revoke(&org(), &key.info.id).await.unwrap();
+    fails_within_propagation(&b, &presented, AuthError::Revoked).await;
+
+    a.stop().await;
+    b.stop().await;
+    pg.cleanup().await;
+}
