@@ -2,9 +2,12 @@
 //! connection pool and its own `CachedStore` following the store's change
 //! notifications: a revocation, secret reset or rotation on one fails the old
 //! credential on the other within 100 ms, though the other had it cached; and
-//! a lost notification connection bypasses the cache until it is back.
+//! a lost notification connection bypasses the cache until it is back. With
+//! the `redis` feature, both instances also share one Redis rate limiter and
+//! together admit exactly one key's quota.
 //!
-//! Skipped when PostgreSQL is unreachable, unless `KEYGATE_REQUIRE_SERVICES=1`.
+//! Skipped when PostgreSQL (or Redis) is unreachable, unless
+//! `KEYGATE_REQUIRE_SERVICES=1`.
 #![cfg(feature = "postgres")]
 
 #[path = "support/mod.rs"]
@@ -38,6 +41,16 @@ struct Instance {
 impl Instance {
     /// A service on its own pool and cache, listening for changes.
     async fn start(pg: &support::TestPostgres, profile: Profile, follow: FollowConfig) -> Self {
+        Self::start_with(pg, profile, follow, None).await
+    }
+
+    /// Like [`start`](Self::start), taking rate-limit decisions from `limiter`.
+    async fn start_with(
+        pg: &support::TestPostgres,
+        profile: Profile,
+        follow: FollowConfig,
+        limiter: Option<keygate::RedisRateLimiter>,
+    ) -> Self {
         let store = Arc::new(
             PostgresStore::connect_with_schema(pg.url(), pg.schema())
                 .await
@@ -47,11 +60,13 @@ impl Instance {
         let follower = cached.follow_postgres_with(&store, follow);
         assert!(cached.is_bypassed(), "bypassed until the first LISTEN");
         wait_until("the follower listens", || !cached.is_bypassed()).await;
-        let api = ApiKeys::builder(profile)
+        let mut builder = ApiKeys::builder(profile)
             .shared_store(Arc::new(cached.clone()))
-            .pepper(Pepper::new(1, [9u8; 32]).unwrap())
-            .build()
-            .unwrap();
+            .pepper(Pepper::new(1, [9u8; 32]).unwrap());
+        if let Some(limiter) = limiter {
+            builder = builder.rate_limiter(limiter);
+        }
+        let api = builder.build().unwrap();
         Self {
             api,
             cached,
@@ -367,5 +382,115 @@ async fn heartbeats_on_a_quiet_connection_keep_the_cache_in_use() {
 
     a.stop().await;
     b.stop().await;
+    pg.cleanup().await;
+}
+
+/// Two instances on one Postgres schema sharing one Redis key prefix.
+#[cfg(feature = "redis")]
+async fn shared_pair() -> Option<(
+    support::TestPostgres,
+    support::TestRedis,
+    Instance,
+    Instance,
+)> {
+    let pg = support::postgres_store().await?;
+    let redis = support::TestRedis::get().await?;
+    let a = Instance::start_with(
+        &pg,
+        profiles::mailjawn(),
+        FollowConfig::default(),
+        Some(redis.limiter().await),
+    )
+    .await;
+    let b = Instance::start_with(
+        &pg,
+        profiles::mailjawn(),
+        FollowConfig::default(),
+        Some(redis.limiter().await),
+    )
+    .await;
+    Some((pg, redis, a, b))
+}
+
+/// A key whose `send` quota is 10 per minute, so no token refills during a test.
+#[cfg(feature = "redis")]
+async fn ten_per_minute(a: &Instance) -> String {
+    let key = a
+        .api
+        .create(
+            &org(),
+            CreateKey::new("sender")
+                .bundle("full_access")
+                .rate_limit("send", keygate::Quota::per_minute(10).unwrap()),
+        )
+        .await
+        .unwrap();
+    key.key.expose_secret().to_owned()
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_requests_over_two_instances_admit_exactly_the_quota_of_ten() {
+    let Some((pg, redis, a, b)) = shared_pair().await else {
+        return;
+    };
+    let key = ten_per_minute(&a).await;
+    let (send_a, send_b) = (
+        a.api.operation("send").unwrap(),
+        b.api.operation("send").unwrap(),
+    );
+    let mut admitted = 0;
+    for i in 0..40 {
+        let (api, op) = if i % 2 == 0 {
+            (&a.api, &send_a)
+        } else {
+            (&b.api, &send_b)
+        };
+        match api.verify_for(&key, op).await {
+            Ok(_) => admitted += 1,
+            Err(AuthError::RateLimited { decision }) => assert!(decision.retry_after.is_some()),
+            Err(other) => panic!("request {i}: unexpected {other:?}"),
+        }
+    }
+    assert_eq!(admitted, 10);
+    a.stop().await;
+    b.stop().await;
+    redis.cleanup().await;
+    pg.cleanup().await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_load_from_both_instances_never_exceeds_the_quota() {
+    let Some((pg, redis, a, b)) = shared_pair().await else {
+        return;
+    };
+    let key: Arc<str> = ten_per_minute(&a).await.into();
+    let mut tasks = Vec::new();
+    for api in [a.api.clone(), b.api.clone()] {
+        for _ in 0..4 {
+            let (api, key) = (api.clone(), key.clone());
+            tasks.push(tokio::spawn(async move {
+                let send = api.operation("send").unwrap();
+                let mut admitted = 0u32;
+                for _ in 0..25 {
+                    match api.verify_for(&key, &send).await {
+                        Ok(_) => admitted += 1,
+                        Err(AuthError::RateLimited { .. }) => {}
+                        Err(other) => panic!("unexpected {other:?}"),
+                    }
+                }
+                admitted
+            }));
+        }
+    }
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += t.await.unwrap();
+    }
+    assert_eq!(admitted, 10, "200 concurrent requests over two instances");
+    a.stop().await;
+    b.stop().await;
+    redis.cleanup().await;
     pg.cleanup().await;
 }

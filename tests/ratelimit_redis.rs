@@ -9,125 +9,28 @@
 //! so tests (and test runs) can share one Redis in parallel.
 #![cfg(feature = "redis")]
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keygate::redis::aio::{ConnectionManager, MultiplexedConnection};
-use keygate::redis::{self, ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
+use keygate::redis::aio::ConnectionManager;
+use keygate::redis::{self, ConnectionAddr, ConnectionInfo};
 use keygate::{
     profiles, AccountId, ApiKeys, AuthError, CreateKey, KeyBuckets, LocalRateLimiter, ManualClock,
     MemoryStore, Pepper, Quota, RateLimiter, RedisFailure, RedisRateLimiter,
 };
 use parking_lot::Mutex;
+use support::TestRedis;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 /// A port nothing listens on.
 const DEAD_URL: &str = "redis://127.0.0.1:1/";
-
-fn redis_url() -> String {
-    std::env::var("KEYGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
-}
-
-/// The test Redis: its connection info, and a connection of the test's own
-/// for inspecting and deleting keys.
-struct TestRedis {
-    info: ConnectionInfo,
-    admin: MultiplexedConnection,
-    prefix: String,
-}
-
-impl TestRedis {
-    /// Connects, or returns `None` after printing why the test is skipped.
-    /// With `KEYGATE_REQUIRE_SERVICES=1` an unreachable Redis fails the test.
-    async fn get() -> Option<Self> {
-        match Self::connect().await {
-            Ok(redis) => Some(redis),
-            Err(why) => {
-                let why = format!("redis at {} is unusable: {why}", redis_url());
-                if std::env::var("KEYGATE_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
-                    panic!("redis is required (KEYGATE_REQUIRE_SERVICES=1): {why}");
-                }
-                eprintln!("skipping: {why}");
-                None
-            }
-        }
-    }
-
-    async fn connect() -> Result<Self, String> {
-        let info = redis_url()
-            .into_connection_info()
-            .map_err(|e| e.to_string())?;
-        let client = redis::Client::open(info.clone()).map_err(|e| e.to_string())?;
-        let mut admin = tokio::time::timeout(
-            Duration::from_secs(2),
-            client.get_multiplexed_async_connection(),
-        )
-        .await
-        .map_err(|_| "no connection within 2 s".to_owned())?
-        .map_err(|e| e.to_string())?;
-        let pong: String = redis::cmd("PING")
-            .query_async(&mut admin)
-            .await
-            .map_err(|e| e.to_string())?;
-        if pong != "PONG" {
-            return Err(format!("PING answered {pong}"));
-        }
-        Ok(Self {
-            info,
-            admin,
-            prefix: format!("kgtest:{:016x}:", rand::random::<u64>()),
-        })
-    }
-
-    /// A limiter on this Redis under the test's prefix. The timeout is
-    /// generous so that a loaded test machine does not turn into failures.
-    async fn limiter(&self) -> RedisRateLimiter {
-        self.builder().connect(self.info.clone()).await.unwrap()
-    }
-
-    fn builder(&self) -> keygate::RedisRateLimiterBuilder {
-        RedisRateLimiter::builder()
-            .prefix(self.prefix.clone())
-            .timeout(Duration::from_secs(5))
-    }
-
-    async fn pttl(&mut self, key: &str) -> i64 {
-        redis::cmd("PTTL")
-            .arg(key)
-            .query_async(&mut self.admin)
-            .await
-            .unwrap()
-    }
-
-    async fn exists(&mut self, keys: &[String]) -> i64 {
-        redis::cmd("EXISTS")
-            .arg(keys)
-            .query_async(&mut self.admin)
-            .await
-            .unwrap()
-    }
-
-    /// Deletes every key under the test's prefix and returns how many there were.
-    async fn cleanup(mut self) -> usize {
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}*", self.prefix))
-            .query_async(&mut self.admin)
-            .await
-            .unwrap();
-        if !keys.is_empty() {
-            redis::cmd("DEL")
-                .arg(&keys)
-                .exec_async(&mut self.admin)
-                .await
-                .unwrap();
-        }
-        keys.len()
-    }
-}
 
 fn org() -> AccountId {
     AccountId::new("org").unwrap()

@@ -1,10 +1,123 @@
 //! Helpers shared by integration tests: a PostgreSQL store in a schema of its
 //! own, skipped (or failed, with `KEYGATE_REQUIRE_SERVICES=1`) when no server
 //! answers.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 #[cfg(feature = "postgres")]
 pub use postgres::*;
+
+#[cfg(feature = "redis")]
+pub use redis_support::*;
+
+#[cfg(feature = "redis")]
+mod redis_support {
+    use std::time::Duration;
+
+    use keygate::redis::aio::MultiplexedConnection;
+    use keygate::redis::{self, ConnectionInfo, IntoConnectionInfo};
+    use keygate::RedisRateLimiter;
+
+    pub fn redis_url() -> String {
+        std::env::var("KEYGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
+    }
+
+    /// The test Redis: its connection info, and a connection of the test's own
+    /// for inspecting and deleting keys.
+    pub struct TestRedis {
+        pub info: ConnectionInfo,
+        pub admin: MultiplexedConnection,
+        pub prefix: String,
+    }
+
+    impl TestRedis {
+        /// Connects, or returns `None` after printing why the test is skipped.
+        /// With `KEYGATE_REQUIRE_SERVICES=1` an unreachable Redis fails the test.
+        pub async fn get() -> Option<Self> {
+            match Self::connect().await {
+                Ok(redis) => Some(redis),
+                Err(why) => {
+                    let why = format!("redis at {} is unusable: {why}", redis_url());
+                    if std::env::var("KEYGATE_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
+                        panic!("redis is required (KEYGATE_REQUIRE_SERVICES=1): {why}");
+                    }
+                    eprintln!("skipping: {why}");
+                    None
+                }
+            }
+        }
+
+        pub async fn connect() -> Result<Self, String> {
+            let info = redis_url()
+                .into_connection_info()
+                .map_err(|e| e.to_string())?;
+            let client = redis::Client::open(info.clone()).map_err(|e| e.to_string())?;
+            let mut admin = tokio::time::timeout(
+                Duration::from_secs(2),
+                client.get_multiplexed_async_connection(),
+            )
+            .await
+            .map_err(|_| "no connection within 2 s".to_owned())?
+            .map_err(|e| e.to_string())?;
+            let pong: String = redis::cmd("PING")
+                .query_async(&mut admin)
+                .await
+                .map_err(|e| e.to_string())?;
+            if pong != "PONG" {
+                return Err(format!("PING answered {pong}"));
+            }
+            Ok(Self {
+                info,
+                admin,
+                prefix: format!("kgtest:{:016x}:", rand::random::<u64>()),
+            })
+        }
+
+        /// A limiter on this Redis under the test's prefix. The timeout is
+        /// generous so that a loaded test machine does not turn into failures.
+        pub async fn limiter(&self) -> RedisRateLimiter {
+            self.builder().connect(self.info.clone()).await.unwrap()
+        }
+
+        pub fn builder(&self) -> keygate::RedisRateLimiterBuilder {
+            RedisRateLimiter::builder()
+                .prefix(self.prefix.clone())
+                .timeout(Duration::from_secs(5))
+        }
+
+        pub async fn pttl(&mut self, key: &str) -> i64 {
+            redis::cmd("PTTL")
+                .arg(key)
+                .query_async(&mut self.admin)
+                .await
+                .unwrap()
+        }
+
+        pub async fn exists(&mut self, keys: &[String]) -> i64 {
+            redis::cmd("EXISTS")
+                .arg(keys)
+                .query_async(&mut self.admin)
+                .await
+                .unwrap()
+        }
+
+        /// Deletes every key under the test's prefix and returns how many there were.
+        pub async fn cleanup(mut self) -> usize {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}*", self.prefix))
+                .query_async(&mut self.admin)
+                .await
+                .unwrap();
+            if !keys.is_empty() {
+                redis::cmd("DEL")
+                    .arg(&keys)
+                    .exec_async(&mut self.admin)
+                    .await
+                    .unwrap();
+            }
+            keys.len()
+        }
+    }
+}
 
 #[cfg(feature = "postgres")]
 mod postgres {
