@@ -49,12 +49,14 @@
 //! | [`store`] | the [`KeyStore`] trait and its backends |
 //! | [`profiles`] | MailJawn, Mailjet, MailChannels, MailKite and a default |
 //! | [`audit`] | audit events for management actions |
+//! | `http` | tower layer, axum extractors and error responses (feature `axum`) |
 //!
 //! ## Features
 //!
 //! | feature | default | adds |
 //! |---|---|---|
 //! | `memory` | yes | [`MemoryStore`] |
+//! | `axum` | no | `http`: `ApiKeyLayer`, the `Principal` extractor, JSON error responses, an HTTPS-only guard |
 //!
 //! ## Security
 //!
@@ -68,6 +70,8 @@ pub mod audit;
 pub mod clock;
 mod error;
 pub mod hash;
+#[cfg(feature = "axum")]
+pub mod http;
 pub mod key;
 pub mod profiles;
 pub mod ratelimit;
