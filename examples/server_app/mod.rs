@@ -347,8 +347,8 @@ fn bad_request(message: &str) -> Response {
     error_response(StatusCode::BAD_REQUEST, "invalid_request", message)
 }
 
-fn account(handle: &str) -> Result<AccountId, Response> {
-    AccountId::new(handle).map_err(|e| Error::from(e).into_response())
+fn account(handle: &str) -> Result<AccountId, Error> {
+    Ok(AccountId::new(handle)?)
 }
 
 // ----- key management --------------------------------------------------------
@@ -430,13 +430,12 @@ async fn create_sub_account(
     State(state): State<AppState>,
     principal: Principal,
     Body(body): Body<HandleBody>,
-) -> Result<Response, Response> {
+) -> Result<Response, Error> {
     let sub = account(&body.handle)?;
     state
         .api
         .create_sub_account(principal.account(), &sub)
-        .await
-        .map_err(IntoResponse::into_response)?;
+        .await?;
     Ok(created(
         json!({ "handle": sub, "parent": principal.account() }),
     ))
@@ -447,14 +446,13 @@ async fn create_sub_key(
     principal: Principal,
     Path(handle): Path<String>,
     Body(body): Body<CreateBody>,
-) -> Result<Response, Response> {
+) -> Result<Response, Error> {
     let sub = account(&handle)?;
     let request = body.into_request("sub-account key", state.sub_account_scopes);
     let new = state
         .api
         .create_for(principal.account(), &sub, request)
-        .await
-        .map_err(IntoResponse::into_response)?;
+        .await?;
     Ok(created(new_key_json(&new)))
 }
 
@@ -462,13 +460,12 @@ async fn list_sub_keys(
     State(state): State<AppState>,
     principal: Principal,
     Path(handle): Path<String>,
-) -> Result<Response, Response> {
+) -> Result<Response, Error> {
     let sub = account(&handle)?;
     let page = state
         .api
         .list_for(principal.account(), &sub, ListOptions::default())
-        .await
-        .map_err(IntoResponse::into_response)?;
+        .await?;
     Ok(Json(page).into_response())
 }
 
@@ -476,22 +473,14 @@ async fn revoke_sub_key(
     State(state): State<AppState>,
     principal: Principal,
     Path((handle, id)): Path<(String, String)>,
-) -> Result<StatusCode, Response> {
+) -> Result<StatusCode, Error> {
     let sub = account(&handle)?;
     let id = KeyId::new(id);
-    let info = state
-        .api
-        .get(principal.account(), &id)
-        .await
-        .map_err(IntoResponse::into_response)?;
+    let info = state.api.get(principal.account(), &id).await?;
     if info.account != sub {
-        return Err(Error::NotFound.into_response());
+        return Err(Error::NotFound);
     }
-    state
-        .api
-        .revoke(principal.account(), &id)
-        .await
-        .map_err(IntoResponse::into_response)?;
+    state.api.revoke(principal.account(), &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

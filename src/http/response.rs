@@ -1,6 +1,8 @@
 //! Errors as HTTP responses: a JSON body `{"error": {"code", "message"}}`,
 //! `WWW-Authenticate` on 401, `RateLimit-*` and `Retry-After` headers.
 
+use std::sync::OnceLock;
+
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
@@ -46,12 +48,31 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
 /// rate-limited route; call it yourself when you use
 /// [`ApiKeys::verify_for`](crate::ApiKeys::verify_for) directly.
 pub fn insert_rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
-    headers.insert(RATELIMIT_LIMIT, HeaderValue::from(decision.limit));
-    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(decision.remaining));
-    headers.insert(RATELIMIT_RESET, HeaderValue::from(decision.reset_secs()));
+    headers.insert(RATELIMIT_LIMIT, number(u64::from(decision.limit)));
+    headers.insert(RATELIMIT_REMAINING, number(u64::from(decision.remaining)));
+    headers.insert(RATELIMIT_RESET, number(decision.reset_secs()));
     if let Some(secs) = decision.retry_after_secs() {
-        headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+        headers.insert(RETRY_AFTER, number(secs));
     }
+}
+
+/// Numbers below this are served from a shared table of header values.
+const SMALL_NUMBERS: u64 = 1024;
+
+/// `n` as a header value. Formatting a number allocates; the common small
+/// ones (limits, remaining counts, seconds) are cloned from a table instead,
+/// which only bumps a reference count.
+fn number(n: u64) -> HeaderValue {
+    static TABLE: OnceLock<Box<[HeaderValue]>> = OnceLock::new();
+    if n >= SMALL_NUMBERS {
+        return HeaderValue::from(n);
+    }
+    let table = TABLE.get_or_init(|| (0..SMALL_NUMBERS).map(HeaderValue::from).collect());
+    usize::try_from(n)
+        .ok()
+        .and_then(|i| table.get(i))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(n))
 }
 
 /// The `WWW-Authenticate` challenges for a profile's credential sources:
@@ -143,6 +164,13 @@ mod tests {
     use super::*;
     use crate::key::MalformedReason;
     use std::time::Duration;
+
+    #[test]
+    fn numbers_format_in_and_beyond_the_table() {
+        for n in [0, 1, 9, 10, 99, 100, 1023, 1024, 65_536, u64::MAX] {
+            assert_eq!(number(n), n.to_string().as_str());
+        }
+    }
 
     #[test]
     fn challenges_follow_the_sources() {
