@@ -96,7 +96,8 @@ pub use service::{
 };
 pub use store::{AccountId, KeyId, KeyStore, MemoryStore, StoreError};
 
-/// The README's examples, compiled and run as doc tests.
-#[cfg(doctest)]
+/// The README's examples, compiled and run as doc tests (with the `axum`
+/// feature, which its HTTP example needs).
+#[cfg(all(doctest, feature = "axum"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -1,26 +1,4 @@
 //! The HTTPS-only guard: plain HTTP is refused except from localhost.
-//!
-//! # How the scheme is known
-//!
-//! axum serves plain HTTP; TLS is normally terminated by a proxy or load
-//! balancer in front. A request counts as HTTPS when
-//!
-//! 1. [`trust_forwarded_proto`](HttpsOnlyLayer::trust_forwarded_proto) is on
-//!    and the request carries exactly one `X-Forwarded-Proto` header whose
-//!    first entry is `https`. When trusted and present, this header alone
-//!    decides: `http` is refused even for a local `Host`, since the client
-//!    reached the proxy over plain HTTP. Only turn it on behind a proxy that
-//!    always sets (overwrites) the header, or clients could forge it;
-//! 2. otherwise, the request URI carries the scheme `https` (absolute-form
-//!    request targets, or servers that terminate TLS themselves and record it);
-//! 3. otherwise the request is plain HTTP.
-//!
-//! Plain HTTP is still admitted from the local machine: the host the request
-//! names (URI authority, else the `Host` header) must be `localhost`, a
-//! `127.0.0.0/8` address or `[::1]` (any port), **and**, when the server was
-//! started with `into_make_service_with_connect_info::<SocketAddr>()`, the
-//! peer address must be a loopback address. Without `ConnectInfo` the host
-//! alone decides.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -39,13 +17,34 @@ use super::response::error_response;
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// A tower [`Layer`] that refuses plain HTTP with `403` and the error code
-/// `https_required`, except from localhost. See the [module docs](self) for
-/// how the scheme is determined.
+/// `https_required`, except from localhost.
 ///
 /// [`ApiKeyLayer`](super::ApiKeyLayer) applies the same check itself when its
 /// profile is [`https_only`](crate::Profile::https_only); add this layer to
 /// cover routes without keys too (sign-up, health checks), e.g. with
 /// [`ApiKeyLayer::https_only_layer`](super::ApiKeyLayer::https_only_layer).
+///
+/// # How the scheme is known
+///
+/// axum serves plain HTTP; TLS is normally terminated by a proxy or load
+/// balancer in front. A request counts as HTTPS when
+///
+/// 1. [`trust_forwarded_proto`](Self::trust_forwarded_proto) is on and the
+///    request carries exactly one `X-Forwarded-Proto` header whose first
+///    entry is `https`. When trusted and present, this header alone decides:
+///    `http` is refused even for a local `Host`, since the client reached the
+///    proxy over plain HTTP. Only turn it on behind a proxy that always sets
+///    (overwrites) the header, or clients could forge it;
+/// 2. otherwise, the request URI carries the scheme `https` (absolute-form
+///    request targets, or servers that terminate TLS themselves and record it);
+/// 3. otherwise the request is plain HTTP.
+///
+/// Plain HTTP is still admitted from the local machine: the host the request
+/// names (URI authority, else the `Host` header) must be `localhost`, a
+/// `127.0.0.0/8` address or `[::1]` (any port), **and**, when the server was
+/// started with `into_make_service_with_connect_info::<SocketAddr>()`, the
+/// peer address must be a loopback address. Without `ConnectInfo` the host
+/// alone decides.
 ///
 /// ```
 /// use axum::{routing::post, Router};
