@@ -304,8 +304,9 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        // The clone is not ready yet: keep the one that is, as tower asks.
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        // Use the service poll_ready readied and leave the fresh clone for
+        // the next call, as tower asks.
         let ready = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, ready);
         let config = Arc::clone(&self.config);
@@ -316,10 +317,9 @@ where
                         return Ok(refusal());
                     }
                 }
-                let (mut parts, body) = request.into_parts();
-                let verified = match config.sources.extract(&parts.headers) {
+                let verified = match config.sources.extract(request.headers()) {
                     Ok(presented) => {
-                        let operation = config.operation(&parts.method);
+                        let operation = config.operation(request.method());
                         config.api.verify_for(&presented, &operation).await
                     }
                     Err(e) => Err(e),
@@ -329,11 +329,8 @@ where
                     Err(e) => return Ok(auth_error_response(&e, &config.challenges)),
                 };
                 let decision = principal.rate_limit().copied();
-                parts.extensions.insert(principal);
-                let mut response = inner
-                    .call(Request::from_parts(parts, body))
-                    .await?
-                    .into_response();
+                request.extensions_mut().insert(principal);
+                let mut response = inner.call(request).await?.into_response();
                 if let Some(decision) = decision {
                     insert_rate_limit_headers(response.headers_mut(), &decision);
                 }
