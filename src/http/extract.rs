@@ -201,9 +201,6 @@ impl Sources {
                 decoded.to_owned(),
             ))));
         }
-        if value.is_empty() {
-            return Err(malformed(MalformedReason::Empty));
-        }
         Err(malformed(MalformedReason::Scheme))
     }
 }
