@@ -72,7 +72,7 @@ use crate::service::{ApiKeys, Operation};
 ///         "/v1/emails/send",
 ///         post(whoami).route_layer(keys.operation("send")?.require("emails:send")?),
 ///     )
-///     // Any key, method-based classes, for everything below.
+///     // A group of routes: any valid key, method-based classes.
 ///     .merge(Router::new().route("/v1/me", get(whoami)).route_layer(keys.clone()));
 /// # Ok(()) }
 /// ```
