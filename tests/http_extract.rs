@@ -41,14 +41,20 @@ async fn admin_only(
     Ok("welcome")
 }
 
+async fn maybe(principal: Option<Principal>) -> String {
+    principal.map_or_else(|| "anonymous".to_owned(), |p| p.name().to_owned())
+}
+
 fn router(api: &ApiKeys) -> Router {
     let keys = ApiKeyLayer::new(api.clone());
     Router::new()
         .route("/whoami", get(whoami))
         .route("/keys", get(my_keys))
         .route("/admin", get(admin_only))
-        .route_layer(keys)
+        .route_layer(keys.clone())
+        .route("/maybe", get(maybe).route_layer(keys.clone()))
         .route("/open", get(whoami))
+        .route("/open/maybe", get(maybe))
         .with_state(api.clone())
 }
 
@@ -238,6 +244,15 @@ async fn handlers_can_question_mark_auth_and_management_errors() {
 #[tokio::test]
 async fn the_principal_extractor_answers_401_where_no_layer_ran() {
     let (server, _, key) = setup().await;
+    let anonymous = server
+        .get("/open/maybe")
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.text().await.unwrap(), "anonymous");
+    let known = server.get("/maybe").bearer_auth(&key).send().await.unwrap();
+    assert_eq!(known.text().await.unwrap(), "reader");
     let response = server.get("/open").bearer_auth(&key).send().await.unwrap();
     let (headers, _) = expect_error(response, 401, "missing_api_key", &key).await;
     assert_eq!(header(&headers, "www-authenticate"), "Bearer realm=\"api\"");
