@@ -49,6 +49,7 @@
 //! | [`store`] | the [`KeyStore`] trait and its backends |
 //! | [`profiles`] | MailJawn, Mailjet, MailChannels, MailKite and a default |
 //! | [`audit`] | audit events for management actions |
+//! | `http` | tower layer, axum extractors and error responses (feature `axum`) |
 //!
 //! ## Features
 //!
@@ -58,6 +59,7 @@
 //! | `sqlite` | no | `SqliteStore` (sqlx, embedded migrations) |
 //! | `postgres` | no | `PostgresStore` (sqlx, embedded migrations), and change notifications that [`CachedStore`] follows across instances |
 //! | `redis` | no | `RedisRateLimiter`: one quota per key shared by every instance, through Redis |
+//! | `axum` | no | `http`: `ApiKeyLayer`, the `Principal` extractor, JSON error responses, an HTTPS-only guard |
 //!
 //! ## Security
 //!
@@ -73,6 +75,8 @@ mod error;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod flusher;
 pub mod hash;
+#[cfg(feature = "axum")]
+pub mod http;
 pub mod key;
 pub mod profiles;
 pub mod ratelimit;
@@ -111,6 +115,12 @@ pub use store::SqliteStore;
 pub use store::{AccountId, CacheConfig, CachedStore, KeyId, KeyStore, MemoryStore, StoreError};
 
 /// The README's examples, compiled and run as doc tests (they use every feature).
-#[cfg(all(doctest, feature = "sqlite", feature = "postgres"))]
+#[cfg(all(
+    doctest,
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "axum",
+    feature = "redis"
+))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -823,30 +823,7 @@ impl ApiKeys {
         self.authorize(actor, account).await?;
         let inner = &*self.inner;
         let now = inner.clock.now();
-        let name = validate_name(&request.name)?;
-        let (bundle, scopes) = match (request.bundle, request.scopes.is_empty()) {
-            (None, true) => match &inner.profile.default_bundle {
-                Some(b) => (Some(b.clone()), Vec::new()),
-                None => {
-                    return Err(Error::Invalid(
-                        "choose a bundle or at least one scope".into(),
-                    ))
-                }
-            },
-            (bundle, _) => (bundle, request.scopes),
-        };
-        inner
-            .profile
-            .catalog
-            .compile_grant(bundle.as_deref(), &scopes)?;
-        for (class, _) in &request.rate_limits {
-            if inner.profile.rate_limits.index_of(class).is_none() {
-                return Err(Error::Invalid(format!("unknown operation class '{class}'")));
-            }
-        }
-        if request.expires_at.is_some_and(|e| e <= now) {
-            return Err(Error::Invalid("expires_at must be in the future".into()));
-        }
+        let (name, bundle, scopes) = self.check_request(&request, now)?;
         let format = match &request.format {
             Some(label) => inner
                 .profile
@@ -880,6 +857,120 @@ impl ApiKeys {
             key,
             info: KeyInfo::from_record(record),
         })
+    }
+
+    /// Checks a create or import request against the profile: the name, the
+    /// grant (the default bundle when none is chosen), the rate-limit classes
+    /// and the expiry. Returns the name, bundle and scopes to store.
+    fn check_request(
+        &self,
+        request: &CreateKey,
+        now: OffsetDateTime,
+    ) -> Result<(String, Option<String>, Vec<String>), Error> {
+        let profile = &self.inner.profile;
+        let name = validate_name(&request.name)?;
+        let (bundle, scopes) = match (&request.bundle, request.scopes.is_empty()) {
+            (None, true) => match &profile.default_bundle {
+                Some(b) => (Some(b.clone()), Vec::new()),
+                None => {
+                    return Err(Error::Invalid(
+                        "choose a bundle or at least one scope".into(),
+                    ))
+                }
+            },
+            (bundle, _) => (bundle.clone(), request.scopes.clone()),
+        };
+        profile.catalog.compile_grant(bundle.as_deref(), &scopes)?;
+        for (class, _) in &request.rate_limits {
+            if profile.rate_limits.index_of(class).is_none() {
+                return Err(Error::Invalid(format!("unknown operation class '{class}'")));
+            }
+        }
+        if request.expires_at.is_some_and(|e| e <= now) {
+            return Err(Error::Invalid("expires_at must be in the future".into()));
+        }
+        Ok((name, bundle, scopes))
+    }
+
+    /// Stores a key issued elsewhere (kept in a secret manager, or migrated
+    /// from another system) for `account`, so it verifies like a key created
+    /// here. `plaintext` must parse with one of the profile's formats (a key
+    /// pair as `public:secret`); only its hash is stored, and the plaintext is
+    /// never returned.
+    ///
+    /// Fails with [`Error::Invalid`] when the key is malformed (the message
+    /// gives the reason, never the key), [`Error::Conflict`] when it is already
+    /// stored (or its lookup id is taken where the profile wants unique ones),
+    /// and like [`create`](Self::create) otherwise.
+    ///
+    /// ```
+    /// use keygate::{profiles, AccountId, ApiKeys, CreateKey, KeyFormat};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let api = ApiKeys::in_memory(profiles::mailjawn())?;
+    /// let admin = AccountId::new("org_admin")?;
+    /// let kept = api.profile().formats[0].generate(); // e.g. read from a secret manager
+    /// let info = api
+    ///     .import(&admin, kept.expose_secret(), CreateKey::new("admin").bundle("full_access"))
+    ///     .await?;
+    /// assert_eq!(api.verify(kept.expose_secret()).await?.key_id(), &info.id);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn import(
+        &self,
+        account: &AccountId,
+        plaintext: &str,
+        request: CreateKey,
+    ) -> Result<KeyInfo, Error> {
+        let inner = &*self.inner;
+        let now = inner.clock.now();
+        let credential = self.parse(plaintext).map_err(|e| match e {
+            AuthError::Malformed { reason } => Error::Invalid(format!(
+                "the key does not match this profile's key formats: {reason}"
+            )),
+            other => Error::Invalid(other.to_string()),
+        })?;
+        let (name, bundle, scopes) = self.check_request(&request, now)?;
+        let format = &inner.profile.formats[credential.format_index()];
+        if let Some(label) = &request.format {
+            if label != format.label() {
+                return Err(Error::Invalid(format!(
+                    "the key is not in the requested format '{label}'"
+                )));
+            }
+        }
+        let secret = credential.expose_secret();
+        let candidates = inner.store.find_by_lookup(credential.lookup()).await?;
+        if candidates
+            .iter()
+            .any(|e| inner.hasher.verify(secret, &e.record().hash))
+        {
+            return Err(Error::Conflict("this key is already stored".into()));
+        }
+        if inner.profile.unique_lookup && !candidates.is_empty() {
+            return Err(Error::Conflict("the key's lookup id is in use".into()));
+        }
+        let record = KeyRecord {
+            id: KeyId::generate(now),
+            account: account.clone(),
+            name,
+            format: format.label().to_owned(),
+            lookup: credential.lookup().to_owned(),
+            hash: inner.hasher.hash(secret),
+            bundle,
+            scopes,
+            rate_limits: request.rate_limits,
+            created_at: now,
+            expires_at: request.expires_at,
+            last_used_at: None,
+            revoked_at: None,
+        };
+        inner
+            .store
+            .insert_key(record.clone(), inner.profile.key_limit, now)
+            .await?;
+        self.audit(AuditKind::Created, &record, account);
+        Ok(KeyInfo::from_record(record))
     }
 
     /// Generates a key, retrying while its lookup id is taken if the profile

@@ -32,6 +32,19 @@ pub enum MalformedReason {
     Checksum,
     /// A key pair was not given as `public:secret`.
     Separator,
+    /// The credential is longer than any key could be (over 1 KiB in an HTTP
+    /// header); it was not read further.
+    TooLong,
+    /// More than one credential was presented (two `Authorization` headers, an
+    /// `Authorization` header and an API-key header, or a repeated API-key
+    /// header), so which one to check is ambiguous.
+    Ambiguous,
+    /// The credential is not visible ASCII text, or HTTP Basic credentials are
+    /// not valid base64 of UTF-8 text.
+    Encoding,
+    /// The `Authorization` header uses a scheme this profile does not accept
+    /// (e.g. `Basic` where keys are bearer tokens).
+    Scheme,
 }
 
 impl MalformedReason {
@@ -44,6 +57,10 @@ impl MalformedReason {
             Self::Alphabet => "invalid character in key",
             Self::Checksum => "key checksum mismatch",
             Self::Separator => "expected public key and secret separated by ':'",
+            Self::TooLong => "credential too long",
+            Self::Ambiguous => "more than one credential presented",
+            Self::Encoding => "credential is not valid text",
+            Self::Scheme => "unsupported authorization scheme",
         }
     }
 }

@@ -1,0 +1,422 @@
+//! Reading the presented key from request headers, as a pure function of the
+//! headers and the profile's [`CredentialSource`]s.
+
+use std::fmt;
+use std::ops::Deref;
+
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine as _;
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use http::HeaderMap;
+use zeroize::Zeroizing;
+
+use crate::error::AuthError;
+use crate::key::MalformedReason;
+use crate::profiles::CredentialSource;
+
+/// The longest header value read as a credential, in bytes. Keys are far
+/// shorter; anything longer is [`MalformedReason::TooLong`] and is not decoded.
+pub const MAX_CREDENTIAL_LEN: usize = 1024;
+
+/// Standard base64, padded or not (clients differ), for HTTP Basic.
+const BASIC: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// A key as presented in a request: borrowed from the header where it stands
+/// as is (`Bearer`, `X-Api-Key`), or decoded from HTTP Basic into a buffer
+/// that is wiped on drop. Its `Debug` output is redacted.
+///
+/// Pass it to [`ApiKeys::verify`](crate::ApiKeys::verify) (it dereferences to
+/// `str`); a Basic credential reads `apikey:secret`, the form key pairs parse.
+pub struct PresentedKey<'a>(Presented<'a>);
+
+enum Presented<'a> {
+    Borrowed(&'a str),
+    Decoded(Zeroizing<String>),
+}
+
+impl PresentedKey<'_> {
+    /// The presented text. Never log it.
+    pub fn expose_secret(&self) -> &str {
+        match &self.0 {
+            Presented::Borrowed(s) => s,
+            Presented::Decoded(s) => s,
+        }
+    }
+}
+
+impl Deref for PresentedKey<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.expose_secret()
+    }
+}
+
+impl fmt::Debug for PresentedKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PresentedKey([redacted])")
+    }
+}
+
+/// Reads the one credential a request presents, looking only where `sources`
+/// say (a profile's [`credentials`](crate::Profile::credentials)).
+///
+/// - `Authorization: Bearer <key>` and `Authorization: Basic base64(apikey:secret)`
+///   when [`CredentialSource::Bearer`] / [`CredentialSource::Basic`] are listed;
+///   the scheme name is case-insensitive and whitespace around the value and
+///   between scheme and value is ignored.
+/// - `<Header>: <key>` for each [`CredentialSource::Header`]; the name is
+///   case-insensitive and surrounding whitespace is ignored.
+///
+/// Headers the sources do not name are ignored (an `Authorization` header is
+/// not read by a profile that only takes `X-Api-Key`). Errors, none of which
+/// contains any part of the value:
+///
+/// | request | error |
+/// |---|---|
+/// | no credential header | [`AuthError::Missing`] |
+/// | empty value, or a scheme with no value | `Malformed` [`Empty`](MalformedReason::Empty) |
+/// | two `Authorization` headers, a repeated key header, or both kinds | `Malformed` [`Ambiguous`](MalformedReason::Ambiguous) |
+/// | a value over [`MAX_CREDENTIAL_LEN`] bytes | `Malformed` [`TooLong`](MalformedReason::TooLong) |
+/// | bytes outside visible ASCII, bad base64, or Basic that decodes to non-UTF-8 | `Malformed` [`Encoding`](MalformedReason::Encoding) |
+/// | an `Authorization` scheme the sources do not list | `Malformed` [`Scheme`](MalformedReason::Scheme) |
+///
+/// Whether the key itself is well formed is for [`ApiKeys::verify`](crate::ApiKeys::verify)
+/// to say.
+///
+/// ```
+/// use http::{HeaderMap, HeaderValue};
+/// use keygate::http::extract_credential;
+/// use keygate::{AuthError, CredentialSource, MalformedReason};
+///
+/// let sources = [CredentialSource::Bearer, CredentialSource::Header("x-api-key".into())];
+/// let mut headers = HeaderMap::new();
+/// assert_eq!(extract_credential(&headers, &sources).unwrap_err(), AuthError::Missing);
+///
+/// headers.insert("authorization", HeaderValue::from_static("bearer  mj_abc "));
+/// assert_eq!(&*extract_credential(&headers, &sources)?, "mj_abc");
+///
+/// headers.insert("x-api-key", HeaderValue::from_static("mj_def"));
+/// assert_eq!(
+///     extract_credential(&headers, &sources).unwrap_err(),
+///     AuthError::Malformed { reason: MalformedReason::Ambiguous }
+/// );
+/// # Ok::<(), AuthError>(())
+/// ```
+pub fn extract_credential<'h>(
+    headers: &'h HeaderMap,
+    sources: &[CredentialSource],
+) -> Result<PresentedKey<'h>, AuthError> {
+    Sources::new(sources).extract(headers)
+}
+
+/// [`CredentialSource`]s compiled once: which `Authorization` schemes to
+/// accept and the parsed names of key headers.
+#[derive(Debug, Clone)]
+pub(crate) struct Sources {
+    bearer: bool,
+    basic: bool,
+    headers: Vec<HeaderName>,
+}
+
+impl Sources {
+    pub(crate) fn new(sources: &[CredentialSource]) -> Self {
+        let mut compiled = Self {
+            bearer: false,
+            basic: false,
+            headers: Vec::new(),
+        };
+        for source in sources {
+            match source {
+                CredentialSource::Bearer => compiled.bearer = true,
+                CredentialSource::Basic => compiled.basic = true,
+                CredentialSource::Header(name) => match HeaderName::from_bytes(name.as_bytes()) {
+                    Ok(name) if name != AUTHORIZATION => compiled.headers.push(name),
+                    Ok(_) => {
+                        tracing::warn!(target: "keygate",
+                            "credential header 'authorization' ignored: use Bearer or Basic");
+                    }
+                    Err(_) => {
+                        tracing::warn!(target: "keygate", header = %name,
+                            "credential header name is not a valid HTTP header name; ignored");
+                    }
+                },
+            }
+        }
+        compiled
+    }
+
+    pub(crate) fn extract<'h>(
+        &self,
+        headers: &'h HeaderMap,
+    ) -> Result<PresentedKey<'h>, AuthError> {
+        let mut found = None;
+        if self.bearer || self.basic {
+            if let Some(value) = single(headers, &AUTHORIZATION)? {
+                found = Some(self.authorization(value)?);
+            }
+        }
+        for name in &self.headers {
+            if let Some(value) = single(headers, name)? {
+                if found.is_some() {
+                    return Err(malformed(MalformedReason::Ambiguous));
+                }
+                found = Some(PresentedKey(Presented::Borrowed(text(value)?)));
+            }
+        }
+        found.ok_or(AuthError::Missing)
+    }
+
+    fn authorization<'h>(&self, value: &'h HeaderValue) -> Result<PresentedKey<'h>, AuthError> {
+        let value = text(value)?;
+        let (scheme, rest) = match value.find([' ', '\t']) {
+            Some(i) => (&value[..i], trim(&value[i..])),
+            None => (value, ""),
+        };
+        if self.bearer && scheme.eq_ignore_ascii_case("bearer") {
+            if rest.is_empty() {
+                return Err(malformed(MalformedReason::Empty));
+            }
+            return Ok(PresentedKey(Presented::Borrowed(rest)));
+        }
+        if self.basic && scheme.eq_ignore_ascii_case("basic") {
+            if rest.is_empty() {
+                return Err(malformed(MalformedReason::Empty));
+            }
+            let bytes = Zeroizing::new(
+                BASIC
+                    .decode(rest)
+                    .map_err(|_| malformed(MalformedReason::Encoding))?,
+            );
+            let decoded =
+                std::str::from_utf8(&bytes).map_err(|_| malformed(MalformedReason::Encoding))?;
+            if decoded.is_empty() {
+                return Err(malformed(MalformedReason::Empty));
+            }
+            return Ok(PresentedKey(Presented::Decoded(Zeroizing::new(
+                decoded.to_owned(),
+            ))));
+        }
+        Err(malformed(MalformedReason::Scheme))
+    }
+}
+
+fn malformed(reason: MalformedReason) -> AuthError {
+    AuthError::Malformed { reason }
+}
+
+/// The header's only value; two or more is ambiguous.
+fn single<'h>(
+    headers: &'h HeaderMap,
+    name: &HeaderName,
+) -> Result<Option<&'h HeaderValue>, AuthError> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(malformed(MalformedReason::Ambiguous));
+    }
+    Ok(first)
+}
+
+/// The value as trimmed visible ASCII, checked for length first.
+fn text(value: &HeaderValue) -> Result<&str, AuthError> {
+    if value.len() > MAX_CREDENTIAL_LEN {
+        return Err(malformed(MalformedReason::TooLong));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| malformed(MalformedReason::Encoding))?;
+    let value = trim(value);
+    if value.is_empty() {
+        return Err(malformed(MalformedReason::Empty));
+    }
+    Ok(value)
+}
+
+fn trim(s: &str) -> &str {
+    s.trim_matches([' ', '\t'])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn reason(r: Result<PresentedKey<'_>, AuthError>) -> MalformedReason {
+        match r {
+            Err(AuthError::Malformed { reason }) => reason,
+            other => panic!("expected malformed, got {other:?}"),
+        }
+    }
+
+    const BEARER: &[CredentialSource] = &[CredentialSource::Bearer];
+    const BASIC_ONLY: &[CredentialSource] = &[CredentialSource::Basic];
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_whitespace_tolerant() {
+        for v in [
+            "Bearer mj_abc",
+            "bearer mj_abc",
+            "BEARER mj_abc",
+            "  Bearer \t mj_abc  ",
+        ] {
+            let h = headers(&[("authorization", v.as_bytes())]);
+            assert_eq!(
+                extract_credential(&h, BEARER).unwrap().expose_secret(),
+                "mj_abc",
+                "{v}"
+            );
+        }
+    }
+
+    #[test]
+    fn basic_decodes_to_apikey_colon_secret_padded_or_not() {
+        for v in [
+            "Basic cHViOnNlYw==",
+            "basic cHViOnNlYw",
+            "BASIC   cHViOnNlYw== ",
+        ] {
+            let h = headers(&[("authorization", v.as_bytes())]);
+            assert_eq!(&*extract_credential(&h, BASIC_ONLY).unwrap(), "pub:sec");
+        }
+    }
+
+    #[test]
+    fn basic_errors_are_encoding_errors() {
+        let bad_b64 = headers(&[("authorization", b"Basic !!!not base64")]);
+        assert_eq!(
+            reason(extract_credential(&bad_b64, BASIC_ONLY)),
+            MalformedReason::Encoding
+        );
+        // base64 of the bytes ff fe fd: not UTF-8.
+        let not_utf8 = headers(&[("authorization", b"Basic //79")]);
+        assert_eq!(
+            reason(extract_credential(&not_utf8, BASIC_ONLY)),
+            MalformedReason::Encoding
+        );
+        let empty = headers(&[("authorization", b"Basic")]);
+        assert_eq!(
+            reason(extract_credential(&empty, BASIC_ONLY)),
+            MalformedReason::Empty
+        );
+    }
+
+    #[test]
+    fn unlisted_schemes_are_refused() {
+        let h = headers(&[("authorization", b"Basic cHViOnNlYw==")]);
+        assert_eq!(
+            reason(extract_credential(&h, BEARER)),
+            MalformedReason::Scheme
+        );
+        let h = headers(&[("authorization", b"Bearer mj_abc")]);
+        assert_eq!(
+            reason(extract_credential(&h, BASIC_ONLY)),
+            MalformedReason::Scheme
+        );
+        let h = headers(&[("authorization", b"mj_abc")]);
+        assert_eq!(
+            reason(extract_credential(&h, BEARER)),
+            MalformedReason::Scheme
+        );
+        let h = headers(&[("authorization", b"Bearer")]);
+        assert_eq!(
+            reason(extract_credential(&h, BEARER)),
+            MalformedReason::Empty
+        );
+        let h = headers(&[("authorization", b"   ")]);
+        assert_eq!(
+            reason(extract_credential(&h, BEARER)),
+            MalformedReason::Empty
+        );
+    }
+
+    #[test]
+    fn missing_is_missing_and_unread_headers_are_ignored() {
+        let h = headers(&[("x-api-key", b"mj_abc")]);
+        assert_eq!(
+            extract_credential(&h, BEARER).unwrap_err(),
+            AuthError::Missing
+        );
+        let h = headers(&[("authorization", b"Bearer mj_abc")]);
+        let header_only = [CredentialSource::Header("X-Api-Key".into())];
+        assert_eq!(
+            extract_credential(&h, &header_only).unwrap_err(),
+            AuthError::Missing
+        );
+        assert_eq!(
+            extract_credential(&HeaderMap::new(), &[]).unwrap_err(),
+            AuthError::Missing
+        );
+    }
+
+    #[test]
+    fn two_credentials_are_ambiguous() {
+        let both = [
+            CredentialSource::Bearer,
+            CredentialSource::Header("x-api-key".into()),
+        ];
+        let h = headers(&[
+            ("authorization", b"Bearer a"),
+            ("authorization", b"Bearer a"),
+        ]);
+        assert_eq!(
+            reason(extract_credential(&h, &both)),
+            MalformedReason::Ambiguous
+        );
+        let h = headers(&[("x-api-key", b"a"), ("X-API-KEY", b"b")]);
+        assert_eq!(
+            reason(extract_credential(&h, &both)),
+            MalformedReason::Ambiguous
+        );
+        let h = headers(&[("authorization", b"Bearer a"), ("x-api-key", b"a")]);
+        assert_eq!(
+            reason(extract_credential(&h, &both)),
+            MalformedReason::Ambiguous
+        );
+    }
+
+    #[test]
+    fn oversized_and_non_ascii_values_are_refused_unread() {
+        let long = format!("Bearer {}", "a".repeat(MAX_CREDENTIAL_LEN));
+        let h = headers(&[("authorization", long.as_bytes())]);
+        assert_eq!(
+            reason(extract_credential(&h, BEARER)),
+            MalformedReason::TooLong
+        );
+        let exactly = "a".repeat(MAX_CREDENTIAL_LEN);
+        let h = headers(&[("x-api-key", exactly.as_bytes())]);
+        let header_only = [CredentialSource::Header("x-api-key".into())];
+        assert_eq!(extract_credential(&h, &header_only).unwrap().len(), 1024);
+        let h = headers(&[("authorization", "Bearer mj_é".as_bytes())]);
+        assert_eq!(
+            reason(extract_credential(&h, BEARER)),
+            MalformedReason::Encoding
+        );
+        let h = headers(&[("x-api-key", b"\xff\xfe")]);
+        assert_eq!(
+            reason(extract_credential(&h, &header_only)),
+            MalformedReason::Encoding
+        );
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let h = headers(&[("authorization", b"Bearer mj_secret_value")]);
+        let k = extract_credential(&h, BEARER).unwrap();
+        assert!(!format!("{k:?}").contains("secret_value"));
+    }
+}

@@ -1,0 +1,360 @@
+//! [`ApiKeyLayer`]: authenticate, rate-limit and scope-check every request of
+//! the routes it wraps.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, Method, Request};
+use tower::{Layer, Service};
+
+use super::extract::Sources;
+use super::https::{refusal, HttpsOnlyLayer};
+use super::response::{auth_error_response, challenges, insert_rate_limit_headers};
+use crate::error::Error;
+use crate::scope::Requirement;
+use crate::service::{ApiKeys, Operation};
+
+/// A tower [`Layer`] that authenticates requests with API keys.
+///
+/// For each request it
+///
+/// 1. refuses plain HTTP from anywhere but localhost when the profile is
+///    [`https_only`](crate::Profile::https_only) (see [`HttpsOnlyLayer`]);
+/// 2. reads the credential where the profile says
+///    ([`extract_credential`](super::extract_credential));
+/// 3. verifies it, takes one token from the key's bucket for the route's
+///    operation class and checks the route's scope requirement
+///    ([`ApiKeys::verify_for`]);
+/// 4. puts the [`Principal`](crate::Principal) in the request extensions (read
+///    it with the `Principal` extractor) and calls the inner service, adding
+///    `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` to its
+///    response when the class is rate limited;
+///
+/// or answers the error as JSON (`401` with `WWW-Authenticate`, `403`, `429`
+/// with `Retry-After`, `503`) without calling the inner service.
+///
+/// The operation class is the route's own when declared with
+/// [`operation`](Self::operation) (`send`, `mcp`), else the one the profile
+/// maps the request method to (MailJawn: GET/HEAD → `read`, POST/PUT/PATCH/DELETE
+/// → `write`). Operations are built once, when the layer is configured.
+///
+/// Apply **one** `ApiKeyLayer` per route: a route wrapped twice would be
+/// counted twice. Use [`Router::route_layer`](axum::Router::route_layer) for
+/// a group of routes with method-based classes, and
+/// [`MethodRouter::route_layer`](axum::routing::MethodRouter::route_layer)
+/// for a route's own class and scopes:
+///
+/// ```
+/// use axum::{routing::{get, post}, Router};
+/// use keygate::http::ApiKeyLayer;
+/// use keygate::{profiles, ApiKeys, Principal};
+///
+/// # fn main() -> Result<(), keygate::Error> {
+/// let api = ApiKeys::in_memory(profiles::mailjawn()).unwrap();
+/// let keys = ApiKeyLayer::new(api.clone());
+///
+/// async fn whoami(principal: Principal) -> String {
+///     principal.name().to_owned()
+/// }
+///
+/// let app: Router = Router::new()
+///     // GET counts as `read` and needs `subscribers:read`...
+///     .route("/v1/subscribers", get(whoami).route_layer(keys.require("subscribers:read")?))
+///     // ...POST on the same path counts as `write` and needs `subscribers:write`.
+///     .route("/v1/subscribers", post(whoami).route_layer(keys.require("subscribers:write")?))
+///     // A route-declared class: `send`, 10 per minute per key.
+///     .route(
+///         "/v1/emails/send",
+///         post(whoami).route_layer(keys.operation("send")?.require("emails:send")?),
+///     )
+///     // A group of routes: any valid key, method-based classes.
+///     .merge(Router::new().route("/v1/me", get(whoami)).route_layer(keys.clone()));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ApiKeyLayer {
+    config: Arc<Config>,
+}
+
+#[derive(Clone)]
+struct Config {
+    api: ApiKeys,
+    sources: Sources,
+    challenges: Vec<HeaderValue>,
+    /// The route-declared class, already checked against the profile.
+    route: Option<Operation>,
+    requirement: Option<Requirement>,
+    https: Option<HttpsOnlyLayer>,
+    trust_forwarded_proto: bool,
+    operations: Operations,
+}
+
+/// The operations requests are checked against, built at configuration time.
+#[derive(Clone)]
+enum Operations {
+    /// A route-declared class: one operation whatever the method.
+    Route(Operation),
+    /// Method-based classes for the standard methods; others are looked up
+    /// per request (rare).
+    Methods(Box<[(Method, Operation)]>),
+}
+
+const METHODS: [Method; 9] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
+    Method::TRACE,
+    Method::CONNECT,
+];
+
+impl Config {
+    /// Builds the operations and the guard from the settings.
+    fn rebuild(mut self) -> Self {
+        self.operations = match &self.route {
+            Some(op) => Operations::Route(self.with_requirement(op.clone())),
+            None => Operations::Methods(
+                METHODS
+                    .iter()
+                    .map(|m| {
+                        let op = self.api.operation_for_method(m.as_str());
+                        (m.clone(), self.with_requirement(op))
+                    })
+                    .collect(),
+            ),
+        };
+        self.https = self
+            .https
+            .map(|_| HttpsOnlyLayer::new().trust_forwarded_proto(self.trust_forwarded_proto));
+        self
+    }
+
+    fn with_requirement(&self, op: Operation) -> Operation {
+        match &self.requirement {
+            Some(r) => op.with_requirement(r.clone()),
+            None => op,
+        }
+    }
+
+    fn operation(&self, method: &Method) -> Cow<'_, Operation> {
+        match &self.operations {
+            Operations::Route(op) => Cow::Borrowed(op),
+            Operations::Methods(table) => match table.iter().find(|(m, _)| m == method) {
+                Some((_, op)) => Cow::Borrowed(op),
+                None => Cow::Owned(
+                    self.with_requirement(self.api.operation_for_method(method.as_str())),
+                ),
+            },
+        }
+    }
+}
+
+impl ApiKeyLayer {
+    /// A layer for `api`'s profile: its credential sources, its HTTPS policy,
+    /// method-based operation classes and no scope requirement.
+    pub fn new(api: ApiKeys) -> Self {
+        let profile = api.profile();
+        let config = Config {
+            sources: Sources::new(&profile.credentials),
+            challenges: challenges(&profile.credentials),
+            route: None,
+            requirement: None,
+            https: profile.https_only.then(HttpsOnlyLayer::new),
+            trust_forwarded_proto: false,
+            operations: Operations::Methods(Box::new([])),
+            api,
+        };
+        Self {
+            config: Arc::new(config.rebuild()),
+        }
+    }
+
+    fn with(&self, change: impl FnOnce(&mut Config)) -> Self {
+        let mut config = (*self.config).clone();
+        change(&mut config);
+        Self {
+            config: Arc::new(config.rebuild()),
+        }
+    }
+
+    /// The same layer with a route-declared operation class (e.g. `send`,
+    /// `mcp`) instead of the method-based one. An unknown class is an error
+    /// (unless the profile has no rate limits), so a typo cannot switch
+    /// limiting off.
+    pub fn operation(&self, class: &str) -> Result<Self, Error> {
+        let op = self.config.api.operation(class)?;
+        Ok(self.with(|c| c.route = Some(op)))
+    }
+
+    /// The same layer requiring one scope from the profile's catalog
+    /// (403 without it); replaces any earlier requirement. An unknown scope is
+    /// an error.
+    pub fn require(&self, scope: &str) -> Result<Self, Error> {
+        let requirement = self.config.api.requirement(scope)?;
+        Ok(self.requirement(requirement))
+    }
+
+    /// The same layer requiring a prepared requirement, e.g. all or any of
+    /// several scopes from [`ScopeCatalog`](crate::ScopeCatalog); replaces any
+    /// earlier requirement.
+    pub fn requirement(&self, requirement: Requirement) -> Self {
+        self.with(|c| c.requirement = Some(requirement))
+    }
+
+    /// Turns the HTTPS-only guard on or off (default: the profile's
+    /// [`https_only`](crate::Profile::https_only)).
+    pub fn https_only(&self, on: bool) -> Self {
+        self.with(|c| c.https = on.then(HttpsOnlyLayer::new))
+    }
+
+    /// Trusts `X-Forwarded-Proto` from a reverse proxy for the HTTPS-only
+    /// guard (default: off). See [`HttpsOnlyLayer`] for how the scheme is
+    /// determined.
+    pub fn trust_forwarded_proto(&self, trust: bool) -> Self {
+        self.with(|c| c.trust_forwarded_proto = trust)
+    }
+
+    /// An [`HttpsOnlyLayer`] with this layer's forwarded-proto setting, for
+    /// routes that take no key (sign-up, health checks); `None` when the
+    /// guard is off.
+    pub fn https_only_layer(&self) -> Option<HttpsOnlyLayer> {
+        self.config.https
+    }
+
+    /// The service whose keys this layer checks.
+    pub fn api(&self) -> &ApiKeys {
+        &self.config.api
+    }
+
+    /// The operation a request with `method` is checked against: the route's
+    /// class if declared, else the method's, with the layer's requirement.
+    pub fn operation_for(&self, method: &Method) -> Operation {
+        self.config.operation(method).into_owned()
+    }
+}
+
+impl fmt::Debug for ApiKeyLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &*self.config;
+        f.debug_struct("ApiKeyLayer")
+            .field("profile", &c.api.profile().name)
+            .field("class", &c.route.as_ref().and_then(Operation::class))
+            .field(
+                "requirement",
+                &c.requirement.as_ref().map(Requirement::label),
+            )
+            .field("https_only", &c.https.is_some())
+            .field("trust_forwarded_proto", &c.trust_forwarded_proto)
+            .finish()
+    }
+}
+
+impl<S> Layer<S> for ApiKeyLayer {
+    type Service = ApiKeyService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ApiKeyService {
+            inner,
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+/// The service [`ApiKeyLayer`] wraps around another.
+#[derive(Clone)]
+pub struct ApiKeyService<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for ApiKeyService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyService")
+            .field("inner", &self.inner)
+            .field(
+                "layer",
+                &ApiKeyLayer {
+                    config: Arc::clone(&self.config),
+                },
+            )
+            .finish()
+    }
+}
+
+impl<S, B> Service<Request<B>> for ApiKeyService<S>
+where
+    S: Service<Request<B>> + Clone + Send + 'static,
+    S::Response: IntoResponse,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        // Use the service poll_ready readied and leave the fresh clone for
+        // the next call, as tower asks.
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let config = Arc::clone(&self.config);
+        ResponseFuture {
+            future: Box::pin(async move {
+                if let Some(guard) = &config.https {
+                    if !guard.admits(&request) {
+                        return Ok(refusal());
+                    }
+                }
+                let verified = match config.sources.extract(request.headers()) {
+                    Ok(presented) => {
+                        let operation = config.operation(request.method());
+                        config.api.verify_for(&presented, &operation).await
+                    }
+                    Err(e) => Err(e),
+                };
+                let principal = match verified {
+                    Ok(principal) => principal,
+                    Err(e) => return Ok(auth_error_response(&e, &config.challenges)),
+                };
+                let decision = principal.rate_limit().copied();
+                request.extensions_mut().insert(principal);
+                let mut response = inner.call(request).await?.into_response();
+                if let Some(decision) = decision {
+                    insert_rate_limit_headers(response.headers_mut(), &decision);
+                }
+                Ok(response)
+            }),
+        }
+    }
+}
+
+/// The response future of [`ApiKeyService`].
+pub struct ResponseFuture<E> {
+    future: Pin<Box<dyn Future<Output = Result<Response, E>> + Send>>,
+}
+
+impl<E> Future for ResponseFuture<E> {
+    type Output = Result<Response, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.future.as_mut().poll(cx)
+    }
+}
+
+impl<E> fmt::Debug for ResponseFuture<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResponseFuture")
+    }
+}

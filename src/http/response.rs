@@ -1,0 +1,232 @@
+//! Errors as HTTP responses: a JSON body `{"error": {"code", "message"}}`,
+//! `WWW-Authenticate` on 401, `RateLimit-*` and `Retry-After` headers.
+
+use std::sync::OnceLock;
+
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http::header::{HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderMap, StatusCode};
+
+use crate::error::{AuthError, Error};
+use crate::profiles::CredentialSource;
+use crate::ratelimit::Decision;
+use crate::store::StoreError;
+
+/// `RateLimit-Limit`: requests a full bucket admits at once.
+pub const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+/// `RateLimit-Remaining`: requests still admitted right now.
+pub const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+/// `RateLimit-Reset`: seconds until the bucket is full again.
+pub const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+/// The challenge [`AuthError`]'s own [`IntoResponse`] sends on 401. The
+/// [`ApiKeyLayer`](super::ApiKeyLayer) sends the profile's own instead.
+const DEFAULT_CHALLENGE: HeaderValue = HeaderValue::from_static("Bearer realm=\"api\"");
+
+/// A JSON error response in keygate's shape:
+/// `{"error": {"code": "<code>", "message": "<message>"}}`.
+///
+/// Use it for your own errors so clients see one shape everywhere.
+///
+/// ```
+/// use http::StatusCode;
+/// let response = keygate::http::error_response(
+///     StatusCode::BAD_REQUEST, "invalid_json", "expected a JSON object");
+/// assert_eq!(response.status(), 400);
+/// assert_eq!(response.headers()["content-type"], "application/json");
+/// ```
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "error": { "code": code, "message": message } });
+    (status, Json(body)).into_response()
+}
+
+/// Sets `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` and, when
+/// the decision is a denial, `Retry-After` (whole seconds, rounded up).
+///
+/// The [`ApiKeyLayer`](super::ApiKeyLayer) does this for every response of a
+/// rate-limited route; call it yourself when you use
+/// [`ApiKeys::verify_for`](crate::ApiKeys::verify_for) directly.
+pub fn insert_rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
+    headers.insert(RATELIMIT_LIMIT, number(u64::from(decision.limit)));
+    headers.insert(RATELIMIT_REMAINING, number(u64::from(decision.remaining)));
+    headers.insert(RATELIMIT_RESET, number(decision.reset_secs()));
+    if let Some(secs) = decision.retry_after_secs() {
+        headers.insert(RETRY_AFTER, number(secs));
+    }
+}
+
+/// Numbers below this are served from a shared table of header values.
+const SMALL_NUMBERS: u64 = 1024;
+
+/// `n` as a header value. Formatting a number allocates; the common small
+/// ones (limits, remaining counts, seconds) are cloned from a table instead,
+/// which only bumps a reference count.
+fn number(n: u64) -> HeaderValue {
+    static TABLE: OnceLock<Box<[HeaderValue]>> = OnceLock::new();
+    if n >= SMALL_NUMBERS {
+        return HeaderValue::from(n);
+    }
+    let table = TABLE.get_or_init(|| (0..SMALL_NUMBERS).map(HeaderValue::from).collect());
+    usize::try_from(n)
+        .ok()
+        .and_then(|i| table.get(i))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(n))
+}
+
+/// The `WWW-Authenticate` challenges for a profile's credential sources:
+/// `Bearer realm="api"`, `Basic realm="api"`, `ApiKey header="X-Api-Key"`.
+pub(crate) fn challenges(sources: &[CredentialSource]) -> Vec<HeaderValue> {
+    sources
+        .iter()
+        .filter_map(|s| {
+            let text = match s {
+                CredentialSource::Bearer => "Bearer realm=\"api\"".to_owned(),
+                CredentialSource::Basic => "Basic realm=\"api\"".to_owned(),
+                CredentialSource::Header(name) => {
+                    format!("ApiKey header=\"{}\"", title_case(name))
+                }
+            };
+            HeaderValue::try_from(text).ok()
+        })
+        .collect()
+}
+
+/// `x-api-key` → `X-Api-Key`, the way such headers are usually written.
+fn title_case(name: &str) -> String {
+    name.split('-')
+        .map(|part| {
+            let mut chars = part.chars();
+            match chars.next() {
+                Some(first) => {
+                    first.to_ascii_uppercase().to_string() + &chars.as_str().to_ascii_lowercase()
+                }
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// An [`AuthError`] as a response, with these challenges on 401.
+pub(crate) fn auth_error_response(error: &AuthError, challenges: &[HeaderValue]) -> Response {
+    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    let mut response = error_response(status, error.code(), &error.to_string());
+    let headers = response.headers_mut();
+    if status == StatusCode::UNAUTHORIZED {
+        for challenge in challenges {
+            headers.append(WWW_AUTHENTICATE, challenge.clone());
+        }
+    }
+    if let AuthError::RateLimited { decision } = error {
+        insert_rate_limit_headers(headers, decision);
+    }
+    response
+}
+
+/// The error's status and a JSON body with its [`code`](AuthError::code) and
+/// message, `WWW-Authenticate: Bearer realm="api"` on 401, and the
+/// `RateLimit-*` and `Retry-After` headers on 429. The message never contains
+/// the presented key.
+///
+/// Handlers can return `Result<_, AuthError>` and use `?`, e.g. on
+/// [`ApiKeys::require`](crate::ApiKeys::require).
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        auth_error_response(&self, std::slice::from_ref(&DEFAULT_CHALLENGE))
+    }
+}
+
+/// The error's [`status`](Error::status) and a JSON body with its
+/// [`code`](Error::code) and message. Store failures are logged and answered
+/// without their details (`503` when unavailable, `500` otherwise).
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let message = match &self {
+            Error::Store(e) => {
+                tracing::warn!(target: "keygate", error = %e, "key store failed");
+                match e {
+                    StoreError::Unavailable(_) => "key store unavailable".to_owned(),
+                    _ => "key store error".to_owned(),
+                }
+            }
+            other => other.to_string(),
+        };
+        error_response(status, self.code(), &message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::MalformedReason;
+    use std::time::Duration;
+
+    #[test]
+    fn numbers_format_in_and_beyond_the_table() {
+        for n in [0, 1, 9, 10, 99, 100, 1023, 1024, 65_536, u64::MAX] {
+            assert_eq!(number(n), n.to_string().as_str());
+        }
+    }
+
+    #[test]
+    fn challenges_follow_the_sources() {
+        let c = challenges(&[
+            CredentialSource::Bearer,
+            CredentialSource::Basic,
+            CredentialSource::Header("x-api-key".into()),
+        ]);
+        assert_eq!(c[0], "Bearer realm=\"api\"");
+        assert_eq!(c[1], "Basic realm=\"api\"");
+        assert_eq!(c[2], "ApiKey header=\"X-Api-Key\"");
+    }
+
+    #[test]
+    fn auth_errors_map_to_their_status_and_headers() {
+        let r = AuthError::Malformed {
+            reason: MalformedReason::Checksum,
+        }
+        .into_response();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(r.headers()[WWW_AUTHENTICATE], "Bearer realm=\"api\"");
+
+        let r = AuthError::Forbidden {
+            required: "emails:send".into(),
+        }
+        .into_response();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert!(r.headers().get(WWW_AUTHENTICATE).is_none());
+
+        let r = AuthError::RateLimited {
+            decision: Decision {
+                allowed: false,
+                limit: 10,
+                remaining: 0,
+                reset: Duration::from_millis(59_500),
+                retry_after: Some(Duration::from_millis(5_100)),
+            },
+        }
+        .into_response();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[RATELIMIT_LIMIT], "10");
+        assert_eq!(r.headers()[RATELIMIT_REMAINING], "0");
+        assert_eq!(r.headers()[RATELIMIT_RESET], "60");
+        assert_eq!(r.headers()[RETRY_AFTER], "6");
+
+        assert_eq!(AuthError::Unavailable.into_response().status(), 503);
+        assert_eq!(AuthError::NotFound.into_response().status(), 404);
+    }
+
+    #[test]
+    fn store_errors_hide_their_details() {
+        let r =
+            Error::Store(StoreError::Unavailable("db at 10.0.0.5 refused".into())).into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let r = Error::Store(StoreError::Corrupt("row 7".into())).into_response();
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(Error::NotFound.into_response().status(), 404);
+    }
+}

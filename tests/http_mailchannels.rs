@@ -1,0 +1,274 @@
+//! MailChannels over HTTP, end to end on a real socket: the statements of
+//! `shared/seeds/002_335bf4731ad6bd38.txt` (MailChannels API keys) that
+//! concern requests, checked against the demo router of `examples/server_app`.
+#![cfg(feature = "axum")]
+
+mod http_support;
+
+use http_support::{expect_error, header, json, service, start, Options, Product, Server};
+use keygate::{profiles, AccountId, ApiKeys, CreateKey};
+use serde_json::{json, Value};
+
+async fn mailchannels() -> (Server, String, ApiKeys) {
+    let (api, _) = service(profiles::mailchannels());
+    let (server, admin) = start(Product::MailChannels, &api, Options::default()).await;
+    (server, admin, api)
+}
+
+async fn sub_account(server: &Server, parent: &str, handle: &str) {
+    let response = server
+        .post("/v1/sub-account")
+        .header("x-api-key", parent)
+        .json(&json!({ "handle": handle }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+}
+
+// "Every request to the Email API must include your API key" as `X-Api-Key`.
+#[tokio::test]
+async fn the_key_goes_in_x_api_key() {
+    let (server, admin, _) = mailchannels().await;
+    let sent = server
+        .post("/tx/v1/send")
+        .header("X-Api-Key", &admin)
+        .json(&json!({"subject": "Hello from MailChannels"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 202);
+    let padded = server
+        .post("/tx/v1/send")
+        .header("x-api-key", format!("  {admin}\t"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(padded.status(), 202);
+
+    // A bearer token is not where this API looks.
+    let bearer = server
+        .post("/tx/v1/send")
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    let (headers, _) = expect_error(bearer, 401, "missing_api_key", &admin).await;
+    assert_eq!(
+        header(&headers, "www-authenticate"),
+        "ApiKey header=\"X-Api-Key\""
+    );
+
+    let twice = server
+        .post("/tx/v1/send")
+        .header("x-api-key", &admin)
+        .header("x-api-key", &admin)
+        .send()
+        .await
+        .unwrap();
+    let (_, message) = expect_error(twice, 401, "malformed_api_key", &admin).await;
+    assert!(message.contains("more than one"), "{message}");
+}
+
+// "Scope ... Sending Email (api) and Managing Inbound Filtering (inbound)":
+// an inbound key cannot send.
+#[tokio::test]
+async fn an_inbound_key_cannot_send() {
+    let (server, admin, _) = mailchannels().await;
+    let created = server
+        .post("/v1/api-keys")
+        .header("x-api-key", &admin)
+        .json(&json!({"label": "filtering", "scopes": ["inbound"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created = json(created).await;
+    let key = created["key"].as_str().unwrap();
+    assert_eq!(created["name"], "filtering");
+    assert_eq!(created["redacted"], format!("{}…", &key[..12]));
+    let sent = server
+        .post("/tx/v1/send")
+        .header("x-api-key", key)
+        .send()
+        .await
+        .unwrap();
+    let (_, message) = expect_error(sent, 403, "insufficient_scope", key).await;
+    assert!(message.contains("api"));
+}
+
+// "The parent account can create, list, and delete keys for each
+// sub-account it owns."
+#[tokio::test]
+async fn a_parent_manages_its_sub_accounts_keys() {
+    let (server, parent, _) = mailchannels().await;
+    sub_account(&server, &parent, "shop").await;
+
+    // Created with no body, as in the seed's curl example: scope `api`.
+    let created = server
+        .post("/v1/sub-account/shop/api-key")
+        .header("x-api-key", &parent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created = json(created).await;
+    let sub_key = created["key"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["account"], "shop");
+    assert_eq!(created["scopes"], json!(["api"]));
+
+    let sent = server
+        .post("/tx/v1/send")
+        .header("x-api-key", &sub_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 202);
+
+    // "The full key is shown exactly once ... The redacted version is
+    // available via the Console and API".
+    let listed = server
+        .get("/v1/sub-account/shop/api-key")
+        .header("x-api-key", &parent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    let text = listed.text().await.unwrap();
+    assert!(!text.contains(&sub_key));
+    let list: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    assert_eq!(list["data"][0]["redacted"], format!("{}…", &sub_key[..12]));
+
+    let deleted = server
+        .delete(&format!("/v1/sub-account/shop/api-key/{id}"))
+        .header("x-api-key", &parent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    // "All subsequent requests that use the key will fail."
+    let after = server
+        .post("/tx/v1/send")
+        .header("x-api-key", &sub_key)
+        .send()
+        .await
+        .unwrap();
+    expect_error(after, 401, "revoked_api_key", &sub_key).await;
+}
+
+// Only the parent owns a sub-account: anyone else gets 404, as if it did not
+// exist, and a sub-account cannot manage its parent.
+#[tokio::test]
+async fn another_account_gets_404_for_a_sub_account_it_does_not_own() {
+    let (server, parent, api) = mailchannels().await;
+    sub_account(&server, &parent, "shop").await;
+    let created = json(
+        server
+            .post("/v1/sub-account/shop/api-key")
+            .header("x-api-key", &parent)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap();
+    let sub_key = created["key"].as_str().unwrap();
+
+    let stranger = api
+        .create(
+            &AccountId::new("acct_stranger").unwrap(),
+            CreateKey::new("theirs").scopes(["api"]),
+        )
+        .await
+        .unwrap();
+    let stranger = stranger.key.expose_secret();
+    let create = server
+        .post("/v1/sub-account/shop/api-key")
+        .header("x-api-key", stranger)
+        .send()
+        .await
+        .unwrap();
+    expect_error(create, 404, "not_found", stranger).await;
+    let list = server
+        .get("/v1/sub-account/shop/api-key")
+        .header("x-api-key", stranger)
+        .send()
+        .await
+        .unwrap();
+    expect_error(list, 404, "not_found", stranger).await;
+    let delete = server
+        .delete(&format!("/v1/sub-account/shop/api-key/{id}"))
+        .header("x-api-key", stranger)
+        .send()
+        .await
+        .unwrap();
+    expect_error(delete, 404, "not_found", stranger).await;
+    // The parent's own keys are not reachable through another sub-account path.
+    sub_account(&server, &parent, "blog").await;
+    let wrong_path = server
+        .delete(&format!("/v1/sub-account/blog/api-key/{id}"))
+        .header("x-api-key", &parent)
+        .send()
+        .await
+        .unwrap();
+    expect_error(wrong_path, 404, "not_found", &parent).await;
+    // A sub-account does not manage its parent's keys.
+    let upward = server
+        .get(&format!(
+            "/v1/sub-account/{}/api-key",
+            http_support::app::ADMIN_ACCOUNT
+        ))
+        .header("x-api-key", sub_key)
+        .send()
+        .await
+        .unwrap();
+    expect_error(upward, 404, "not_found", sub_key).await;
+    // And the key survived all of that.
+    let sent = server
+        .post("/tx/v1/send")
+        .header("x-api-key", sub_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 202);
+}
+
+// "Each account can have 100 API keys. Each sub-account can have 100 API
+// keys. Sub-account keys do not count towards the parent account's limit.
+// Attempting to create another key past that limit returns an error."
+#[tokio::test]
+async fn the_101st_key_is_refused_and_sub_account_keys_do_not_count() {
+    let (server, parent, _) = mailchannels().await;
+    sub_account(&server, &parent, "shop").await;
+    for _ in 0..3 {
+        let response = server
+            .post("/v1/sub-account/shop/api-key")
+            .header("x-api-key", &parent)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    // The admin key is the first of 100.
+    for i in 1..100 {
+        let response = server
+            .post("/v1/api-keys")
+            .header("x-api-key", &parent)
+            .json(&json!({"name": format!("k{i}"), "scopes": ["api"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "key {}", i + 1);
+    }
+    let refused = server
+        .post("/v1/api-keys")
+        .header("x-api-key", &parent)
+        .json(&json!({"name": "one too many", "scopes": ["api"]}))
+        .send()
+        .await
+        .unwrap();
+    let (_, message) = expect_error(refused, 409, "key_limit_reached", &parent).await;
+    assert!(message.contains("100"), "{message}");
+}
