@@ -823,7 +823,7 @@ impl ApiKeys {
         self.authorize(actor, account).await?;
         let inner = &*self.inner;
         let now = inner.clock.now();
-        let (name, bundle, scopes) = self.check_request(&request, now)?;
+        let checked = self.check_request(&request, now)?;
         let format = match &request.format {
             Some(label) => inner
                 .profile
@@ -833,18 +833,36 @@ impl ApiKeys {
             None => &inner.profile.formats[0],
         };
         let key = self.generate(format).await?;
+        let info = self
+            .insert_new(actor, account, checked, format, key.credential(), now)
+            .await?;
+        Ok(NewKey { key, info })
+    }
+
+    /// Builds the record for a validated request and a credential, inserts it
+    /// under the profile's key limit and records the audit event.
+    async fn insert_new(
+        &self,
+        actor: &AccountId,
+        account: &AccountId,
+        checked: Checked,
+        format: &KeyFormat,
+        credential: Credential<'_>,
+        now: OffsetDateTime,
+    ) -> Result<KeyInfo, Error> {
+        let inner = &*self.inner;
         let record = KeyRecord {
             id: KeyId::generate(now),
             account: account.clone(),
-            name,
+            name: checked.name,
             format: format.label().to_owned(),
-            lookup: key.lookup().to_owned(),
-            hash: inner.hasher.hash(key.expose_secret()),
-            bundle,
-            scopes,
-            rate_limits: request.rate_limits,
+            lookup: credential.lookup().to_owned(),
+            hash: inner.hasher.hash(credential.expose_secret()),
+            bundle: checked.bundle,
+            scopes: checked.scopes,
+            rate_limits: checked.rate_limits,
             created_at: now,
-            expires_at: request.expires_at,
+            expires_at: checked.expires_at,
             last_used_at: None,
             revoked_at: None,
         };
@@ -853,20 +871,13 @@ impl ApiKeys {
             .insert_key(record.clone(), inner.profile.key_limit, now)
             .await?;
         self.audit(AuditKind::Created, &record, actor);
-        Ok(NewKey {
-            key,
-            info: KeyInfo::from_record(record),
-        })
+        Ok(KeyInfo::from_record(record))
     }
 
     /// Checks a create or import request against the profile: the name, the
     /// grant (the default bundle when none is chosen), the rate-limit classes
     /// and the expiry. Returns the name, bundle and scopes to store.
-    fn check_request(
-        &self,
-        request: &CreateKey,
-        now: OffsetDateTime,
-    ) -> Result<(String, Option<String>, Vec<String>), Error> {
+    fn check_request(&self, request: &CreateKey, now: OffsetDateTime) -> Result<Checked, Error> {
         let profile = &self.inner.profile;
         let name = validate_name(&request.name)?;
         let (bundle, scopes) = match (&request.bundle, request.scopes.is_empty()) {
@@ -889,7 +900,13 @@ impl ApiKeys {
         if request.expires_at.is_some_and(|e| e <= now) {
             return Err(Error::Invalid("expires_at must be in the future".into()));
         }
-        Ok((name, bundle, scopes))
+        Ok(Checked {
+            name,
+            bundle,
+            scopes,
+            rate_limits: request.rate_limits.clone(),
+            expires_at: request.expires_at,
+        })
     }
 
     /// Stores a key issued elsewhere (kept in a secret manager, or migrated
@@ -930,7 +947,7 @@ impl ApiKeys {
             )),
             other => Error::Invalid(other.to_string()),
         })?;
-        let (name, bundle, scopes) = self.check_request(&request, now)?;
+        let checked = self.check_request(&request, now)?;
         let format = &inner.profile.formats[credential.format_index()];
         if let Some(label) = &request.format {
             if label != format.label() {
@@ -950,27 +967,8 @@ impl ApiKeys {
         if inner.profile.unique_lookup && !candidates.is_empty() {
             return Err(Error::Conflict("the key's lookup id is in use".into()));
         }
-        let record = KeyRecord {
-            id: KeyId::generate(now),
-            account: account.clone(),
-            name,
-            format: format.label().to_owned(),
-            lookup: credential.lookup().to_owned(),
-            hash: inner.hasher.hash(secret),
-            bundle,
-            scopes,
-            rate_limits: request.rate_limits,
-            created_at: now,
-            expires_at: request.expires_at,
-            last_used_at: None,
-            revoked_at: None,
-        };
-        inner
-            .store
-            .insert_key(record.clone(), inner.profile.key_limit, now)
-            .await?;
-        self.audit(AuditKind::Created, &record, account);
-        Ok(KeyInfo::from_record(record))
+        self.insert_new(account, account, checked, format, credential, now)
+            .await
     }
 
     /// Generates a key, retrying while its lookup id is taken if the profile
@@ -1150,6 +1148,15 @@ impl ApiKeys {
             info: KeyInfo::from_record(updated),
         })
     }
+}
+
+/// A create request after validation, ready to become a record.
+struct Checked {
+    name: String,
+    bundle: Option<String>,
+    scopes: Vec<String>,
+    rate_limits: Vec<(String, Quota)>,
+    expires_at: Option<OffsetDateTime>,
 }
 
 fn validate_name(name: &str) -> Result<String, Error> {

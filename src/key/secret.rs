@@ -47,6 +47,15 @@ impl PlaintextKey {
         (!self.lookup_in_secret).then_some(self.lookup.as_str())
     }
 
+    /// The key as a [`Credential`](super::Credential): its lookup id and secret.
+    pub fn credential(&self) -> super::Credential<'_> {
+        super::Credential {
+            lookup: &self.lookup,
+            secret: &self.secret,
+            format: 0,
+        }
+    }
+
     /// The redacted form: the lookup id and an ellipsis.
     pub fn redacted(&self) -> String {
         super::redact(&self.lookup)
