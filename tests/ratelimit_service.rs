@@ -1,12 +1,14 @@
 //! Rate limiting through `ApiKeys::verify_for`: classes, overrides, headers data,
 //! revocation and concurrency.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use keygate::{
-    profiles, AccountId, ApiKeys, AuthError, CreateKey, Error, ListOptions, ManualClock,
-    MemoryStore, Quota,
+    profiles, AccountId, ApiKeys, AuthError, CreateKey, Error, ListOptions, ManualClock, Quota,
 };
 
 fn org() -> AccountId {
@@ -191,77 +193,12 @@ async fn concurrent_requests_on_one_key_admit_exactly_the_burst() {
 /// without a cache: limits must still hold.
 #[tokio::test]
 async fn limits_hold_when_the_store_does_not_keep_entries() {
-    use async_trait::async_trait;
-    use keygate::hash::SecretHash;
-    use keygate::store::{AccountRecord, KeyEntry, KeyRecord, ListQuery, OldKey};
-    use keygate::{KeyId, KeyStore, StoreError};
-    use time::OffsetDateTime;
-
-    #[derive(Debug, Default)]
-    struct Fresh(MemoryStore);
-
-    #[async_trait]
-    impl KeyStore for Fresh {
-        async fn create_account(&self, a: AccountRecord) -> Result<(), StoreError> {
-            self.0.create_account(a).await
-        }
-        async fn get_account(&self, id: &AccountId) -> Result<Option<AccountRecord>, StoreError> {
-            self.0.get_account(id).await
-        }
-        async fn insert_key(
-            &self,
-            r: KeyRecord,
-            l: Option<u32>,
-            n: OffsetDateTime,
-        ) -> Result<(), StoreError> {
-            self.0.insert_key(r, l, n).await
-        }
-        async fn find_by_lookup(&self, lookup: &str) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
-            Ok(self
-                .0
-                .find_by_lookup(lookup)
-                .await?
-                .iter()
-                .map(|e| Arc::new(KeyEntry::new(e.record().clone())))
-                .collect())
-        }
-        async fn get_key(&self, id: &KeyId) -> Result<Option<Arc<KeyEntry>>, StoreError> {
-            self.0.get_key(id).await
-        }
-        async fn list_keys(
-            &self,
-            a: &AccountId,
-            q: &ListQuery,
-        ) -> Result<Vec<KeyRecord>, StoreError> {
-            self.0.list_keys(a, q).await
-        }
-        async fn revoke_key(&self, id: &KeyId, at: OffsetDateTime) -> Result<(), StoreError> {
-            self.0.revoke_key(id, at).await
-        }
-        async fn replace_secret(
-            &self,
-            id: &KeyId,
-            l: &str,
-            h: SecretHash,
-        ) -> Result<(), StoreError> {
-            self.0.replace_secret(id, l, h).await
-        }
-        async fn rotate_key(
-            &self,
-            old: &KeyId,
-            new: KeyRecord,
-            o: OldKey,
-        ) -> Result<(), StoreError> {
-            self.0.rotate_key(old, new, o).await
-        }
-        async fn record_last_used(&self, u: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
-            self.0.record_last_used(u).await
-        }
-    }
-
     let clock = ManualClock::new();
     let api = ApiKeys::builder(profiles::mailjawn())
-        .store(Fresh::default())
+        .store(support::Counting {
+            fresh_entries: true,
+            ..support::Counting::default()
+        })
         .pepper(keygate::Pepper::new(1, [5u8; 32]).unwrap())
         .clock(clock.clone())
         .build()

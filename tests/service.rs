@@ -1,6 +1,8 @@
 //! Service-level behaviour of `ApiKeys` on the in-memory store.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+#[path = "support/mod.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,59 +64,9 @@ async fn unknown_well_formed_key_is_invalid() {
     );
 }
 
-/// A store that counts lookups, to prove malformed keys never reach storage.
-#[derive(Debug, Default)]
-struct CountingStore {
-    inner: MemoryStore,
-    finds: AtomicUsize,
-}
-
-#[async_trait]
-impl KeyStore for CountingStore {
-    async fn create_account(&self, a: AccountRecord) -> Result<(), StoreError> {
-        self.inner.create_account(a).await
-    }
-    async fn get_account(&self, id: &AccountId) -> Result<Option<AccountRecord>, StoreError> {
-        self.inner.get_account(id).await
-    }
-    async fn insert_key(
-        &self,
-        r: KeyRecord,
-        limit: Option<u32>,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        self.inner.insert_key(r, limit, now).await
-    }
-    async fn find_by_lookup(&self, lookup: &str) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
-        self.finds.fetch_add(1, Ordering::SeqCst);
-        self.inner.find_by_lookup(lookup).await
-    }
-    async fn get_key(&self, id: &KeyId) -> Result<Option<Arc<KeyEntry>>, StoreError> {
-        self.inner.get_key(id).await
-    }
-    async fn list_keys(&self, a: &AccountId, q: &ListQuery) -> Result<Vec<KeyRecord>, StoreError> {
-        self.inner.list_keys(a, q).await
-    }
-    async fn revoke_key(&self, id: &KeyId, at: OffsetDateTime) -> Result<(), StoreError> {
-        self.inner.revoke_key(id, at).await
-    }
-    async fn replace_secret(&self, id: &KeyId, l: &str, h: SecretHash) -> Result<(), StoreError> {
-        self.inner.replace_secret(id, l, h).await
-    }
-    async fn rotate_key(&self, old: &KeyId, new: KeyRecord, o: OldKey) -> Result<(), StoreError> {
-        self.inner.rotate_key(old, new, o).await
-    }
-    async fn record_last_used(&self, u: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
-        self.inner.record_last_used(u).await
-    }
-    fn needs_last_used_flush(&self) -> bool {
-        false
-    }
-}
-
 #[tokio::test]
 async fn malformed_keys_are_rejected_before_the_store() {
-    let store = Arc::new(CountingStore::default());
+    let store = Arc::new(support::Counting::default());
     let api = ApiKeys::builder(profiles::mailjawn())
         .shared_store(store.clone())
         .build()
@@ -143,9 +95,9 @@ async fn malformed_keys_are_rejected_before_the_store() {
             input.len()
         );
     }
-    assert_eq!(store.finds.load(Ordering::SeqCst), 0);
+    assert_eq!(store.finds(), 0);
     api.verify(&good).await.unwrap();
-    assert_eq!(store.finds.load(Ordering::SeqCst), 1);
+    assert_eq!(store.finds(), 1);
 }
 
 #[tokio::test]

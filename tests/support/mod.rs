@@ -1,10 +1,146 @@
-//! Helpers shared by integration tests: a PostgreSQL store in a schema of its
+//! Helpers shared by integration tests: a counting wrapper around a real
+//! `MemoryStore`, and a PostgreSQL store (or Redis) of its
 //! own, skipped (or failed, with `KEYGATE_REQUIRE_SERVICES=1`) when no server
 //! answers.
 #![allow(dead_code, unused_imports)]
 
 #[cfg(feature = "postgres")]
 pub use postgres::*;
+
+pub use counting::*;
+
+mod counting {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use keygate::hash::SecretHash;
+    use keygate::store::{AccountRecord, KeyEntry, KeyRecord, ListQuery, OldKey};
+    use keygate::{AccountId, KeyId, KeyStore, MemoryStore, StoreError};
+    use time::OffsetDateTime;
+    use tokio::sync::oneshot;
+
+    /// A real `MemoryStore` behind a wrapper that counts `find_by_lookup` calls,
+    /// can hold one call after it has read the store (to race an invalidation
+    /// against it), and can hand out fresh entries per call as the SQL stores do.
+    #[derive(Debug, Default)]
+    pub struct Counting {
+        pub store: MemoryStore,
+        pub finds: AtomicUsize,
+        pub fresh_entries: bool,
+        pub hold: Mutex<Option<Hold>>,
+    }
+
+    #[derive(Debug)]
+    pub struct Hold {
+        read: oneshot::Sender<()>,
+        release: oneshot::Receiver<()>,
+    }
+
+    impl Counting {
+        pub fn finds(&self) -> usize {
+            self.finds.load(Ordering::SeqCst)
+        }
+
+        /// Makes the next lookup signal `read` once it has read the store, then
+        /// wait for `release` before answering.
+        pub fn hold_next(&self) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+            let (read_tx, read_rx) = oneshot::channel();
+            let (release_tx, release_rx) = oneshot::channel();
+            *self.hold.lock().unwrap() = Some(Hold {
+                read: read_tx,
+                release: release_rx,
+            });
+            (read_rx, release_tx)
+        }
+    }
+
+    #[async_trait]
+    impl KeyStore for Counting {
+        async fn create_account(&self, account: AccountRecord) -> Result<(), StoreError> {
+            self.store.create_account(account).await
+        }
+
+        async fn get_account(&self, id: &AccountId) -> Result<Option<AccountRecord>, StoreError> {
+            self.store.get_account(id).await
+        }
+
+        async fn insert_key(
+            &self,
+            record: KeyRecord,
+            limit: Option<u32>,
+            now: OffsetDateTime,
+        ) -> Result<(), StoreError> {
+            self.store.insert_key(record, limit, now).await
+        }
+
+        async fn find_by_lookup(&self, lookup: &str) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
+            self.finds.fetch_add(1, Ordering::SeqCst);
+            let mut found = self.store.find_by_lookup(lookup).await?;
+            if self.fresh_entries {
+                found = found
+                    .iter()
+                    .map(|e| Arc::new(KeyEntry::new(e.record().clone())))
+                    .collect();
+            }
+            let hold = self.hold.lock().unwrap().take();
+            if let Some(hold) = hold {
+                let _ = hold.read.send(());
+                let _ = hold.release.await;
+            }
+            Ok(found)
+        }
+
+        async fn get_key(&self, id: &KeyId) -> Result<Option<Arc<KeyEntry>>, StoreError> {
+            self.store.get_key(id).await
+        }
+
+        async fn list_keys(
+            &self,
+            account: &AccountId,
+            query: &ListQuery,
+        ) -> Result<Vec<KeyRecord>, StoreError> {
+            self.store.list_keys(account, query).await
+        }
+
+        async fn revoke_key(&self, id: &KeyId, at: OffsetDateTime) -> Result<(), StoreError> {
+            self.store.revoke_key(id, at).await
+        }
+
+        async fn replace_secret(
+            &self,
+            id: &KeyId,
+            lookup: &str,
+            hash: SecretHash,
+        ) -> Result<(), StoreError> {
+            self.store.replace_secret(id, lookup, hash).await
+        }
+
+        async fn rotate_key(
+            &self,
+            old: &KeyId,
+            new: KeyRecord,
+            old_key: OldKey,
+        ) -> Result<(), StoreError> {
+            self.store.rotate_key(old, new, old_key).await
+        }
+
+        async fn record_last_used(
+            &self,
+            uses: &[(KeyId, OffsetDateTime)],
+        ) -> Result<(), StoreError> {
+            self.store.record_last_used(uses).await
+        }
+
+        fn needs_last_used_flush(&self) -> bool {
+            self.fresh_entries
+        }
+
+        fn keeps_entries(&self) -> bool {
+            !self.fresh_entries
+        }
+    }
+}
 
 #[cfg(feature = "redis")]
 pub use redis_support::*;
