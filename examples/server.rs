@@ -2,7 +2,13 @@
 //!
 //! ```sh
 //! cargo run --example server --features axum -- --profile mailjawn --store memory --listen 127.0.0.1:8080
+//! cargo run --example server --features axum,sqlite -- --store sqlite:keys.db
+//! cargo run --example server --features axum,postgres -- --store postgres:postgres://postgres@127.0.0.1/test
 //! ```
+//!
+//! With a database store the pepper comes from `KEYGATE_PEPPER` (at least 32
+//! bytes); without it a fixed demo pepper is used, which is never fit for
+//! production.
 //!
 //! It prints `admin key: <key>` (a Full Access key for a fresh account, or the
 //! key given in `KEYGATE_ADMIN_KEY`, imported) and `listening on <addr>`. The
@@ -13,21 +19,27 @@
 mod server_app;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use keygate::ApiKeys;
+use keygate::{ApiKeys, KeyStore, Pepper};
 use server_app::{Options, Product};
 
 const USAGE: &str = "usage: server [--profile mailjawn|mailjet|mailchannels|mailkite] \
-[--store memory] [--listen ADDR] [--trust-forwarded-proto]
+[--store memory|sqlite:PATH|postgres:URL] [--listen ADDR] [--trust-forwarded-proto]
 
   --profile NAME            product profile (default mailjawn)
-  --store memory            key store (only memory in this demo)
+  --store STORE             memory (default), sqlite:PATH (feature sqlite) or
+                            postgres:URL (feature postgres)
   --listen ADDR             address to listen on (default 127.0.0.1:8080)
   --trust-forwarded-proto   trust X-Forwarded-Proto for the HTTPS-only guard
-  KEYGATE_ADMIN_KEY         import this key as the admin key instead of creating one";
+  KEYGATE_ADMIN_KEY         import this key as the admin key instead of creating one
+  KEYGATE_PEPPER            the hashing pepper for a database store (32+ bytes)";
+
+const DEMO_PEPPER: &[u8; 32] = b"demo-pepper-not-for-production!!";
 
 struct Args {
     product: Product,
+    store: String,
     listen: SocketAddr,
     options: Options,
 }
@@ -35,6 +47,7 @@ struct Args {
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut parsed = Args {
         product: Product::MailJawn,
+        store: "memory".into(),
         listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
         options: Options::default(),
     };
@@ -46,14 +59,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                 parsed.product =
                     Product::parse(&name).ok_or_else(|| format!("unknown profile '{name}'"))?;
             }
-            "--store" => {
-                let store = value("--store")?;
-                if store != "memory" {
-                    return Err(format!(
-                        "unsupported store '{store}': this demo uses memory"
-                    ));
-                }
-            }
+            "--store" => parsed.store = value("--store")?,
             "--listen" => {
                 let addr = value("--listen")?;
                 parsed.listen = addr
@@ -80,7 +86,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             std::process::exit(if message.is_empty() { 0 } else { 2 });
         }
     };
-    let api = ApiKeys::in_memory(args.product.profile())?;
+    let profile = args.product.profile();
+    let api = match open_store(&args.store).await? {
+        None => ApiKeys::in_memory(profile)?,
+        Some(store) => {
+            let pepper = match std::env::var("KEYGATE_PEPPER") {
+                Ok(p) => Pepper::new(1, p.into_bytes())?,
+                Err(_) => {
+                    eprintln!("KEYGATE_PEPPER not set: using the demo pepper");
+                    Pepper::new(1, DEMO_PEPPER.to_vec())?
+                }
+            };
+            ApiKeys::builder(profile)
+                .shared_store(store)
+                .pepper(pepper)
+                .build()?
+        }
+    };
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    let _flusher = api.spawn_last_used_flusher(std::time::Duration::from_secs(5));
     let import = std::env::var("KEYGATE_ADMIN_KEY").ok();
     let admin = server_app::admin_key(&api, import.as_deref()).await?;
     println!("admin key: {admin}");
@@ -94,4 +118,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )
     .await?;
     Ok(())
+}
+
+/// The store named by `--store`, migrated; `None` for memory.
+async fn open_store(spec: &str) -> Result<Option<Arc<dyn KeyStore>>, Box<dyn std::error::Error>> {
+    if spec == "memory" {
+        return Ok(None);
+    }
+    if let Some(path) = spec.strip_prefix("sqlite:") {
+        #[cfg(feature = "sqlite")]
+        {
+            let store = keygate::SqliteStore::open(path).await?;
+            store.migrate().await?;
+            return Ok(Some(Arc::new(store)));
+        }
+        #[cfg(not(feature = "sqlite"))]
+        return Err(format!("store sqlite:{path} needs --features sqlite").into());
+    }
+    if let Some(url) = spec.strip_prefix("postgres:") {
+        #[cfg(feature = "postgres")]
+        {
+            let store = keygate::PostgresStore::connect(url).await?;
+            store.migrate().await?;
+            return Ok(Some(Arc::new(store)));
+        }
+        #[cfg(not(feature = "postgres"))]
+        return Err(format!("store postgres:{url} needs --features postgres").into());
+    }
+    Err(format!("unknown store '{spec}': use memory, sqlite:PATH or postgres:URL").into())
 }
