@@ -2,11 +2,14 @@
 //! [`KeyRecord`], and the mapping of `sqlx` errors onto [`StoreError`].
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{from_millis, to_millis, AccountId, AccountRecord, KeyId, KeyRecord, StoreError};
+use super::{
+    from_millis, to_millis, AccountId, AccountRecord, KeyEntry, KeyId, KeyRecord, StoreError,
+};
 use crate::hash::SecretHash;
 use crate::ratelimit::Quota;
 
@@ -153,6 +156,21 @@ pub(crate) fn sql_limit(limit: usize) -> i64 {
 /// database cannot serve the request now is [`StoreError::Unavailable`] (so
 /// verify answers 503, never success and never "invalid"), a duplicate is a
 /// [`StoreError::Conflict`], and undecodable data is [`StoreError::Corrupt`].
+/// Rows as the entries a store hands to the verify path.
+pub(crate) fn entries(rows: Vec<KeyRow>) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
+    rows.into_iter()
+        .map(|row| Ok(Arc::new(KeyEntry::new(row.into_record()?))))
+        .collect()
+}
+
+/// [`map_err`] for inserting an account: a conflict names the account.
+pub(crate) fn account_err(e: sqlx::Error, account: &AccountId) -> StoreError {
+    match map_err(e) {
+        StoreError::Conflict(_) => StoreError::Conflict(format!("account {account} exists")),
+        other => other,
+    }
+}
+
 pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
     use sqlx::Error as E;
     match e {

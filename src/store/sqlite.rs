@@ -242,12 +242,6 @@ async fn insert(conn: &mut SqliteConnection, record: &KeyRecord) -> Result<(), S
     Ok(())
 }
 
-fn entries(rows: Vec<KeyRow>) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
-    rows.into_iter()
-        .map(|row| Ok(Arc::new(KeyEntry::new(row.into_record()?))))
-        .collect()
-}
-
 #[async_trait]
 impl KeyStore for SqliteStore {
     async fn create_account(&self, account: AccountRecord) -> Result<(), StoreError> {
@@ -257,12 +251,7 @@ impl KeyStore for SqliteStore {
             .bind(to_millis(account.created_at))
             .execute(&self.pool)
             .await
-            .map_err(|e| match sql::map_err(e) {
-                StoreError::Conflict(_) => {
-                    StoreError::Conflict(format!("account {} exists", account.id))
-                }
-                other => other,
-            })?;
+            .map_err(|e| sql::account_err(e, &account.id))?;
         Ok(())
     }
 
@@ -320,7 +309,7 @@ impl KeyStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(sql::map_err)?;
-        entries(rows)
+        sql::entries(rows)
     }
 
     async fn get_key(&self, id: &KeyId) -> Result<Option<Arc<KeyEntry>>, StoreError> {
@@ -331,7 +320,7 @@ impl KeyStore for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(sql::map_err)?;
-        Ok(entries(row.into_iter().collect())?.pop())
+        Ok(sql::entries(row.into_iter().collect())?.pop())
     }
 
     async fn list_keys(
