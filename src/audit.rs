@@ -39,8 +39,12 @@ pub struct AuditEvent {
     pub key_id: KeyId,
     /// The account that owns the key.
     pub account: AccountId,
-    /// The account that asked for it (the parent, for sub-account keys).
-    pub actor: AccountId,
+    /// The account that asked for it (the parent, for sub-account keys);
+    /// `None` when a trusted operator acted ([`Actor::Operator`](crate::Actor::Operator)).
+    pub actor: Option<AccountId>,
+    /// The key that asked for it, when a key acted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor_key: Option<KeyId>,
     /// When it happened.
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
@@ -63,7 +67,8 @@ impl AuditSink for TracingAudit {
             kind = ?event.kind,
             key_id = %event.key_id,
             account = %event.account,
-            actor = %event.actor,
+            actor = event.actor.as_ref().map_or("operator", AccountId::as_str),
+            actor_key = event.actor_key.as_ref().map(KeyId::as_str),
             at = %event.at,
             "api key event"
         );

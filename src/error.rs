@@ -107,6 +107,25 @@ pub enum Error {
     /// The key is revoked, so it cannot be rotated or reset.
     #[error("key is revoked")]
     Revoked,
+    /// The key was already rotated (its successor exists and it may still
+    /// be in its grace period), so it cannot be rotated again. HTTP 409.
+    #[error("key was already rotated")]
+    AlreadyRotated,
+    /// The acting key asked for more than it holds: scopes it lacks, a larger
+    /// rate limit, or a key stronger than itself to rotate, reset or revoke.
+    /// HTTP 403.
+    #[error("the acting key lacks the scopes or limits this needs")]
+    InsufficientScope,
+    /// The profile allows no sub-account at this depth (MailChannels and
+    /// Mailjet: a sub-account cannot have sub-accounts). HTTP 403.
+    #[error("sub-accounts may nest at most {max} level(s) deep")]
+    SubAccountDepth {
+        /// The profile's [`max_sub_account_depth`](crate::Profile::max_sub_account_depth).
+        max: usize,
+    },
+    /// Only the trusted operator may do this (importing keys). HTTP 403.
+    #[error("only the operator may do this")]
+    OperatorOnly,
     /// A request field is invalid (the message says which).
     #[error("invalid request: {0}")]
     Invalid(String),
@@ -126,7 +145,11 @@ impl Error {
     pub fn status(&self) -> u16 {
         match self {
             Self::NotFound => 404,
-            Self::KeyLimitReached { .. } | Self::Conflict(_) | Self::Revoked => 409,
+            Self::KeyLimitReached { .. }
+            | Self::Conflict(_)
+            | Self::Revoked
+            | Self::AlreadyRotated => 409,
+            Self::InsufficientScope | Self::SubAccountDepth { .. } | Self::OperatorOnly => 403,
             Self::Scope(_) | Self::Invalid(_) | Self::Account(_) => 400,
             Self::Store(StoreError::Unavailable(_)) => 503,
             Self::Store(_) => 500,
@@ -141,6 +164,10 @@ impl Error {
             Self::Scope(ScopeError::UnknownBundle(_)) => "unknown_bundle",
             Self::Scope(_) => "invalid_scope",
             Self::Revoked => "key_revoked",
+            Self::AlreadyRotated => "key_already_rotated",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::SubAccountDepth { .. } => "sub_account_depth",
+            Self::OperatorOnly => "operator_only",
             Self::Invalid(_) => "invalid_request",
             Self::Account(_) => "invalid_account",
             Self::Conflict(_) => "conflict",
@@ -156,6 +183,7 @@ impl From<StoreError> for Error {
             StoreError::NotFound => Self::NotFound,
             StoreError::LimitReached { limit } => Self::KeyLimitReached { limit },
             StoreError::Revoked => Self::Revoked,
+            StoreError::Rotated => Self::AlreadyRotated,
             StoreError::Conflict(m) => Self::Conflict(m),
             other => Self::Store(other),
         }

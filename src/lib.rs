@@ -105,8 +105,8 @@ pub use ratelimit::{RedisFailure, RedisRateLimiter, RedisRateLimiterBuilder};
 pub use redis;
 pub use scope::{Requirement, ScopeCatalog, ScopeSet};
 pub use service::{
-    ApiKeys, ApiKeysBuilder, CreateKey, KeyInfo, ListOptions, NewKey, Operation, Page, Principal,
-    Rotation, MAX_NAME_LEN, MAX_PAGE_SIZE,
+    Actor, ApiKeys, ApiKeysBuilder, CreateKey, KeyInfo, ListOptions, Manager, NewKey, Operation,
+    Page, Principal, Rotation, MAX_NAME_LEN, MAX_PAGE_SIZE,
 };
 #[cfg(feature = "postgres")]
 pub use store::PostgresStore;

@@ -9,6 +9,8 @@
 //! | [`mailkite`] | `mk_live_…` / `mk_test_…` | `Authorization: Bearer` | one full-scope key | one key per account and mode; HTTPS only but localhost |
 //! | [`default()`] | `kg_…` | Bearer or `X-Api-Key` | `read`, `write`, `admin` | none |
 
+use std::time::Duration;
+
 use crate::key::{KeyFormat, PairFormat, TokenFormat};
 use crate::ratelimit::{Quota, RatePolicy};
 use crate::scope::ScopeCatalog;
@@ -48,7 +50,15 @@ pub struct Profile {
     pub https_only: bool,
     /// Per-key rate limits by operation class (empty = no limits).
     pub rate_limits: RatePolicy,
+    /// How deep sub-accounts may nest: 0 = no sub-accounts, 1 = sub-accounts
+    /// that cannot have their own, and so on.
+    pub max_sub_account_depth: usize,
+    /// The longest grace period a rotation may give the old key.
+    pub max_grace: Duration,
 }
+
+/// The default [`Profile::max_grace`]: 30 days.
+pub const DEFAULT_MAX_GRACE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 impl Profile {
     /// The format with this label (token prefix, or `pair`).
@@ -111,6 +121,8 @@ pub fn mailjawn() -> Profile {
         unique_lookup: false,
         https_only: false,
         rate_limits: mailjawn_limits(),
+        max_sub_account_depth: 0,
+        max_grace: DEFAULT_MAX_GRACE,
     }
 }
 
@@ -142,6 +154,8 @@ pub fn mailjet() -> Profile {
         unique_lookup: true,
         https_only: false,
         rate_limits: RatePolicy::new(),
+        max_sub_account_depth: 1,
+        max_grace: DEFAULT_MAX_GRACE,
     }
 }
 
@@ -161,6 +175,8 @@ pub fn mailchannels() -> Profile {
         unique_lookup: false,
         https_only: false,
         rate_limits: RatePolicy::new(),
+        max_sub_account_depth: 1,
+        max_grace: DEFAULT_MAX_GRACE,
     }
 }
 
@@ -183,6 +199,8 @@ pub fn mailkite() -> Profile {
         unique_lookup: false,
         https_only: true,
         rate_limits: RatePolicy::new(),
+        max_sub_account_depth: 0,
+        max_grace: DEFAULT_MAX_GRACE,
     }
 }
 
@@ -206,6 +224,8 @@ pub fn default() -> Profile {
         unique_lookup: false,
         https_only: false,
         rate_limits: RatePolicy::new(),
+        max_sub_account_depth: 1,
+        max_grace: DEFAULT_MAX_GRACE,
     }
 }
 

@@ -69,6 +69,27 @@ impl ScopeSet {
         }
     }
 
+    /// True when every scope this set grants is also granted by `other`.
+    /// An all-scopes set is a subset only of another all-scopes set, since it
+    /// also covers scopes defined later.
+    ///
+    /// ```
+    /// use keygate::ScopeCatalog;
+    /// let catalog = ScopeCatalog::new().scopes(["read", "write"]).unwrap()
+    ///     .bundle_all("full_access").unwrap();
+    /// let read = catalog.compile(["read"]).unwrap();
+    /// let full = catalog.bundle_set("full_access").unwrap();
+    /// assert!(read.is_subset_of(&full));
+    /// assert!(!full.is_subset_of(&read));
+    /// ```
+    #[must_use]
+    pub fn is_subset_of(&self, other: &Self) -> bool {
+        if other.all {
+            return true;
+        }
+        !self.all && self.bits & !other.bits == 0
+    }
+
     /// The union of two sets.
     pub fn union(self, other: Self) -> Self {
         Self {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use parking_lot::RwLock;
+use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
 use super::{
@@ -61,6 +62,45 @@ impl MemoryStore {
 }
 
 impl Inner {
+    /// Registers a top-level account on first use; a sub-account must exist.
+    fn ensure_account(&mut self, id: &AccountId, now: OffsetDateTime) -> Result<(), StoreError> {
+        if self.accounts.contains_key(id) {
+            return Ok(());
+        }
+        if !id.is_top_level() {
+            return Err(StoreError::NotFound);
+        }
+        self.accounts.insert(
+            id.clone(),
+            AccountRecord {
+                id: id.clone(),
+                parent: None,
+                created_at: now,
+            },
+        );
+        Ok(())
+    }
+
+    /// Refuses a record whose id, secret or (for key pairs) public key is
+    /// already held by an active key.
+    fn check_unique(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        if self.by_id.contains_key(&record.id) {
+            return Err(StoreError::Conflict(format!("key {} exists", record.id)));
+        }
+        let clash = self.by_lookup.get(&record.lookup).is_some_and(|list| {
+            list.iter().any(|e| {
+                let r = e.record();
+                r.revoked_at.is_none()
+                    && (bool::from(r.hash.digest().ct_eq(record.hash.digest()))
+                        || (r.format == "pair" && record.format == "pair"))
+            })
+        });
+        if clash {
+            return Err(StoreError::Conflict("the key is already stored".into()));
+        }
+        Ok(())
+    }
+
     fn count_active(&self, account: &AccountId, format: &str, now: OffsetDateTime) -> usize {
         self.by_account.get(account).map_or(0, |ids| {
             ids.iter()
@@ -71,9 +111,7 @@ impl Inner {
     }
 
     fn add(&mut self, record: KeyRecord) -> Result<(), StoreError> {
-        if self.by_id.contains_key(&record.id) {
-            return Err(StoreError::Conflict(format!("key {} exists", record.id)));
-        }
+        self.check_unique(&record)?;
         let entry = Arc::new(KeyEntry::new(record));
         let r = entry.record();
         self.by_account
@@ -125,7 +163,13 @@ impl KeyStore for MemoryStore {
                 account.id
             )));
         }
-        inner.accounts.insert(account.id.clone(), account);
+        let parent = account.id.parent();
+        if let Some(parent) = &parent {
+            inner.ensure_account(parent, account.created_at)?;
+        }
+        inner
+            .accounts
+            .insert(account.id.clone(), AccountRecord { parent, ..account });
         Ok(())
     }
 
@@ -140,6 +184,7 @@ impl KeyStore for MemoryStore {
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let mut inner = self.inner.write();
+        inner.ensure_account(&record.account, record.created_at)?;
         if let Some(limit) = limit {
             if inner.count_active(&record.account, &record.format, now) >= limit as usize {
                 return Err(StoreError::LimitReached { limit });
@@ -151,12 +196,18 @@ impl KeyStore for MemoryStore {
     async fn insert_keys(&self, records: Vec<KeyRecord>) -> Result<(), StoreError> {
         let mut inner = self.inner.write();
         let mut ids = std::collections::HashSet::with_capacity(records.len());
+        let mut secrets = std::collections::HashSet::with_capacity(records.len());
         for r in &records {
-            if inner.by_id.contains_key(&r.id) || !ids.insert(&r.id) {
+            if !ids.insert(&r.id) || (r.revoked_at.is_none() && !secrets.insert(&r.hash)) {
                 return Err(StoreError::Conflict(format!("key {} exists", r.id)));
+            }
+            inner.check_unique(r)?;
+            if !r.account.is_top_level() && !inner.accounts.contains_key(&r.account) {
+                return Err(StoreError::NotFound);
             }
         }
         for r in records {
+            inner.ensure_account(&r.account, r.created_at)?;
             inner.add(r)?;
         }
         Ok(())
@@ -231,12 +282,13 @@ impl KeyStore for MemoryStore {
         match inner.by_id.get(old) {
             None => return Err(StoreError::NotFound),
             Some(e) if e.record().revoked_at.is_some() => return Err(StoreError::Revoked),
+            Some(e) if e.record().replaced_by.is_some() => return Err(StoreError::Rotated),
             Some(_) => {}
         }
-        if inner.by_id.contains_key(&new.id) {
-            return Err(StoreError::Conflict(format!("key {} exists", new.id)));
-        }
+        inner.check_unique(&new)?;
+        let successor = new.id.clone();
         inner.update(old, |r| {
+            r.replaced_by = Some(successor);
             match old_key {
                 OldKey::RevokeAt(at) => r.revoked_at = Some(at),
                 OldKey::ExpireAt(at) => {

@@ -24,7 +24,7 @@ pub use memory::MemoryStore;
 pub use postgres::{PostgresStore, DEFAULT_CHANNEL};
 pub use record::{
     from_millis, to_millis, AccountId, AccountRecord, InvalidAccountId, KeyEntry, KeyId, KeyRecord,
-    MAX_ACCOUNT_ID_LEN,
+    MAX_ACCOUNT_ID_LEN, MAX_HANDLE_LEN,
 };
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
@@ -57,6 +57,10 @@ pub enum StoreError {
     /// The operation does not apply to a revoked key.
     #[error("key is revoked")]
     Revoked,
+    /// The key was already rotated: it has a successor (and may still work
+    /// for a grace period), so it cannot be rotated again.
+    #[error("key was already rotated")]
+    Rotated,
     /// Stored data could not be decoded.
     #[error("corrupt record: {0}")]
     Corrupt(String),
@@ -98,16 +102,24 @@ pub enum OldKey {
 /// insert one atomic step, so concurrent creates never exceed the limit.
 #[async_trait]
 pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
-    /// Registers an account (optionally a sub-account of `parent`).
-    /// Fails with [`StoreError::Conflict`] if it exists.
+    /// Registers an account. For a sub-account (an id `parent/handle`, see
+    /// [`AccountId::child`]) the parent must be registered, except a top-level
+    /// parent, which is registered with it; a missing sub-account parent is
+    /// [`StoreError::NotFound`]. The stored parent is always the one the id
+    /// names. Fails with [`StoreError::Conflict`] if the account exists.
     async fn create_account(&self, account: AccountRecord) -> Result<(), StoreError>;
 
     /// Reads an account; `None` if it was never registered.
     async fn get_account(&self, id: &AccountId) -> Result<Option<AccountRecord>, StoreError>;
 
-    /// Inserts a key. With `limit`, first counts the account's active keys of the
-    /// same format (not revoked, not expired at `now`) and fails with
-    /// [`StoreError::LimitReached`] if there are already `limit`, atomically.
+    /// Inserts a key. A top-level account is registered with its first key in
+    /// the same step; a sub-account must already be registered
+    /// ([`StoreError::NotFound`] otherwise). With `limit`, first counts the
+    /// account's active keys of the same format (not revoked, not expired at
+    /// `now`) and fails with [`StoreError::LimitReached`] if there are already
+    /// `limit`, atomically. A second active key with the same secret hash, or
+    /// a second active key pair with the same public key, is
+    /// [`StoreError::Conflict`].
     async fn insert_key(
         &self,
         record: KeyRecord,
@@ -153,9 +165,11 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
         hash: SecretHash,
     ) -> Result<(), StoreError>;
 
-    /// Inserts `new` and revokes or schedules the expiry of `old`, atomically.
-    /// The account's key limit is not checked: a rotation replaces a key.
-    /// Fails with [`StoreError::Revoked`] if `old` is revoked.
+    /// Inserts `new`, records it as `old`'s successor and revokes or schedules
+    /// the expiry of `old`, atomically. The account's key limit is not
+    /// checked: a rotation replaces a key, and a key has at most one
+    /// successor. Fails with [`StoreError::Revoked`] if `old` is revoked and
+    /// [`StoreError::Rotated`] if it already has a successor.
     async fn rotate_key(
         &self,
         old: &KeyId,

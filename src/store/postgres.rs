@@ -22,11 +22,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres")
 /// The key columns, JSON read back as text.
 const KEY_COLUMNS: &str = "id, account, name, format, lookup, hash, hash_version, bundle, \
      scopes::text AS scopes, rate_limits::text AS rate_limits, \
-     created_at, expires_at, last_used_at, revoked_at";
-
-/// First half of the advisory lock key that serialises key creation per
-/// account (`'kg'`); the second half is the account id's hash.
-const LOCK_CLASS: i32 = 0x6b67;
+     created_at, expires_at, last_used_at, revoked_at, replaced_by";
 
 /// How long a call waits for a pooled connection before the store reports
 /// itself unavailable (verify then answers 503).
@@ -53,9 +49,9 @@ type Query<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 /// A [`KeyStore`] on PostgreSQL (feature `postgres`): the backend for many
 /// instances sharing one database.
 ///
-/// Per-account key limits hold across instances: the count and the insert run
-/// in one transaction under a transaction-scoped advisory lock on the account
-/// (`pg_advisory_xact_lock`). Call [`migrate`](Self::migrate) at startup; it
+/// Per-account key limits hold across instances and under any default
+/// isolation level: the count and the insert run in one READ COMMITTED
+/// transaction holding a row lock on the account's record. Call [`migrate`](Self::migrate) at startup; it
 /// takes sqlx's migration lock, so every instance may call it.
 ///
 /// keygate's tables are `accounts` and `api_keys`, and migrations are tracked
@@ -272,8 +268,8 @@ fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded, channel: &'q str) -> Query
     sqlx::query(concat!(
         "WITH inserted AS (INSERT INTO api_keys (id, account, name, format, lookup, hash, \
          hash_version, bundle, scopes, rate_limits, created_at, expires_at, last_used_at, \
-         revoked_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13, $14) \
+         revoked_at, replaced_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13, $14, $16) \
          RETURNING id, lookup) \
          SELECT pg_notify($15, ",
         change!(),
@@ -294,6 +290,44 @@ fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded, channel: &'q str) -> Query
     .bind(e.last_used_at)
     .bind(e.revoked_at)
     .bind(channel)
+    .bind(r.replaced_by.as_ref().map(KeyId::as_str))
+}
+
+/// Starts a transaction at READ COMMITTED whatever the database's default
+/// isolation level, so each statement after a lock sees every row committed
+/// before the lock was granted (under REPEATABLE READ the snapshot would date
+/// from the first statement, and a count after the lock could miss keys).
+async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
+    pool.begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+        .await
+        .map_err(sql::map_err)
+}
+
+/// Registers a top-level account on first use (a sub-account must exist) and
+/// locks its row until the transaction ends, so creations for one account
+/// queue here and each limit count sees every key committed before it.
+async fn lock_account(
+    conn: &mut PgConnection,
+    id: &AccountId,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    if id.is_top_level() {
+        sqlx::query(
+            "INSERT INTO accounts (id, parent, created_at) VALUES ($1, NULL, $2) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id.as_str())
+        .bind(to_millis(now))
+        .execute(&mut *conn)
+        .await
+        .map_err(sql::map_err)?;
+    }
+    let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE")
+        .bind(id.as_str())
+        .fetch_optional(conn)
+        .await
+        .map_err(sql::map_err)?;
+    found.map(drop).ok_or(StoreError::NotFound)
 }
 
 /// Inserts one key and notifies its lookup id (a cache may hold "unknown").
@@ -329,14 +363,15 @@ async fn bulk_insert(
     sqlx::query(concat!(
         "WITH inserted AS (INSERT INTO api_keys (id, account, name, format, lookup, hash, \
          hash_version, bundle, scopes, rate_limits, created_at, expires_at, last_used_at, \
-         revoked_at) \
+         revoked_at, replaced_by) \
          SELECT id, account, name, format, lookup, hash, hash_version, bundle, \
-         scopes::jsonb, rate_limits::jsonb, created_at, expires_at, last_used_at, revoked_at \
+         scopes::jsonb, rate_limits::jsonb, created_at, expires_at, last_used_at, revoked_at, \
+         replaced_by \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], \
          $7::bigint[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], \
-         $13::bigint[], $14::bigint[]) AS t(id, account, name, format, lookup, hash, \
+         $13::bigint[], $14::bigint[], $16::text[]) AS t(id, account, name, format, lookup, hash, \
          hash_version, bundle, scopes, rate_limits, created_at, expires_at, last_used_at, \
-         revoked_at) \
+         revoked_at, replaced_by) \
          RETURNING id, lookup) \
          SELECT pg_notify($15, ",
         change!(),
@@ -377,6 +412,12 @@ async fn bulk_insert(
     .bind(millis(|e| e.last_used_at))
     .bind(millis(|e| e.revoked_at))
     .bind(channel)
+    .bind(
+        records
+            .iter()
+            .map(|r| r.replaced_by.as_ref().map(KeyId::as_str))
+            .collect::<Vec<_>>(),
+    )
     .execute(conn)
     .await
     .map_err(sql::map_err)?;
@@ -386,14 +427,19 @@ async fn bulk_insert(
 #[async_trait]
 impl KeyStore for PostgresStore {
     async fn create_account(&self, account: AccountRecord) -> Result<(), StoreError> {
+        let mut tx = begin(&self.pool).await?;
+        let parent = account.id.parent();
+        if let Some(parent) = &parent {
+            lock_account(&mut tx, parent, account.created_at).await?;
+        }
         sqlx::query("INSERT INTO accounts (id, parent, created_at) VALUES ($1, $2, $3)")
             .bind(account.id.as_str())
-            .bind(account.parent.as_ref().map(AccountId::as_str))
+            .bind(parent.as_ref().map(AccountId::as_str))
             .bind(to_millis(account.created_at))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(|e| sql::account_err(e, &account.id))?;
-        Ok(())
+        tx.commit().await.map_err(sql::map_err)
     }
 
     async fn get_account(&self, id: &AccountId) -> Result<Option<AccountRecord>, StoreError> {
@@ -412,19 +458,12 @@ impl KeyStore for PostgresStore {
         limit: Option<u32>,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
+        let mut tx = begin(&self.pool).await?;
+        lock_account(&mut tx, &record.account, record.created_at).await?;
         let Some(limit) = limit else {
-            let mut conn = self.pool.acquire().await.map_err(sql::map_err)?;
-            return insert(&mut conn, &record, &self.channel).await;
+            insert(&mut tx, &record, &self.channel).await?;
+            return tx.commit().await.map_err(sql::map_err);
         };
-        let mut tx = self.pool.begin().await.map_err(sql::map_err)?;
-        // Creations for one account queue here until the holder commits, so
-        // each count sees every key committed before it.
-        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-            .bind(LOCK_CLASS)
-            .bind(record.account.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(sql::map_err)?;
         let active: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM api_keys WHERE account = $1 AND format = $2 \
              AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3)",
@@ -446,7 +485,16 @@ impl KeyStore for PostgresStore {
         if records.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await.map_err(sql::map_err)?;
+        let mut tx = begin(&self.pool).await?;
+        let mut accounts: Vec<(&AccountId, OffsetDateTime)> =
+            records.iter().map(|r| (&r.account, r.created_at)).collect();
+        // Lock in id order, as every other writer does, so two bulk inserts
+        // cannot deadlock.
+        accounts.sort_by(|a, b| a.0.cmp(b.0));
+        accounts.dedup_by(|a, b| a.0 == b.0);
+        for (account, at) in accounts {
+            lock_account(&mut tx, account, at).await?;
+        }
         for chunk in records.chunks(BULK_CHUNK) {
             bulk_insert(&mut tx, chunk, &self.channel).await?;
         }
@@ -530,7 +578,7 @@ impl KeyStore for PostgresStore {
         lookup: &str,
         hash: SecretHash,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(sql::map_err)?;
+        let mut tx = begin(&self.pool).await?;
         // The row lock makes the lookup id read here the one being replaced,
         // even when two resets race: both are announced.
         let current: Option<(String, Option<i64>)> =
@@ -572,28 +620,32 @@ impl KeyStore for PostgresStore {
         new: KeyRecord,
         old_key: OldKey,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(sql::map_err)?;
-        let revoked: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT revoked_at FROM api_keys WHERE id = $1 FOR UPDATE")
+        let mut tx = begin(&self.pool).await?;
+        let state: Option<(Option<i64>, Option<String>)> =
+            sqlx::query_as("SELECT revoked_at, replaced_by FROM api_keys WHERE id = $1 FOR UPDATE")
                 .bind(old.as_str())
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(sql::map_err)?;
-        match revoked {
+        match state {
             None => return Err(StoreError::NotFound),
-            Some(Some(_)) => return Err(StoreError::Revoked),
-            Some(None) => {}
+            Some((Some(_), _)) => return Err(StoreError::Revoked),
+            Some((None, Some(_))) => return Err(StoreError::Rotated),
+            Some((None, None)) => {}
         }
         let update = match old_key {
             OldKey::RevokeAt(at) => {
-                sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2").bind(to_millis(at))
-            }
-            OldKey::ExpireAt(at) => {
-                sqlx::query("UPDATE api_keys SET expires_at = LEAST(expires_at, $1) WHERE id = $2")
+                sqlx::query("UPDATE api_keys SET revoked_at = $1, replaced_by = $2 WHERE id = $3")
                     .bind(to_millis(at))
             }
+            OldKey::ExpireAt(at) => sqlx::query(
+                "UPDATE api_keys SET expires_at = LEAST(expires_at, $1), replaced_by = $2 \
+                 WHERE id = $3",
+            )
+            .bind(to_millis(at)),
         };
         update
+            .bind(new.id.as_str())
             .bind(old.as_str())
             .execute(&mut *tx)
             .await

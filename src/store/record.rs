@@ -53,36 +53,140 @@ impl fmt::Display for KeyId {
     }
 }
 
-/// The account (organisation, user, tenant) a key belongs to. Chosen by the
-/// application: keygate never invents account ids.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// The account (organisation, user, tenant) a key belongs to.
+///
+/// A top-level account's id is chosen by the application (keygate never
+/// invents one). A sub-account's id is derived from its parent's id and a
+/// handle the parent picks, as `parent/handle`
+/// ([`AccountId::child`]): handles belong to their parent, so two tenants'
+/// sub-account names never collide and nobody can claim or probe another
+/// tenant's names. The `/` separator is therefore reserved: an id containing
+/// it names a sub-account.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct AccountId(String);
 
-/// An account id that is empty, too long or contains control characters.
+/// The longest sub-account handle accepted, in bytes.
+pub const MAX_HANDLE_LEN: usize = 63;
+
+/// An account id or sub-account handle that breaks the rules.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("account id must be 1 to {MAX_ACCOUNT_ID_LEN} bytes without control characters")]
-pub struct InvalidAccountId;
+#[non_exhaustive]
+pub enum InvalidAccountId {
+    /// The whole id is empty, too long, has control characters or an empty
+    /// `/`-separated segment.
+    #[error(
+        "account id must be 1 to {MAX_ACCOUNT_ID_LEN} bytes without control characters, \
+         with no empty '/'-separated part"
+    )]
+    Id,
+    /// A sub-account handle is not 1 to 63 of `a-z`, `0-9`, `-`, `_`
+    /// starting with a letter or digit.
+    #[error(
+        "sub-account handle must be 1 to {MAX_HANDLE_LEN} characters of a-z, 0-9, '-' and '_', \
+         starting with a letter or digit"
+    )]
+    Handle,
+}
 
 impl AccountId {
-    /// Validates and wraps an account id.
+    /// Validates and wraps an account id: 1 to [`MAX_ACCOUNT_ID_LEN`] bytes,
+    /// no control characters. `/` separates a sub-account's handle from its
+    /// parent, so every `/`-separated part must be non-empty.
     ///
     /// ```
     /// use keygate::AccountId;
     /// assert!(AccountId::new("org_42").is_ok());
     /// assert!(AccountId::new("").is_err());
+    /// assert!(AccountId::new("org_42/").is_err());
     /// ```
     pub fn new(id: impl Into<String>) -> Result<Self, InvalidAccountId> {
         let id = id.into();
-        if id.is_empty() || id.len() > MAX_ACCOUNT_ID_LEN || id.chars().any(char::is_control) {
-            return Err(InvalidAccountId);
+        if id.is_empty()
+            || id.len() > MAX_ACCOUNT_ID_LEN
+            || id.chars().any(char::is_control)
+            || id.split('/').any(str::is_empty)
+        {
+            return Err(InvalidAccountId::Id);
         }
         Ok(Self(id))
+    }
+
+    /// The id of this account's sub-account named `handle` (`self/handle`).
+    /// Handles are 1 to [`MAX_HANDLE_LEN`] characters of `a-z`, `0-9`, `-`
+    /// and `_`, starting with a letter or digit, so they are safe in URL
+    /// paths.
+    ///
+    /// ```
+    /// use keygate::AccountId;
+    /// let parent = AccountId::new("acme").unwrap();
+    /// let eu = parent.child("eu").unwrap();
+    /// assert_eq!(eu.as_str(), "acme/eu");
+    /// assert_eq!(eu.parent(), Some(parent.clone()));
+    /// assert!(eu.is_within(&parent));
+    /// assert!(parent.child("../x").is_err());
+    /// assert!(parent.child("T 1").is_err());
+    /// ```
+    pub fn child(&self, handle: &str) -> Result<Self, InvalidAccountId> {
+        let valid = !handle.is_empty()
+            && handle.len() <= MAX_HANDLE_LEN
+            && handle
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            && handle
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric());
+        if !valid {
+            return Err(InvalidAccountId::Handle);
+        }
+        Self::new(format!("{}/{handle}", self.0))
+    }
+
+    /// The parent of a sub-account; `None` for a top-level account.
+    pub fn parent(&self) -> Option<AccountId> {
+        self.0
+            .rsplit_once('/')
+            .map(|(parent, _)| Self(parent.to_owned()))
+    }
+
+    /// The sub-account's handle (the last `/`-separated part), or the whole
+    /// id for a top-level account.
+    pub fn handle(&self) -> &str {
+        self.0.rsplit_once('/').map_or(&self.0, |(_, h)| h)
+    }
+
+    /// True for an account that is not a sub-account.
+    pub fn is_top_level(&self) -> bool {
+        !self.0.contains('/')
+    }
+
+    /// How many levels below a top-level account this one is (0 for a
+    /// top-level account, 1 for its sub-accounts).
+    pub fn depth(&self) -> usize {
+        self.0.bytes().filter(|&b| b == b'/').count()
+    }
+
+    /// True when this account is `ancestor` itself or one of its
+    /// descendants (a sub-account, a sub-account's sub-account, …).
+    pub fn is_within(&self, ancestor: &AccountId) -> bool {
+        match self.0.strip_prefix(ancestor.as_str()) {
+            Some("") => true,
+            Some(rest) => rest.starts_with('/'),
+            None => false,
+        }
     }
 
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for AccountId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::new(text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -98,8 +202,8 @@ impl fmt::Display for AccountId {
     }
 }
 
-/// An account known to the store. Accounts that were never registered are
-/// treated as top-level accounts with no parent.
+/// An account known to the store. A top-level account is registered with its
+/// first key; a sub-account by [`create_sub_account`](crate::Manager::create_sub_account).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountRecord {
     /// The account id.
@@ -141,6 +245,9 @@ pub struct KeyRecord {
     pub last_used_at: Option<OffsetDateTime>,
     /// When the key was revoked; revoked keys are kept for audit.
     pub revoked_at: Option<OffsetDateTime>,
+    /// The key that replaced this one in a rotation. A key is rotated at most
+    /// once, so a grace period cannot be used to multiply keys.
+    pub replaced_by: Option<KeyId>,
 }
 
 impl KeyRecord {

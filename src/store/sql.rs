@@ -30,6 +30,7 @@ pub(crate) struct KeyRow {
     expires_at: Option<i64>,
     last_used_at: Option<i64>,
     revoked_at: Option<i64>,
+    replaced_by: Option<String>,
 }
 
 impl KeyRow {
@@ -52,6 +53,7 @@ impl KeyRow {
             expires_at: time(self.expires_at, "expires_at")?,
             last_used_at: time(self.last_used_at, "last_used_at")?,
             revoked_at: time(self.revoked_at, "revoked_at")?,
+            replaced_by: self.replaced_by.map(KeyId::new),
             id: KeyId::new(self.id),
             account,
             name: self.name,

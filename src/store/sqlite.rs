@@ -25,7 +25,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// The key columns, in the order [`KeyRow`] reads them.
 const KEY_COLUMNS: &str = "id, account, name, format, lookup, hash, hash_version, bundle, \
-     scopes, rate_limits, created_at, expires_at, last_used_at, revoked_at";
+     scopes, rate_limits, created_at, expires_at, last_used_at, revoked_at, replaced_by";
 
 /// How long a writer waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -214,8 +214,8 @@ impl SqliteStore {
 fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded) -> Query<'q> {
     sqlx::query(
         "INSERT INTO api_keys (id, account, name, format, lookup, hash, hash_version, bundle, \
-         scopes, rate_limits, created_at, expires_at, last_used_at, revoked_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         scopes, rate_limits, created_at, expires_at, last_used_at, revoked_at, replaced_by) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(r.id.as_str())
     .bind(r.account.as_str())
@@ -231,6 +231,35 @@ fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded) -> Query<'q> {
     .bind(e.expires_at)
     .bind(e.last_used_at)
     .bind(e.revoked_at)
+    .bind(r.replaced_by.as_ref().map(KeyId::as_str))
+}
+
+/// Registers a top-level account on first use; a sub-account must exist.
+/// Runs inside a write transaction, so the account cannot appear or vanish
+/// between this check and the caller's insert.
+async fn ensure_account(
+    conn: &mut SqliteConnection,
+    id: &AccountId,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    if id.is_top_level() {
+        sqlx::query(
+            "INSERT INTO accounts (id, parent, created_at) VALUES (?, NULL, ?) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id.as_str())
+        .bind(to_millis(now))
+        .execute(conn)
+        .await
+        .map_err(sql::map_err)?;
+        return Ok(());
+    }
+    let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM accounts WHERE id = ?")
+        .bind(id.as_str())
+        .fetch_optional(conn)
+        .await
+        .map_err(sql::map_err)?;
+    exists.map(drop).ok_or(StoreError::NotFound)
 }
 
 async fn insert(conn: &mut SqliteConnection, record: &KeyRecord) -> Result<(), StoreError> {
@@ -245,14 +274,19 @@ async fn insert(conn: &mut SqliteConnection, record: &KeyRecord) -> Result<(), S
 #[async_trait]
 impl KeyStore for SqliteStore {
     async fn create_account(&self, account: AccountRecord) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let parent = account.id.parent();
+        if let Some(parent) = &parent {
+            ensure_account(&mut tx, parent, account.created_at).await?;
+        }
         sqlx::query("INSERT INTO accounts (id, parent, created_at) VALUES (?, ?, ?)")
             .bind(account.id.as_str())
-            .bind(account.parent.as_ref().map(AccountId::as_str))
+            .bind(parent.as_ref().map(AccountId::as_str))
             .bind(to_millis(account.created_at))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(|e| sql::account_err(e, &account.id))?;
-        Ok(())
+        tx.commit().await.map_err(sql::map_err)
     }
 
     async fn get_account(&self, id: &AccountId) -> Result<Option<AccountRecord>, StoreError> {
@@ -271,11 +305,12 @@ impl KeyStore for SqliteStore {
         limit: Option<u32>,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let Some(limit) = limit else {
-            let mut conn = self.pool.acquire().await.map_err(sql::map_err)?;
-            return insert(&mut conn, &record).await;
-        };
         let mut tx = self.begin_write().await?;
+        ensure_account(&mut tx, &record.account, record.created_at).await?;
+        let Some(limit) = limit else {
+            insert(&mut tx, &record).await?;
+            return tx.commit().await.map_err(sql::map_err);
+        };
         let active: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM api_keys WHERE account = ? AND format = ? \
              AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
@@ -296,6 +331,7 @@ impl KeyStore for SqliteStore {
     async fn insert_keys(&self, records: Vec<KeyRecord>) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         for record in &records {
+            ensure_account(&mut tx, &record.account, record.created_at).await?;
             insert(&mut tx, record).await?;
         }
         tx.commit().await.map_err(sql::map_err)
@@ -404,31 +440,39 @@ impl KeyStore for SqliteStore {
         old_key: OldKey,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        let revoked: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT revoked_at FROM api_keys WHERE id = ?")
+        let state: Option<(Option<i64>, Option<String>)> =
+            sqlx::query_as("SELECT revoked_at, replaced_by FROM api_keys WHERE id = ?")
                 .bind(old.as_str())
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(sql::map_err)?;
-        match revoked {
+        match state {
             None => return Err(StoreError::NotFound),
-            Some(Some(_)) => return Err(StoreError::Revoked),
-            Some(None) => {}
+            Some((Some(_), _)) => return Err(StoreError::Revoked),
+            Some((None, Some(_))) => return Err(StoreError::Rotated),
+            Some((None, None)) => {}
         }
         let update = match old_key {
-            OldKey::RevokeAt(at) => {
-                sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ?").bind(to_millis(at))
-            }
+            OldKey::RevokeAt(at) => sqlx::query(
+                "UPDATE api_keys SET revoked_at = ?1, replaced_by = ?2 \
+                 WHERE id = ?3 AND replaced_by IS NULL",
+            )
+            .bind(to_millis(at)),
             OldKey::ExpireAt(at) => sqlx::query(
-                "UPDATE api_keys SET expires_at = MIN(COALESCE(expires_at, ?1), ?1) WHERE id = ?2",
+                "UPDATE api_keys SET expires_at = MIN(COALESCE(expires_at, ?1), ?1), \
+                 replaced_by = ?2 WHERE id = ?3 AND replaced_by IS NULL",
             )
             .bind(to_millis(at)),
         };
-        update
+        let done = update
+            .bind(new.id.as_str())
             .bind(old.as_str())
             .execute(&mut *tx)
             .await
             .map_err(sql::map_err)?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Rotated);
+        }
         insert(&mut tx, &new).await?;
         tx.commit().await.map_err(sql::map_err)
     }

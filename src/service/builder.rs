@@ -1,0 +1,123 @@
+//! [`ApiKeysBuilder`]: checks a configuration and builds an [`ApiKeys`].
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::{ApiKeys, Inner, Limiter};
+use crate::audit::AuditSink;
+use crate::clock::Clock;
+use crate::error::ConfigError;
+use crate::hash::{Hasher, Pepper};
+use crate::key::{FormatError, KeyFormat};
+use crate::profiles::Profile;
+use crate::ratelimit::{KeyedBuckets, LocalRateLimiter, RateLimiter};
+use crate::store::{KeyStore, MemoryStore};
+
+/// Builds an [`ApiKeys`]. See [`ApiKeys::builder`].
+#[derive(Debug)]
+pub struct ApiKeysBuilder {
+    pub(super) profile: Profile,
+    pub(super) store: Option<Arc<dyn KeyStore>>,
+    pub(super) hasher: Option<Hasher>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) audit: Arc<dyn AuditSink>,
+    pub(super) limiter: Option<Arc<dyn RateLimiter>>,
+}
+
+impl ApiKeysBuilder {
+    /// Uses `store` instead of a fresh [`MemoryStore`]. A store other than a
+    /// memory store needs a pepper ([`pepper`](Self::pepper) or [`hasher`](Self::hasher)).
+    pub fn store(self, store: impl KeyStore) -> Self {
+        self.shared_store(Arc::new(store))
+    }
+
+    /// Uses a store shared with other code (or other `ApiKeys`).
+    pub fn shared_store(mut self, store: Arc<dyn KeyStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Hashes with this pepper. Keep it outside the database.
+    pub fn pepper(self, pepper: Pepper) -> Self {
+        self.hasher(Hasher::new(pepper))
+    }
+
+    /// Hashes with this hasher (current pepper plus older ones).
+    pub fn hasher(mut self, hasher: Hasher) -> Self {
+        self.hasher = Some(hasher);
+        self
+    }
+
+    /// Reads time from `clock` (use a [`ManualClock`](crate::ManualClock) in tests).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Takes rate-limit decisions from `limiter` (e.g. one shared through Redis)
+    /// instead of the in-process [`LocalRateLimiter`].
+    pub fn rate_limiter(mut self, limiter: impl RateLimiter + 'static) -> Self {
+        self.limiter = Some(Arc::new(limiter));
+        self
+    }
+
+    /// Sends audit events to `sink` instead of `tracing`.
+    pub fn audit(mut self, sink: impl AuditSink) -> Self {
+        self.audit = Arc::new(sink);
+        self
+    }
+
+    /// Checks the configuration and builds the service.
+    pub fn build(self) -> Result<ApiKeys, ConfigError> {
+        let profile = self.profile;
+        if profile.formats.is_empty() {
+            return Err(FormatError::NoFormat.into());
+        }
+        for f in &profile.formats {
+            f.validate()?;
+        }
+        let mut labels: Vec<&str> = profile.formats.iter().map(KeyFormat::label).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        if labels.len() != profile.formats.len() {
+            return Err(ConfigError::Invalid("two key formats share a label".into()));
+        }
+        if let Some(b) = &profile.default_bundle {
+            profile.catalog.bundle_set(b)?;
+        }
+        if let Some(dup) = profile.rate_limits.duplicate() {
+            return Err(ConfigError::Invalid(format!(
+                "rate-limit class or method '{dup}' is defined twice"
+            )));
+        }
+        let (store, hasher) = match (self.store, self.hasher) {
+            (None, hasher) => (
+                Arc::new(MemoryStore::new()) as Arc<dyn KeyStore>,
+                hasher.unwrap_or_else(Hasher::ephemeral),
+            ),
+            (Some(store), Some(hasher)) => (store, hasher),
+            (Some(store), None) if !store.needs_last_used_flush() => (store, Hasher::ephemeral()),
+            (Some(_), None) => return Err(ConfigError::MissingPepper),
+        };
+        let limiter = match self.limiter {
+            Some(shared) => Limiter::Shared(shared),
+            None => Limiter::Local(LocalRateLimiter::new(Arc::clone(&self.clock))),
+        };
+        Ok(ApiKeys {
+            inner: Arc::new(Inner {
+                profile,
+                store,
+                hasher,
+                clock: self.clock,
+                audit: self.audit,
+                pending: Mutex::new(HashMap::new()),
+                limiter,
+                detached: KeyedBuckets::new(),
+                checks: AtomicU64::new(0),
+            }),
+        })
+    }
+}

@@ -1,0 +1,627 @@
+//! Key management through a [`Manager`]: create, import, list, get, revoke,
+//! rotate and reset, each checked against the manager's [`Actor`].
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::{Actor, ApiKeys};
+use crate::audit::AuditKind;
+use crate::error::{AuthError, Error};
+use crate::key::{Credential, KeyFormat, PlaintextKey};
+use crate::ratelimit::Quota;
+use crate::store::{AccountId, KeyId, KeyRecord, ListQuery, OldKey};
+
+/// Longest key name accepted, in characters.
+pub const MAX_NAME_LEN: usize = 200;
+
+/// Most keys one list page returns.
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// How many times creation retries when a profile wants unique lookup ids.
+const LOOKUP_RETRIES: usize = 8;
+
+/// What a new key should be: its name and what it may do.
+///
+/// ```
+/// use keygate::CreateKey;
+/// let request = CreateKey::new("Production SDK").bundle("sdk");
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct CreateKey {
+    name: String,
+    bundle: Option<String>,
+    scopes: Vec<String>,
+    expires_at: Option<OffsetDateTime>,
+    format: Option<String>,
+    rate_limits: Vec<(String, Quota)>,
+}
+
+impl CreateKey {
+    /// A request for a key labelled `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Grants a named bundle of scopes.
+    pub fn bundle(mut self, bundle: impl Into<String>) -> Self {
+        self.bundle = Some(bundle.into());
+        self
+    }
+
+    /// Grants scopes by name or wildcard, in addition to any bundle.
+    pub fn scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.scopes.extend(scopes.into_iter().map(Into::into));
+        self
+    }
+
+    /// Makes the key stop working at `at`.
+    pub fn expires_at(mut self, at: OffsetDateTime) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+
+    /// Chooses a key format by label (e.g. `mk_test_`) instead of the profile's first.
+    pub fn format(mut self, label: impl Into<String>) -> Self {
+        self.format = Some(label.into());
+        self
+    }
+
+    /// Overrides the profile's rate limit for one operation class on this key.
+    pub fn rate_limit(mut self, class: impl Into<String>, quota: Quota) -> Self {
+        self.rate_limits.push((class.into(), quota));
+        self
+    }
+}
+
+/// What happens to the old key when a key is rotated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Rotation {
+    /// The old key stops working at once.
+    #[default]
+    Immediate,
+    /// The old key keeps working for this long, then expires. At most the
+    /// profile's [`max_grace`](crate::Profile::max_grace).
+    Grace(Duration),
+}
+
+/// A key as shown to its owner: never the secret, only the redacted lookup id
+/// (and, for key pairs, the public API key, which is always visible).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyInfo {
+    /// The key's id.
+    pub id: KeyId,
+    /// The owning account.
+    pub account: AccountId,
+    /// The label given at creation.
+    pub name: String,
+    /// The lookup id followed by an ellipsis.
+    pub redacted: String,
+    /// For key pairs, the public API key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// The key format's label.
+    pub format: String,
+    /// The bundle chosen at creation.
+    pub bundle: Option<String>,
+    /// Extra scopes granted at creation.
+    pub scopes: Vec<String>,
+    /// Per-class rate-limit overrides.
+    pub rate_limits: HashMap<String, Quota>,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it expires, if ever.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// When it last verified successfully.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+    /// When it was revoked.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// The key that replaced it in a rotation, if it was rotated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaced_by: Option<KeyId>,
+}
+
+impl KeyInfo {
+    pub(super) fn from_record(r: KeyRecord) -> Self {
+        let public_key = (r.format == "pair").then(|| r.lookup.clone());
+        Self {
+            redacted: r.redacted(),
+            public_key,
+            id: r.id,
+            account: r.account,
+            name: r.name,
+            format: r.format,
+            bundle: r.bundle,
+            scopes: r.scopes,
+            rate_limits: r.rate_limits.into_iter().collect(),
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            last_used_at: r.last_used_at,
+            revoked_at: r.revoked_at,
+            replaced_by: r.replaced_by,
+        }
+    }
+
+    /// True when the key is neither revoked nor expired at `now`.
+    pub fn is_active(&self, now: OffsetDateTime) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| e > now)
+    }
+}
+
+/// A newly created (or reset) key: the plaintext, shown this once, and its info.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    /// The plaintext. Hand it to the user now; it cannot be recovered.
+    pub key: PlaintextKey,
+    /// The stored key's public view.
+    pub info: KeyInfo,
+}
+
+/// One page of a key listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Page {
+    /// The keys on this page.
+    pub data: Vec<KeyInfo>,
+    /// Pass as [`ListOptions::after`] to get the next page; `None` on the last page.
+    pub next: Option<KeyId>,
+}
+
+/// Options for [`Manager::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListOptions {
+    /// Include revoked keys.
+    pub include_revoked: bool,
+    /// Continue after this key id (from [`Page::next`]).
+    pub after: Option<KeyId>,
+    /// Page size, 1 to [`MAX_PAGE_SIZE`].
+    pub limit: usize,
+}
+
+impl Default for ListOptions {
+    fn default() -> Self {
+        Self {
+            include_revoked: false,
+            after: None,
+            limit: 100,
+        }
+    }
+}
+
+/// Management calls made by one [`Actor`]. Get one from
+/// [`ApiKeys::operator`], [`ApiKeys::as_account`], [`ApiKeys::as_key`] or
+/// [`ApiKeys::manage`]; it borrows the service and is cheap to make per
+/// request.
+///
+/// ```
+/// use keygate::{profiles, AccountId, ApiKeys, CreateKey, ListOptions, Rotation};
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let api = ApiKeys::in_memory(profiles::mailjawn())?;
+/// let org = AccountId::new("org_1")?;
+/// let keys = api.as_account(&org);
+/// let ci = keys.create(&org, CreateKey::new("CI").bundle("sdk")).await?;
+/// assert_eq!(keys.list(&org, ListOptions::default()).await?.data.len(), 1);
+/// let next = keys.rotate(&ci.info.id, Rotation::Immediate).await?;
+/// keys.revoke(&next.info.id).await?;
+/// assert!(api.verify(next.key.expose_secret()).await.is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct Manager<'a> {
+    pub(super) api: &'a ApiKeys,
+    pub(super) actor: Actor,
+}
+
+impl Manager<'_> {
+    /// Creates a key for `account` and returns its plaintext, this once.
+    ///
+    /// Fails with [`Error::NotFound`] when the actor does not reach `account`
+    /// (or it is an unregistered sub-account), [`Error::InsufficientScope`]
+    /// (403) when a key actor asks for more than it holds (the profile's
+    /// default bundle included), [`Error::KeyLimitReached`] past the
+    /// profile's per-account limit and [`Error::Scope`] naming an unknown
+    /// scope or bundle. A key actor's own rate limits and expiry carry over:
+    /// the new key never outlives or outpaces it.
+    pub async fn create(&self, account: &AccountId, request: CreateKey) -> Result<NewKey, Error> {
+        self.reach(account).await?;
+        let api = self.api;
+        let now = api.inner.clock.now();
+        let checked = self.check_request(&request, now)?;
+        let format = match &request.format {
+            Some(label) => api
+                .inner
+                .profile
+                .format(label)
+                .map(|(_, f)| f)
+                .ok_or_else(|| Error::Invalid(format!("unknown key format '{label}'")))?,
+            None => &api.inner.profile.formats[0],
+        };
+        let key = api.generate(format).await?;
+        let info = self
+            .insert_new(account, checked, format, key.credential(), now)
+            .await
+            .map_err(|e| match e {
+                // A fresh random key cannot clash with a stored one, so a
+                // clash here is a lookup id taken in a race.
+                Error::Conflict(_) => Error::Conflict("could not find an unused lookup id".into()),
+                other => other,
+            })?;
+        Ok(NewKey { key, info })
+    }
+
+    /// Builds the record for a validated request and a credential, inserts it
+    /// under the profile's key limit and records the audit event.
+    async fn insert_new(
+        &self,
+        account: &AccountId,
+        checked: Checked,
+        format: &KeyFormat,
+        credential: Credential<'_>,
+        now: OffsetDateTime,
+    ) -> Result<KeyInfo, Error> {
+        let inner = &*self.api.inner;
+        let record = KeyRecord {
+            id: KeyId::generate(now),
+            account: account.clone(),
+            name: checked.name,
+            format: format.label().to_owned(),
+            lookup: credential.lookup().to_owned(),
+            hash: inner.hasher.hash(credential.expose_secret()),
+            bundle: checked.bundle,
+            scopes: checked.scopes,
+            rate_limits: checked.rate_limits,
+            created_at: now,
+            expires_at: checked.expires_at,
+            last_used_at: None,
+            revoked_at: None,
+            replaced_by: None,
+        };
+        inner
+            .store
+            .insert_key(record.clone(), inner.profile.key_limit, now)
+            .await?;
+        self.audit(AuditKind::Created, &record);
+        Ok(KeyInfo::from_record(record))
+    }
+
+    /// Checks a create or import request against the profile and the actor:
+    /// the name, the grant (the default bundle when none is chosen), the
+    /// rate-limit classes and the expiry.
+    fn check_request(&self, request: &CreateKey, now: OffsetDateTime) -> Result<Checked, Error> {
+        let profile = &self.api.inner.profile;
+        let name = validate_name(&request.name)?;
+        let (bundle, scopes) = match (&request.bundle, request.scopes.is_empty()) {
+            (None, true) => match &profile.default_bundle {
+                Some(b) => (Some(b.clone()), Vec::new()),
+                None => {
+                    return Err(Error::Invalid(
+                        "choose a bundle or at least one scope".into(),
+                    ))
+                }
+            },
+            (bundle, _) => (bundle.clone(), request.scopes.clone()),
+        };
+        let grant = profile.catalog.compile_grant(bundle.as_deref(), &scopes)?;
+        self.check_grant(grant)?;
+        for (class, _) in &request.rate_limits {
+            if profile.rate_limits.index_of(class).is_none() {
+                return Err(Error::Invalid(format!("unknown operation class '{class}'")));
+            }
+        }
+        self.check_limits(&request.rate_limits)?;
+        if request.expires_at.is_some_and(|e| e <= now) {
+            return Err(Error::Invalid("expires_at must be in the future".into()));
+        }
+        let mut rate_limits = request.rate_limits.clone();
+        let mut expires_at = request.expires_at;
+        self.inherit(&mut rate_limits, &mut expires_at);
+        Ok(Checked {
+            name,
+            bundle,
+            scopes,
+            rate_limits,
+            expires_at,
+        })
+    }
+
+    /// Stores a key issued elsewhere (kept in a secret manager, or migrated
+    /// from another system) for `account`, so it verifies like a key created
+    /// here. `plaintext` must parse with one of the profile's formats (a key
+    /// pair as `public:secret`); only its hash is stored, and the plaintext is
+    /// never returned. Only the [operator](ApiKeys::operator) may import:
+    /// anyone else gets [`Error::OperatorOnly`] (403), so no tenant can probe
+    /// which keys exist.
+    ///
+    /// Fails with [`Error::Invalid`] when the key is malformed (the message
+    /// gives the reason, never the key), [`Error::Conflict`] when the key
+    /// cannot be stored because it (or, for a key pair, its public key) is
+    /// already in use — one answer that names nothing — and like
+    /// [`create`](Self::create) otherwise. Concurrent imports of one key
+    /// store it once: the database refuses the others with the same
+    /// [`Error::Conflict`].
+    ///
+    /// ```
+    /// use keygate::{profiles, AccountId, ApiKeys, CreateKey, KeyFormat};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let api = ApiKeys::in_memory(profiles::mailjawn())?;
+    /// let admin = AccountId::new("org_admin")?;
+    /// let kept = api.profile().formats[0].generate(); // e.g. read from a secret manager
+    /// let info = api
+    ///     .operator()
+    ///     .import(&admin, kept.expose_secret(), CreateKey::new("admin").bundle("full_access"))
+    ///     .await?;
+    /// assert_eq!(api.verify(kept.expose_secret()).await?.key_id(), &info.id);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn import(
+        &self,
+        account: &AccountId,
+        plaintext: &str,
+        request: CreateKey,
+    ) -> Result<KeyInfo, Error> {
+        if !matches!(self.actor, Actor::Operator) {
+            return Err(Error::OperatorOnly);
+        }
+        self.reach(account).await?;
+        let inner = &*self.api.inner;
+        let now = inner.clock.now();
+        let credential = self.api.parse(plaintext).map_err(|e| match e {
+            AuthError::Malformed { reason } => Error::Invalid(format!(
+                "the key does not match this profile's key formats: {reason}"
+            )),
+            other => Error::Invalid(other.to_string()),
+        })?;
+        let checked = self.check_request(&request, now)?;
+        let format = &inner.profile.formats[credential.format_index()];
+        if let Some(label) = &request.format {
+            if label != format.label() {
+                return Err(Error::Invalid(format!(
+                    "the key is not in the requested format '{label}'"
+                )));
+            }
+        }
+        let cannot = || Error::Conflict("the key cannot be stored: it is already in use".into());
+        let secret = credential.expose_secret();
+        let candidates = inner.store.find_by_lookup(credential.lookup()).await?;
+        // A revoked key stays revoked: its secret is never stored again.
+        if candidates
+            .iter()
+            .any(|e| inner.hasher.verify(secret, &e.record().hash))
+        {
+            return Err(cannot());
+        }
+        if inner.profile.unique_lookup && candidates.iter().any(|e| e.record().revoked_at.is_none())
+        {
+            return Err(cannot());
+        }
+        self.insert_new(account, checked, format, credential, now)
+            .await
+            .map_err(|e| match e {
+                Error::Conflict(_) => cannot(),
+                other => other,
+            })
+    }
+
+    /// Lists `account`'s keys (redacted, never the secret).
+    pub async fn list(&self, account: &AccountId, options: ListOptions) -> Result<Page, Error> {
+        self.reach(account).await?;
+        if options.limit == 0 || options.limit > MAX_PAGE_SIZE {
+            return Err(Error::Invalid(format!(
+                "page size must be 1 to {MAX_PAGE_SIZE}"
+            )));
+        }
+        let query = ListQuery {
+            include_revoked: options.include_revoked,
+            after: options.after,
+            limit: options.limit,
+        };
+        let records = self.api.inner.store.list_keys(account, &query).await?;
+        let next = (records.len() == options.limit)
+            .then(|| records.last().map(|r| r.id.clone()))
+            .flatten();
+        Ok(Page {
+            data: records.into_iter().map(KeyInfo::from_record).collect(),
+            next,
+        })
+    }
+
+    /// One key's info, if the actor reaches its account.
+    pub async fn get(&self, id: &KeyId) -> Result<KeyInfo, Error> {
+        let entry = self.reach_key(id).await?;
+        Ok(KeyInfo::from_record(entry.snapshot()))
+    }
+
+    /// Revokes a key at once: the next verify fails with [`AuthError::Revoked`].
+    /// The record is kept for audit. Revoking twice is not an error.
+    pub async fn revoke(&self, id: &KeyId) -> Result<(), Error> {
+        let entry = self.reach_key(id).await?;
+        self.check_target(entry.record())?;
+        if entry.record().revoked_at.is_some() {
+            return Ok(());
+        }
+        let api = self.api;
+        api.inner
+            .store
+            .revoke_key(id, api.inner.clock.now())
+            .await?;
+        api.forget_limits(id);
+        self.audit(AuditKind::Revoked, entry.record());
+        Ok(())
+    }
+
+    /// Replaces a key with a new one of the same name, format, scopes, limits
+    /// and expiry. The old key stops working at once or after a grace period
+    /// of at most the profile's [`max_grace`](crate::Profile::max_grace).
+    ///
+    /// A key is rotated once: rotating a key that already has a successor
+    /// (one still in its grace period) is [`Error::AlreadyRotated`] (409), so
+    /// rotations cannot multiply keys past the profile's limit.
+    pub async fn rotate(&self, id: &KeyId, rotation: Rotation) -> Result<NewKey, Error> {
+        let api = self.api;
+        let inner = &*api.inner;
+        let now = inner.clock.now();
+        let old_key = match rotation {
+            Rotation::Immediate => OldKey::RevokeAt(now),
+            Rotation::Grace(d) => {
+                let max = inner.profile.max_grace;
+                if d > max {
+                    return Err(Error::Invalid(format!(
+                        "grace period must be at most {} seconds",
+                        max.as_secs()
+                    )));
+                }
+                let until = time::Duration::try_from(d)
+                    .ok()
+                    .and_then(|d| now.checked_add(d))
+                    .ok_or_else(|| Error::Invalid("grace period is out of range".into()))?;
+                OldKey::ExpireAt(until)
+            }
+        };
+        let entry = self.reach_key(id).await?;
+        let old = entry.record();
+        self.check_target(old)?;
+        if old.revoked_at.is_some() {
+            return Err(Error::Revoked);
+        }
+        if old.replaced_by.is_some() {
+            return Err(Error::AlreadyRotated);
+        }
+        let format = api.configured_format(&old.format)?;
+        let key = api.generate(format).await?;
+        let record = KeyRecord {
+            id: KeyId::generate(now),
+            lookup: key.lookup().to_owned(),
+            hash: inner.hasher.hash(key.expose_secret()),
+            created_at: now,
+            last_used_at: None,
+            revoked_at: None,
+            replaced_by: None,
+            ..old.clone()
+        };
+        inner.store.rotate_key(id, record.clone(), old_key).await?;
+        if rotation == Rotation::Immediate {
+            api.forget_limits(id);
+        }
+        self.audit(
+            AuditKind::Rotated {
+                replacement: record.id.clone(),
+            },
+            old,
+        );
+        Ok(NewKey {
+            key,
+            info: KeyInfo::from_record(record),
+        })
+    }
+
+    /// Issues a new secret under the same key id; the old secret fails at once.
+    /// Key pairs keep their public key (Mailjet's "reset secret key"); single
+    /// tokens get a whole new token.
+    pub async fn reset_secret(&self, id: &KeyId) -> Result<NewKey, Error> {
+        let api = self.api;
+        let entry = self.reach_key(id).await?;
+        let record = entry.record();
+        self.check_target(record)?;
+        if record.revoked_at.is_some() {
+            return Err(Error::Revoked);
+        }
+        let format = api.configured_format(&record.format)?;
+        let key = match format {
+            KeyFormat::Pair(p) => {
+                PlaintextKey::pair(record.lookup.clone(), p.generate_secret_text())
+            }
+            KeyFormat::Token(_) => api.generate(format).await?,
+        };
+        let hash = api.inner.hasher.hash(key.expose_secret());
+        api.inner
+            .store
+            .replace_secret(id, key.lookup(), hash.clone())
+            .await?;
+        self.audit(AuditKind::SecretReset, record);
+        let mut updated = entry.snapshot();
+        updated.lookup = key.lookup().to_owned();
+        updated.hash = hash;
+        Ok(NewKey {
+            key,
+            info: KeyInfo::from_record(updated),
+        })
+    }
+}
+
+impl ApiKeys {
+    /// The configured format a stored key was made with.
+    fn configured_format(&self, label: &str) -> Result<&KeyFormat, Error> {
+        self.inner
+            .profile
+            .format(label)
+            .map(|(_, f)| f)
+            .ok_or_else(|| Error::Invalid(format!("key format '{label}' is no longer configured")))
+    }
+
+    /// Generates a key, retrying while its lookup id is taken if the profile
+    /// asks for unique lookups.
+    async fn generate(&self, format: &KeyFormat) -> Result<PlaintextKey, Error> {
+        for _ in 0..LOOKUP_RETRIES {
+            let key = format.generate();
+            if !self.inner.profile.unique_lookup
+                || self
+                    .inner
+                    .store
+                    .find_by_lookup(key.lookup())
+                    .await?
+                    .is_empty()
+            {
+                return Ok(key);
+            }
+        }
+        Err(Error::Conflict("could not find an unused lookup id".into()))
+    }
+
+    fn forget_limits(&self, id: &KeyId) {
+        self.inner.detached.remove(id.as_str());
+        if let super::Limiter::Shared(shared) = &self.inner.limiter {
+            shared.forget(id.as_str());
+        }
+    }
+}
+
+/// A create request after validation, ready to become a record.
+struct Checked {
+    name: String,
+    bundle: Option<String>,
+    scopes: Vec<String>,
+    rate_limits: Vec<(String, Quota)>,
+    expires_at: Option<OffsetDateTime>,
+}
+
+fn validate_name(name: &str) -> Result<String, Error> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(Error::Invalid("name must not be empty".into()));
+    }
+    if name.chars().count() > MAX_NAME_LEN {
+        return Err(Error::Invalid(format!(
+            "name must be at most {MAX_NAME_LEN} characters"
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Error::Invalid(
+            "name must not contain control characters".into(),
+        ));
+    }
+    Ok(name.to_owned())
+}

@@ -1,0 +1,257 @@
+//! The verify hot path: parse, look up, compare in constant time, check
+//! revocation and expiry, take a rate-limit token, check scopes. Nothing here
+//! allocates beyond the store's answer, and malformed input never reaches the
+//! store.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+
+use super::{ApiKeys, Limiter, Operation, Principal, SWEEP_EVERY};
+use crate::error::{AuthError, Error};
+use crate::key::{Credential, KeyFormat, MalformedReason};
+use crate::ratelimit::{Decision, KeyBuckets};
+use crate::scope::{Requirement, ScopeSet};
+use crate::store::{KeyEntry, KeyId};
+
+impl ApiKeys {
+    /// Parses a presented key against the profile's formats, without I/O.
+    /// Pairs are given as `public:secret`.
+    pub fn parse<'a>(&self, presented: &'a str) -> Result<Credential<'a>, AuthError> {
+        let mut reason = MalformedReason::Empty;
+        for (i, format) in self.inner.profile.formats.iter().enumerate() {
+            match format.parse(presented) {
+                Ok(c) => return Ok(c.with_format(i)),
+                Err(r) => {
+                    // Report the most specific reason: one past the prefix check wins.
+                    if i == 0 || !matches!(r, MalformedReason::Prefix | MalformedReason::Length) {
+                        reason = r;
+                    }
+                }
+            }
+        }
+        Err(AuthError::Malformed { reason })
+    }
+
+    /// Verifies a presented key and returns who it belongs to.
+    ///
+    /// Malformed input is rejected before any hashing or store access; an
+    /// unreachable store is [`AuthError::Unavailable`], never success.
+    pub async fn verify(&self, presented: &str) -> Result<Principal, AuthError> {
+        let credential = self.parse(presented)?;
+        self.verify_credential(credential).await
+    }
+
+    /// Verifies a key pair given as two values (e.g. SMTP username and password).
+    pub async fn verify_pair(&self, public: &str, secret: &str) -> Result<Principal, AuthError> {
+        let mut reason = MalformedReason::Prefix;
+        for (i, format) in self.inner.profile.formats.iter().enumerate() {
+            if let KeyFormat::Pair(p) = format {
+                match p.parse_parts(public, secret) {
+                    Ok(c) => return self.verify_credential(c.with_format(i)).await,
+                    Err(r) => reason = r,
+                }
+            }
+        }
+        Err(AuthError::Malformed { reason })
+    }
+
+    /// Verifies an already parsed credential.
+    pub async fn verify_credential(
+        &self,
+        credential: Credential<'_>,
+    ) -> Result<Principal, AuthError> {
+        let inner = &*self.inner;
+        let candidates = inner
+            .store
+            .find_by_lookup(credential.lookup())
+            .await
+            .map_err(|e| {
+                tracing::warn!(target: "keygate", error = %e, "key store failed during verify");
+                AuthError::Unavailable
+            })?;
+        let secret = credential.expose_secret();
+        let entry = candidates
+            .into_iter()
+            .find(|e| inner.hasher.verify(secret, &e.record().hash))
+            .ok_or(AuthError::Invalid)?;
+        let now = inner.clock.now();
+        let record = entry.record();
+        if record.revoked_at.is_some() {
+            return Err(AuthError::Revoked);
+        }
+        if record.expires_at.is_some_and(|e| e <= now) {
+            return Err(AuthError::Expired);
+        }
+        if entry.touch(now) && inner.store.needs_last_used_flush() {
+            inner.pending.lock().insert(record.id.clone(), now);
+        }
+        let scopes = *entry.scopes.get_or_init(|| {
+            inner
+                .profile
+                .catalog
+                .compile_grant(record.bundle.as_deref(), &record.scopes)
+                .unwrap_or_else(|e| {
+                    tracing::warn!(target: "keygate", key_id = %record.id, error = %e,
+                        "stored scopes no longer compile; granting none");
+                    ScopeSet::EMPTY
+                })
+        });
+        Ok(Principal {
+            entry,
+            scopes,
+            rate_limit: None,
+        })
+    }
+
+    /// The operation for a named class (e.g. `send`, `mcp`). A profile without
+    /// rate limits accepts any name and limits nothing; otherwise an unknown
+    /// name is an error, so a typo cannot switch limiting off.
+    pub fn operation(&self, class: &str) -> Result<Operation, Error> {
+        let policy = &self.inner.profile.rate_limits;
+        if policy.is_empty() {
+            return Ok(Operation::unrestricted());
+        }
+        let index = policy
+            .index_of(class)
+            .ok_or_else(|| Error::Invalid(format!("unknown operation class '{class}'")))?;
+        Ok(Operation {
+            class: Some((index, class.to_owned())),
+            requirement: None,
+        })
+    }
+
+    /// The operation an HTTP method falls into by default (GET → `read`,
+    /// POST → `write` for MailJawn); unlimited if no class claims the method.
+    pub fn operation_for_method(&self, method: &str) -> Operation {
+        let policy = &self.inner.profile.rate_limits;
+        Operation {
+            class: policy
+                .class_for_method(method)
+                .and_then(|i| Some((i, policy.get(i)?.name().to_owned()))),
+            requirement: None,
+        }
+    }
+
+    /// Verifies a key, takes one rate-limit token from its bucket for the
+    /// operation's class, then checks the operation's scopes.
+    ///
+    /// Over the limit is [`AuthError::RateLimited`] (429) with the decision for
+    /// the response headers; an unreachable shared limiter is
+    /// [`AuthError::Unavailable`] (503). On success the decision is on the
+    /// principal ([`Principal::rate_limit`]).
+    pub async fn verify_for(
+        &self,
+        presented: &str,
+        operation: &Operation,
+    ) -> Result<Principal, AuthError> {
+        let principal = self.verify(presented).await?;
+        self.admit(principal, operation).await
+    }
+
+    /// [`verify_for`](Self::verify_for) for an already verified principal:
+    /// takes the rate-limit token and checks scopes.
+    pub async fn admit(
+        &self,
+        mut principal: Principal,
+        operation: &Operation,
+    ) -> Result<Principal, AuthError> {
+        if let Some((index, name)) = &operation.class {
+            let decision = self.take_token(&principal.entry, *index, name).await?;
+            if !decision.allowed {
+                return Err(AuthError::RateLimited { decision });
+            }
+            principal.rate_limit = Some(decision);
+        }
+        if let Some(req) = &operation.requirement {
+            principal.require(req)?;
+        }
+        Ok(principal)
+    }
+
+    async fn take_token(
+        &self,
+        entry: &Arc<KeyEntry>,
+        index: usize,
+        class: &str,
+    ) -> Result<Decision, AuthError> {
+        let inner = &*self.inner;
+        let policy = &inner.profile.rate_limits;
+        let record = entry.record();
+        let quota = record
+            .rate_limits
+            .iter()
+            .find(|(name, _)| name == class)
+            .map(|(_, q)| q)
+            .or_else(|| policy.get(index).map(|c| c.quota()))
+            .ok_or(AuthError::Unavailable)?;
+        let slot = entry.buckets.get_or_init(|| {
+            if inner.store.keeps_entries() {
+                Arc::new(KeyBuckets::new(policy.len()))
+            } else {
+                self.sweep_detached();
+                inner
+                    .detached
+                    .get_or_insert(record.id.as_str(), policy.len())
+            }
+        });
+        let result = match &inner.limiter {
+            Limiter::Local(local) => local.check_now(slot, index, quota),
+            Limiter::Shared(shared) => {
+                shared
+                    .check(record.id.as_str(), slot, index, class, quota)
+                    .await
+            }
+        };
+        result.map_err(|e| {
+            tracing::warn!(target: "keygate", error = %e, "rate limiter failed");
+            AuthError::Unavailable
+        })
+    }
+
+    /// Drops idle detached slots now and then, so memory stays bounded by the
+    /// keys in recent use.
+    fn sweep_detached(&self) {
+        let inner = &*self.inner;
+        if inner.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            inner.detached.evict_idle(inner.clock.monotonic_nanos());
+        }
+    }
+
+    /// Builds a requirement for one scope from the profile's catalog.
+    pub fn requirement(&self, scope: &str) -> Result<Requirement, Error> {
+        Ok(self.inner.profile.catalog.require(scope)?)
+    }
+
+    /// Checks that `principal` holds `scope`: [`AuthError::Forbidden`] (403) if not.
+    /// A scope the catalog does not define is never held.
+    pub fn require(&self, principal: &Principal, scope: &str) -> Result<(), AuthError> {
+        match self.inner.profile.catalog.require(scope) {
+            Ok(req) => principal.require(&req),
+            Err(_) => Err(AuthError::Forbidden {
+                required: scope.to_owned(),
+            }),
+        }
+    }
+
+    /// Writes the last-used times recorded since the previous flush to the
+    /// store in one batch; returns how many keys were written. Call it on an
+    /// interval and at shutdown (the memory store needs no flush).
+    pub async fn flush_last_used(&self) -> Result<usize, Error> {
+        let batch: Vec<(KeyId, OffsetDateTime)> = self.inner.pending.lock().drain().collect();
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        if let Err(e) = self.inner.store.record_last_used(&batch).await {
+            // Put them back so the next flush retries; newer stamps win.
+            let mut pending = self.inner.pending.lock();
+            for (id, at) in batch {
+                let slot = pending.entry(id).or_insert(at);
+                *slot = (*slot).max(at);
+            }
+            return Err(e.into());
+        }
+        Ok(batch.len())
+    }
+}
