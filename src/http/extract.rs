@@ -82,7 +82,7 @@ impl fmt::Debug for PresentedKey<'_> {
 /// | empty value, or a scheme with no value | `Malformed` [`Empty`](MalformedReason::Empty) |
 /// | two `Authorization` headers, a repeated key header, or both kinds | `Malformed` [`Ambiguous`](MalformedReason::Ambiguous) |
 /// | a value over [`MAX_CREDENTIAL_LEN`] bytes | `Malformed` [`TooLong`](MalformedReason::TooLong) |
-/// | bytes outside visible ASCII, bad base64, or Basic that decodes to non-UTF-8 | `Malformed` [`Encoding`](MalformedReason::Encoding) |
+/// | bytes outside visible ASCII, bad base64, or Basic that decodes to anything but visible ASCII | `Malformed` [`Encoding`](MalformedReason::Encoding) |
 /// | an `Authorization` scheme the sources do not list | `Malformed` [`Scheme`](MalformedReason::Scheme) |
 ///
 /// Whether the key itself is well formed is for [`ApiKeys::verify`](crate::ApiKeys::verify)
@@ -192,6 +192,11 @@ impl Sources {
                     .decode(rest)
                     .map_err(|_| malformed(MalformedReason::Encoding))?,
             );
+            // Decoded text gets the rule header values get from `to_str`, so
+            // Basic cannot carry characters a bearer token or key header could not.
+            if !bytes.iter().copied().all(is_visible_ascii) {
+                return Err(malformed(MalformedReason::Encoding));
+            }
             let decoded =
                 std::str::from_utf8(&bytes).map_err(|_| malformed(MalformedReason::Encoding))?;
             if decoded.is_empty() {
@@ -235,6 +240,11 @@ fn text(value: &HeaderValue) -> Result<&str, AuthError> {
         return Err(malformed(MalformedReason::Empty));
     }
     Ok(value)
+}
+
+/// The bytes [`HeaderValue::to_str`] accepts: visible ASCII, space and tab.
+fn is_visible_ascii(b: u8) -> bool {
+    b == b'\t' || (b' '..=b'~').contains(&b)
 }
 
 fn trim(s: &str) -> &str {
@@ -308,6 +318,25 @@ mod tests {
             reason(extract_credential(&not_utf8, BASIC_ONLY)),
             MalformedReason::Encoding
         );
+        // base64 of "a"×31 + "ʚ" + "b"×32: UTF-8, but not ASCII.
+        let value = format!(
+            "Basic {}",
+            BASIC.encode(format!("{}ʚ{}", "a".repeat(31), "b".repeat(32)))
+        );
+        let non_ascii = headers(&[("authorization", value.as_bytes())]);
+        assert_eq!(
+            reason(extract_credential(&non_ascii, BASIC_ONLY)),
+            MalformedReason::Encoding
+        );
+        for decoded in ["pub:sec\n", "pub\0:sec", "pub:sec\x7f"] {
+            let value = format!("Basic {}", BASIC.encode(decoded));
+            let control = headers(&[("authorization", value.as_bytes())]);
+            assert_eq!(
+                reason(extract_credential(&control, BASIC_ONLY)),
+                MalformedReason::Encoding,
+                "{decoded:?}"
+            );
+        }
         let empty = headers(&[("authorization", b"Basic")]);
         assert_eq!(
             reason(extract_credential(&empty, BASIC_ONLY)),

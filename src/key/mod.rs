@@ -39,8 +39,9 @@ pub enum MalformedReason {
     /// `Authorization` header and an API-key header, or a repeated API-key
     /// header), so which one to check is ambiguous.
     Ambiguous,
-    /// The credential is not visible ASCII text, or HTTP Basic credentials are
-    /// not valid base64 of UTF-8 text.
+    /// The credential contains characters outside ASCII (outside visible
+    /// ASCII, when read from an HTTP header or decoded from HTTP Basic), or
+    /// HTTP Basic credentials are not valid base64.
     Encoding,
     /// The `Authorization` header uses a scheme this profile does not accept
     /// (e.g. `Basic` where keys are bearer tokens).
@@ -303,8 +304,9 @@ impl TokenFormat {
         PlaintextKey::token(s, self.lookup_len)
     }
 
-    /// Parses a presented token, checking length, prefix, alphabet and checksum
-    /// in that order. Input of the wrong length is rejected without reading it.
+    /// Parses a presented token, checking length, encoding (ASCII), prefix,
+    /// alphabet and checksum in that order. Input of the wrong length is
+    /// rejected without reading it.
     pub fn parse<'a>(&self, presented: &'a str) -> Result<Credential<'a>, MalformedReason> {
         let bytes = presented.as_bytes();
         if bytes.is_empty() {
@@ -312,6 +314,10 @@ impl TokenFormat {
         }
         if bytes.len() != self.token_len() {
             return Err(MalformedReason::Length);
+        }
+        // Keys are ASCII; non-ASCII text gets the same reason from every format.
+        if !bytes.is_ascii() {
+            return Err(MalformedReason::Encoding);
         }
         if !bytes.starts_with(self.prefix.as_bytes()) {
             return Err(MalformedReason::Prefix);
@@ -327,9 +333,13 @@ impl TokenFormat {
                 return Err(MalformedReason::Checksum);
             }
         }
-        // All bytes are ASCII here, so slicing at any index is on a char boundary.
+        // `get` rather than indexing: a format that skipped `validate` may have
+        // a lookup length past the end of the token.
+        let lookup = presented
+            .get(..self.lookup_len)
+            .ok_or(MalformedReason::Length)?;
         Ok(Credential {
-            lookup: &presented[..self.lookup_len],
+            lookup,
             secret: presented,
             format: 0,
         })
@@ -409,14 +419,27 @@ impl PairFormat {
     }
 
     /// Parses `public:secret` (the decoded value of HTTP Basic credentials).
+    ///
+    /// Text that is not ASCII is [`MalformedReason::Encoding`].
     pub fn parse<'a>(&self, presented: &'a str) -> Result<Credential<'a>, MalformedReason> {
         if presented.is_empty() {
             return Err(MalformedReason::Empty);
         }
-        if presented.len() != self.public_len + 1 + self.secret_len {
+        let expected = self
+            .public_len
+            .checked_add(1)
+            .and_then(|n| n.checked_add(self.secret_len));
+        if Some(presented.len()) != expected {
             return Err(MalformedReason::Length);
         }
-        let (public, rest) = presented.split_at(self.public_len.min(presented.len()));
+        // The split below is at a byte index; in non-ASCII text it could fall
+        // inside a character. Keys are ASCII, so such text is refused first.
+        if !presented.is_ascii() {
+            return Err(MalformedReason::Encoding);
+        }
+        let Some((public, rest)) = presented.split_at_checked(self.public_len) else {
+            return Err(MalformedReason::Length);
+        };
         let Some(secret) = rest.strip_prefix(':') else {
             return Err(MalformedReason::Separator);
         };
@@ -424,6 +447,8 @@ impl PairFormat {
     }
 
     /// Parses a public key and secret given separately (e.g. SMTP username/password).
+    ///
+    /// Either part not being ASCII is [`MalformedReason::Encoding`].
     pub fn parse_parts<'a>(
         &self,
         public: &'a str,
@@ -434,6 +459,10 @@ impl PairFormat {
         }
         if public.len() != self.public_len || secret.len() != self.secret_len {
             return Err(MalformedReason::Length);
+        }
+        // Same reason as `parse` gives for the same text joined by ':'.
+        if !public.is_ascii() || !secret.is_ascii() {
+            return Err(MalformedReason::Encoding);
         }
         if !base62::is_lower_hex(public.as_bytes()) || !base62::is_lower_hex(secret.as_bytes()) {
             return Err(MalformedReason::Alphabet);
@@ -508,13 +537,52 @@ mod tests {
             s.push('a');
         }
         assert_eq!(s.len(), len);
-        assert_eq!(f.parse(&s), Err(MalformedReason::Alphabet));
+        assert_eq!(f.parse(&s), Err(MalformedReason::Encoding));
         let p = PairFormat::new();
         let mut pair = "é".repeat(16);
         pair.push(':');
         pair.push_str(&"a".repeat(32));
         assert_eq!(pair.len(), 65);
-        assert!(p.parse(&pair).is_err());
+        assert_eq!(p.parse(&pair), Err(MalformedReason::Encoding));
+    }
+
+    #[test]
+    fn a_pair_with_a_character_across_the_split_is_an_encoding_error() {
+        let p = PairFormat::new();
+        // 65 bytes, the length of `public:secret`, with byte 32 inside 'ʚ'.
+        let split = format!("{}ʚ{}", "a".repeat(31), "b".repeat(32));
+        assert_eq!(split.len(), 65);
+        assert!(!split.is_char_boundary(32));
+        assert_eq!(p.parse(&split), Err(MalformedReason::Encoding));
+        for c in ['é', '€', '😀'] {
+            let mut s = "a".repeat(33 - c.len_utf8());
+            s.push(c);
+            s.push_str(&"b".repeat(32));
+            assert_eq!(s.len(), 65);
+            assert_eq!(p.parse(&s), Err(MalformedReason::Encoding), "{c}");
+        }
+        let public = format!("{}é", "a".repeat(30));
+        assert_eq!(
+            p.parse_parts(&public, &"b".repeat(32)),
+            Err(MalformedReason::Encoding)
+        );
+        assert_eq!(
+            p.parse_parts(&"a".repeat(32), &format!("😀{}", "b".repeat(28))),
+            Err(MalformedReason::Encoding)
+        );
+    }
+
+    #[test]
+    fn formats_that_skipped_validation_do_not_panic_on_input() {
+        // Lookup length past the end of the token.
+        let long_lookup = TokenFormat::new("mj_").lookup_len(100);
+        let body = "mj_".to_owned() + &"a".repeat(32);
+        let sum = base62::checksum(body.as_bytes());
+        let key = body + std::str::from_utf8(&sum).unwrap();
+        assert_eq!(long_lookup.parse(&key), Err(MalformedReason::Length));
+        // Lengths whose sum overflows.
+        let huge = PairFormat::new().public_len(usize::MAX).secret_len(1);
+        assert_eq!(huge.parse("a:b"), Err(MalformedReason::Length));
     }
 
     #[test]
