@@ -1,0 +1,254 @@
+//! Races between instances, enforced by the database rather than by a check
+//! before the write: four instances importing one key store it once, four
+//! instances creating against a key limit never exceed it (on PostgreSQL at
+//! READ COMMITTED, REPEATABLE READ and SERIALIZABLE defaults), and a key is
+//! rotated at most once however many rotations race.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keygate::{
+    profiles, AccountId, ApiKeys, CreateKey, Error, KeyStore, ListOptions, MemoryStore, Pepper,
+    Profile, Rotation,
+};
+
+const INSTANCES: usize = 4;
+const ROUNDS: usize = 10;
+
+fn instance(profile: Profile, store: Arc<dyn KeyStore>) -> ApiKeys {
+    ApiKeys::builder(profile)
+        .shared_store(store)
+        .pepper(Pepper::new(1, [3u8; 32]).unwrap())
+        .build()
+        .unwrap()
+}
+
+/// Four instances (one store each, on one database) import the same key at
+/// once, for each round: exactly one import succeeds, the rest get the same
+/// `Conflict`, and the account holds one key.
+async fn imports_store_a_key_once(stores: Vec<Arc<dyn KeyStore>>, profile: Profile) {
+    let apis: Vec<ApiKeys> = stores
+        .into_iter()
+        .map(|s| instance(profile.clone(), s))
+        .collect();
+    for round in 0..ROUNDS {
+        let account = AccountId::new(format!("imp_{round}")).unwrap();
+        let kept = profile.formats[0].generate().to_presented().to_string();
+        let tasks: Vec<_> = apis
+            .iter()
+            .map(|api| {
+                let (api, account, kept) = (api.clone(), account.clone(), kept.clone());
+                tokio::spawn(async move {
+                    api.operator()
+                        .import(
+                            &account,
+                            &kept,
+                            CreateKey::new("admin").bundle("full_access"),
+                        )
+                        .await
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(Error::Conflict(message)) => {
+                    assert_eq!(message, "the key cannot be stored: it is already in use")
+                }
+                Err(other) => panic!("round {round}: unexpected {other:?}"),
+            }
+        }
+        assert_eq!(ok, 1, "round {round}: one import stores the key");
+        let page = apis[0]
+            .operator()
+            .list(&account, ListOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(page.data.len(), 1, "round {round}");
+        // Revoking that one record leaves no other copy verifying.
+        apis[0].operator().revoke(&page.data[0].id).await.unwrap();
+        assert!(apis[1].verify(&kept).await.is_err());
+    }
+}
+
+/// Four instances race 40 creates against a limit of 3, for each round.
+async fn creates_never_exceed_the_limit(stores: Vec<Arc<dyn KeyStore>>) {
+    let mut profile = profiles::default();
+    profile.key_limit = Some(3);
+    let apis: Vec<ApiKeys> = stores
+        .into_iter()
+        .map(|s| instance(profile.clone(), s))
+        .collect();
+    for round in 0..ROUNDS {
+        let account = AccountId::new(format!("lim_{round}")).unwrap();
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let (api, account) = (apis[i % INSTANCES].clone(), account.clone());
+                tokio::spawn(async move {
+                    api.operator()
+                        .create(&account, CreateKey::new(format!("k{i}")))
+                        .await
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(Error::KeyLimitReached { limit: 3 }) => {}
+                Err(other) => panic!("round {round}: unexpected {other:?}"),
+            }
+        }
+        assert_eq!(ok, 3, "round {round}");
+    }
+}
+
+/// Four instances rotate one key with a grace period at once: one succeeds.
+async fn a_key_is_rotated_once(stores: Vec<Arc<dyn KeyStore>>) {
+    let apis: Vec<ApiKeys> = stores
+        .into_iter()
+        .map(|s| instance(profiles::mailkite(), s))
+        .collect();
+    for round in 0..ROUNDS {
+        let account = AccountId::new(format!("rot_{round}")).unwrap();
+        let first = apis[0]
+            .operator()
+            .create(&account, CreateKey::new("live"))
+            .await
+            .unwrap();
+        let tasks: Vec<_> = apis
+            .iter()
+            .map(|api| {
+                let (api, id) = (api.clone(), first.info.id.clone());
+                tokio::spawn(async move {
+                    api.operator()
+                        .rotate(&id, Rotation::Grace(Duration::from_secs(60)))
+                        .await
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(Error::AlreadyRotated) => {}
+                Err(other) => panic!("round {round}: unexpected {other:?}"),
+            }
+        }
+        assert_eq!(ok, 1, "round {round}");
+        let live = apis[0]
+            .operator()
+            .list(&account, ListOptions::default())
+            .await
+            .unwrap()
+            .data
+            .len();
+        assert_eq!(live, 2, "round {round}: the old key and one successor");
+    }
+}
+
+fn memory() -> Vec<Arc<dyn KeyStore>> {
+    let store: Arc<dyn KeyStore> = Arc::new(MemoryStore::new());
+    vec![store; INSTANCES]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_races() {
+    imports_store_a_key_once(memory(), profiles::mailjawn()).await;
+    imports_store_a_key_once(memory(), profiles::mailjet()).await;
+    creates_never_exceed_the_limit(memory()).await;
+    a_key_is_rotated_once(memory()).await;
+}
+
+#[cfg(feature = "sqlite")]
+async fn sqlite(dir: &tempfile::TempDir) -> Vec<Arc<dyn KeyStore>> {
+    let path = dir.path().join("keys.db");
+    let mut stores: Vec<Arc<dyn KeyStore>> = Vec::new();
+    for _ in 0..INSTANCES {
+        let store = keygate::SqliteStore::open(&path).await.unwrap();
+        store.migrate().await.unwrap();
+        stores.push(Arc::new(store));
+    }
+    stores
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_races() {
+    let dir = tempfile::tempdir().unwrap();
+    imports_store_a_key_once(sqlite(&dir).await, profiles::mailjawn()).await;
+    imports_store_a_key_once(sqlite(&dir).await, profiles::mailjet()).await;
+    creates_never_exceed_the_limit(sqlite(&dir).await).await;
+    a_key_is_rotated_once(sqlite(&dir).await).await;
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use std::str::FromStr;
+
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+    use super::*;
+
+    /// Four stores, each with its own pool, on one fresh schema, with the
+    /// connections' default isolation level set to `isolation`.
+    async fn stores(isolation: &str) -> Option<(support::TestPostgres, Vec<Arc<dyn KeyStore>>)> {
+        let pg = support::postgres_store().await?;
+        let mut stores: Vec<Arc<dyn KeyStore>> = Vec::new();
+        for _ in 0..INSTANCES {
+            let options = PgConnectOptions::from_str(pg.url()).unwrap().options([
+                ("search_path", format!("\"{}\"", pg.schema())),
+                // Spaces in a startup option are escaped with a backslash.
+                (
+                    "default_transaction_isolation",
+                    isolation.replace(' ', "\\ "),
+                ),
+            ]);
+            let pool = PgPoolOptions::new()
+                .max_connections(4)
+                .connect_with(options)
+                .await
+                .unwrap();
+            let level: String = sqlx::query_scalar("SHOW default_transaction_isolation")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(level, isolation);
+            let store = keygate::PostgresStore::from_pool(pool)
+                .with_channel(pg.postgres().channel())
+                .unwrap();
+            stores.push(Arc::new(store));
+        }
+        Some((pg, stores))
+    }
+
+    async fn races(isolation: &str) {
+        let Some((pg, set)) = stores(isolation).await else {
+            return;
+        };
+        imports_store_a_key_once(set.clone(), profiles::mailjawn()).await;
+        imports_store_a_key_once(set.clone(), profiles::mailjet()).await;
+        creates_never_exceed_the_limit(set.clone()).await;
+        a_key_is_rotated_once(set).await;
+        pg.cleanup().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_races_at_read_committed() {
+        races("read committed").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_races_at_repeatable_read() {
+        races("repeatable read").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_races_at_serializable() {
+        races("serializable").await;
+    }
+}
