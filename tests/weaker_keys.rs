@@ -220,3 +220,35 @@ async fn mailkite_grace_rotations_cannot_multiply_keys() {
         .count();
     assert_eq!(live, 2, "the old key in its grace period and one successor");
 }
+
+#[tokio::test]
+async fn a_scope_refusal_spends_no_token() {
+    let api = ApiKeys::in_memory(profiles::mailjawn()).unwrap();
+    let org = AccountId::new("org").unwrap();
+    let key = api
+        .operator()
+        .create(&org, CreateKey::new("reader").scopes(["subscribers:read"]))
+        .await
+        .unwrap();
+    let text = key.key.expose_secret();
+    let refused = api
+        .operation("write")
+        .unwrap()
+        .require(&api, "subscribers:write")
+        .unwrap();
+    for _ in 0..3 {
+        assert!(matches!(
+            api.verify_for(text, &refused).await,
+            Err(keygate::AuthError::Forbidden { .. })
+        ));
+    }
+    let allowed = api
+        .operation("write")
+        .unwrap()
+        .require(&api, "subscribers:read")
+        .unwrap();
+    let principal = api.verify_for(text, &allowed).await.unwrap();
+    let decision = principal.rate_limit().unwrap();
+    assert_eq!(decision.limit, 30);
+    assert_eq!(decision.remaining, 29, "the three 403s took no token");
+}

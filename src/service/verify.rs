@@ -134,8 +134,9 @@ impl ApiKeys {
         }
     }
 
-    /// Verifies a key, takes one rate-limit token from its bucket for the
-    /// operation's class, then checks the operation's scopes.
+    /// Verifies a key, checks the operation's scopes, then takes one
+    /// rate-limit token from its bucket for the operation's class (a refused
+    /// request spends no token).
     ///
     /// Over the limit is [`AuthError::RateLimited`] (429) with the decision for
     /// the response headers; an unreachable shared limiter is
@@ -157,15 +158,16 @@ impl ApiKeys {
         mut principal: Principal,
         operation: &Operation,
     ) -> Result<Principal, AuthError> {
+        // Scopes first: a request the key may not make spends no token.
+        if let Some(req) = &operation.requirement {
+            principal.require(req)?;
+        }
         if let Some((index, name)) = &operation.class {
             let decision = self.take_token(&principal.entry, *index, name).await?;
             if !decision.allowed {
                 return Err(AuthError::RateLimited { decision });
             }
             principal.rate_limit = Some(decision);
-        }
-        if let Some(req) = &operation.requirement {
-            principal.require(req)?;
         }
         Ok(principal)
     }
