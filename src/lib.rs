@@ -14,8 +14,12 @@
 //! let api = ApiKeys::in_memory(profiles::mailjawn())?;
 //! let org = AccountId::new("org_42")?;
 //!
+//! // Manage keys as the account (e.g. a signed-in dashboard user); a request
+//! // authenticated by a key would use `api.as_key(&principal)` instead.
+//! let keys = api.as_account(&org);
+//!
 //! // Create: the plaintext is returned exactly once; only its hash is stored.
-//! let new = api.create(&org, CreateKey::new("Production SDK").bundle("sdk")).await?;
+//! let new = keys.create(&org, CreateKey::new("Production SDK").bundle("sdk")).await?;
 //! let presented = new.key.expose_secret().to_owned();
 //! assert!(presented.starts_with("mj_"));
 //!
@@ -26,11 +30,11 @@
 //! assert_eq!(api.require(&principal, "emails:send").unwrap_err().status(), 403);
 //!
 //! // List: names, bundles and redacted ids, never the secret.
-//! let page = api.list(&org, ListOptions::default()).await?;
+//! let page = keys.list(&org, ListOptions::default()).await?;
 //! assert_eq!(page.data[0].redacted, format!("{}…", &presented[..8]));
 //!
 //! // Revoke: the very next verify fails with 401.
-//! api.revoke(&org, &new.info.id).await?;
+//! keys.revoke(&new.info.id).await?;
 //! let err = api.verify(&presented).await.unwrap_err();
 //! assert_eq!(err, AuthError::Revoked);
 //! assert_eq!(err.status(), 401);

@@ -352,3 +352,40 @@ async fn crafted_basic_header_is_malformed_not_a_panic() {
         .unwrap();
     assert_eq!(sent.status(), 202, "the server is still up");
 }
+
+#[tokio::test]
+async fn mailjawn_rotation_does_not_refill_the_send_quota() {
+    let product = Product::MailJawn;
+    let (api, _) = service(profiles::mailjawn());
+    let (server, admin) = start(product, &api, Options::default()).await;
+    let send = |key: String| {
+        auth(&server, product, "POST", "/v1/emails/send", &key)
+            .json(&json!({}))
+            .send()
+    };
+    let mut sent = 0;
+    while send(admin.clone()).await.unwrap().status() == 202 {
+        sent += 1;
+        assert!(sent <= 10);
+    }
+    assert_eq!(sent, 10);
+    let mut key = admin;
+    for _ in 0..5 {
+        let id = own_key_id(&server, product, &key).await;
+        let rotated = auth(
+            &server,
+            product,
+            "POST",
+            &format!("/v1/api-keys/{id}/rotate"),
+            &key,
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(rotated.status(), 201);
+        key = presented(product, &json(rotated).await);
+        let refused = send(key.clone()).await.unwrap();
+        let (headers, _) = expect_error(refused, 429, "rate_limited", &key).await;
+        assert_eq!(headers["ratelimit-remaining"], "0");
+    }
+}

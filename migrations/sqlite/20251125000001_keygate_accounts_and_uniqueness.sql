@@ -3,6 +3,9 @@
 
 -- The key that replaced this one in a rotation. A key has at most one.
 ALTER TABLE api_keys ADD COLUMN replaced_by TEXT;
+-- The first key of a rotation chain, for keys made by rotation: rate-limit
+-- state belongs to the chain.
+ALTER TABLE api_keys ADD COLUMN lineage TEXT;
 
 -- Every account that holds keys has a record (created with its first key from
 -- now on; backfilled here for keys stored before).

@@ -21,7 +21,9 @@
 //!     axum::extract::State(api): axum::extract::State<ApiKeys>,
 //!     principal: Principal,
 //! ) -> Result<Json<keygate::Page>, keygate::Error> {
-//!     Ok(Json(api.list(principal.account(), ListOptions::default()).await?))
+//!     // Act as the calling key: its own account and sub-accounts only.
+//!     let keys = api.as_key(&principal);
+//!     Ok(Json(keys.list(principal.account(), ListOptions::default()).await?))
 //! }
 //!
 //! # fn main() -> Result<(), keygate::Error> {

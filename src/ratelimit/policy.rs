@@ -104,10 +104,40 @@ impl RatePolicy {
     }
 
     /// The index of the class an HTTP method falls into (case-insensitive).
+    ///
+    /// A method no class names (OPTIONS, TRACE, PROPFIND, …) is never
+    /// unlimited when the policy maps any method: it falls into the class
+    /// that lists `*`, or else into the most restrictive method class (the
+    /// slowest refill, then the smallest burst). `None` only when no class
+    /// maps methods at all.
+    ///
+    /// ```
+    /// use keygate::{Quota, RatePolicy};
+    /// let policy = RatePolicy::new()
+    ///     .method_class("read", Quota::per_minute(100)?, ["GET"])
+    ///     .method_class("write", Quota::per_minute(30)?, ["POST"]);
+    /// assert_eq!(policy.class_for_method("PROPFIND"), policy.index_of("write"));
+    /// # Ok::<(), keygate::QuotaError>(())
+    /// ```
     pub fn class_for_method(&self, method: &str) -> Option<usize> {
-        self.classes
-            .iter()
-            .position(|c| c.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
+        let named = |m: &str| {
+            self.classes
+                .iter()
+                .position(|c| c.methods.iter().any(|x| x.eq_ignore_ascii_case(m)))
+        };
+        named(method).or_else(|| named("*")).or_else(|| {
+            self.classes
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| !c.methods.is_empty())
+                .max_by(|(_, a), (_, b)| {
+                    a.quota
+                        .emission_interval()
+                        .cmp(&b.quota.emission_interval())
+                        .then(b.quota.burst().cmp(&a.quota.burst()))
+                })
+                .map(|(i, _)| i)
+        })
     }
 
     /// A class name or HTTP method defined twice, if any.

@@ -288,6 +288,7 @@ impl Manager<'_> {
             last_used_at: None,
             revoked_at: None,
             replaced_by: None,
+            lineage: None,
         };
         inner
             .store
@@ -458,7 +459,11 @@ impl Manager<'_> {
             .store
             .revoke_key(id, api.inner.clock.now())
             .await?;
-        api.forget_limits(id);
+        let record = entry.record();
+        if record.lineage.is_none() && record.replaced_by.is_none() {
+            // No other key shares this key's rate-limit state.
+            api.forget_limits(id);
+        }
         self.audit(AuditKind::Revoked, entry.record());
         Ok(())
     }
@@ -510,12 +515,12 @@ impl Manager<'_> {
             last_used_at: None,
             revoked_at: None,
             replaced_by: None,
+            // The successor draws on its predecessor's buckets: during a grace
+            // period both share them, and a rotation never refills them.
+            lineage: Some(old.lineage().clone()),
             ..old.clone()
         };
         inner.store.rotate_key(id, record.clone(), old_key).await?;
-        if rotation == Rotation::Immediate {
-            api.forget_limits(id);
-        }
         self.audit(
             AuditKind::Rotated {
                 replacement: record.id.clone(),

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use super::{ApiKeys, Limiter, Operation, Principal, SWEEP_EVERY};
 use crate::error::{AuthError, Error};
 use crate::key::{Credential, KeyFormat, MalformedReason};
-use crate::ratelimit::{Decision, KeyBuckets};
+use crate::ratelimit::Decision;
 use crate::scope::{Requirement, ScopeSet};
 use crate::store::{KeyEntry, KeyId};
 
@@ -123,7 +123,10 @@ impl ApiKeys {
     }
 
     /// The operation an HTTP method falls into by default (GET → `read`,
-    /// POST → `write` for MailJawn); unlimited if no class claims the method.
+    /// POST → `write` for MailJawn). A method no class names falls into the
+    /// most restrictive method class ([`RatePolicy::class_for_method`](crate::RatePolicy::class_for_method)),
+    /// never unlimited; only a profile without method classes leaves it
+    /// unlimited.
     pub fn operation_for_method(&self, method: &str) -> Operation {
         let policy = &self.inner.profile.rate_limits;
         Operation {
@@ -188,23 +191,18 @@ impl ApiKeys {
             .map(|(_, q)| q)
             .or_else(|| policy.get(index).map(|c| c.quota()))
             .ok_or(AuthError::Unavailable)?;
+        // State lives in one map keyed by the key's lineage, apart from the
+        // store's or cache's entries: evicting a cached entry, resetting a
+        // secret or rotating the key never refills a bucket. The entry keeps
+        // a handle so repeated checks skip the map.
+        let lineage = record.lineage().as_str();
         let slot = entry.buckets.get_or_init(|| {
-            if inner.store.keeps_entries() {
-                Arc::new(KeyBuckets::new(policy.len()))
-            } else {
-                self.sweep_detached();
-                inner
-                    .detached
-                    .get_or_insert(record.id.as_str(), policy.len())
-            }
+            self.sweep_detached();
+            inner.detached.get_or_insert(lineage, policy.len())
         });
         let result = match &inner.limiter {
             Limiter::Local(local) => local.check_now(slot, index, quota),
-            Limiter::Shared(shared) => {
-                shared
-                    .check(record.id.as_str(), slot, index, class, quota)
-                    .await
-            }
+            Limiter::Shared(shared) => shared.check(lineage, slot, index, class, quota).await,
         };
         result.map_err(|e| {
             tracing::warn!(target: "keygate", error = %e, "rate limiter failed");

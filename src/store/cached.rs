@@ -132,7 +132,7 @@ pub struct CacheStats {
 ///     .build()
 ///     .unwrap();
 /// let org = AccountId::new("org_1").unwrap();
-/// let key = api.create(&org, CreateKey::new("ci").bundle("sdk")).await.unwrap();
+/// let key = api.operator().create(&org, CreateKey::new("ci").bundle("sdk")).await.unwrap();
 /// api.verify(key.key.expose_secret()).await.unwrap(); // a miss: asks the inner store
 /// api.verify(key.key.expose_secret()).await.unwrap(); // a hit
 /// assert_eq!(cached.stats().hits, 1);
@@ -703,6 +703,7 @@ mod tests {
             expires_at: None,
             last_used_at: None,
             revoked_at: None,
+            replaced_by: None,
         };
         let used = KeyRecord {
             last_used_at: Some(OffsetDateTime::UNIX_EPOCH),

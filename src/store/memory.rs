@@ -24,7 +24,7 @@ use crate::hash::SecretHash;
 ///
 /// let api = ApiKeys::builder(profiles::mailjawn()).store(MemoryStore::new()).build().unwrap();
 /// let org = AccountId::new("org_1").unwrap();
-/// let key = api.create(&org, CreateKey::new("ci").bundle("sdk")).await.unwrap();
+/// let key = api.operator().create(&org, CreateKey::new("ci").bundle("sdk")).await.unwrap();
 /// assert!(api.verify(key.key.expose_secret()).await.is_ok());
 /// # });
 /// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {

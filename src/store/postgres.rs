@@ -22,7 +22,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres")
 /// The key columns, JSON read back as text.
 const KEY_COLUMNS: &str = "id, account, name, format, lookup, hash, hash_version, bundle, \
      scopes::text AS scopes, rate_limits::text AS rate_limits, \
-     created_at, expires_at, last_used_at, revoked_at, replaced_by";
+     created_at, expires_at, last_used_at, revoked_at, replaced_by, lineage";
 
 /// How long a call waits for a pooled connection before the store reports
 /// itself unavailable (verify then answers 503).
@@ -268,8 +268,9 @@ fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded, channel: &'q str) -> Query
     sqlx::query(concat!(
         "WITH inserted AS (INSERT INTO api_keys (id, account, name, format, lookup, hash, \
          hash_version, bundle, scopes, rate_limits, created_at, expires_at, last_used_at, \
-         revoked_at, replaced_by) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13, $14, $16) \
+         revoked_at, replaced_by, lineage) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13, $14, $16, \
+         $17) \
          RETURNING id, lookup) \
          SELECT pg_notify($15, ",
         change!(),
@@ -291,6 +292,7 @@ fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded, channel: &'q str) -> Query
     .bind(e.revoked_at)
     .bind(channel)
     .bind(r.replaced_by.as_ref().map(KeyId::as_str))
+    .bind(r.lineage.as_ref().map(KeyId::as_str))
 }
 
 /// Starts a transaction at READ COMMITTED whatever the database's default
@@ -363,15 +365,15 @@ async fn bulk_insert(
     sqlx::query(concat!(
         "WITH inserted AS (INSERT INTO api_keys (id, account, name, format, lookup, hash, \
          hash_version, bundle, scopes, rate_limits, created_at, expires_at, last_used_at, \
-         revoked_at, replaced_by) \
+         revoked_at, replaced_by, lineage) \
          SELECT id, account, name, format, lookup, hash, hash_version, bundle, \
          scopes::jsonb, rate_limits::jsonb, created_at, expires_at, last_used_at, revoked_at, \
-         replaced_by \
+         replaced_by, lineage \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], \
          $7::bigint[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], \
-         $13::bigint[], $14::bigint[], $16::text[]) AS t(id, account, name, format, lookup, hash, \
-         hash_version, bundle, scopes, rate_limits, created_at, expires_at, last_used_at, \
-         revoked_at, replaced_by) \
+         $13::bigint[], $14::bigint[], $16::text[], $17::text[]) AS t(id, account, name, format, \
+         lookup, hash, hash_version, bundle, scopes, rate_limits, created_at, expires_at, \
+         last_used_at, revoked_at, replaced_by, lineage) \
          RETURNING id, lookup) \
          SELECT pg_notify($15, ",
         change!(),
@@ -416,6 +418,12 @@ async fn bulk_insert(
         records
             .iter()
             .map(|r| r.replaced_by.as_ref().map(KeyId::as_str))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|r| r.lineage.as_ref().map(KeyId::as_str))
             .collect::<Vec<_>>(),
     )
     .execute(conn)

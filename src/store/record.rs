@@ -248,12 +248,22 @@ pub struct KeyRecord {
     /// The key that replaced this one in a rotation. A key is rotated at most
     /// once, so a grace period cannot be used to multiply keys.
     pub replaced_by: Option<KeyId>,
+    /// The first key of this key's rotation chain, for a key made by
+    /// rotation; `None` for a key created or imported. Rate-limit state
+    /// belongs to the chain, so a rotation never refills a bucket.
+    pub lineage: Option<KeyId>,
 }
 
 impl KeyRecord {
     /// True when the key is neither revoked nor expired at `now`.
     pub fn is_active(&self, now: OffsetDateTime) -> bool {
         self.revoked_at.is_none() && self.expires_at.is_none_or(|e| e > now)
+    }
+
+    /// The id rate-limit state is kept under: the first key of its rotation
+    /// chain ([`lineage`](Self::lineage)), or its own id.
+    pub fn lineage(&self) -> &KeyId {
+        self.lineage.as_ref().unwrap_or(&self.id)
     }
 
     /// The redacted form shown in lists: the lookup id and an ellipsis.

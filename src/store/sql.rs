@@ -31,6 +31,7 @@ pub(crate) struct KeyRow {
     last_used_at: Option<i64>,
     revoked_at: Option<i64>,
     replaced_by: Option<String>,
+    lineage: Option<String>,
 }
 
 impl KeyRow {
@@ -54,6 +55,7 @@ impl KeyRow {
             last_used_at: time(self.last_used_at, "last_used_at")?,
             revoked_at: time(self.revoked_at, "revoked_at")?,
             replaced_by: self.replaced_by.map(KeyId::new),
+            lineage: self.lineage.map(KeyId::new),
             id: KeyId::new(self.id),
             account,
             name: self.name,

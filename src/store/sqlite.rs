@@ -25,7 +25,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// The key columns, in the order [`KeyRow`] reads them.
 const KEY_COLUMNS: &str = "id, account, name, format, lookup, hash, hash_version, bundle, \
-     scopes, rate_limits, created_at, expires_at, last_used_at, revoked_at, replaced_by";
+     scopes, rate_limits, created_at, expires_at, last_used_at, revoked_at, replaced_by, lineage";
 
 /// How long a writer waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -113,7 +113,7 @@ impl SqliteStore {
     ///     .build()
     ///     .unwrap();
     /// let org = AccountId::new("org_1").unwrap();
-    /// let key = api.create(&org, CreateKey::new("ci").bundle("sdk")).await.unwrap();
+    /// let key = api.operator().create(&org, CreateKey::new("ci").bundle("sdk")).await.unwrap();
     /// assert!(api.verify(key.key.expose_secret()).await.is_ok());
     /// # });
     /// ```
@@ -214,8 +214,9 @@ impl SqliteStore {
 fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded) -> Query<'q> {
     sqlx::query(
         "INSERT INTO api_keys (id, account, name, format, lookup, hash, hash_version, bundle, \
-         scopes, rate_limits, created_at, expires_at, last_used_at, revoked_at, replaced_by) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         scopes, rate_limits, created_at, expires_at, last_used_at, revoked_at, replaced_by, \
+         lineage) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(r.id.as_str())
     .bind(r.account.as_str())
@@ -232,6 +233,7 @@ fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded) -> Query<'q> {
     .bind(e.last_used_at)
     .bind(e.revoked_at)
     .bind(r.replaced_by.as_ref().map(KeyId::as_str))
+    .bind(r.lineage.as_ref().map(KeyId::as_str))
 }
 
 /// Registers a top-level account on first use; a sub-account must exist.
