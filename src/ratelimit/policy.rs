@@ -173,6 +173,23 @@ mod tests {
             .method_class("a", q, ["GET"])
             .class("b", q);
         assert_eq!(p.duplicate(), None);
-        assert_eq!(p.class_for_method("POST"), None);
+        // An unnamed method is limited by the only method class, never free.
+        assert_eq!(p.class_for_method("POST"), Some(0));
+        let named_only = RatePolicy::new().class("send", q);
+        assert_eq!(named_only.class_for_method("POST"), None);
+    }
+
+    #[test]
+    fn a_star_class_catches_unnamed_methods() {
+        let q = Quota::per_minute(1).unwrap();
+        let slow = Quota::per_hour(1).unwrap();
+        let p = RatePolicy::new()
+            .method_class("slow", slow, ["POST"])
+            .method_class("rest", q, ["GET", "*"]);
+        assert_eq!(p.class_for_method("PROPFIND"), p.index_of("rest"));
+        let p = RatePolicy::new()
+            .method_class("fast", q, ["GET"])
+            .method_class("slow", slow, ["POST"]);
+        assert_eq!(p.class_for_method("PROPFIND"), p.index_of("slow"));
     }
 }

@@ -704,6 +704,7 @@ mod tests {
             last_used_at: None,
             revoked_at: None,
             replaced_by: None,
+            lineage: None,
         };
         let used = KeyRecord {
             last_used_at: Some(OffsetDateTime::UNIX_EPOCH),
