@@ -94,7 +94,7 @@ impl Actor {
     }
 
     /// The key acting, if a key acts.
-    fn key(&self) -> Option<&Principal> {
+    pub(super) fn key(&self) -> Option<&Principal> {
         match self {
             Self::Key(p) => Some(p),
             _ => None,
@@ -283,21 +283,21 @@ impl Manager<'_> {
             *expires_at = Some(expires_at.map_or(own, |e| e.min(own)));
         }
     }
-
-    pub(super) fn audit(&self, kind: AuditKind, record: &KeyRecord) {
-        let inner = &self.api.inner;
-        inner.audit.record(&AuditEvent {
-            kind,
-            key_id: record.id.clone(),
-            account: record.account.clone(),
-            actor: self.actor.account().cloned(),
-            actor_key: self.actor.key().map(|p| p.key_id().clone()),
-            at: inner.clock.now(),
-        });
-    }
 }
 
 impl ApiKeys {
+    /// Records an audit event for `actor` acting on `record`.
+    pub(super) fn record_audit(&self, actor: &Actor, kind: AuditKind, record: &KeyRecord) {
+        self.inner.audit.record(&AuditEvent {
+            kind,
+            key_id: record.id.clone(),
+            account: record.account.clone(),
+            actor: actor.account().cloned(),
+            actor_key: actor.key().map(|p| p.key_id().clone()),
+            at: self.inner.clock.now(),
+        });
+    }
+
     /// The quota a key has for a class: its own override, else the profile's.
     pub(super) fn effective_quota(&self, principal: &Principal, class: &str) -> Option<Quota> {
         principal

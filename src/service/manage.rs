@@ -290,12 +290,20 @@ impl Manager<'_> {
             replaced_by: None,
             lineage: None,
         };
-        inner
-            .store
-            .insert_key(record.clone(), inner.profile.key_limit, now)
-            .await?;
-        self.audit(AuditKind::Created, &record);
-        Ok(KeyInfo::from_record(record))
+        let (api, actor, limit) = (
+            self.api.clone(),
+            self.actor.clone(),
+            inner.profile.key_limit,
+        );
+        to_completion(async move {
+            api.inner
+                .store
+                .insert_key(record.clone(), limit, now)
+                .await?;
+            api.record_audit(&actor, AuditKind::Created, &record);
+            Ok(KeyInfo::from_record(record))
+        })
+        .await
     }
 
     /// Checks a create or import request against the profile and the actor:
@@ -454,18 +462,21 @@ impl Manager<'_> {
         if entry.record().revoked_at.is_some() {
             return Ok(());
         }
-        let api = self.api;
-        api.inner
-            .store
-            .revoke_key(id, api.inner.clock.now())
-            .await?;
-        let record = entry.record();
-        if record.lineage.is_none() && record.replaced_by.is_none() {
-            // No other key shares this key's rate-limit state.
-            api.forget_limits(id);
-        }
-        self.audit(AuditKind::Revoked, entry.record());
-        Ok(())
+        let (api, actor, id) = (self.api.clone(), self.actor.clone(), id.clone());
+        to_completion(async move {
+            api.inner
+                .store
+                .revoke_key(&id, api.inner.clock.now())
+                .await?;
+            let record = entry.record();
+            if record.lineage.is_none() && record.replaced_by.is_none() {
+                // No other key shares this key's rate-limit state.
+                api.forget_limits(&id);
+            }
+            api.record_audit(&actor, AuditKind::Revoked, record);
+            Ok(())
+        })
+        .await
     }
 
     /// Replaces a key with a new one of the same name, format, scopes, limits
@@ -520,17 +531,18 @@ impl Manager<'_> {
             lineage: Some(old.lineage().clone()),
             ..old.clone()
         };
-        inner.store.rotate_key(id, record.clone(), old_key).await?;
-        self.audit(
-            AuditKind::Rotated {
-                replacement: record.id.clone(),
-            },
-            old,
-        );
-        Ok(NewKey {
-            key,
-            info: KeyInfo::from_record(record),
+        let (api, actor, id) = (self.api.clone(), self.actor.clone(), id.clone());
+        let info = to_completion(async move {
+            api.inner
+                .store
+                .rotate_key(&id, record.clone(), old_key)
+                .await?;
+            let replacement = record.id.clone();
+            api.record_audit(&actor, AuditKind::Rotated { replacement }, entry.record());
+            Ok(KeyInfo::from_record(record))
         })
+        .await?;
+        Ok(NewKey { key, info })
     }
 
     /// Issues a new secret under the same key id; the old secret fails at once.
@@ -552,18 +564,20 @@ impl Manager<'_> {
             KeyFormat::Token(_) => api.generate(format).await?,
         };
         let hash = api.inner.hasher.hash(key.expose_secret());
-        api.inner
-            .store
-            .replace_secret(id, key.lookup(), hash.clone())
-            .await?;
-        self.audit(AuditKind::SecretReset, record);
         let mut updated = entry.snapshot();
         updated.lookup = key.lookup().to_owned();
         updated.hash = hash;
-        Ok(NewKey {
-            key,
-            info: KeyInfo::from_record(updated),
+        let (api, actor) = (self.api.clone(), self.actor.clone());
+        let info = to_completion(async move {
+            api.inner
+                .store
+                .replace_secret(&updated.id, &updated.lookup, updated.hash.clone())
+                .await?;
+            api.record_audit(&actor, AuditKind::SecretReset, entry.record());
+            Ok(KeyInfo::from_record(updated))
         })
+        .await?;
+        Ok(NewKey { key, info })
     }
 }
 
@@ -602,6 +616,33 @@ impl ApiKeys {
             shared.forget(id.as_str());
         }
     }
+}
+
+/// Runs a store write and its follow-ups (audit event, rate-limit state) to
+/// the end even when the caller's future is dropped halfway, as an axum
+/// handler's is when its client disconnects: on a tokio runtime the write runs
+/// as a task the caller awaits, so dropping the caller leaves the task
+/// running. Without a runtime (the default build, whose memory store never
+/// suspends) it runs inline.
+async fn to_completion<T: Send + 'static>(
+    write: impl std::future::Future<Output = Result<T, Error>> + Send + 'static,
+) -> Result<T, Error> {
+    #[cfg(any(
+        feature = "sqlite",
+        feature = "postgres",
+        feature = "redis",
+        feature = "axum"
+    ))]
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        return match runtime.spawn(write).await {
+            Ok(done) => done,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(Error::Store(crate::store::StoreError::Unavailable(
+                "the runtime is shutting down".into(),
+            ))),
+        };
+    }
+    write.await
 }
 
 /// A create request after validation, ready to become a record.
