@@ -151,6 +151,70 @@ async fn a_key_is_rotated_once(stores: Vec<Arc<dyn KeyStore>>) {
     }
 }
 
+/// Four instances reset one key's secret at once, and revoke races rotate:
+/// exactly the last reset secret verifies, and a revoked key never works
+/// (nor does a successor appear after its revocation was decided).
+async fn resets_and_revokes_race_cleanly(stores: Vec<Arc<dyn KeyStore>>) {
+    let apis: Vec<ApiKeys> = stores
+        .into_iter()
+        .map(|s| instance(profiles::mailjet(), s))
+        .collect();
+    for round in 0..ROUNDS {
+        let account = AccountId::new(format!("rst_{round}")).unwrap();
+        let first = apis[0]
+            .operator()
+            .create(&account, CreateKey::new("pair"))
+            .await
+            .unwrap();
+        let tasks: Vec<_> = apis
+            .iter()
+            .map(|api| {
+                let (api, id) = (api.clone(), first.info.id.clone());
+                tokio::spawn(async move { api.operator().reset_secret(&id).await })
+            })
+            .collect();
+        let mut secrets = Vec::new();
+        for task in tasks {
+            secrets.push(task.await.unwrap().unwrap().key.to_presented().to_string());
+        }
+        let mut working = 0;
+        for secret in &secrets {
+            if apis[1].verify(secret).await.is_ok() {
+                working += 1;
+            }
+        }
+        assert_eq!(working, 1, "round {round}: one reset wins");
+        assert!(apis[2]
+            .verify(&first.key.to_presented().to_string())
+            .await
+            .is_err());
+
+        // Revoke and rotate race on one key.
+        let key = apis[0]
+            .operator()
+            .create(&account, CreateKey::new("raced"))
+            .await
+            .unwrap();
+        let (a, b) = (apis[1].clone(), apis[2].clone());
+        let (id_a, id_b) = (key.info.id.clone(), key.info.id.clone());
+        let revoke = tokio::spawn(async move { a.operator().revoke(&id_a).await });
+        let rotate =
+            tokio::spawn(async move { b.operator().rotate(&id_b, Rotation::Immediate).await });
+        revoke.await.unwrap().unwrap();
+        match rotate.await.unwrap() {
+            Ok(next) => assert!(apis[3]
+                .verify(&next.key.to_presented().to_string())
+                .await
+                .is_ok()),
+            Err(e) => assert_eq!(e, Error::Revoked, "round {round}"),
+        }
+        assert!(apis[3]
+            .verify(&key.key.to_presented().to_string())
+            .await
+            .is_err());
+    }
+}
+
 fn memory() -> Vec<Arc<dyn KeyStore>> {
     let store: Arc<dyn KeyStore> = Arc::new(MemoryStore::new());
     vec![store; INSTANCES]
@@ -162,6 +226,7 @@ async fn memory_races() {
     imports_store_a_key_once(memory(), profiles::mailjet()).await;
     creates_never_exceed_the_limit(memory()).await;
     a_key_is_rotated_once(memory()).await;
+    resets_and_revokes_race_cleanly(memory()).await;
 }
 
 #[cfg(feature = "sqlite")]
@@ -184,6 +249,7 @@ async fn sqlite_races() {
     imports_store_a_key_once(sqlite(&dir).await, profiles::mailjet()).await;
     creates_never_exceed_the_limit(sqlite(&dir).await).await;
     a_key_is_rotated_once(sqlite(&dir).await).await;
+    resets_and_revokes_race_cleanly(sqlite(&dir).await).await;
 }
 
 #[cfg(feature = "postgres")]
@@ -233,7 +299,8 @@ mod postgres {
         imports_store_a_key_once(set.clone(), profiles::mailjawn()).await;
         imports_store_a_key_once(set.clone(), profiles::mailjet()).await;
         creates_never_exceed_the_limit(set.clone()).await;
-        a_key_is_rotated_once(set).await;
+        a_key_is_rotated_once(set.clone()).await;
+        resets_and_revokes_race_cleanly(set).await;
         pg.cleanup().await;
     }
 

@@ -560,7 +560,10 @@ impl KeyStore for PostgresStore {
     }
 
     async fn revoke_key(&self, id: &KeyId, at: OffsetDateTime) -> Result<(), StoreError> {
-        // One statement: the update and its notification commit together.
+        // One statement: the update and its notification commit together. It
+        // runs at READ COMMITTED whatever the default, so a revocation racing
+        // another write waits for it instead of failing to serialize.
+        let mut tx = begin(&self.pool).await?;
         let done = sqlx::query(concat!(
             "WITH revoked AS (UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) \
              WHERE id = $2 RETURNING id, lookup) \
@@ -571,13 +574,13 @@ impl KeyStore for PostgresStore {
         .bind(to_millis(at))
         .bind(id.as_str())
         .bind(&*self.channel)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(sql::map_err)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        Ok(())
+        tx.commit().await.map_err(sql::map_err)
     }
 
     async fn replace_secret(
