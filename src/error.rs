@@ -35,9 +35,6 @@ pub enum AuthError {
         /// The requirement that was not met, e.g. `subscribers:read`.
         required: String,
     },
-    /// The resource does not exist or belongs to another account. HTTP 404.
-    #[error("not found")]
-    NotFound,
     /// The key exceeded its rate limit for this operation class. HTTP 429.
     #[error("rate limit exceeded")]
     RateLimited {
@@ -67,7 +64,6 @@ impl AuthError {
             | Self::Revoked
             | Self::Expired => 401,
             Self::Forbidden { .. } => 403,
-            Self::NotFound => 404,
             Self::RateLimited { .. } => 429,
             Self::Unavailable => 503,
         }
@@ -82,7 +78,6 @@ impl AuthError {
             Self::Revoked => "revoked_api_key",
             Self::Expired => "expired_api_key",
             Self::Forbidden { .. } => "insufficient_scope",
-            Self::NotFound => "not_found",
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable => "unavailable",
         }
@@ -138,6 +133,11 @@ pub enum Error {
     /// The key store failed or cannot be reached.
     #[error("key store error: {0}")]
     Store(StoreError),
+    /// Authentication or authorisation failed (a handler that verifies and
+    /// then manages keys can use `?` on both). Status and code are the
+    /// [`AuthError`]'s own.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 impl Error {
@@ -153,6 +153,7 @@ impl Error {
             Self::Scope(_) | Self::Invalid(_) | Self::Account(_) => 400,
             Self::Store(StoreError::Unavailable(_)) => 503,
             Self::Store(_) => 500,
+            Self::Auth(e) => e.status(),
         }
     }
 
@@ -173,6 +174,7 @@ impl Error {
             Self::Conflict(_) => "conflict",
             Self::Store(StoreError::Unavailable(_)) => "unavailable",
             Self::Store(_) => "store_error",
+            Self::Auth(e) => e.code(),
         }
     }
 }

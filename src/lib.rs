@@ -76,7 +76,12 @@
 pub mod audit;
 pub mod clock;
 mod error;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(any(
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "redis",
+    feature = "axum"
+))]
 mod flusher;
 pub mod hash;
 #[cfg(feature = "axum")]
@@ -91,7 +96,12 @@ pub mod store;
 pub use audit::{AuditEvent, AuditKind, AuditSink, MemoryAudit, TracingAudit};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{AuthError, ConfigError, Error};
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(any(
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "redis",
+    feature = "axum"
+))]
 pub use flusher::LastUsedFlusher;
 pub use hash::{Hasher, Pepper};
 pub use key::{Credential, KeyFormat, MalformedReason, PairFormat, PlaintextKey, TokenFormat};
@@ -109,14 +119,19 @@ pub use ratelimit::{RedisFailure, RedisRateLimiter, RedisRateLimiterBuilder};
 pub use redis;
 pub use scope::{Requirement, ScopeCatalog, ScopeSet};
 pub use service::{
-    Actor, ApiKeys, ApiKeysBuilder, CreateKey, KeyInfo, ListOptions, Manager, NewKey, Operation,
-    Page, Principal, Rotation, MAX_NAME_LEN, MAX_PAGE_SIZE,
+    Actor, ApiKeys, ApiKeysBuilder, CreateKey, KeyInfo, ListOptions, Manager, NewKey,
+    NewKeyResponse, Operation, Page, Principal, Rotation, MAX_NAME_LEN, MAX_PAGE_SIZE,
+    MAX_REQUEST_LIMITS, MAX_REQUEST_SCOPES,
 };
 #[cfg(feature = "postgres")]
 pub use store::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 pub use store::{AccountId, CacheConfig, CachedStore, KeyId, KeyStore, MemoryStore, StoreError};
+/// The `time` crate keygate's timestamps come from (`OffsetDateTime` in
+/// [`KeyInfo`], [`CreateKey::expires_at`]), re-exported so callers need no
+/// version of their own.
+pub use time;
 
 /// The README's examples, compiled and run as doc tests (they use every feature).
 #[cfg(all(

@@ -87,14 +87,9 @@ pub async fn admin_key(api: &ApiKeys, import: Option<&str>) -> Result<String, Er
     let request = full_access(api, "admin");
     match import {
         Some(key) => {
+            // Idempotent: a restart finds the key already stored.
             let key = key.trim();
-            match api.operator().import(&admin, key, request).await {
-                Ok(_) => {}
-                // Stored by an earlier start: fine if it is still the admin's.
-                Err(Error::Conflict(_))
-                    if api.verify(key).await.is_ok_and(|p| p.account() == &admin) => {}
-                Err(e) => return Err(e),
-            }
+            api.operator().ensure_key(&admin, key, request).await?;
             Ok(key.to_owned())
         }
         None => {
@@ -336,14 +331,9 @@ struct DomainBody {
 
 // ----- responses -----------------------------------------------------------
 
-/// A new key as JSON: its info plus `key`, the plaintext shown this once
-/// (for key pairs the secret key; `public_key` is in the info).
+/// A new key as JSON, the one time its plaintext is shown.
 fn new_key_json(new: &NewKey) -> Value {
-    let mut value = json!(new.info);
-    if let Value::Object(map) = &mut value {
-        map.insert("key".into(), Value::from(new.key.expose_secret()));
-    }
-    value
+    json!(new.response())
 }
 
 fn created(value: Value) -> Response {

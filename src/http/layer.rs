@@ -17,7 +17,7 @@ use super::https::{refusal, HttpsOnlyLayer};
 use super::response::{auth_error_response, challenges, insert_rate_limit_headers};
 use crate::error::Error;
 use crate::scope::Requirement;
-use crate::service::{ApiKeys, Operation};
+use crate::service::{ApiKeys, Operation, Principal};
 
 /// A tower [`Layer`] that authenticates requests with API keys.
 ///
@@ -43,11 +43,22 @@ use crate::service::{ApiKeys, Operation};
 /// maps the request method to (MailJawn: GET/HEAD → `read`, POST/PUT/PATCH/DELETE
 /// → `write`). Operations are built once, when the layer is configured.
 ///
-/// Apply **one** `ApiKeyLayer` per route: a route wrapped twice would be
-/// counted twice. Use [`Router::route_layer`](axum::Router::route_layer) for
-/// a group of routes with method-based classes, and
+/// Layers compose: an inner layer that finds the request already verified by
+/// an outer one only checks its own scope requirement, and takes a token only
+/// when its class differs from the one already charged; it never verifies the
+/// key again or charges the same bucket twice. Use
+/// [`Router::route_layer`](axum::Router::route_layer) for a group of routes
+/// with method-based classes, and
 /// [`MethodRouter::route_layer`](axum::routing::MethodRouter::route_layer)
-/// for a route's own class and scopes:
+/// for a route's own class and scopes.
+///
+/// **Pitfall:** `MethodRouter::route_layer` wraps only the methods added
+/// *before* it: in `get(a).route_layer(keys.require(..)?).post(b)`, POST is
+/// not protected. Add every method first, then the layer, or give each method
+/// its own `.route(path, method(handler).route_layer(..))` as below. A
+/// handler that takes a [`Principal`] on a route no layer covers answers 500
+/// (a configuration error), never serves the request anonymously.
+///
 ///
 /// ```
 /// use axum::{routing::{get, post}, Router};
@@ -317,12 +328,14 @@ where
                         return Ok(refusal());
                     }
                 }
-                let verified = match config.sources.extract(request.headers()) {
-                    Ok(presented) => {
-                        let operation = config.operation(request.method());
-                        config.api.verify_for(&presented, &operation).await
-                    }
-                    Err(e) => Err(e),
+                let operation = config.operation(request.method());
+                let already = request.extensions_mut().remove::<Principal>();
+                let verified = match (already, config.sources.extract(request.headers())) {
+                    // An outer layer verified this request: refine, never
+                    // verify or charge the same bucket again.
+                    (Some(principal), _) => config.api.refine(principal, &operation).await,
+                    (None, Ok(presented)) => config.api.verify_for(&presented, &operation).await,
+                    (None, Err(e)) => Err(e),
                 };
                 let principal = match verified {
                     Ok(principal) => principal,
@@ -331,8 +344,12 @@ where
                 let decision = principal.rate_limit().copied();
                 request.extensions_mut().insert(principal);
                 let mut response = inner.call(request).await?.into_response();
+                // An inner layer's narrower decision, already on the
+                // response, is the one the client sees.
                 if let Some(decision) = decision {
-                    insert_rate_limit_headers(response.headers_mut(), &decision);
+                    if !response.headers().contains_key("ratelimit-limit") {
+                        insert_rate_limit_headers(response.headers_mut(), &decision);
+                    }
                 }
                 Ok(response)
             }),

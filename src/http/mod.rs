@@ -47,6 +47,7 @@ mod layer;
 mod response;
 
 pub use extract::{extract_credential, PresentedKey, MAX_CREDENTIAL_LEN};
+pub use extractor::MissingLayer;
 pub use https::{HttpsOnly, HttpsOnlyFuture, HttpsOnlyLayer};
 pub use layer::{ApiKeyLayer, ApiKeyService, ResponseFuture};
 pub use response::{

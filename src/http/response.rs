@@ -143,6 +143,9 @@ impl IntoResponse for AuthError {
 /// without their details (`503` when unavailable, `500` otherwise).
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
+        if let Error::Auth(e) = self {
+            return e.into_response();
+        }
         let status =
             StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let message = match &self {
@@ -217,7 +220,6 @@ mod tests {
         assert_eq!(r.headers()[RETRY_AFTER], "6");
 
         assert_eq!(AuthError::Unavailable.into_response().status(), 503);
-        assert_eq!(AuthError::NotFound.into_response().status(), 404);
     }
 
     #[test]

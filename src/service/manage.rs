@@ -23,23 +23,64 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 /// How many times creation retries when a profile wants unique lookup ids.
 const LOOKUP_RETRIES: usize = 8;
 
+/// Most scopes one create request may name.
+pub const MAX_REQUEST_SCOPES: usize = 128;
+
+/// Most rate-limit overrides one create request may carry.
+pub const MAX_REQUEST_LIMITS: usize = 32;
+
 /// What a new key should be: its name and what it may do.
+///
+/// It deserializes from a request body such as
+/// `{"name": "CI", "bundle": "sdk", "expires_at": "2030-01-01T00:00:00Z",
+/// "rate_limits": {"send": {"limit": 5, "period_ms": 60000}}}` (`label` is
+/// accepted for `name`; unknown fields are refused). What it asks for is
+/// checked when the key is created: at most [`MAX_REQUEST_SCOPES`] scopes
+/// and [`MAX_REQUEST_LIMITS`] overrides, known names only.
 ///
 /// ```
 /// use keygate::CreateKey;
 /// let request = CreateKey::new("Production SDK").bundle("sdk");
+/// let parsed: CreateKey = serde_json::from_str(r#"{"name": "Production SDK", "bundle": "sdk"}"#).unwrap();
+/// assert_eq!(parsed.name(), request.name());
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateKey {
+    #[serde(alias = "label")]
     name: String,
+    #[serde(default)]
     bundle: Option<String>,
+    #[serde(default)]
     scopes: Vec<String>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
     expires_at: Option<OffsetDateTime>,
+    #[serde(default)]
     format: Option<String>,
+    #[serde(default, deserialize_with = "limits_from_map")]
     rate_limits: Vec<(String, Quota)>,
 }
 
+/// Rate-limit overrides as a JSON object: class name → quota.
+fn limits_from_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<(String, Quota)>, D::Error> {
+    let map: std::collections::BTreeMap<String, Quota> = serde::Deserialize::deserialize(d)?;
+    Ok(map.into_iter().collect())
+}
+
 impl CreateKey {
+    /// The requested name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// True when the request names neither a bundle nor a scope (the
+    /// profile's default bundle then applies).
+    pub fn has_grant(&self) -> bool {
+        self.bundle.is_some() || !self.scopes.is_empty()
+    }
+
     /// A request for a key labelled `name`.
     pub fn new(name: impl Into<String>) -> Self {
         Self {
@@ -168,6 +209,49 @@ pub struct NewKey {
     pub key: PlaintextKey,
     /// The stored key's public view.
     pub info: KeyInfo,
+}
+
+impl NewKey {
+    /// The one-time response body for this key: its [`KeyInfo`] fields plus
+    /// `key`, the plaintext (for key pairs the secret key; `public_key` is in
+    /// the info). This is the only serialized form that carries a secret:
+    /// send it once, to the client that asked, and never log it.
+    ///
+    /// ```
+    /// use keygate::{profiles, AccountId, ApiKeys, CreateKey};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let api = ApiKeys::in_memory(profiles::mailjawn())?;
+    /// let org = AccountId::new("org")?;
+    /// let new = api.operator().create(&org, CreateKey::new("ci").bundle("sdk")).await?;
+    /// let body = serde_json::to_value(new.response())?;
+    /// assert_eq!(body["key"], new.key.expose_secret());
+    /// assert_eq!(body["name"], "ci");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn response(&self) -> NewKeyResponse<'_> {
+        NewKeyResponse {
+            info: &self.info,
+            key: self.key.expose_secret(),
+        }
+    }
+}
+
+/// The serialized one-time response for a [`NewKey`]; see [`NewKey::response`].
+#[derive(Serialize)]
+pub struct NewKeyResponse<'a> {
+    #[serde(flatten)]
+    info: &'a KeyInfo,
+    key: &'a str,
+}
+
+impl std::fmt::Debug for NewKeyResponse<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewKeyResponse")
+            .field("info", self.info)
+            .field("key", &"[redacted]")
+            .finish()
+    }
 }
 
 /// One page of a key listing.
@@ -312,6 +396,16 @@ impl Manager<'_> {
     fn check_request(&self, request: &CreateKey, now: OffsetDateTime) -> Result<Checked, Error> {
         let profile = &self.api.inner.profile;
         let name = validate_name(&request.name)?;
+        if request.scopes.len() > MAX_REQUEST_SCOPES {
+            return Err(Error::Invalid(format!(
+                "at most {MAX_REQUEST_SCOPES} scopes per key"
+            )));
+        }
+        if request.rate_limits.len() > MAX_REQUEST_LIMITS {
+            return Err(Error::Invalid(format!(
+                "at most {MAX_REQUEST_LIMITS} rate-limit overrides per key"
+            )));
+        }
         let (bundle, scopes) = match (&request.bundle, request.scopes.is_empty()) {
             (None, true) => match &profile.default_bundle {
                 Some(b) => (Some(b.clone()), Vec::new()),
@@ -423,6 +517,63 @@ impl Manager<'_> {
                 Error::Conflict(_) => cannot(),
                 other => other,
             })
+    }
+
+    /// Makes sure a key kept elsewhere (e.g. an admin key in a secret manager,
+    /// read at every start) is stored for `account`: imports it when absent,
+    /// and succeeds without change when it is already stored, active, for
+    /// `account` with the same grant. Any other state (revoked, another
+    /// account, another grant) is [`Error::Conflict`]; a revoked key is never
+    /// brought back. Operator only, like [`import`](Self::import). Safe to
+    /// call from several instances at once.
+    ///
+    /// ```
+    /// use keygate::{profiles, AccountId, ApiKeys, CreateKey};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let api = ApiKeys::in_memory(profiles::mailjawn())?;
+    /// let admin = AccountId::new("org_admin")?;
+    /// let kept = api.profile().formats[0].generate();
+    /// let grant = || CreateKey::new("admin").bundle("full_access");
+    /// let first = api.operator().ensure_key(&admin, kept.expose_secret(), grant()).await?;
+    /// let again = api.operator().ensure_key(&admin, kept.expose_secret(), grant()).await?;
+    /// assert_eq!(first.id, again.id);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn ensure_key(
+        &self,
+        account: &AccountId,
+        plaintext: &str,
+        request: CreateKey,
+    ) -> Result<KeyInfo, Error> {
+        let (bundle, scopes) = (request.bundle.clone(), request.scopes.clone());
+        let default = self.api.inner.profile.default_bundle.clone();
+        let same_grant = |info: &KeyInfo| match (&bundle, scopes.is_empty()) {
+            (None, true) => info.bundle == default && info.scopes.is_empty(),
+            _ => info.bundle == bundle && info.scopes == scopes,
+        };
+        for _ in 0..2 {
+            match self.import(account, plaintext, request.clone()).await {
+                Err(Error::Conflict(message)) => match self.api.stored_info(plaintext).await {
+                    Some(info)
+                        if &info.account == account
+                            && info.revoked_at.is_none()
+                            && same_grant(&info) =>
+                    {
+                        return Ok(info)
+                    }
+                    // Taken by a concurrent import that was then revoked, or
+                    // held by something else: nothing to reconcile.
+                    Some(_) => return Err(Error::Conflict(message)),
+                    // The clash went away (a racing import failed): try again.
+                    None => continue,
+                },
+                other => return other,
+            }
+        }
+        Err(Error::Conflict(
+            "the key cannot be stored: it is already in use".into(),
+        ))
     }
 
     /// Lists `account`'s keys (redacted, never the secret).
@@ -582,6 +733,20 @@ impl Manager<'_> {
 }
 
 impl ApiKeys {
+    /// The stored key whose secret is `plaintext`, if any (revoked included).
+    async fn stored_info(&self, plaintext: &str) -> Option<KeyInfo> {
+        let credential = self.parse(plaintext).ok()?;
+        let secret = credential.expose_secret();
+        self.inner
+            .store
+            .find_by_lookup(credential.lookup())
+            .await
+            .ok()?
+            .into_iter()
+            .find(|e| self.inner.hasher.verify(secret, &e.record().hash))
+            .map(|e| KeyInfo::from_record(e.snapshot()))
+    }
+
     /// The configured format a stored key was made with.
     fn configured_format(&self, label: &str) -> Result<&KeyFormat, Error> {
         self.inner

@@ -39,7 +39,8 @@ use crate::store::{KeyId, KeyStore};
 pub use accounts::Actor;
 pub use builder::ApiKeysBuilder;
 pub use manage::{
-    CreateKey, KeyInfo, ListOptions, Manager, NewKey, Page, Rotation, MAX_NAME_LEN, MAX_PAGE_SIZE,
+    CreateKey, KeyInfo, ListOptions, Manager, NewKey, NewKeyResponse, Page, Rotation, MAX_NAME_LEN,
+    MAX_PAGE_SIZE, MAX_REQUEST_LIMITS, MAX_REQUEST_SCOPES,
 };
 pub use principal::{Operation, Principal};
 

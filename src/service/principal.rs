@@ -65,6 +65,8 @@ pub struct Principal {
     pub(super) entry: Arc<KeyEntry>,
     pub(super) scopes: ScopeSet,
     pub(super) rate_limit: Option<Decision>,
+    /// The operation class a token was taken from for this request, if any.
+    pub(super) charged: Option<usize>,
 }
 
 impl Principal {

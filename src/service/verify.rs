@@ -102,6 +102,7 @@ impl ApiKeys {
             entry,
             scopes,
             rate_limit: None,
+            charged: None,
         })
     }
 
@@ -171,8 +172,31 @@ impl ApiKeys {
                 return Err(AuthError::RateLimited { decision });
             }
             principal.rate_limit = Some(decision);
+            principal.charged = Some(*index);
         }
         Ok(principal)
+    }
+
+    /// Refines a principal already admitted for this request (by an outer
+    /// layer) with a narrower operation: checks its scopes, and takes a token
+    /// only if its class differs from the one already charged, so nested
+    /// checks never verify or charge the same bucket twice.
+    pub async fn refine(
+        &self,
+        principal: Principal,
+        operation: &Operation,
+    ) -> Result<Principal, AuthError> {
+        match &operation.class {
+            Some((index, _)) if principal.charged != Some(*index) => {
+                self.admit(principal, operation).await
+            }
+            _ => {
+                if let Some(req) = &operation.requirement {
+                    principal.require(req)?;
+                }
+                Ok(principal)
+            }
+        }
     }
 
     async fn take_token(

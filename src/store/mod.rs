@@ -193,3 +193,79 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
         false
     }
 }
+
+/// A shared store is a store: `ApiKeys::builder(p).store(Arc::clone(&store))`
+/// lets several services (or a service and your own code) use one store.
+#[async_trait]
+impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
+    async fn create_account(&self, account: AccountRecord) -> Result<(), StoreError> {
+        (**self).create_account(account).await
+    }
+
+    async fn get_account(&self, id: &AccountId) -> Result<Option<AccountRecord>, StoreError> {
+        (**self).get_account(id).await
+    }
+
+    async fn insert_key(
+        &self,
+        record: KeyRecord,
+        limit: Option<u32>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        (**self).insert_key(record, limit, now).await
+    }
+
+    async fn insert_keys(&self, records: Vec<KeyRecord>) -> Result<(), StoreError> {
+        (**self).insert_keys(records).await
+    }
+
+    async fn find_by_lookup(&self, lookup: &str) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
+        (**self).find_by_lookup(lookup).await
+    }
+
+    async fn get_key(&self, id: &KeyId) -> Result<Option<Arc<KeyEntry>>, StoreError> {
+        (**self).get_key(id).await
+    }
+
+    async fn list_keys(
+        &self,
+        account: &AccountId,
+        query: &ListQuery,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        (**self).list_keys(account, query).await
+    }
+
+    async fn revoke_key(&self, id: &KeyId, at: OffsetDateTime) -> Result<(), StoreError> {
+        (**self).revoke_key(id, at).await
+    }
+
+    async fn replace_secret(
+        &self,
+        id: &KeyId,
+        lookup: &str,
+        hash: SecretHash,
+    ) -> Result<(), StoreError> {
+        (**self).replace_secret(id, lookup, hash).await
+    }
+
+    async fn rotate_key(
+        &self,
+        old: &KeyId,
+        new: KeyRecord,
+        old_key: OldKey,
+    ) -> Result<(), StoreError> {
+        (**self).rotate_key(old, new, old_key).await
+    }
+
+    async fn record_last_used(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
+        (**self).record_last_used(uses).await
+    }
+
+    fn needs_last_used_flush(&self) -> bool {
+        (**self).needs_last_used_flush()
+    }
+
+    fn keeps_entries(&self) -> bool {
+        (**self).keeps_entries()
+    }
+}

@@ -1,0 +1,284 @@
+//! The API is hard to misuse: each case here was a trap a reviewer fell into
+//! (nested layers charging twice, a method added after `route_layer` served
+//! without a key, a `Principal` on an unlayered route answering 401, account
+//! ids deserialized unchecked, `?` not mixing auth and management errors, a
+//! shared store that could not be passed as one, a bootstrap key that could
+//! not be imported twice).
+#![cfg(feature = "axum")]
+
+mod http_support;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+use http_support::{expect_error, header, serve};
+use keygate::http::ApiKeyLayer;
+use keygate::{
+    profiles, AccountId, ApiKeys, CreateKey, Error, ListOptions, MemoryStore, Page, Principal,
+    Quota,
+};
+use serde_json::json;
+
+async fn whoami(principal: Principal) -> String {
+    principal.name().to_owned()
+}
+
+async fn open() -> &'static str {
+    "open"
+}
+
+async fn admin(api: &ApiKeys) -> String {
+    let org = AccountId::new("org").unwrap();
+    let key = api
+        .operator()
+        .create(&org, CreateKey::new("admin").bundle("full_access"))
+        .await
+        .unwrap();
+    key.key.expose_secret().to_owned()
+}
+
+#[tokio::test]
+async fn nested_layers_verify_and_charge_once() {
+    let api = ApiKeys::in_memory(profiles::mailjawn()).unwrap();
+    let key = admin(&api).await;
+    let keys = ApiKeyLayer::new(api.clone());
+    let app = Router::new()
+        .route(
+            "/v1/subscribers",
+            get(whoami).route_layer(keys.require("subscribers:read").unwrap()),
+        )
+        .route(
+            "/v1/emails/send",
+            post(whoami).route_layer(keys.operation("send").unwrap()),
+        )
+        .route(
+            "/v1/campaigns",
+            get(whoami).route_layer(keys.require("campaigns:write").unwrap()),
+        )
+        .route_layer(keys.clone());
+    let server = serve(app).await;
+    for expected in ["99", "98", "97"] {
+        let r = server
+            .get("/v1/subscribers")
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(r.headers(), "ratelimit-remaining"), expected);
+    }
+    // An inner route class is charged once, in its own bucket; the outer
+    // method class is charged once too.
+    let r = server
+        .post("/v1/emails/send")
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(r.headers(), "ratelimit-limit"), "10");
+    assert_eq!(header(r.headers(), "ratelimit-remaining"), "9");
+    // The inner layer's scope still applies.
+    let sdk = api
+        .operator()
+        .create(
+            &AccountId::new("org").unwrap(),
+            CreateKey::new("sdk").scopes(["subscribers:read"]),
+        )
+        .await
+        .unwrap();
+    let sdk = sdk.key.expose_secret().to_owned();
+    let r = server
+        .get("/v1/campaigns")
+        .bearer_auth(&sdk)
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 403, "insufficient_scope", &sdk).await;
+}
+
+#[tokio::test]
+async fn a_principal_without_a_layer_is_a_loud_configuration_error() {
+    let api = ApiKeys::in_memory(profiles::mailjawn()).unwrap();
+    let key = admin(&api).await;
+    let keys = ApiKeyLayer::new(api.clone());
+    let app = Router::new()
+        // The pitfall: POST is added after the layer, so the layer does not
+        // wrap it. A handler that wants a Principal fails loudly...
+        .route(
+            "/v1/subscribers",
+            get(whoami)
+                .route_layer(keys.require("subscribers:read").unwrap())
+                .post(whoami),
+        )
+        // ...as does one on a route with no layer at all.
+        .route("/v1/me", get(whoami))
+        .route("/v1/open", get(open));
+    let server = serve(app).await;
+    for (method, path) in [("POST", "/v1/subscribers"), ("GET", "/v1/me")] {
+        for with_key in [false, true] {
+            let request = if method == "POST" {
+                server.post(path)
+            } else {
+                server.get(path)
+            };
+            let request = if with_key {
+                request.bearer_auth(&key)
+            } else {
+                request
+            };
+            let r = request.send().await.unwrap();
+            expect_error(r, 500, "api_key_layer_missing", &key).await;
+        }
+    }
+    let r = server.get("/v1/subscribers").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = server.get("/v1/open").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[test]
+fn account_ids_deserialize_through_their_validation() {
+    for bad in [
+        json!(""),
+        json!("a\u{0}b"),
+        json!("line\nbreak"),
+        json!("x".repeat(500)),
+        json!("a//b"),
+        json!("/a"),
+    ] {
+        assert!(
+            serde_json::from_value::<AccountId>(bad.clone()).is_err(),
+            "{bad}"
+        );
+    }
+    let ok: AccountId = serde_json::from_value(json!("org_1/eu")).unwrap();
+    assert_eq!(ok.parent(), Some(AccountId::new("org_1").unwrap()));
+}
+
+/// Verification and management errors mix with `?` in one handler.
+async fn list_with(api: &ApiKeys, presented: &str) -> Result<Page, Error> {
+    let principal = api.verify(presented).await?;
+    let page = api
+        .as_key(&principal)
+        .list(principal.account(), ListOptions::default())
+        .await?;
+    Ok(page)
+}
+
+#[tokio::test]
+async fn auth_and_management_errors_share_one_type() {
+    let api = ApiKeys::in_memory(profiles::mailjawn()).unwrap();
+    let key = admin(&api).await;
+    assert_eq!(list_with(&api, &key).await.unwrap().data.len(), 1);
+    let err = list_with(&api, "mj_garbage").await.unwrap_err();
+    assert_eq!(err.status(), 401);
+    assert_eq!(err.code(), "malformed_api_key");
+}
+
+#[tokio::test]
+async fn a_shared_store_is_passed_as_a_store() {
+    let store = Arc::new(MemoryStore::new());
+    let a = ApiKeys::builder(profiles::mailjawn())
+        .store(Arc::clone(&store))
+        .build()
+        .unwrap();
+    let b = ApiKeys::builder(profiles::mailjawn())
+        .store(Arc::clone(&store))
+        .build()
+        .unwrap();
+    let org = AccountId::new("org").unwrap();
+    a.operator()
+        .create(&org, CreateKey::new("k").bundle("sdk"))
+        .await
+        .unwrap();
+    assert_eq!(store.len(), 1);
+    assert_eq!(
+        b.operator()
+            .list(&org, ListOptions::default())
+            .await
+            .unwrap()
+            .data
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn create_requests_deserialize_with_limits() {
+    let api = ApiKeys::in_memory(profiles::mailjawn()).unwrap();
+    let org = AccountId::new("org").unwrap();
+    let request: CreateKey = serde_json::from_value(json!({
+        "label": "CI",
+        "bundle": "sdk",
+        "expires_at": "2100-01-01T00:00:00Z",
+        "rate_limits": {"write": {"limit": 5, "period_ms": 60000}}
+    }))
+    .unwrap();
+    let new = api.operator().create(&org, request).await.unwrap();
+    assert_eq!(new.info.name, "CI");
+    assert_eq!(
+        new.info.rate_limits.get("write"),
+        Some(&Quota::per_minute(5).unwrap())
+    );
+    let body = serde_json::to_value(new.response()).unwrap();
+    assert_eq!(body["key"], new.key.expose_secret());
+    assert_eq!(body["id"], new.info.id.as_str());
+    assert!(!format!("{:?}", new.response()).contains(new.key.expose_secret()));
+    // Unknown fields are refused; too many scopes are refused at creation.
+    assert!(serde_json::from_value::<CreateKey>(json!({"name": "x", "admin": true})).is_err());
+    let many: Vec<String> = (0..200).map(|_| "subscribers:read".to_owned()).collect();
+    let request: CreateKey = serde_json::from_value(json!({"name": "x", "scopes": many})).unwrap();
+    assert!(matches!(
+        api.operator().create(&org, request).await,
+        Err(Error::Invalid(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_bootstrap_key_is_ensured_idempotently() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.db");
+    let kept = profiles::mailjawn().formats[0]
+        .generate()
+        .expose_secret()
+        .to_owned();
+    let org = AccountId::new("org_admin").unwrap();
+    let grant = || CreateKey::new("admin").bundle("full_access");
+    let mut ids = Vec::new();
+    // Three "starts" of a service on one database.
+    for _ in 0..3 {
+        let store = keygate::SqliteStore::open(&path).await.unwrap();
+        store.migrate().await.unwrap();
+        let api = ApiKeys::builder(profiles::mailjawn())
+            .store(store)
+            .pepper(keygate::Pepper::new(1, [8u8; 32]).unwrap())
+            .build()
+            .unwrap();
+        ids.push(
+            api.operator()
+                .ensure_key(&org, &kept, grant())
+                .await
+                .unwrap()
+                .id,
+        );
+        assert_eq!(
+            api.operator()
+                .list(&org, ListOptions::default())
+                .await
+                .unwrap()
+                .data
+                .len(),
+            1
+        );
+        // Another grant or account is a conflict, never a silent change.
+        assert!(matches!(
+            api.operator()
+                .ensure_key(&org, &kept, CreateKey::new("admin").bundle("sdk"))
+                .await,
+            Err(Error::Conflict(_))
+        ));
+    }
+    assert!(ids.windows(2).all(|w| w[0] == w[1]));
+}
