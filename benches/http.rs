@@ -30,7 +30,7 @@ fn http(c: &mut Criterion) {
     let org = AccountId::new("org_bench").expect("account");
     let key = rt
         .block_on(
-            api.create(
+            api.operator().create(
                 &org,
                 CreateKey::new("bench")
                     .bundle("sdk")

@@ -50,6 +50,8 @@ async fn prepare(store: Arc<dyn KeyStore>) -> (ApiKeys, String) {
                 expires_at: None,
                 last_used_at: None,
                 revoked_at: None,
+                replaced_by: None,
+                lineage: None,
             }
         })
         .collect();
@@ -61,6 +63,7 @@ async fn prepare(store: Arc<dyn KeyStore>) -> (ApiKeys, String) {
         .expect("service");
     let org = AccountId::new("org_bench").expect("account id");
     let key = api
+        .operator()
         .create(&org, CreateKey::new("bench").bundle("sdk"))
         .await
         .expect("create");

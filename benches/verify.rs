@@ -18,6 +18,7 @@ fn verify(c: &mut Criterion) {
         let mut keys = Vec::with_capacity(10_000);
         for i in 0..10_000 {
             let k = api
+                .operator()
                 .create(&org, CreateKey::new(format!("k{i}")).bundle("sdk"))
                 .await
                 .expect("create");
@@ -53,6 +54,7 @@ fn verify(c: &mut Criterion) {
     group.bench_function("create", |b| {
         b.to_async(&rt).iter(|| async {
             fresh
+                .operator()
                 .create(&org, CreateKey::new("bench").bundle("sdk"))
                 .await
                 .expect("create")

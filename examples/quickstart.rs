@@ -9,9 +9,13 @@ use keygate::{profiles, AccountId, ApiKeys, CreateKey, ListOptions};
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let api = ApiKeys::in_memory(profiles::mailjawn())?;
     let org = AccountId::new("org_acme")?;
+    // Key management acts as someone: here the organisation itself (say, a
+    // signed-in user of its dashboard). A request made with a key would use
+    // `api.as_key(&principal)`, and trusted server code `api.operator()`.
+    let keys = api.as_account(&org);
 
     println!("1. Create a key named \"Production SDK\" with the SDK bundle");
-    let sdk = api
+    let sdk = keys
         .create(&org, CreateKey::new("Production SDK").bundle("sdk"))
         .await?;
     println!(
@@ -38,7 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     println!("4. List the organisation's keys (never the secret)");
-    for k in api.list(&org, ListOptions::default()).await?.data {
+    for k in keys.list(&org, ListOptions::default()).await?.data {
         println!(
             "   {:<16} {:<6} {}  created {}  last used {}",
             k.name,
@@ -51,13 +55,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     println!("5. Rotate with zero downtime: create the new key, deploy it, then revoke the old");
-    let next = api
+    let next = keys
         .create(&org, CreateKey::new("Production SDK (2)").bundle("sdk"))
         .await?;
     api.verify(sdk.key.expose_secret()).await?;
     api.verify(next.key.expose_secret()).await?;
     println!("   old key and new key both verify");
-    api.revoke(&org, &sdk.info.id).await?;
+    keys.revoke(&sdk.info.id).await?;
     println!("   old key revoked");
 
     println!("6. The revoked key fails on its very next use");

@@ -46,8 +46,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
     // Last-used times are written in batches, not on every verify.
     let flusher = api.spawn_last_used_flusher(Duration::from_secs(1));
     let org = AccountId::new("org_demo")?;
+    // Manage the keys as the organisation itself.
+    let keys = api.as_account(&org);
 
-    let created = api
+    let created = keys
         .create(&org, CreateKey::new("Production SDK").bundle("sdk"))
         .await?;
     println!("2. create {} for {org}", created.info.id);
@@ -66,11 +68,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     api.flush_last_used().await?;
 
     println!("4. list");
-    print_keys(&api.list(&org, ListOptions::default()).await?.data);
+    print_keys(&keys.list(&org, ListOptions::default()).await?.data);
 
-    let rotated = api
-        .rotate(&org, &created.info.id, Rotation::Immediate)
-        .await?;
+    let rotated = keys.rotate(&created.info.id, Rotation::Immediate).await?;
     println!("5. rotate {} -> {}", created.info.id, rotated.info.id);
     println!(
         "          new key (shown once): {}",
@@ -83,7 +83,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     api.verify(rotated.key.expose_secret()).await?;
     println!("          new key: ok");
 
-    api.revoke(&org, &rotated.info.id).await?;
+    keys.revoke(&rotated.info.id).await?;
     println!("6. revoke {}", rotated.info.id);
     match api.verify(rotated.key.expose_secret()).await {
         Err(e) => println!("          verify: {e} (HTTP {})", e.status()),
@@ -96,7 +96,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         include_revoked: true,
         ..ListOptions::default()
     };
-    print_keys(&api.list(&org, all).await?.data);
+    print_keys(&keys.list(&org, all).await?.data);
     println!("keys are in {}", path.display());
     Ok(())
 }

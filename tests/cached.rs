@@ -65,7 +65,8 @@ fn org() -> AccountId {
 }
 
 async fn new_key(api: &ApiKeys) -> keygate::NewKey {
-    api.create(&org(), CreateKey::new("ci").bundle("sdk"))
+    api.as_account(&org())
+        .create(&org(), CreateKey::new("ci").bundle("sdk"))
         .await
         .unwrap()
 }
@@ -86,6 +87,8 @@ fn record(n: u32, lookup: &str) -> KeyRecord {
         expires_at: None,
         last_used_at: None,
         revoked_at: None,
+        replaced_by: None,
+        lineage: None,
     }
 }
 
@@ -248,7 +251,7 @@ async fn revoking_through_the_cache_takes_effect_at_once() {
     s.api.verify(presented).await.unwrap();
     s.api.verify(presented).await.unwrap();
     assert_eq!(s.cached.stats().hits, 1);
-    s.api.revoke(&org(), &key.info.id).await.unwrap();
+    s.api.as_account(&org()).revoke(&key.info.id).await.unwrap();
     assert_eq!(
         s.api.verify(presented).await.unwrap_err(),
         AuthError::Revoked
@@ -258,13 +261,23 @@ async fn revoking_through_the_cache_takes_effect_at_once() {
 #[tokio::test]
 async fn a_secret_reset_through_the_cache_takes_effect_at_once() {
     let s = setup(profiles::mailjet());
-    let key = s.api.create(&org(), CreateKey::new("main")).await.unwrap();
+    let key = s
+        .api
+        .as_account(&org())
+        .create(&org(), CreateKey::new("main"))
+        .await
+        .unwrap();
     let public = key.key.public_key().unwrap().to_owned();
     let old = key.key.expose_secret().to_owned();
     s.api.verify_pair(&public, &old).await.unwrap();
     s.api.verify_pair(&public, &old).await.unwrap();
     assert_eq!(s.cached.stats().hits, 1);
-    let reset = s.api.reset_secret(&org(), &key.info.id).await.unwrap();
+    let reset = s
+        .api
+        .as_account(&org())
+        .reset_secret(&key.info.id)
+        .await
+        .unwrap();
     assert_eq!(
         s.api.verify_pair(&public, &old).await.unwrap_err(),
         AuthError::Invalid
@@ -285,7 +298,12 @@ async fn a_token_reset_through_the_cache_retires_the_old_lookup_at_once() {
     s.api.verify(old).await.unwrap();
     s.api.verify(old).await.unwrap();
     assert_eq!(s.cached.stats().hits, 1);
-    let reset = s.api.reset_secret(&org(), &key.info.id).await.unwrap();
+    let reset = s
+        .api
+        .as_account(&org())
+        .reset_secret(&key.info.id)
+        .await
+        .unwrap();
     assert_ne!(reset.key.lookup(), key.key.lookup());
     assert_eq!(s.api.verify(old).await.unwrap_err(), AuthError::Invalid);
     let p = s.api.verify(reset.key.expose_secret()).await.unwrap();
@@ -300,7 +318,8 @@ async fn a_rotation_through_the_cache_takes_effect_at_once() {
     s.api.verify(first.key.expose_secret()).await.unwrap();
     let second = s
         .api
-        .rotate(&org(), &first.info.id, Rotation::Immediate)
+        .as_account(&org())
+        .rotate(&first.info.id, Rotation::Immediate)
         .await
         .unwrap();
     assert_eq!(
@@ -437,6 +456,7 @@ async fn rate_limits_survive_a_refresh_of_the_cached_entry() {
     );
     let key = s
         .api
+        .as_account(&org())
         .create(
             &org(),
             CreateKey::new("sender")

@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use http_support::{expect_error, header, json, serve, FlakyStore, Server};
+use http_support::{expect_error, json, serve, FlakyStore, Server};
 use keygate::http::ApiKeyLayer;
 use keygate::{profiles, AccountId, ApiKeys, CreateKey, ListOptions, Principal};
 use reqwest::header::HeaderValue;
@@ -28,7 +28,8 @@ async fn my_keys(
     principal: Principal,
 ) -> Result<Json<keygate::Page>, keygate::Error> {
     Ok(Json(
-        api.list(principal.account(), ListOptions::default())
+        api.as_account(principal.account())
+            .list(principal.account(), ListOptions::default())
             .await?,
     ))
 }
@@ -61,6 +62,7 @@ fn router(api: &ApiKeys) -> Router {
 async fn setup() -> (Server, ApiKeys, String) {
     let api = ApiKeys::in_memory(profiles::default()).unwrap();
     let key = api
+        .as_account(&AccountId::new("acct_1").unwrap())
         .create(
             &AccountId::new("acct_1").unwrap(),
             CreateKey::new("reader").bundle("read_only"),
@@ -210,8 +212,12 @@ async fn unknown_revoked_and_expired_keys_are_401() {
     let (headers, _) = expect_error(response, 401, "invalid_api_key", unknown).await;
     assert!(headers.get("www-authenticate").is_some());
 
-    let doomed = api.create(&org, CreateKey::new("doomed")).await.unwrap();
-    api.revoke(&org, &doomed.info.id).await.unwrap();
+    let doomed = api
+        .as_account(&org)
+        .create(&org, CreateKey::new("doomed"))
+        .await
+        .unwrap();
+    api.as_account(&org).revoke(&doomed.info.id).await.unwrap();
     let doomed = doomed.key.expose_secret();
     let response = server
         .get("/whoami")
@@ -241,8 +247,11 @@ async fn handlers_can_question_mark_auth_and_management_errors() {
     assert_eq!(keys.status(), 200);
 }
 
+// A handler that takes a `Principal` on a route no layer covers is a
+// configuration error: 500, never served as authenticated, and not a 401
+// that would send the client looking for a better key.
 #[tokio::test]
-async fn the_principal_extractor_answers_401_where_no_layer_ran() {
+async fn the_principal_extractor_answers_500_where_no_layer_ran() {
     let (server, _, key) = setup().await;
     let anonymous = server
         .get("/open/maybe")
@@ -254,8 +263,8 @@ async fn the_principal_extractor_answers_401_where_no_layer_ran() {
     let known = server.get("/maybe").bearer_auth(&key).send().await.unwrap();
     assert_eq!(known.text().await.unwrap(), "reader");
     let response = server.get("/open").bearer_auth(&key).send().await.unwrap();
-    let (headers, _) = expect_error(response, 401, "missing_api_key", &key).await;
-    assert_eq!(header(&headers, "www-authenticate"), "Bearer realm=\"api\"");
+    let (headers, _) = expect_error(response, 500, "api_key_layer_missing", &key).await;
+    assert!(headers.get("www-authenticate").is_none());
 }
 
 // "an unreachable store is 503, never success": during verify (the layer) and
@@ -270,6 +279,7 @@ async fn an_unreachable_store_is_503() {
         .build()
         .unwrap();
     let key = api
+        .as_account(&AccountId::new("acct_1").unwrap())
         .create(&AccountId::new("acct_1").unwrap(), CreateKey::new("k"))
         .await
         .unwrap();
@@ -299,6 +309,7 @@ async fn an_unreachable_store_is_503() {
 async fn the_layer_wraps_a_plain_tower_service() {
     let api = ApiKeys::in_memory(profiles::mailjawn()).unwrap();
     let key = api
+        .as_account(&AccountId::new("org_1").unwrap())
         .create(
             &AccountId::new("org_1").unwrap(),
             CreateKey::new("svc").bundle("sdk"),

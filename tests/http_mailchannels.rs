@@ -15,7 +15,9 @@ async fn mailchannels() -> (Server, String, ApiKeys) {
     (server, admin, api)
 }
 
-async fn sub_account(server: &Server, parent: &str, handle: &str) {
+/// Creates the sub-account `handle` of the admin account and returns its id,
+/// which derives from the parent's: `parent/handle`.
+async fn sub_account(server: &Server, parent: &str, handle: &str) -> String {
     let response = server
         .post("/v1/sub-account")
         .header("x-api-key", parent)
@@ -24,6 +26,13 @@ async fn sub_account(server: &Server, parent: &str, handle: &str) {
         .await
         .unwrap();
     assert_eq!(response.status(), 201);
+    let body = json(response).await;
+    let admin = http_support::app::ADMIN_ACCOUNT;
+    assert_eq!(body["handle"], handle);
+    assert_eq!(body["parent"], admin);
+    let account = body["account"].as_str().unwrap().to_owned();
+    assert_eq!(account, format!("{admin}/{handle}"));
+    account
 }
 
 // "Every request to the Email API must include your API key" as `X-Api-Key`.
@@ -102,7 +111,7 @@ async fn an_inbound_key_cannot_send() {
 #[tokio::test]
 async fn a_parent_manages_its_sub_accounts_keys() {
     let (server, parent, _) = mailchannels().await;
-    sub_account(&server, &parent, "shop").await;
+    let shop = sub_account(&server, &parent, "shop").await;
 
     // Created with no body, as in the seed's curl example: scope `api`.
     let created = server
@@ -115,7 +124,7 @@ async fn a_parent_manages_its_sub_accounts_keys() {
     let created = json(created).await;
     let sub_key = created["key"].as_str().unwrap().to_owned();
     let id = created["id"].as_str().unwrap().to_owned();
-    assert_eq!(created["account"], "shop");
+    assert_eq!(created["account"], shop.as_str());
     assert_eq!(created["scopes"], json!(["api"]));
 
     let sent = server
@@ -177,6 +186,7 @@ async fn another_account_gets_404_for_a_sub_account_it_does_not_own() {
     let sub_key = created["key"].as_str().unwrap();
 
     let stranger = api
+        .as_account(&AccountId::new("acct_stranger").unwrap())
         .create(
             &AccountId::new("acct_stranger").unwrap(),
             CreateKey::new("theirs").scopes(["api"]),

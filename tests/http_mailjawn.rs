@@ -341,6 +341,7 @@ async fn another_organisations_key_is_404() {
     let (server, admin, api, _) = mailjawn().await;
     let other = keygate::AccountId::new("org_other").unwrap();
     let theirs = api
+        .as_account(&other)
         .create(&other, keygate::CreateKey::new("theirs").bundle("sdk"))
         .await
         .unwrap();

@@ -220,6 +220,11 @@ async fn sub_accounts_get_keys_of_their_own() {
         .await
         .unwrap();
     assert_eq!(sub.status(), 201);
+    // A sub-account's id derives from its parent's: `parent/handle`.
+    let sub = json(sub).await;
+    assert_eq!(sub["handle"], "acct_marketing");
+    let account = format!("{}/acct_marketing", http_support::app::ADMIN_ACCOUNT);
+    assert_eq!(sub["account"], account.as_str());
     let key = server
         .post("/v1/sub-account/acct_marketing/api-key")
         .basic_auth(public, Some(secret))
@@ -229,7 +234,7 @@ async fn sub_accounts_get_keys_of_their_own() {
         .unwrap();
     assert_eq!(key.status(), 201);
     let key = json(key).await;
-    assert_eq!(key["account"], "acct_marketing");
+    assert_eq!(key["account"], account.as_str());
     assert_ne!(key["public_key"].as_str().unwrap(), public);
     let sent = server
         .post("/v3/send")

@@ -174,6 +174,7 @@ async fn a_revocation_on_one_instance_fails_the_key_on_the_other_within_100ms() 
     let (a, b) = pair(&pg, profiles::mailjawn()).await;
     let key = a
         .api
+        .as_account(&org())
         .create(&org(), CreateKey::new("ci").bundle("sdk"))
         .await
         .unwrap();
@@ -181,7 +182,7 @@ async fn a_revocation_on_one_instance_fails_the_key_on_the_other_within_100ms() 
     warm(&a, &presented).await;
     warm(&b, &presented).await;
 
-    a.api.revoke(&org(), &key.info.id).await.unwrap();
+    a.api.as_account(&org()).revoke(&key.info.id).await.unwrap();
     assert_eq!(
         presented.verify(&a.api).await.unwrap_err(),
         AuthError::Revoked
@@ -199,12 +200,22 @@ async fn a_secret_reset_on_one_instance_fails_the_old_secret_on_the_other_within
         return;
     };
     let (a, b) = pair(&pg, profiles::mailjet()).await;
-    let key = a.api.create(&org(), CreateKey::new("main")).await.unwrap();
+    let key = a
+        .api
+        .as_account(&org())
+        .create(&org(), CreateKey::new("main"))
+        .await
+        .unwrap();
     let old = Presented::of(&key);
     warm(&a, &old).await;
     warm(&b, &old).await;
 
-    let reset = a.api.reset_secret(&org(), &key.info.id).await.unwrap();
+    let reset = a
+        .api
+        .as_account(&org())
+        .reset_secret(&key.info.id)
+        .await
+        .unwrap();
     assert_eq!(reset.key.public_key(), key.key.public_key());
     fails_within_propagation(&b, &old, AuthError::Invalid).await;
     let p = Presented::of(&reset).verify(&b.api).await.unwrap();
@@ -223,6 +234,7 @@ async fn a_rotation_on_one_instance_fails_the_old_key_on_the_other_within_100ms(
     let (a, b) = pair(&pg, profiles::mailjawn()).await;
     let first = a
         .api
+        .as_account(&org())
         .create(&org(), CreateKey::new("ci").bundle("sdk"))
         .await
         .unwrap();
@@ -232,7 +244,8 @@ async fn a_rotation_on_one_instance_fails_the_old_key_on_the_other_within_100ms(
 
     let second = a
         .api
-        .rotate(&org(), &first.info.id, Rotation::Immediate)
+        .as_account(&org())
+        .rotate(&first.info.id, Rotation::Immediate)
         .await
         .unwrap();
     fails_within_propagation(&b, &old, AuthError::Revoked).await;
@@ -274,6 +287,8 @@ async fn a_key_created_on_one_instance_clears_the_others_negative_answer() {
         expires_at: None,
         last_used_at: None,
         revoked_at: None,
+        replaced_by: None,
+        lineage: None,
     };
     a.cached
         .insert_key(record, None, OffsetDateTime::now_utc())
@@ -311,6 +326,7 @@ async fn a_lost_notification_connection_bypasses_the_cache_until_it_is_back() {
     for name in ["one", "two"] {
         let key = b
             .api
+            .as_account(&org())
             .create(&org(), CreateKey::new(name).bundle("sdk"))
             .await
             .unwrap();
@@ -367,6 +383,7 @@ async fn heartbeats_on_a_quiet_connection_keep_the_cache_in_use() {
     let b = Instance::start(&pg, profiles::mailjawn(), follow).await;
     let key = a
         .api
+        .as_account(&org())
         .create(&org(), CreateKey::new("ci").bundle("sdk"))
         .await
         .unwrap();
@@ -377,7 +394,7 @@ async fn heartbeats_on_a_quiet_connection_keep_the_cache_in_use() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!b.cached.is_bypassed());
     warm(&b, &presented).await;
-    a.api.revoke(&org(), &key.info.id).await.unwrap();
+    a.api.as_account(&org()).revoke(&key.info.id).await.unwrap();
     fails_within_propagation(&b, &presented, AuthError::Revoked).await;
 
     a.stop().await;
@@ -417,6 +434,7 @@ async fn shared_pair() -> Option<(
 async fn ten_per_minute(a: &Instance) -> String {
     let key = a
         .api
+        .as_account(&org())
         .create(
             &org(),
             CreateKey::new("sender")

@@ -114,6 +114,7 @@ async fn two_service_instances_share_one_quota() {
         instances.push(api);
     }
     let key = instances[0]
+        .as_account(&org())
         .create(
             &org(),
             CreateKey::new("bulk")
@@ -248,6 +249,7 @@ async fn forget_deletes_the_buckets_of_a_revoked_key() {
         .build()
         .unwrap();
     let key = api
+        .as_account(&org())
         .create(&org(), CreateKey::new("k").bundle("full_access"))
         .await
         .unwrap();
@@ -263,7 +265,7 @@ async fn forget_deletes_the_buckets_of_a_revoked_key() {
     let keys = [limiter.key_for(&id, "send"), limiter.key_for(&id, "write")];
     assert_eq!(redis.exists(&keys).await, 2);
 
-    api.revoke(&org(), &key.info.id).await.unwrap();
+    api.as_account(&org()).revoke(&key.info.id).await.unwrap();
     let admin = redis.admin.clone();
     let deleted = eventually(Duration::from_secs(5), || {
         let mut admin = admin.clone();
@@ -296,6 +298,7 @@ async fn fail_closed_on_a_dead_port_is_unavailable() {
         .build()
         .unwrap();
     let key = api
+        .as_account(&org())
         .create(&org(), CreateKey::new("k").bundle("full_access"))
         .await
         .unwrap();
@@ -326,6 +329,7 @@ async fn fall_back_to_local_on_a_dead_port_enforces_the_local_quota() {
         .build()
         .unwrap();
     let key = api
+        .as_account(&org())
         .create(&org(), CreateKey::new("k").bundle("full_access"))
         .await
         .unwrap();

@@ -27,6 +27,7 @@ async fn decisions_carry_header_values() {
     let clock = ManualClock::new();
     let api = api(&clock);
     let k = api
+        .as_account(&org())
         .create(&org(), CreateKey::new("k").bundle("full_access"))
         .await
         .unwrap();
@@ -54,6 +55,7 @@ async fn scope_is_checked_after_the_token_is_taken() {
     let clock = ManualClock::new();
     let api = api(&clock);
     let k = api
+        .as_account(&org())
         .create(&org(), CreateKey::new("k").bundle("sdk"))
         .await
         .unwrap();
@@ -77,6 +79,7 @@ async fn per_key_overrides_replace_the_profile_quota() {
     let clock = ManualClock::new();
     let api = api(&clock);
     let k = api
+        .as_account(&org())
         .create(
             &org(),
             CreateKey::new("bulk")
@@ -85,9 +88,13 @@ async fn per_key_overrides_replace_the_profile_quota() {
         )
         .await
         .unwrap();
-    let info = api.get(&org(), &k.info.id).await.unwrap();
+    let info = api.as_account(&org()).get(&k.info.id).await.unwrap();
     assert_eq!(info.rate_limits["send"].limit(), 2);
-    let listed = api.list(&org(), ListOptions::default()).await.unwrap();
+    let listed = api
+        .as_account(&org())
+        .list(&org(), ListOptions::default())
+        .await
+        .unwrap();
     assert_eq!(
         listed.data[0].rate_limits["send"],
         Quota::per_minute(2).unwrap()
@@ -118,6 +125,7 @@ async fn unknown_classes_are_errors() {
         Error::Invalid("unknown operation class 'sned'".into())
     );
     let e = api
+        .as_account(&org())
         .create(
             &org(),
             CreateKey::new("k")
@@ -130,6 +138,7 @@ async fn unknown_classes_are_errors() {
     // A profile without limits limits nothing, whatever the class.
     let plain = ApiKeys::in_memory(profiles::mailkite()).unwrap();
     let k = plain
+        .as_account(&org())
         .create(&org(), CreateKey::new("default"))
         .await
         .unwrap();
@@ -143,12 +152,13 @@ async fn revoking_drops_the_keys_limiter_state() {
     let clock = ManualClock::new();
     let api = api(&clock);
     let k = api
+        .as_account(&org())
         .create(&org(), CreateKey::new("k").bundle("full_access"))
         .await
         .unwrap();
     let send = api.operation("send").unwrap();
     api.verify_for(k.key.expose_secret(), &send).await.unwrap();
-    api.revoke(&org(), &k.info.id).await.unwrap();
+    api.as_account(&org()).revoke(&k.info.id).await.unwrap();
     let entry = api.store().get_key(&k.info.id).await.unwrap().unwrap();
     assert!(entry.record().revoked_at.is_some());
     assert_eq!(
@@ -164,6 +174,7 @@ async fn concurrent_requests_on_one_key_admit_exactly_the_burst() {
     let clock = ManualClock::new();
     let api = api(&clock);
     let k = api
+        .as_account(&org())
         .create(&org(), CreateKey::new("k").bundle("full_access"))
         .await
         .unwrap();
@@ -204,6 +215,7 @@ async fn limits_hold_when_the_store_does_not_keep_entries() {
         .build()
         .unwrap();
     let k = api
+        .as_account(&org())
         .create(&org(), CreateKey::new("k").bundle("full_access"))
         .await
         .unwrap();

@@ -30,10 +30,15 @@ async fn labelled_key_shown_once_then_only_redacted() {
     let api = api();
     let me = acct("acme");
     let k = api
+        .as_account(&me)
         .create(&me, CreateKey::new("billing service").scopes(["api"]))
         .await
         .unwrap();
-    let page = api.list(&me, ListOptions::default()).await.unwrap();
+    let page = api
+        .as_account(&me)
+        .list(&me, ListOptions::default())
+        .await
+        .unwrap();
     assert_eq!(page.data[0].name, "billing service");
     assert_eq!(page.data[0].redacted, k.key.redacted());
     assert!(page.data[0].redacted.ends_with('…'));
@@ -48,10 +53,12 @@ async fn scope_is_api_or_inbound_and_fixed_at_creation() {
     let api = api();
     let me = acct("acme");
     let sending = api
+        .as_account(&me)
         .create(&me, CreateKey::new("send").scopes(["api"]))
         .await
         .unwrap();
     let inbound = api
+        .as_account(&me)
         .create(&me, CreateKey::new("filter").scopes(["inbound"]))
         .await
         .unwrap();
@@ -63,7 +70,8 @@ async fn scope_is_api_or_inbound_and_fixed_at_creation() {
     assert_eq!(api.require(&p, "api").unwrap_err().status(), 403);
     // No other scope exists.
     assert_eq!(
-        api.create(&me, CreateKey::new("x").scopes(["admin"]))
+        api.as_account(&me)
+            .create(&me, CreateKey::new("x").scopes(["admin"]))
             .await
             .unwrap_err()
             .to_string(),
@@ -71,12 +79,16 @@ async fn scope_is_api_or_inbound_and_fixed_at_creation() {
     );
     // A key without a scope is refused: the scope must be chosen at creation.
     assert!(matches!(
-        api.create(&me, CreateKey::new("none")).await.unwrap_err(),
+        api.as_account(&me)
+            .create(&me, CreateKey::new("none"))
+            .await
+            .unwrap_err(),
         Error::Invalid(_)
     ));
     // Rotation keeps the scope exactly.
     let rotated = api
-        .rotate(&me, &inbound.info.id, keygate::Rotation::Immediate)
+        .as_account(&me)
+        .rotate(&inbound.info.id, keygate::Rotation::Immediate)
         .await
         .unwrap();
     assert_eq!(rotated.info.scopes, ["inbound"]);
@@ -88,10 +100,11 @@ async fn revoked_keys_fail_on_every_subsequent_request() {
     let api = api();
     let me = acct("acme");
     let k = api
+        .as_account(&me)
         .create(&me, CreateKey::new("k").scopes(["api"]))
         .await
         .unwrap();
-    api.revoke(&me, &k.info.id).await.unwrap();
+    api.as_account(&me).revoke(&k.info.id).await.unwrap();
     for _ in 0..3 {
         assert_eq!(
             api.verify(k.key.expose_secret()).await.unwrap_err(),
@@ -105,47 +118,61 @@ async fn revoked_keys_fail_on_every_subsequent_request() {
 async fn parent_creates_lists_and_deletes_sub_account_keys() {
     let api = api();
     let parent = acct("acme");
-    let sub = acct("acme-eu");
     let stranger = acct("globex");
-    api.create_sub_account(&parent, &sub).await.unwrap();
+    let sub = api
+        .as_account(&parent)
+        .create_sub_account(&parent, "eu")
+        .await
+        .unwrap();
     let k = api
-        .create_for(&parent, &sub, CreateKey::new("eu sender").scopes(["api"]))
+        .as_account(&parent)
+        .create(&sub, CreateKey::new("eu sender").scopes(["api"]))
         .await
         .unwrap();
     let p = api.verify(k.key.expose_secret()).await.unwrap();
     assert_eq!(p.account(), &sub);
     let listed = api
-        .list_for(&parent, &sub, ListOptions::default())
+        .as_account(&parent)
+        .list(&sub, ListOptions::default())
         .await
         .unwrap();
     assert_eq!(listed.data.len(), 1);
     // Another account cannot see or touch them: 404, not 403.
     assert_eq!(
-        api.list_for(&stranger, &sub, ListOptions::default())
+        api.as_account(&stranger)
+            .list(&sub, ListOptions::default())
             .await
             .unwrap_err(),
         Error::NotFound
     );
     assert_eq!(
-        api.create_for(&stranger, &sub, CreateKey::new("x").scopes(["api"]))
+        api.as_account(&stranger)
+            .create(&sub, CreateKey::new("x").scopes(["api"]))
             .await
             .unwrap_err(),
         Error::NotFound
     );
     assert_eq!(
-        api.revoke(&stranger, &k.info.id).await.unwrap_err(),
+        api.as_account(&stranger)
+            .revoke(&k.info.id)
+            .await
+            .unwrap_err(),
         Error::NotFound
     );
     // A sub-account cannot manage its parent's keys.
     let parent_key = api
+        .as_account(&parent)
         .create(&parent, CreateKey::new("p").scopes(["api"]))
         .await
         .unwrap();
     assert_eq!(
-        api.revoke(&sub, &parent_key.info.id).await.unwrap_err(),
+        api.as_account(&sub)
+            .revoke(&parent_key.info.id)
+            .await
+            .unwrap_err(),
         Error::NotFound
     );
-    api.revoke(&parent, &k.info.id).await.unwrap();
+    api.as_account(&parent).revoke(&k.info.id).await.unwrap();
     assert_eq!(
         api.verify(k.key.expose_secret()).await.unwrap_err(),
         AuthError::Revoked
@@ -160,37 +187,44 @@ async fn parent_creates_lists_and_deletes_sub_account_keys() {
 async fn one_hundred_keys_per_account_and_per_sub_account() {
     let api = api();
     let parent = acct("acme");
-    let sub = acct("acme-eu");
-    api.create_sub_account(&parent, &sub).await.unwrap();
+    let sub = api
+        .as_account(&parent)
+        .create_sub_account(&parent, "eu")
+        .await
+        .unwrap();
     let mut first = None;
     for i in 0..100 {
         let k = api
+            .as_account(&parent)
             .create(&parent, CreateKey::new(format!("p{i}")).scopes(["api"]))
             .await
             .unwrap();
         first.get_or_insert(k.info.id);
-        api.create_for(
-            &parent,
-            &sub,
-            CreateKey::new(format!("s{i}")).scopes(["api"]),
-        )
-        .await
-        .unwrap();
+        api.as_account(&parent)
+            .create(&sub, CreateKey::new(format!("s{i}")).scopes(["api"]))
+            .await
+            .unwrap();
     }
     let err = api
+        .as_account(&parent)
         .create(&parent, CreateKey::new("p100").scopes(["api"]))
         .await
         .unwrap_err();
     assert_eq!(err, Error::KeyLimitReached { limit: 100 });
     assert!(err.to_string().contains("100"));
     assert_eq!(
-        api.create_for(&parent, &sub, CreateKey::new("s100").scopes(["api"]))
+        api.as_account(&parent)
+            .create(&sub, CreateKey::new("s100").scopes(["api"]))
             .await
             .unwrap_err(),
         Error::KeyLimitReached { limit: 100 }
     );
-    api.revoke(&parent, &first.unwrap()).await.unwrap();
-    api.create(&parent, CreateKey::new("again").scopes(["api"]))
+    api.as_account(&parent)
+        .revoke(&first.unwrap())
+        .await
+        .unwrap();
+    api.as_account(&parent)
+        .create(&parent, CreateKey::new("again").scopes(["api"]))
         .await
         .unwrap();
 }

@@ -25,12 +25,14 @@ fn api() -> (ApiKeys, ManualClock) {
 async fn keys_start_with_mj_and_are_displayed_once() {
     let (api, _) = api();
     let k = api
+        .as_account(&org())
         .create(&org(), CreateKey::new("Production SDK").bundle("sdk"))
         .await
         .unwrap();
     assert!(k.key.expose_secret().starts_with("mj_"));
     // Afterwards only the info is available: list and get carry no key field.
-    let listed = serde_json::to_value(api.get(&org(), &k.info.id).await.unwrap()).unwrap();
+    let listed =
+        serde_json::to_value(api.as_account(&org()).get(&k.info.id).await.unwrap()).unwrap();
     assert!(listed.get("key").is_none());
     assert!(!listed.to_string().contains(&k.key.expose_secret()[8..]));
 }
@@ -40,6 +42,7 @@ async fn keys_start_with_mj_and_are_displayed_once() {
 async fn only_a_hash_is_stored() {
     let (api, _) = api();
     let k = api
+        .as_account(&org())
         .create(&org(), CreateKey::new("k").bundle("sdk"))
         .await
         .unwrap();
@@ -55,6 +58,7 @@ async fn only_a_hash_is_stored() {
 async fn keys_have_a_name_and_belong_to_the_organisation() {
     let (api, _) = api();
     let k = api
+        .as_account(&org())
         .create(&org(), CreateKey::new("Claude MCP").bundle("mcp"))
         .await
         .unwrap();
@@ -68,6 +72,7 @@ async fn keys_have_a_name_and_belong_to_the_organisation() {
 async fn sdk_bundle_adds_subscribers_and_tracks_events_only() {
     let (api, _) = api();
     let k = api
+        .as_account(&org())
         .create(&org(), CreateKey::new("ios").bundle("sdk"))
         .await
         .unwrap();
@@ -90,6 +95,7 @@ async fn sdk_bundle_adds_subscribers_and_tracks_events_only() {
 async fn mcp_bundle_reads_and_writes_content_and_sends_email() {
     let (api, _) = api();
     let k = api
+        .as_account(&org())
         .create(&org(), CreateKey::new("agent").bundle("mcp"))
         .await
         .unwrap();
@@ -116,6 +122,7 @@ async fn mcp_bundle_reads_and_writes_content_and_sends_email() {
 async fn full_access_bundle_grants_everything() {
     let (api, _) = api();
     let k = api
+        .as_account(&org())
         .create(&org(), CreateKey::new("admin").bundle("full_access"))
         .await
         .unwrap();
@@ -141,6 +148,7 @@ fn keys_are_sent_as_bearer_tokens() {
 async fn lookup_uses_the_first_8_characters_then_the_hash() {
     let (api, _) = api();
     let k = api
+        .as_account(&org())
         .create(&org(), CreateKey::new("k").bundle("sdk"))
         .await
         .unwrap();
@@ -176,12 +184,17 @@ fn with_checksum(body: &str) -> String {
 async fn list_shows_name_bundle_created_last_used_and_prefix_only() {
     let (api, clock) = api();
     let k = api
+        .as_account(&org())
         .create(&org(), CreateKey::new("Production SDK").bundle("sdk"))
         .await
         .unwrap();
     clock.advance(Duration::from_secs(30));
     api.verify(k.key.expose_secret()).await.unwrap();
-    let page = api.list(&org(), ListOptions::default()).await.unwrap();
+    let page = api
+        .as_account(&org())
+        .list(&org(), ListOptions::default())
+        .await
+        .unwrap();
     let row = &page.data[0];
     assert_eq!(row.name, "Production SDK");
     assert_eq!(row.bundle.as_deref(), Some("sdk"));
@@ -197,10 +210,11 @@ async fn list_shows_name_bundle_created_last_used_and_prefix_only() {
 async fn revoke_is_immediate_401_and_soft_deleted() {
     let (api, _) = api();
     let k = api
+        .as_account(&org())
         .create(&org(), CreateKey::new("k").bundle("sdk"))
         .await
         .unwrap();
-    api.revoke(&org(), &k.info.id).await.unwrap();
+    api.as_account(&org()).revoke(&k.info.id).await.unwrap();
     assert_eq!(
         api.verify(k.key.expose_secret())
             .await
@@ -218,16 +232,18 @@ async fn revoke_is_immediate_401_and_soft_deleted() {
 async fn rotation_is_create_then_revoke_with_zero_downtime() {
     let (api, _) = api();
     let old = api
+        .as_account(&org())
         .create(&org(), CreateKey::new("prod").bundle("mcp"))
         .await
         .unwrap();
     let new = api
+        .as_account(&org())
         .create(&org(), CreateKey::new("prod (new)").bundle("mcp"))
         .await
         .unwrap();
     api.verify(old.key.expose_secret()).await.unwrap();
     api.verify(new.key.expose_secret()).await.unwrap();
-    api.revoke(&org(), &old.info.id).await.unwrap();
+    api.as_account(&org()).revoke(&old.info.id).await.unwrap();
     assert_eq!(
         api.verify(old.key.expose_secret()).await.unwrap_err(),
         AuthError::Revoked
@@ -235,11 +251,8 @@ async fn rotation_is_create_then_revoke_with_zero_downtime() {
     api.verify(new.key.expose_secret()).await.unwrap();
     // The one-call equivalent keeps the old key alive for a grace period.
     let rotated = api
-        .rotate(
-            &org(),
-            &new.info.id,
-            Rotation::Grace(Duration::from_secs(60)),
-        )
+        .as_account(&org())
+        .rotate(&new.info.id, Rotation::Grace(Duration::from_secs(60)))
         .await
         .unwrap();
     api.verify(new.key.expose_secret()).await.unwrap();
@@ -251,11 +264,13 @@ async fn rotation_is_create_then_revoke_with_zero_downtime() {
 async fn active_keys_are_unlimited() {
     let (api, _) = api();
     for i in 0..250 {
-        api.create(&org(), CreateKey::new(format!("dev {i}")).bundle("sdk"))
+        api.as_account(&org())
+            .create(&org(), CreateKey::new(format!("dev {i}")).bundle("sdk"))
             .await
             .unwrap();
     }
     let page = api
+        .as_account(&org())
         .list(
             &org(),
             ListOptions {
@@ -276,10 +291,12 @@ async fn active_keys_are_unlimited() {
 async fn the_101st_get_in_a_minute_is_429_while_writes_and_other_keys_pass() {
     let (api, clock) = api();
     let a = api
+        .as_account(&org())
         .create(&org(), CreateKey::new("a").bundle("full_access"))
         .await
         .unwrap();
     let b = api
+        .as_account(&org())
         .create(&org(), CreateKey::new("b").bundle("full_access"))
         .await
         .unwrap();
@@ -315,6 +332,7 @@ async fn the_101st_get_in_a_minute_is_429_while_writes_and_other_keys_pass() {
 async fn write_mcp_and_send_limits_match_the_table() {
     let (api, _) = api();
     let k = api
+        .as_account(&org())
         .create(&org(), CreateKey::new("k").bundle("full_access"))
         .await
         .unwrap();

@@ -13,6 +13,7 @@ fn acct(s: &str) -> AccountId {
 async fn a_key_is_a_public_api_key_plus_a_secret_used_like_username_and_password() {
     let api = ApiKeys::in_memory(profiles::mailjet()).unwrap();
     let k = api
+        .as_account(&acct("main"))
         .create(&acct("main"), CreateKey::new("Main key"))
         .await
         .unwrap();
@@ -47,14 +48,22 @@ async fn a_key_is_a_public_api_key_plus_a_secret_used_like_username_and_password
 async fn the_public_key_is_always_visible_the_secret_only_once() {
     let api = ApiKeys::in_memory(profiles::mailjet()).unwrap();
     let main = acct("main");
-    let k = api.create(&main, CreateKey::new("Main key")).await.unwrap();
+    let k = api
+        .as_account(&main)
+        .create(&main, CreateKey::new("Main key"))
+        .await
+        .unwrap();
     let public = k.key.public_key().unwrap().to_owned();
-    let page = api.list(&main, ListOptions::default()).await.unwrap();
+    let page = api
+        .as_account(&main)
+        .list(&main, ListOptions::default())
+        .await
+        .unwrap();
     assert_eq!(page.data[0].public_key.as_deref(), Some(public.as_str()));
     let json = serde_json::to_string(&page).unwrap();
     assert!(json.contains(&public));
     assert!(!json.contains(k.key.expose_secret()));
-    let got = serde_json::to_string(&api.get(&main, &k.info.id).await.unwrap()).unwrap();
+    let got = serde_json::to_string(&api.as_account(&main).get(&k.info.id).await.unwrap()).unwrap();
     assert!(!got.contains(k.key.expose_secret()));
 }
 
@@ -65,10 +74,18 @@ async fn the_public_key_is_always_visible_the_secret_only_once() {
 async fn resetting_the_secret_keeps_the_public_key_and_kills_the_old_secret_at_once() {
     let api = ApiKeys::in_memory(profiles::mailjet()).unwrap();
     let main = acct("main");
-    let k = api.create(&main, CreateKey::new("Main key")).await.unwrap();
+    let k = api
+        .as_account(&main)
+        .create(&main, CreateKey::new("Main key"))
+        .await
+        .unwrap();
     let public = k.key.public_key().unwrap().to_owned();
     let old_secret = k.key.expose_secret().to_owned();
-    let reset = api.reset_secret(&main, &k.info.id).await.unwrap();
+    let reset = api
+        .as_account(&main)
+        .reset_secret(&k.info.id)
+        .await
+        .unwrap();
     assert_eq!(reset.key.public_key(), Some(public.as_str()));
     assert_eq!(reset.info.id, k.info.id);
     assert_ne!(reset.key.expose_secret(), old_secret);
@@ -89,11 +106,20 @@ async fn resetting_the_secret_keeps_the_public_key_and_kills_the_old_secret_at_o
 async fn sub_accounts_have_their_own_api_keys() {
     let api = ApiKeys::in_memory(profiles::mailjet()).unwrap();
     let main = acct("main");
-    let sub = acct("main/newsletters");
-    api.create_sub_account(&main, &sub).await.unwrap();
-    let main_key = api.create(&main, CreateKey::new("Main")).await.unwrap();
+    let sub = api
+        .as_account(&main)
+        .create_sub_account(&main, "newsletters")
+        .await
+        .unwrap();
+    assert_eq!(sub, acct("main/newsletters"));
+    let main_key = api
+        .as_account(&main)
+        .create(&main, CreateKey::new("Main"))
+        .await
+        .unwrap();
     let sub_key = api
-        .create_for(&main, &sub, CreateKey::new("Newsletters"))
+        .as_account(&main)
+        .create(&sub, CreateKey::new("Newsletters"))
         .await
         .unwrap();
     assert_ne!(main_key.key.public_key(), sub_key.key.public_key());
@@ -107,12 +133,17 @@ async fn sub_accounts_have_their_own_api_keys() {
     assert_eq!(p.account(), &sub);
     // The parent sees the sub-account's keys; the sub-account's listing is its own.
     let listed = api
-        .list_for(&main, &sub, ListOptions::default())
+        .as_account(&main)
+        .list(&sub, ListOptions::default())
         .await
         .unwrap();
     assert_eq!(listed.data.len(), 1);
     assert_eq!(listed.data[0].account, sub);
-    let own = api.list(&main, ListOptions::default()).await.unwrap();
+    let own = api
+        .as_account(&main)
+        .list(&main, ListOptions::default())
+        .await
+        .unwrap();
     assert_eq!(own.data.len(), 1);
     assert_eq!(own.data[0].account, main);
 }
@@ -124,6 +155,7 @@ async fn keys_can_expire_to_enforce_a_reset_interval() {
     let api = ApiKeys::in_memory(profiles::mailjet()).unwrap();
     let in_90_days = time::OffsetDateTime::now_utc() + time::Duration::days(90);
     let k = api
+        .as_account(&acct("main"))
         .create(
             &acct("main"),
             CreateKey::new("Main key").expires_at(in_90_days),

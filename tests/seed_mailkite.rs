@@ -16,7 +16,11 @@ async fn one_full_scope_live_key_per_account() {
     let api = ApiKeys::in_memory(profiles::mailkite()).unwrap();
     let me = acct("usr_1");
     // Signup creates the key with the profile's default (full) scope.
-    let k = api.create(&me, CreateKey::new("default")).await.unwrap();
+    let k = api
+        .as_account(&me)
+        .create(&me, CreateKey::new("default"))
+        .await
+        .unwrap();
     assert!(k.key.expose_secret().starts_with("mk_live_"));
     let p = api.verify(k.key.expose_secret()).await.unwrap();
     for s in ["send", "domains", "webhooks", "routes", "inbound"] {
@@ -24,13 +28,15 @@ async fn one_full_scope_live_key_per_account() {
     }
     // A second live key is refused: one key per account.
     assert_eq!(
-        api.create(&me, CreateKey::new("another"))
+        api.as_account(&me)
+            .create(&me, CreateKey::new("another"))
             .await
             .unwrap_err(),
         Error::KeyLimitReached { limit: 1 }
     );
     // A test-mode key lives beside it.
     let t = api
+        .as_account(&me)
         .create(&me, CreateKey::new("test").format("mk_test_"))
         .await
         .unwrap();
@@ -52,9 +58,14 @@ fn keys_are_sent_as_bearer_tokens() {
 async fn rotation_invalidates_the_old_key_immediately() {
     let api = ApiKeys::in_memory(profiles::mailkite()).unwrap();
     let me = acct("usr_1");
-    let old = api.create(&me, CreateKey::new("default")).await.unwrap();
+    let old = api
+        .as_account(&me)
+        .create(&me, CreateKey::new("default"))
+        .await
+        .unwrap();
     let new = api
-        .rotate(&me, &old.info.id, Rotation::Immediate)
+        .as_account(&me)
+        .rotate(&old.info.id, Rotation::Immediate)
         .await
         .unwrap();
     assert_eq!(
@@ -68,7 +79,8 @@ async fn rotation_invalidates_the_old_key_immediately() {
     api.verify(new.key.expose_secret()).await.unwrap();
     // Still exactly one live key.
     assert_eq!(
-        api.create(&me, CreateKey::new("another"))
+        api.as_account(&me)
+            .create(&me, CreateKey::new("another"))
             .await
             .unwrap_err(),
         Error::KeyLimitReached { limit: 1 }
@@ -95,7 +107,11 @@ async fn status_codes_follow_the_documented_errors() {
     let api = ApiKeys::in_memory(profiles::mailkite()).unwrap();
     let me = acct("usr_1");
     let other = acct("usr_2");
-    let k = api.create(&me, CreateKey::new("default")).await.unwrap();
+    let k = api
+        .as_account(&me)
+        .create(&me, CreateKey::new("default"))
+        .await
+        .unwrap();
     assert_eq!(AuthError::Missing.status(), 401);
     let stranger = keygate::TokenFormat::new("mk_live_").generate();
     assert_eq!(
@@ -112,11 +128,12 @@ async fn status_codes_follow_the_documented_errors() {
         .status(),
         403
     );
-    let e = api.get(&other, &k.info.id).await.unwrap_err();
+    let e = api.as_account(&other).get(&k.info.id).await.unwrap_err();
     assert_eq!(e, Error::NotFound);
     assert_eq!(e.status(), 404);
     assert_eq!(
-        api.get(&me, &keygate::KeyId::new("key_unknown"))
+        api.as_account(&me)
+            .get(&keygate::KeyId::new("key_unknown"))
             .await
             .unwrap_err()
             .status(),

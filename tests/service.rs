@@ -32,6 +32,7 @@ async fn created_key_verifies_and_its_secret_is_never_shown_again() {
     let api = mailjawn(&clock);
     let org = acct("org_1");
     let new = api
+        .as_account(&org)
         .create(&org, CreateKey::new("Production SDK").bundle("sdk"))
         .await
         .unwrap();
@@ -48,7 +49,11 @@ async fn created_key_verifies_and_its_secret_is_never_shown_again() {
     assert!(!format!("{p:?}").contains(&secret));
     let json = serde_json::to_string(&new.info).unwrap();
     assert!(!json.contains(&secret[8..]));
-    let page = api.list(&org, ListOptions::default()).await.unwrap();
+    let page = api
+        .as_account(&org)
+        .list(&org, ListOptions::default())
+        .await
+        .unwrap();
     let listed = serde_json::to_string(&page).unwrap();
     assert!(!listed.contains(&secret[8..]));
     assert_eq!(page.data[0].redacted, format!("{}…", &secret[..8]));
@@ -72,6 +77,7 @@ async fn malformed_keys_are_rejected_before_the_store() {
         .build()
         .unwrap();
     let good = api
+        .as_account(&acct("o"))
         .create(&acct("o"), CreateKey::new("k").bundle("sdk"))
         .await
         .unwrap();
@@ -109,23 +115,26 @@ async fn revoked_key_is_rejected_immediately_and_kept_for_audit() {
         .unwrap();
     let org = acct("org");
     let k = api
+        .as_account(&org)
         .create(&org, CreateKey::new("ci").bundle("full_access"))
         .await
         .unwrap();
     api.verify(k.key.expose_secret()).await.unwrap();
-    api.revoke(&org, &k.info.id).await.unwrap();
+    api.as_account(&org).revoke(&k.info.id).await.unwrap();
     let err = api.verify(k.key.expose_secret()).await.unwrap_err();
     assert_eq!(err, AuthError::Revoked);
     assert_eq!(err.status(), 401);
     // Revoking again is harmless; the record is kept and listed on request.
-    api.revoke(&org, &k.info.id).await.unwrap();
+    api.as_account(&org).revoke(&k.info.id).await.unwrap();
     assert!(api
+        .as_account(&org)
         .list(&org, ListOptions::default())
         .await
         .unwrap()
         .data
         .is_empty());
     let all = api
+        .as_account(&org)
         .list(
             &org,
             ListOptions {
@@ -137,8 +146,55 @@ async fn revoked_key_is_rejected_immediately_and_kept_for_audit() {
         .unwrap();
     assert_eq!(all.data.len(), 1);
     assert!(all.data[0].revoked_at.is_some());
-    let kinds: Vec<AuditKind> = audit.events().into_iter().map(|e| e.kind).collect();
+    let events = audit.events();
+    let kinds: Vec<AuditKind> = events.iter().map(|e| e.kind.clone()).collect();
     assert_eq!(kinds, [AuditKind::Created, AuditKind::Revoked]);
+    for e in &events {
+        assert_eq!(e.key_id, k.info.id);
+        assert_eq!(e.account, org);
+        assert_eq!(e.actor, Some(org.clone()));
+        assert_eq!(e.actor_key, None);
+    }
+}
+
+#[tokio::test]
+async fn audit_events_name_the_operator_account_or_key_that_acted() {
+    let audit = MemoryAudit::new();
+    let api = ApiKeys::builder(profiles::mailjawn())
+        .audit(audit.clone())
+        .build()
+        .unwrap();
+    let org = acct("org");
+    let admin = api
+        .operator()
+        .create(&org, CreateKey::new("admin").bundle("full_access"))
+        .await
+        .unwrap();
+    let principal = api.verify(admin.key.expose_secret()).await.unwrap();
+    let sdk = api
+        .as_key(&principal)
+        .create(&org, CreateKey::new("sdk").bundle("sdk"))
+        .await
+        .unwrap();
+    api.as_account(&org).revoke(&sdk.info.id).await.unwrap();
+    let actors: Vec<_> = audit
+        .events()
+        .into_iter()
+        .map(|e| (e.kind, e.key_id, e.actor, e.actor_key))
+        .collect();
+    assert_eq!(
+        actors,
+        [
+            (AuditKind::Created, admin.info.id.clone(), None, None),
+            (
+                AuditKind::Created,
+                sdk.info.id.clone(),
+                Some(org.clone()),
+                Some(admin.info.id.clone())
+            ),
+            (AuditKind::Revoked, sdk.info.id.clone(), Some(org), None),
+        ]
+    );
 }
 
 #[tokio::test]
@@ -148,10 +204,11 @@ async fn keys_expire_at_their_expiry_time() {
     let org = acct("org");
     let past = CreateKey::new("old").bundle("sdk").expires_at(clock.now());
     assert!(matches!(
-        api.create(&org, past).await.unwrap_err(),
+        api.as_account(&org).create(&org, past).await.unwrap_err(),
         Error::Invalid(_)
     ));
     let k = api
+        .as_account(&org)
         .create(
             &org,
             CreateKey::new("temp")
@@ -174,11 +231,13 @@ async fn rotation_keeps_name_scopes_and_revokes_the_old_key() {
     let api = mailjawn(&clock);
     let org = acct("org");
     let old = api
+        .as_account(&org)
         .create(&org, CreateKey::new("agent").bundle("mcp"))
         .await
         .unwrap();
     let new = api
-        .rotate(&org, &old.info.id, Rotation::Immediate)
+        .as_account(&org)
+        .rotate(&old.info.id, Rotation::Immediate)
         .await
         .unwrap();
     assert_ne!(new.info.id, old.info.id);
@@ -192,11 +251,140 @@ async fn rotation_keeps_name_scopes_and_revokes_the_old_key() {
     assert!(api.require(&p, "campaigns:write").is_ok());
     // A revoked key cannot be rotated again.
     assert_eq!(
-        api.rotate(&org, &old.info.id, Rotation::Immediate)
+        api.as_account(&org)
+            .rotate(&old.info.id, Rotation::Immediate)
             .await
             .unwrap_err(),
         Error::Revoked
     );
+    // The old key names its successor.
+    let old_info = api.as_account(&org).get(&old.info.id).await.unwrap();
+    assert_eq!(old_info.replaced_by, Some(new.info.id.clone()));
+    assert_eq!(new.info.replaced_by, None);
+}
+
+#[tokio::test]
+async fn a_key_is_rotated_once_and_grace_is_bounded_by_the_profile() {
+    let clock = ManualClock::new();
+    let api = mailjawn(&clock);
+    let org = acct("org");
+    let keys = api.as_account(&org);
+    let old = keys
+        .create(&org, CreateKey::new("ios").bundle("sdk"))
+        .await
+        .unwrap();
+    let max = api.profile().max_grace;
+    assert_eq!(max, Duration::from_secs(30 * 24 * 60 * 60));
+    let too_long = keys
+        .rotate(&old.info.id, Rotation::Grace(max + Duration::from_secs(1)))
+        .await
+        .unwrap_err();
+    assert!(matches!(too_long, Error::Invalid(_)), "{too_long:?}");
+    assert_eq!(keys.get(&old.info.id).await.unwrap().replaced_by, None);
+    let new = keys
+        .rotate(&old.info.id, Rotation::Grace(max))
+        .await
+        .unwrap();
+    // Still in its grace period, the old key has its successor: a second
+    // rotation, with or without grace, is refused and creates nothing.
+    for rotation in [
+        Rotation::Grace(Duration::from_secs(60)),
+        Rotation::Immediate,
+    ] {
+        let again = keys.rotate(&old.info.id, rotation).await.unwrap_err();
+        assert_eq!(again, Error::AlreadyRotated);
+        assert_eq!(again.status(), 409);
+    }
+    let listed = keys.list(&org, ListOptions::default()).await.unwrap();
+    let mut ids: Vec<_> = listed.data.iter().map(|k| k.id.clone()).collect();
+    let mut expected = vec![old.info.id.clone(), new.info.id.clone()];
+    ids.sort();
+    expected.sort();
+    assert_eq!(ids, expected);
+    api.verify(old.key.expose_secret()).await.unwrap();
+    clock.advance(max);
+    assert_eq!(
+        api.verify(old.key.expose_secret()).await.unwrap_err(),
+        AuthError::Expired
+    );
+    api.verify(new.key.expose_secret()).await.unwrap();
+}
+
+#[tokio::test]
+async fn sub_accounts_are_named_by_their_parent_and_exist_before_their_keys() {
+    let api = ApiKeys::in_memory(profiles::default()).unwrap();
+    let acme = acct("acme");
+    let keys = api.as_account(&acme);
+    // Keys for a sub-account that was never created: not found, for anyone.
+    let unknown = acct("acme/eu");
+    for manager in [keys.clone(), api.operator()] {
+        assert_eq!(
+            manager
+                .create(&unknown, CreateKey::new("k").scopes(["read"]))
+                .await
+                .unwrap_err(),
+            Error::NotFound
+        );
+        assert_eq!(
+            manager
+                .list(&unknown, ListOptions::default())
+                .await
+                .unwrap_err(),
+            Error::NotFound
+        );
+    }
+    let eu = keys.create_sub_account(&acme, "eu").await.unwrap();
+    assert_eq!(eu, unknown);
+    assert_eq!(eu.parent(), Some(acme.clone()));
+    let k = keys
+        .create(&eu, CreateKey::new("k").scopes(["read"]))
+        .await
+        .unwrap();
+    assert_eq!(k.info.account, eu);
+    // The handle is the parent's: taken once, and only well-formed.
+    let twice = keys.create_sub_account(&acme, "eu").await.unwrap_err();
+    assert!(matches!(twice, Error::Conflict(_)), "{twice:?}");
+    for bad in ["", "EU", "-eu", "e/u", "e u", "../x", &"x".repeat(64)] {
+        let err = keys.create_sub_account(&acme, bad).await.unwrap_err();
+        assert!(matches!(err, Error::Account(_)), "{bad:?}: {err:?}");
+        assert_eq!(err.status(), 400);
+    }
+    keys.create_sub_account(&acme, &"x".repeat(63))
+        .await
+        .unwrap();
+    // Another account cannot create sub-accounts under acme.
+    assert_eq!(
+        api.as_account(&acct("globex"))
+            .create_sub_account(&acme, "x")
+            .await
+            .unwrap_err(),
+        Error::NotFound
+    );
+    // The default profile nests one level deep; MailJawn has no sub-accounts.
+    assert_eq!(
+        keys.create_sub_account(&eu, "deeper").await.unwrap_err(),
+        Error::SubAccountDepth { max: 1 }
+    );
+    let mailjawn = ApiKeys::in_memory(profiles::mailjawn()).unwrap();
+    let err = mailjawn
+        .as_account(&acme)
+        .create_sub_account(&acme, "eu")
+        .await
+        .unwrap_err();
+    assert_eq!(err, Error::SubAccountDepth { max: 0 });
+    assert_eq!(err.status(), 403);
+}
+
+#[test]
+fn account_ids_have_no_empty_parts() {
+    for bad in ["", "/", "a/", "/a", "a//b"] {
+        assert!(AccountId::new(bad).is_err(), "{bad:?}");
+    }
+    let sub = AccountId::new("a/b").unwrap();
+    assert_eq!(sub.parent(), Some(acct("a")));
+    assert_eq!(sub.handle(), "b");
+    assert!(!sub.is_top_level());
+    assert!(acct("a").is_top_level());
 }
 
 #[tokio::test]
@@ -205,15 +393,13 @@ async fn rotation_with_grace_keeps_both_keys_working_until_it_ends() {
     let api = mailjawn(&clock);
     let org = acct("org");
     let old = api
+        .as_account(&org)
         .create(&org, CreateKey::new("ios").bundle("sdk"))
         .await
         .unwrap();
     let new = api
-        .rotate(
-            &org,
-            &old.info.id,
-            Rotation::Grace(Duration::from_secs(600)),
-        )
+        .as_account(&org)
+        .rotate(&old.info.id, Rotation::Grace(Duration::from_secs(600)))
         .await
         .unwrap();
     api.verify(old.key.expose_secret()).await.unwrap();
@@ -235,6 +421,7 @@ async fn verify_checks_every_candidate_sharing_a_lookup_id() {
         .unwrap();
     let org = acct("org");
     let real = api
+        .as_account(&org)
         .create(&org, CreateKey::new("real").bundle("sdk"))
         .await
         .unwrap();
@@ -254,6 +441,8 @@ async fn verify_checks_every_candidate_sharing_a_lookup_id() {
         expires_at: None,
         last_used_at: None,
         revoked_at: None,
+        replaced_by: None,
+        lineage: None,
     };
     store.insert_key(decoy, None, now).await.unwrap();
     assert_eq!(
@@ -269,21 +458,25 @@ async fn unknown_scopes_and_bundles_are_named_in_the_error() {
     let api = ApiKeys::in_memory(profiles::mailjawn()).unwrap();
     let org = acct("org");
     let e = api
+        .as_account(&org)
         .create(&org, CreateKey::new("x").bundle("admin"))
         .await
         .unwrap_err();
     assert_eq!(e.to_string(), "unknown bundle 'admin'");
     let e = api
+        .as_account(&org)
         .create(&org, CreateKey::new("x").scopes(["subscribers:delete"]))
         .await
         .unwrap_err();
     assert_eq!(e.to_string(), "unknown scope 'subscribers:delete'");
     let e = api
+        .as_account(&org)
         .create(&org, CreateKey::new("   ").bundle("sdk"))
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Invalid(_)));
     let e = api
+        .as_account(&org)
         .create(&org, CreateKey::new("no scopes"))
         .await
         .unwrap_err();
@@ -295,6 +488,7 @@ async fn explicit_scopes_and_wildcards_are_enforced() {
     let api = ApiKeys::in_memory(profiles::mailjawn()).unwrap();
     let org = acct("org");
     let k = api
+        .as_account(&org)
         .create(
             &org,
             CreateKey::new("reader").scopes(["subscribers:read", "stats:*"]),
@@ -324,7 +518,8 @@ async fn concurrent_creates_never_exceed_the_key_limit() {
         let api = api.clone();
         let org = org.clone();
         tasks.push(tokio::spawn(async move {
-            api.create(&org, CreateKey::new(format!("k{i}")).scopes(["api"]))
+            api.as_account(&org)
+                .create(&org, CreateKey::new(format!("k{i}")).scopes(["api"]))
                 .await
         }));
     }
@@ -336,7 +531,11 @@ async fn concurrent_creates_never_exceed_the_key_limit() {
         }
     }
     assert_eq!(ok, 10);
-    let page = api.list(&org, ListOptions::default()).await.unwrap();
+    let page = api
+        .as_account(&org)
+        .list(&org, ListOptions::default())
+        .await
+        .unwrap();
     assert_eq!(page.data.len(), 10);
 }
 
@@ -346,13 +545,21 @@ async fn last_used_is_stamped_on_verify() {
     let api = mailjawn(&clock);
     let org = acct("org");
     let k = api
+        .as_account(&org)
         .create(&org, CreateKey::new("k").bundle("sdk"))
         .await
         .unwrap();
-    assert_eq!(api.get(&org, &k.info.id).await.unwrap().last_used_at, None);
+    assert_eq!(
+        api.as_account(&org)
+            .get(&k.info.id)
+            .await
+            .unwrap()
+            .last_used_at,
+        None
+    );
     clock.advance(Duration::from_secs(5));
     api.verify(k.key.expose_secret()).await.unwrap();
-    let info = api.get(&org, &k.info.id).await.unwrap();
+    let info = api.as_account(&org).get(&k.info.id).await.unwrap();
     assert_eq!(info.last_used_at, Some(clock.now()));
 }
 
@@ -365,6 +572,7 @@ async fn listing_paginates_in_creation_order() {
     for i in 0..25 {
         clock.advance(Duration::from_millis(2));
         let k = api
+            .as_account(&org)
             .create(&org, CreateKey::new(format!("key {i} ✓")).bundle("sdk"))
             .await
             .unwrap();
@@ -374,6 +582,7 @@ async fn listing_paginates_in_creation_order() {
     let mut after = None;
     loop {
         let page = api
+            .as_account(&org)
             .list(
                 &org,
                 ListOptions {
@@ -396,7 +605,7 @@ async fn listing_paginates_in_creation_order() {
         ..ListOptions::default()
     };
     assert!(matches!(
-        api.list(&org, bad).await.unwrap_err(),
+        api.as_account(&org).list(&org, bad).await.unwrap_err(),
         Error::Invalid(_)
     ));
 }
@@ -407,30 +616,49 @@ async fn other_accounts_see_not_found() {
     let a = acct("a");
     let b = acct("b");
     let k = api
+        .as_account(&a)
         .create(&a, CreateKey::new("k").bundle("sdk"))
         .await
         .unwrap();
-    assert_eq!(api.get(&b, &k.info.id).await.unwrap_err(), Error::NotFound);
     assert_eq!(
-        api.revoke(&b, &k.info.id).await.unwrap_err(),
+        api.as_account(&b).get(&k.info.id).await.unwrap_err(),
         Error::NotFound
     );
     assert_eq!(
-        api.rotate(&b, &k.info.id, Rotation::Immediate)
+        api.as_account(&b).revoke(&k.info.id).await.unwrap_err(),
+        Error::NotFound
+    );
+    assert_eq!(
+        api.as_account(&b)
+            .rotate(&k.info.id, Rotation::Immediate)
             .await
             .unwrap_err(),
         Error::NotFound
     );
     assert_eq!(
-        api.reset_secret(&b, &k.info.id).await.unwrap_err(),
+        api.as_account(&b)
+            .reset_secret(&k.info.id)
+            .await
+            .unwrap_err(),
         Error::NotFound
     );
     assert_eq!(
-        api.get(&a, &KeyId::new("key_nope")).await.unwrap_err(),
+        api.as_account(&a)
+            .get(&KeyId::new("key_nope"))
+            .await
+            .unwrap_err(),
         Error::NotFound
     );
     assert_eq!(
-        api.list_for(&b, &a, ListOptions::default())
+        api.as_account(&b)
+            .list(&a, ListOptions::default())
+            .await
+            .unwrap_err(),
+        Error::NotFound
+    );
+    assert_eq!(
+        api.as_account(&b)
+            .create(&a, CreateKey::new("x").bundle("sdk"))
             .await
             .unwrap_err(),
         Error::NotFound
@@ -494,6 +722,7 @@ async fn an_unavailable_store_is_503_never_a_principal() {
     assert_eq!(err, AuthError::Unavailable);
     assert_eq!(err.status(), 503);
     let e = api
+        .as_account(&acct("o"))
         .create(&acct("o"), CreateKey::new("k").bundle("sdk"))
         .await
         .unwrap_err();
@@ -519,6 +748,7 @@ async fn keys_made_with_an_old_pepper_verify_after_pepper_rotation() {
         .build()
         .unwrap();
     let k = before
+        .as_account(&acct("o"))
         .create(&acct("o"), CreateKey::new("k").bundle("sdk"))
         .await
         .unwrap();

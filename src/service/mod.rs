@@ -85,9 +85,10 @@ impl fmt::Debug for ApiKeys {
 const SWEEP_EVERY: u64 = 1 << 16;
 
 impl ApiKeys {
-    /// Starts building a service for `profile`. Defaults: a [`MemoryStore`], a
-    /// random pepper (fine for memory; set one for persistent stores), the
-    /// system clock and `tracing` audit events.
+    /// Starts building a service for `profile`. Defaults: a
+    /// [`MemoryStore`](crate::MemoryStore), a random pepper (fine for memory;
+    /// set one for persistent stores), the system clock and `tracing` audit
+    /// events.
     pub fn builder(profile: Profile) -> ApiKeysBuilder {
         ApiKeysBuilder {
             profile,
@@ -99,7 +100,7 @@ impl ApiKeys {
         }
     }
 
-    /// A service for `profile` on a fresh [`MemoryStore`].
+    /// A service for `profile` on a fresh [`MemoryStore`](crate::MemoryStore).
     pub fn in_memory(profile: Profile) -> Result<Self, ConfigError> {
         Self::builder(profile).build()
     }

@@ -106,6 +106,7 @@ mod store {
         rotate_immediately_revokes_the_old_key,
         rotate_with_grace_expires_the_old_key_later,
         rotate_is_atomic_when_the_new_id_exists,
+        keys_need_their_account_and_active_keys_are_unique,
     );
 }
 

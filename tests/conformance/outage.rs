@@ -27,12 +27,19 @@ async fn assert_unavailable(api: &ApiKeys, presented: &str) {
         api.verify(presented).await.unwrap_err(),
         AuthError::Unavailable
     );
-    let created = api.create(&org(), CreateKey::new("x").bundle("sdk")).await;
+    let created = api
+        .as_account(&org())
+        .create(&org(), CreateKey::new("x").bundle("sdk"))
+        .await;
     assert!(
         matches!(created, Err(Error::Store(StoreError::Unavailable(_)))),
         "{created:?}"
     );
-    let listed = api.list(&org(), ListOptions::default()).await.unwrap_err();
+    let listed = api
+        .as_account(&org())
+        .list(&org(), ListOptions::default())
+        .await
+        .unwrap_err();
     assert!(
         matches!(listed, Error::Store(StoreError::Unavailable(_))),
         "{listed:?}"
@@ -52,6 +59,7 @@ mod sqlite {
         store.migrate().await.unwrap();
         let api = service(Arc::new(store.clone()));
         let key = api
+            .as_account(&org())
             .create(&org(), CreateKey::new("ci").bundle("sdk"))
             .await
             .unwrap();
@@ -94,6 +102,7 @@ mod postgres {
         };
         let api = service(pg.store());
         let key = api
+            .as_account(&org())
             .create(&org(), CreateKey::new("ci").bundle("sdk"))
             .await
             .unwrap();

@@ -58,6 +58,8 @@ fn key(account_id: &str, n: u32) -> KeyRecord {
         expires_at: None,
         last_used_at: None,
         revoked_at: None,
+        replaced_by: None,
+        lineage: None,
     }
 }
 
@@ -99,23 +101,93 @@ pub async fn accounts_round_trip_with_their_parent(store: Arc<dyn KeyStore>) {
         created_at: at(1),
     };
     let sub = AccountRecord {
-        id: account("org_sub"),
+        id: account("org_parent/sub"),
         parent: Some(account("org_parent")),
         created_at: at(2),
     };
     store.create_account(parent.clone()).await.unwrap();
     store.create_account(sub.clone()).await.unwrap();
-    assert_eq!(store.get_account(&parent.id).await.unwrap(), Some(parent));
+    assert_eq!(
+        store.get_account(&parent.id).await.unwrap(),
+        Some(parent.clone())
+    );
     assert_eq!(store.get_account(&sub.id).await.unwrap(), Some(sub.clone()));
     assert_eq!(store.get_account(&account("org_none")).await.unwrap(), None);
     let again = store.create_account(sub).await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    let again = store.create_account(parent).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+
+    // The stored parent is always the one the id names, whatever the record says.
+    let claims = [None, Some(account("org_none")), Some(account("org_other"))];
+    for (n, claimed) in claims.into_iter().enumerate() {
+        let id = account("org_parent").child(&format!("h{n}")).unwrap();
+        store
+            .create_account(AccountRecord {
+                id: id.clone(),
+                parent: claimed,
+                created_at: at(3),
+            })
+            .await
+            .unwrap();
+        let stored = store.get_account(&id).await.unwrap().unwrap();
+        assert_eq!(stored.parent, Some(account("org_parent")), "{id}");
+    }
+    assert_eq!(
+        store.get_account(&account("org_other")).await.unwrap(),
+        None
+    );
+
+    // A top-level parent is registered with its first sub-account.
+    let implicit = AccountRecord {
+        id: account("org_implicit/eu"),
+        parent: Some(account("org_implicit")),
+        created_at: at(4),
+    };
+    store.create_account(implicit.clone()).await.unwrap();
+    assert_eq!(
+        store.get_account(&implicit.id).await.unwrap(),
+        Some(implicit)
+    );
+    let top = store.get_account(&account("org_implicit")).await.unwrap();
+    assert_eq!(top.map(|a| a.parent), Some(None));
+
+    // A sub-account's sub-account needs its parent registered first.
+    let orphan = store
+        .create_account(AccountRecord {
+            id: account("org_parent/missing/deep"),
+            parent: Some(account("org_parent/missing")),
+            created_at: at(5),
+        })
+        .await;
+    assert_eq!(orphan, Err(StoreError::NotFound));
+    assert_eq!(
+        store
+            .get_account(&account("org_parent/missing/deep"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .get_account(&account("org_parent/missing"))
+            .await
+            .unwrap(),
+        None
+    );
+    let deep = AccountRecord {
+        id: account("org_parent/sub/deep"),
+        parent: Some(account("org_parent/sub")),
+        created_at: at(6),
+    };
+    store.create_account(deep.clone()).await.unwrap();
+    assert_eq!(store.get_account(&deep.id).await.unwrap(), Some(deep));
 }
 
 pub async fn sub_account_keys_count_toward_the_sub_account(store: Arc<dyn KeyStore>) {
     store
         .create_account(AccountRecord {
-            id: account("org_sub"),
+            id: account("org_main/sub"),
             parent: Some(account("org_main")),
             created_at: at(0),
         })
@@ -135,12 +207,14 @@ pub async fn sub_account_keys_count_toward_the_sub_account(store: Arc<dyn KeySto
     );
     for n in 10..12 {
         store
-            .insert_key(key("org_sub", n), Some(2), now)
+            .insert_key(key("org_main/sub", n), Some(2), now)
             .await
             .unwrap();
     }
     assert_eq!(
-        store.insert_key(key("org_sub", 12), Some(2), now).await,
+        store
+            .insert_key(key("org_main/sub", 12), Some(2), now)
+            .await,
         Err(StoreError::LimitReached { limit: 2 })
     );
     assert_eq!(
@@ -148,7 +222,7 @@ pub async fn sub_account_keys_count_toward_the_sub_account(store: Arc<dyn KeySto
         ["key_000000", "key_000001"]
     );
     assert_eq!(
-        ids(&store, "org_sub", true).await,
+        ids(&store, "org_main/sub", true).await,
         ["key_000010", "key_000011"]
     );
 }
@@ -173,6 +247,8 @@ pub async fn inserted_keys_round_trip_every_field(store: Arc<dyn KeyStore>) {
         expires_at: Some(at(86_400_000)),
         last_used_at: Some(at(20)),
         revoked_at: None,
+        replaced_by: None,
+        lineage: None,
     };
     let bare = KeyRecord {
         id: KeyId::new("key_bare"),
@@ -202,8 +278,10 @@ pub async fn inserted_keys_round_trip_every_field(store: Arc<dyn KeyStore>) {
 
 pub async fn duplicate_key_ids_conflict(store: Arc<dyn KeyStore>) {
     insert(&store, key("org_1", 1)).await;
+    // Only the id clashes: another account, lookup and secret.
     let mut twin = key("org_2", 1);
     twin.lookup = "other".into();
+    twin.hash = hash(1_001);
     let result = store.insert_key(twin.clone(), None, at(0)).await;
     assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
     let limited = store.insert_key(twin, Some(5), at(0)).await;
@@ -263,16 +341,20 @@ pub async fn list_excludes_revoked_keys_unless_asked(store: Arc<dyn KeyStore>) {
 
 pub async fn list_is_per_account_in_id_order(store: Arc<dyn KeyStore>) {
     // Inserted out of order, across two accounts; ids sort bytewise.
-    for (acct, id) in [
+    for (n, (acct, id)) in [
         ("org_a", "key_b"),
         ("org_b", "key_c"),
         ("org_a", "key_B"),
         ("org_a", "key_a"),
         ("org_a", "key_aa"),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let mut r = key(acct, 0);
         r.id = KeyId::new(id);
         r.lookup = format!("lk_{id}");
+        r.hash = hash(100 + n as u32);
         insert(&store, r).await;
     }
     assert_eq!(
@@ -508,12 +590,9 @@ pub async fn last_used_batches_keep_the_latest_time(store: Arc<dyn KeyStore>) {
 // ----- text -----------------------------------------------------------------
 
 pub async fn unicode_names_and_accounts_round_trip(store: Arc<dyn KeyStore>) {
-    let acct = "org_Zürich_東京";
-    let mut r = key(acct, 1);
-    r.name = "Clé de prod 🚀 — «ünïcödé» 日本語 \"quoted\" 'single' %_\\".into();
-    r.scopes = vec!["naïve:read".into()];
-    r.bundle = Some("bündel".into());
-    insert(&store, r.clone()).await;
+    // A sub-account (registered before its keys) under a top-level account,
+    // both with non-ASCII ids.
+    let acct = "élternkonto/org_Zürich_東京";
     store
         .create_account(AccountRecord {
             id: account(acct),
@@ -522,14 +601,34 @@ pub async fn unicode_names_and_accounts_round_trip(store: Arc<dyn KeyStore>) {
         })
         .await
         .unwrap();
+    let mut r = key(acct, 1);
+    r.name = "Clé de prod 🚀 — «ünïcödé» 日本語 \"quoted\" 'single' %_\\".into();
+    r.scopes = vec!["naïve:read".into()];
+    r.bundle = Some("bündel".into());
+    insert(&store, r.clone()).await;
+    let mut top = key("élternkonto", 2);
+    top.name = "Schlüssel".into();
+    insert(&store, top.clone()).await;
     assert_eq!(stored(&store, &r.id).await, r);
+    assert_eq!(stored(&store, &top.id).await, top);
     let listed = store
         .list_keys(&account(acct), &ListQuery::default())
         .await
         .unwrap();
     assert_eq!(listed, vec![r]);
+    let listed = store
+        .list_keys(&account("élternkonto"), &ListQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(listed, vec![top]);
     let a = store.get_account(&account(acct)).await.unwrap().unwrap();
     assert_eq!(a.parent, Some(account("élternkonto")));
+    let parent = store
+        .get_account(&account("élternkonto"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(parent.parent, None);
 }
 
 // ----- scale ----------------------------------------------------------------
@@ -607,7 +706,14 @@ pub async fn rotate_immediately_revokes_the_old_key(store: Arc<dyn KeyStore>) {
         .rotate_key(&old.id, new.clone(), OldKey::RevokeAt(at(500)))
         .await
         .unwrap();
-    assert_eq!(stored(&store, &old.id).await.revoked_at, Some(at(500)));
+    assert_eq!(
+        stored(&store, &old.id).await,
+        KeyRecord {
+            revoked_at: Some(at(500)),
+            replaced_by: Some(new.id.clone()),
+            ..old.clone()
+        }
+    );
     assert_eq!(stored(&store, &new.id).await, new);
     assert_eq!(ids(&store, "org_1", false).await, ["key_000002"]);
     // A revoked key cannot be rotated again; an unknown one is not found.
@@ -653,10 +759,17 @@ pub async fn rotate_with_grace_expires_the_old_key_later(store: Arc<dyn KeyStore
         old_now,
         KeyRecord {
             expires_at: Some(at(5_000)),
+            replaced_by: Some(KeyId::new("key_000003")),
             ..old.clone()
         }
     );
-    assert_eq!(stored(&store, &soon.id).await.expires_at, Some(at(1_000)));
+    assert_eq!(
+        stored(&store, &soon.id).await,
+        KeyRecord {
+            replaced_by: Some(KeyId::new("key_000004")),
+            ..soon.clone()
+        }
+    );
     // During the grace period both keys count toward the limit; after it, only the new.
     assert_eq!(
         store.insert_key(key("org_1", 5), Some(3), at(4_999)).await,
@@ -673,8 +786,10 @@ pub async fn rotate_is_atomic_when_the_new_id_exists(store: Arc<dyn KeyStore>) {
     let taken = key("org_1", 2);
     insert(&store, old.clone()).await;
     insert(&store, taken.clone()).await;
+    // Only the id clashes: the lookup and secret are new.
     let mut clash = key("org_1", 2);
     clash.lookup = "lk_clash".into();
+    clash.hash = hash(1_002);
     let result = store
         .rotate_key(&old.id, clash, OldKey::RevokeAt(at(500)))
         .await;
@@ -682,6 +797,144 @@ pub async fn rotate_is_atomic_when_the_new_id_exists(store: Arc<dyn KeyStore>) {
     assert_eq!(stored(&store, &old.id).await, old);
     assert_eq!(stored(&store, &taken.id).await, taken);
     assert!(store.find_by_lookup("lk_clash").await.unwrap().is_empty());
+}
+
+// ----- accounts and uniqueness --------------------------------------------------
+
+pub async fn keys_need_their_account_and_active_keys_are_unique(store: Arc<dyn KeyStore>) {
+    // A sub-account must be registered before it holds keys.
+    let orphan = key("org_1/missing", 1);
+    assert_eq!(
+        store.insert_key(orphan.clone(), None, at(0)).await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        store.insert_key(orphan.clone(), Some(5), at(0)).await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        store.insert_keys(vec![key("org_2", 2), orphan]).await,
+        Err(StoreError::NotFound)
+    );
+    for n in [1, 2] {
+        let id = KeyId::new(format!("key_{n:06}"));
+        assert!(store.get_key(&id).await.unwrap().is_none(), "{id}");
+    }
+    for id in ["org_1/missing", "org_1", "org_2"] {
+        assert_eq!(store.get_account(&account(id)).await.unwrap(), None, "{id}");
+    }
+
+    // A first key registers its top-level account.
+    insert(&store, key("org_1", 1)).await;
+    let registered = store
+        .get_account(&account("org_1"))
+        .await
+        .unwrap()
+        .expect("registered with its first key");
+    assert_eq!(registered.id, account("org_1"));
+    assert_eq!(registered.parent, None);
+    // Registering it again is a conflict and changes nothing.
+    let again = store
+        .create_account(AccountRecord {
+            id: account("org_1"),
+            parent: None,
+            created_at: at(7),
+        })
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    assert_eq!(
+        store.get_account(&account("org_1")).await.unwrap(),
+        Some(registered)
+    );
+    // Once registered, a sub-account holds keys of its own.
+    let sub = AccountRecord {
+        id: account("org_1/sub"),
+        parent: Some(account("org_1")),
+        created_at: at(8),
+    };
+    store.create_account(sub.clone()).await.unwrap();
+    let again = store.create_account(sub).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    insert(&store, key("org_1/sub", 2)).await;
+    assert_eq!(ids(&store, "org_1/sub", true).await, ["key_000002"]);
+    assert_eq!(ids(&store, "org_1", true).await, ["key_000001"]);
+
+    // One active key per secret, whatever the account, id or limit.
+    let mut twin = key("org_3", 3);
+    twin.hash = hash(1);
+    twin.lookup = key("org_1", 1).lookup;
+    for limit in [None, Some(5)] {
+        let result = store.insert_key(twin.clone(), limit, at(0)).await;
+        assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+    }
+    let result = store.insert_keys(vec![twin.clone()]).await;
+    assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+    // Two new keys with one secret in one batch: neither is stored.
+    let mut pair = (key("org_3", 4), key("org_3", 5));
+    pair.1.hash = pair.0.hash.clone();
+    pair.1.lookup = pair.0.lookup.clone();
+    let result = store.insert_keys(vec![pair.0, pair.1]).await;
+    assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+    assert!(ids(&store, "org_3", true).await.is_empty());
+    // One active key pair per public key, whatever its secret.
+    let mut public = key("org_3", 6);
+    public.format = "pair".into();
+    public.lookup = "0123456789abcdef0123456789abcdef".into();
+    insert(&store, public.clone()).await;
+    let mut same_public = key("org_4", 7);
+    same_public.format = "pair".into();
+    same_public.lookup = public.lookup.clone();
+    let result = store.insert_key(same_public.clone(), None, at(0)).await;
+    assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+    // A revoked key holds neither its secret nor its public key.
+    store
+        .revoke_key(&KeyId::new("key_000001"), at(9))
+        .await
+        .unwrap();
+    store.revoke_key(&public.id, at(9)).await.unwrap();
+    insert(&store, twin).await;
+    insert(&store, same_public).await;
+    assert_eq!(ids(&store, "org_3", false).await, ["key_000003"]);
+    assert_eq!(ids(&store, "org_4", false).await, ["key_000007"]);
+
+    // A key has one successor: rotating it twice is refused, grace or not.
+    let old = key("org_5", 10);
+    insert(&store, old.clone()).await;
+    store
+        .rotate_key(&old.id, key("org_5", 11), OldKey::ExpireAt(at(5_000)))
+        .await
+        .unwrap();
+    for old_key in [OldKey::ExpireAt(at(6_000)), OldKey::RevokeAt(at(600))] {
+        assert_eq!(
+            store.rotate_key(&old.id, key("org_5", 12), old_key).await,
+            Err(StoreError::Rotated)
+        );
+    }
+    assert_eq!(
+        stored(&store, &old.id).await,
+        KeyRecord {
+            expires_at: Some(at(5_000)),
+            replaced_by: Some(KeyId::new("key_000011")),
+            ..old
+        }
+    );
+    assert_eq!(
+        ids(&store, "org_5", true).await,
+        ["key_000010", "key_000011"]
+    );
+    // The successor is rotated in its turn.
+    store
+        .rotate_key(
+            &KeyId::new("key_000011"),
+            key("org_5", 12),
+            OldKey::RevokeAt(at(700)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        stored(&store, &KeyId::new("key_000011")).await.replaced_by,
+        Some(KeyId::new("key_000012"))
+    );
 }
 
 // ----- through the service ----------------------------------------------------
@@ -701,6 +954,7 @@ pub async fn service_verifies_a_created_key(store: Arc<dyn KeyStore>) {
     let (api, _) = service(store, profiles::mailjawn());
     let org = account("org_svc");
     let key = api
+        .as_account(&org)
         .create(&org, CreateKey::new("ci").bundle("sdk"))
         .await
         .unwrap();
@@ -720,7 +974,11 @@ pub async fn service_verifies_a_created_key(store: Arc<dyn KeyStore>) {
         AuthError::Invalid
     );
     let presented = key.key.expose_secret().to_owned();
-    let page = api.list(&org, ListOptions::default()).await.unwrap();
+    let page = api
+        .as_account(&org)
+        .list(&org, ListOptions::default())
+        .await
+        .unwrap();
     assert_eq!(page.data.len(), 1);
     assert_eq!(page.data[0].id, key.info.id);
     assert_eq!(page.data[0].name, "ci");
@@ -731,15 +989,17 @@ pub async fn service_rejects_a_revoked_key(store: Arc<dyn KeyStore>) {
     let (api, _) = service(store, profiles::mailjawn());
     let org = account("org_svc");
     let key = api
+        .as_account(&org)
         .create(&org, CreateKey::new("ci").bundle("sdk"))
         .await
         .unwrap();
-    api.revoke(&org, &key.info.id).await.unwrap();
+    api.as_account(&org).revoke(&key.info.id).await.unwrap();
     assert_eq!(
         api.verify(key.key.expose_secret()).await.unwrap_err(),
         AuthError::Revoked
     );
     let listed = api
+        .as_account(&org)
         .list(
             &org,
             ListOptions {
@@ -751,6 +1011,7 @@ pub async fn service_rejects_a_revoked_key(store: Arc<dyn KeyStore>) {
         .unwrap();
     assert_eq!(listed.data[0].revoked_at, Some(at(0)));
     assert!(api
+        .as_account(&org)
         .list(&org, ListOptions::default())
         .await
         .unwrap()
@@ -762,11 +1023,13 @@ pub async fn service_rotates_immediately_and_with_grace(store: Arc<dyn KeyStore>
     let (api, clock) = service(store, profiles::mailjawn());
     let org = account("org_svc");
     let first = api
+        .as_account(&org)
         .create(&org, CreateKey::new("ci").bundle("mcp"))
         .await
         .unwrap();
     let second = api
-        .rotate(&org, &first.info.id, Rotation::Immediate)
+        .as_account(&org)
+        .rotate(&first.info.id, Rotation::Immediate)
         .await
         .unwrap();
     assert_eq!(
@@ -778,15 +1041,36 @@ pub async fn service_rotates_immediately_and_with_grace(store: Arc<dyn KeyStore>
     assert_eq!(p.name(), "ci");
 
     let third = api
-        .rotate(
-            &org,
-            &second.info.id,
-            Rotation::Grace(Duration::from_secs(60)),
-        )
+        .as_account(&org)
+        .rotate(&second.info.id, Rotation::Grace(Duration::from_secs(60)))
         .await
         .unwrap();
     assert!(api.verify(second.key.expose_secret()).await.is_ok());
     assert!(api.verify(third.key.expose_secret()).await.is_ok());
+    // The key in its grace period already has a successor: no second one.
+    assert_eq!(
+        api.as_account(&org)
+            .rotate(&second.info.id, Rotation::Grace(Duration::from_secs(60)))
+            .await
+            .unwrap_err(),
+        Error::AlreadyRotated
+    );
+    assert_eq!(
+        api.as_account(&org)
+            .get(&second.info.id)
+            .await
+            .unwrap()
+            .replaced_by,
+        Some(third.info.id.clone())
+    );
+    assert_eq!(
+        api.as_account(&org)
+            .get(&first.info.id)
+            .await
+            .unwrap()
+            .replaced_by,
+        Some(second.info.id.clone())
+    );
     clock.advance(Duration::from_secs(60));
     assert_eq!(
         api.verify(second.key.expose_secret()).await.unwrap_err(),
@@ -794,7 +1078,8 @@ pub async fn service_rotates_immediately_and_with_grace(store: Arc<dyn KeyStore>
     );
     assert!(api.verify(third.key.expose_secret()).await.is_ok());
     assert_eq!(
-        api.rotate(&org, &first.info.id, Rotation::Immediate)
+        api.as_account(&org)
+            .rotate(&first.info.id, Rotation::Immediate)
             .await
             .unwrap_err(),
         Error::Revoked
@@ -807,20 +1092,24 @@ pub async fn service_enforces_the_key_limit(store: Arc<dyn KeyStore>) {
     let (api, _) = service(store, profile);
     let org = account("org_mc");
     let a = api
+        .as_account(&org)
         .create(&org, CreateKey::new("one").scopes(["api"]))
         .await
         .unwrap();
-    api.create(&org, CreateKey::new("two").scopes(["api"]))
+    api.as_account(&org)
+        .create(&org, CreateKey::new("two").scopes(["api"]))
         .await
         .unwrap();
     assert_eq!(
-        api.create(&org, CreateKey::new("three").scopes(["api"]))
+        api.as_account(&org)
+            .create(&org, CreateKey::new("three").scopes(["api"]))
             .await
             .unwrap_err(),
         Error::KeyLimitReached { limit: 2 }
     );
-    api.revoke(&org, &a.info.id).await.unwrap();
+    api.as_account(&org).revoke(&a.info.id).await.unwrap();
     let c = api
+        .as_account(&org)
         .create(&org, CreateKey::new("three").scopes(["api"]))
         .await
         .unwrap();
@@ -831,16 +1120,25 @@ pub async fn service_flush_writes_last_used(store: Arc<dyn KeyStore>) {
     let (api, clock) = service(store, profiles::mailjawn());
     let org = account("org_svc");
     let key = api
+        .as_account(&org)
         .create(&org, CreateKey::new("ci").bundle("sdk"))
         .await
         .unwrap();
     clock.advance(Duration::from_millis(1_500));
     api.verify(key.key.expose_secret()).await.unwrap();
     api.flush_last_used().await.unwrap();
-    let listed = api.list(&org, ListOptions::default()).await.unwrap();
+    let listed = api
+        .as_account(&org)
+        .list(&org, ListOptions::default())
+        .await
+        .unwrap();
     assert_eq!(listed.data[0].last_used_at, Some(at(1_500)));
     assert_eq!(
-        api.get(&org, &key.info.id).await.unwrap().last_used_at,
+        api.as_account(&org)
+            .get(&key.info.id)
+            .await
+            .unwrap()
+            .last_used_at,
         Some(at(1_500))
     );
 }
@@ -854,7 +1152,11 @@ async fn wait_for_last_used(
 ) -> Option<OffsetDateTime> {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        let page = api.list(org, ListOptions::default()).await.unwrap();
+        let page = api
+            .as_account(org)
+            .list(org, ListOptions::default())
+            .await
+            .unwrap();
         if let Some(t) = page.data[0].last_used_at {
             return Some(t);
         }
@@ -871,6 +1173,7 @@ pub async fn flusher_writes_last_used_within_the_interval(store: Arc<dyn KeyStor
     let (api, clock) = service(store, profiles::mailjawn());
     let org = account("org_svc");
     let key = api
+        .as_account(&org)
         .create(&org, CreateKey::new("ci").bundle("sdk"))
         .await
         .unwrap();
@@ -894,6 +1197,7 @@ pub async fn flusher_shutdown_flushes_once_more(store: Arc<dyn KeyStore>) {
     let (api, clock) = service(store, profiles::mailjawn());
     let org = account("org_svc");
     let key = api
+        .as_account(&org)
         .create(&org, CreateKey::new("ci").bundle("sdk"))
         .await
         .unwrap();
@@ -902,6 +1206,10 @@ pub async fn flusher_shutdown_flushes_once_more(store: Arc<dyn KeyStore>) {
     api.verify(key.key.expose_secret()).await.unwrap();
     let written = flusher.shutdown().await.unwrap();
     assert_eq!(written, usize::from(needs_flush));
-    let listed = api.list(&org, ListOptions::default()).await.unwrap();
+    let listed = api
+        .as_account(&org)
+        .list(&org, ListOptions::default())
+        .await
+        .unwrap();
     assert_eq!(listed.data[0].last_used_at, Some(at(7_000)));
 }
