@@ -5,7 +5,7 @@
 //! |---|---|---|---|---|
 //! | [`mailjawn`] | `mj_…`, lookup = first 8 chars | `Authorization: Bearer` | bundles `sdk`, `mcp`, `full_access` | read 100/min, write 30/min, mcp 60/min, send 10/min; unlimited keys |
 //! | [`mailjet`] | public API key + secret key (32 hex each) | HTTP Basic `apikey:secret` | `full_access` | sub-accounts, secret reset |
-//! | [`mailchannels`] | 40-char base62 token | `X-Api-Key` | `api` or `inbound`, fixed at creation | 100 active keys per account and per sub-account |
+//! | [`mailchannels`] | 46-char base62 token (40 + checksum) | `X-Api-Key` | `api` or `inbound`, fixed at creation | 100 active keys per account and per sub-account |
 //! | [`mailkite`] | `mk_live_…` / `mk_test_…` | `Authorization: Bearer` | one full-scope key | one key per account and mode; HTTPS only but localhost |
 //! | [`default()`] | `kg_…` | Bearer or `X-Api-Key` | `read`, `write`, `admin` | none |
 
