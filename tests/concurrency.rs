@@ -185,7 +185,7 @@ async fn resets_and_revokes_race_cleanly(stores: Vec<Arc<dyn KeyStore>>) {
         }
         assert_eq!(working, 1, "round {round}: one reset wins");
         assert!(apis[2]
-            .verify(&first.key.to_presented().to_string())
+            .verify(first.key.to_presented().as_ref())
             .await
             .is_err());
 
@@ -203,13 +203,13 @@ async fn resets_and_revokes_race_cleanly(stores: Vec<Arc<dyn KeyStore>>) {
         revoke.await.unwrap().unwrap();
         match rotate.await.unwrap() {
             Ok(next) => assert!(apis[3]
-                .verify(&next.key.to_presented().to_string())
+                .verify(next.key.to_presented().as_ref())
                 .await
                 .is_ok()),
             Err(e) => assert_eq!(e, Error::Revoked, "round {round}"),
         }
         assert!(apis[3]
-            .verify(&key.key.to_presented().to_string())
+            .verify(key.key.to_presented().as_ref())
             .await
             .is_err());
     }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use parking_lot::RwLock;
-use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
 use super::{
@@ -42,6 +41,9 @@ struct Inner {
     by_lookup: HashMap<String, Vec<Arc<KeyEntry>>>,
     by_account: HashMap<AccountId, BTreeSet<KeyId>>,
     accounts: HashMap<AccountId, AccountRecord>,
+    /// Secret digests of active (not revoked) keys, as the SQL stores'
+    /// unique index on active hashes.
+    active_hashes: std::collections::HashSet<[u8; 32]>,
 }
 
 impl MemoryStore {
@@ -87,14 +89,13 @@ impl Inner {
         if self.by_id.contains_key(&record.id) {
             return Err(StoreError::Conflict(format!("key {} exists", record.id)));
         }
-        let clash = self.by_lookup.get(&record.lookup).is_some_and(|list| {
-            list.iter().any(|e| {
-                let r = e.record();
-                r.revoked_at.is_none()
-                    && (bool::from(r.hash.digest().ct_eq(record.hash.digest()))
-                        || (r.format == "pair" && record.format == "pair"))
-            })
-        });
+        let active = record.revoked_at.is_none();
+        let pair_clash = record.format == "pair"
+            && self.by_lookup.get(&record.lookup).is_some_and(|list| {
+                list.iter()
+                    .any(|e| e.record().revoked_at.is_none() && e.record().format == "pair")
+            });
+        let clash = active && (self.active_hashes.contains(record.hash.digest()) || pair_clash);
         if clash {
             return Err(StoreError::Conflict("the key is already stored".into()));
         }
@@ -114,6 +115,9 @@ impl Inner {
         self.check_unique(&record)?;
         let entry = Arc::new(KeyEntry::new(record));
         let r = entry.record();
+        if r.revoked_at.is_none() {
+            self.active_hashes.insert(*r.hash.digest());
+        }
         self.by_account
             .entry(r.account.clone())
             .or_default()
@@ -136,6 +140,18 @@ impl Inner {
         let old = self.by_id.get(id).ok_or(StoreError::NotFound)?;
         let mut record = old.record().clone();
         change(&mut record)?;
+        if record.revoked_at.is_none()
+            && record.hash != old.record().hash
+            && self.active_hashes.contains(record.hash.digest())
+        {
+            return Err(StoreError::Conflict("the key is already stored".into()));
+        }
+        if old.record().revoked_at.is_none() {
+            self.active_hashes.remove(old.record().hash.digest());
+        }
+        if record.revoked_at.is_none() {
+            self.active_hashes.insert(*record.hash.digest());
+        }
         let next = Arc::new(old.succeed(record));
         let old_lookup = old.record().lookup.clone();
         if let Some(list) = self.by_lookup.get_mut(&old_lookup) {

@@ -181,7 +181,13 @@ impl SqliteStore {
         loop {
             match MIGRATOR.run(&self.pool).await {
                 Ok(()) => return Ok(()),
-                Err(sqlx::migrate::MigrateError::Execute(_)) if attempt < 4 => {
+                // A lost race shows up as a failed statement (`Execute`) or,
+                // for a migration the winner just applied, as a failed
+                // migration (`ExecuteMigration`, e.g. a duplicate column).
+                Err(
+                    sqlx::migrate::MigrateError::Execute(_)
+                    | sqlx::migrate::MigrateError::ExecuteMigration(..),
+                ) if attempt < 4 => {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
                 }

@@ -869,6 +869,10 @@ pub async fn keys_need_their_account_and_active_keys_are_unique(store: Arc<dyn K
     }
     let result = store.insert_keys(vec![twin.clone()]).await;
     assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+    // The same secret under another lookup id is refused too.
+    twin.lookup = "another_lookup".into();
+    let result = store.insert_key(twin.clone(), None, at(0)).await;
+    assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
     // Two new keys with one secret in one batch: neither is stored.
     let mut pair = (key("org_3", 4), key("org_3", 5));
     pair.1.hash = pair.0.hash.clone();
