@@ -189,6 +189,8 @@ impl CachedStoreBuilder {
                 hasher: RandomState::new(),
                 shards: (0..shards).map(|_| Shard::default()).collect(),
                 bypass: AtomicUsize::new(0),
+                lease: AtomicU64::new(0),
+                leased_until: AtomicU64::new(0),
             }),
         }
     }
@@ -352,6 +354,11 @@ pub(crate) struct Shared {
     shards: Box<[Shard]>,
     /// [`MANUAL_BYPASS`] plus [`FEED_DOWN`] per feed not listening.
     bypass: AtomicUsize,
+    /// How long a change feed's confirmation lets the cache serve, in
+    /// nanoseconds; 0 when no feed asked for a lease.
+    lease: AtomicU64,
+    /// The monotonic time until which the feed's last confirmation holds.
+    leased_until: AtomicU64,
 }
 
 /// One shard, on cache lines of its own so hit counters do not false-share.
@@ -387,7 +394,34 @@ impl Shared {
     }
 
     fn is_bypassed(&self) -> bool {
-        self.bypass.load(Ordering::SeqCst) != 0
+        self.bypass.load(Ordering::SeqCst) != 0 || !self.leased(self.clock.monotonic_nanos())
+    }
+
+    /// True unless a change feed holds a lease that has lapsed: the feed has
+    /// not confirmed its connection recently enough to vouch for the cache.
+    fn leased(&self, now: u64) -> bool {
+        self.lease.load(Ordering::Acquire) == 0 || now < self.leased_until.load(Ordering::Acquire)
+    }
+
+    /// Makes the cache serve only within `lease` of the feed's last
+    /// [`confirm`](Self::confirm).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn require_lease(&self, lease: Duration) {
+        self.lease.store(nanos(lease).max(1), Ordering::Release);
+    }
+
+    /// The feed has just proven its connection delivers (a notification or a
+    /// heartbeat round trip): the cache may serve for another lease. After a
+    /// lapse the cache is emptied first, since changes may have been missed.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn confirm(&self) {
+        let now = self.clock.monotonic_nanos();
+        if !self.leased(now) {
+            self.invalidate_all();
+        }
+        let lease = self.lease.load(Ordering::Acquire);
+        self.leased_until
+            .store(now.saturating_add(lease), Ordering::Release);
     }
 
     /// Marks a change feed as not listening: bypasses and empties the cache.
@@ -408,12 +442,13 @@ impl Shared {
 
     async fn find(&self, lookup: &str) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
         let shard = self.shard(lookup);
-        let generation = if self.is_bypassed() {
+        let now = self.clock.monotonic_nanos();
+        let generation = if self.bypass.load(Ordering::SeqCst) != 0 || !self.leased(now) {
             None
         } else {
             let slots = shard.slots.read();
             if let Some(slot) = slots.by_lookup.get(lookup) {
-                if slot.fresh_until > self.clock.monotonic_nanos() {
+                if slot.fresh_until > now {
                     shard.hits.fetch_add(1, Ordering::Relaxed);
                     return Ok(slot.entries.clone());
                 }
@@ -567,6 +602,8 @@ fn same_but_last_used(a: &KeyRecord, b: &KeyRecord) -> bool {
         && a.scopes == b.scopes
         && a.rate_limits == b.rate_limits
         && a.created_at == b.created_at
+        && a.replaced_by == b.replaced_by
+        && a.lineage == b.lineage
 }
 
 #[async_trait]
@@ -716,5 +753,35 @@ mod tests {
             ..record.clone()
         };
         assert!(!same_but_last_used(&record, &revoked));
+    }
+
+    #[tokio::test]
+    async fn a_lapsed_lease_bypasses_the_cache_until_confirmed_again() {
+        let clock = crate::clock::ManualClock::new();
+        let cached = CachedStore::builder(Arc::new(MemoryStore::new()))
+            .clock(clock.clone())
+            .build();
+        let shared = &cached.shared;
+        assert!(
+            !cached.is_bypassed(),
+            "no lease asked for: the cache serves"
+        );
+        shared.require_lease(Duration::from_secs(1));
+        assert!(cached.is_bypassed(), "never confirmed");
+        shared.confirm();
+        assert!(!cached.is_bypassed());
+        clock.advance(Duration::from_millis(999));
+        assert!(!cached.is_bypassed());
+        clock.advance(Duration::from_millis(1));
+        assert!(cached.is_bypassed(), "lapsed exactly at the lease");
+        // Nothing is stored as fresh while lapsed.
+        cached.find_by_lookup("mj_unknown").await.unwrap();
+        cached.find_by_lookup("mj_unknown").await.unwrap();
+        assert_eq!(cached.stats().hits, 0);
+        shared.confirm();
+        assert!(!cached.is_bypassed());
+        cached.find_by_lookup("mj_unknown").await.unwrap();
+        cached.find_by_lookup("mj_unknown").await.unwrap();
+        assert_eq!(cached.stats().hits, 1);
     }
 }

@@ -30,13 +30,22 @@ const MIN_INTERVAL: Duration = Duration::from_millis(1);
 ///     application_name: "keygate_listener_web_1".into(),
 ///     ..FollowConfig::default()
 /// };
-/// assert_eq!(config.heartbeat, Duration::from_secs(10));
+/// assert_eq!(config.lease, Duration::from_secs(1));
+/// assert_eq!(config.heartbeat, Duration::from_millis(250));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FollowConfig {
-    /// After this long without a notification, the listener checks its
-    /// connection with a round trip, so a silently dead connection is noticed
-    /// (and the cache bypassed) within about twice this. Default 10 s.
+    /// How long each confirmation of the listener's connection (a
+    /// notification received, or a heartbeat round trip) lets the cache
+    /// serve from memory. Past it the cache is bypassed until the connection
+    /// is confirmed again, so a change made on another instance is refused
+    /// here within this bound even when the connection hangs without
+    /// closing. Default 1 s.
+    pub lease: Duration,
+    /// After this long without a notification, the listener confirms its
+    /// connection with a round trip; a round trip that takes longer counts
+    /// as a lost connection. Keep it well inside [`lease`](Self::lease) (it
+    /// is capped at half of it). Default 250 ms.
     pub heartbeat: Duration,
     /// The wait before reconnecting after the connection was lost; it doubles
     /// after each failed attempt. Default 100 ms.
@@ -51,7 +60,8 @@ pub struct FollowConfig {
 impl Default for FollowConfig {
     fn default() -> Self {
         Self {
-            heartbeat: Duration::from_secs(10),
+            lease: Duration::from_secs(1),
+            heartbeat: Duration::from_millis(250),
             reconnect_delay: Duration::from_millis(100),
             max_reconnect_delay: Duration::from_secs(5),
             application_name: "keygate_listener".into(),
@@ -158,8 +168,11 @@ impl CachedStore {
     /// call until the first `LISTEN` has succeeded. When the connection is
     /// lost, or a heartbeat round trip fails, the cache is emptied and
     /// bypassed until the task has reconnected and listens again; then it is
-    /// emptied once more and used again. So a change is never missed: it is
-    /// either announced or read from the database.
+    /// emptied once more and used again. And the cache's validity is leased:
+    /// it answers from memory only within [`FollowConfig::lease`] of the
+    /// connection's last confirmation, so even a connection that hangs
+    /// without failing cannot keep a changed key served for longer. A change
+    /// is either announced or read from the database within that bound.
     ///
     /// # Panics
     ///
@@ -180,6 +193,7 @@ impl CachedStore {
             .idle_timeout(None)
             .acquire_timeout(CONNECT_TIMEOUT)
             .connect_lazy_with(options);
+        self.shared.require_lease(config.lease);
         self.shared.feed_down();
         let hold = Hold {
             cache: Arc::downgrade(&self.shared),
@@ -249,7 +263,7 @@ async fn follow(
 ) {
     let first_delay = config.reconnect_delay.max(MIN_INTERVAL);
     let max_delay = config.max_reconnect_delay.max(first_delay);
-    let heartbeat = config.heartbeat.max(MIN_INTERVAL);
+    let heartbeat = config.heartbeat.min(config.lease / 2).max(MIN_INTERVAL);
     let mut delay = first_delay;
     loop {
         let attempt = tokio::select! {
@@ -276,6 +290,9 @@ async fn follow(
         delay = first_delay;
         if !hold.up() {
             break;
+        }
+        if let Some(cache) = hold.cache.upgrade() {
+            cache.confirm();
         }
         tracing::info!(target: "keygate", %channel, "listening for key changes");
         match receive(listener, &hold.cache, &channel, heartbeat, &mut stopped).await {
@@ -327,6 +344,7 @@ async fn receive(
                     return Ended::Stopped;
                 };
                 apply(&cache, notification.payload());
+                cache.confirm();
             }
             Ok(Ok(None)) => return Ended::Lost,
             Ok(Err(error)) => {
@@ -343,6 +361,10 @@ async fn receive(
                 if !matches!(tokio::time::timeout(heartbeat, ping).await, Ok(Ok(_))) {
                     return Ended::Lost;
                 }
+                let Some(cache) = cache.upgrade() else {
+                    return Ended::Stopped;
+                };
+                cache.confirm();
             }
         }
     }
