@@ -15,6 +15,7 @@ use crate::store::{AccountId, KeyId};
 /// What happened to a key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
+#[non_exhaustive]
 pub enum AuditKind {
     /// A key was created.
     Created,
@@ -31,6 +32,7 @@ pub enum AuditKind {
 
 /// One management action on one key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct AuditEvent {
     /// What happened.
     #[serde(flatten)]

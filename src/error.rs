@@ -9,6 +9,7 @@ use crate::store::{InvalidAccountId, StoreError};
 
 /// Why a request could not be authenticated or authorised.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AuthError {
     /// No credential was presented. HTTP 401.
     #[error("missing api key")]
@@ -86,6 +87,7 @@ impl AuthError {
 
 /// Why a management call (create, list, revoke, rotate, …) failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The key or account does not exist, or the caller does not own it.
     #[error("not found")]
@@ -194,6 +196,7 @@ impl From<StoreError> for Error {
 
 /// A configuration that cannot work, reported when an [`ApiKeys`](crate::ApiKeys) is built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// A key format is unsafe or malformed.
     #[error("invalid key format: {0}")]

@@ -17,6 +17,7 @@ use crate::scope::ScopeCatalog;
 
 /// Where a client puts its credential in an HTTP request.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CredentialSource {
     /// `Authorization: Bearer <key>`.
     Bearer,

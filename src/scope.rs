@@ -14,6 +14,7 @@ pub const MAX_SCOPES: usize = 128;
 
 /// An error naming the scope, bundle or pattern that was not understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ScopeError {
     /// No scope (and no wildcard match) has this name.
     #[error("unknown scope '{0}'")]

@@ -19,6 +19,7 @@ use std::fmt;
 ///
 /// The reason is safe to log: it never contains any part of the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum MalformedReason {
     /// The key is empty or only whitespace.
     Empty,
@@ -74,6 +75,7 @@ impl fmt::Display for MalformedReason {
 
 /// A format definition that cannot produce safe keys.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum FormatError {
     /// The random part not covered by the lookup id carries fewer than 128 bits.
     #[error("key secret carries {bits} bits of entropy, at least 128 are required")]

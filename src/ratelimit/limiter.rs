@@ -19,6 +19,7 @@ use super::{Decision, KeyBuckets, Quota};
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("rate limiter unavailable: {reason}")]
+#[non_exhaustive]
 pub struct LimiterUnavailable {
     reason: Cow<'static, str>,
 }

@@ -126,6 +126,7 @@ impl CreateKey {
 
 /// What happens to the old key when a key is rotated.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Rotation {
     /// The old key stops working at once.
     #[default]
@@ -138,6 +139,7 @@ pub enum Rotation {
 /// A key as shown to its owner: never the secret, only the redacted lookup id
 /// (and, for key pairs, the public API key, which is always visible).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct KeyInfo {
     /// The key's id.
     pub id: KeyId,
@@ -256,6 +258,7 @@ impl std::fmt::Debug for NewKeyResponse<'_> {
 
 /// One page of a key listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Page {
     /// The keys on this page.
     pub data: Vec<KeyInfo>,

@@ -89,6 +89,7 @@ impl Default for CacheConfig {
 
 /// Counters of a [`CachedStore`], for tests and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CacheStats {
     /// Lookups answered from memory.
     pub hits: u64,

@@ -38,6 +38,7 @@ use crate::hash::SecretHash;
 
 /// What a store operation can fail with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The backend cannot be reached (connection lost, pool timeout, closed pool).
     #[error("key store unavailable: {0}")]
@@ -89,6 +90,7 @@ impl Default for ListQuery {
 
 /// What happens to the old key in [`KeyStore::rotate_key`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum OldKey {
     /// Revoke it at this time (normally now).
     RevokeAt(OffsetDateTime),
