@@ -123,15 +123,15 @@ pub enum Error {
     /// Only the trusted operator may do this (importing keys). HTTP 403.
     #[error("only the operator may do this")]
     OperatorOnly,
-    /// A request field is invalid (the message says which).
+    /// A request field is invalid; match on [`InvalidRequest`] for which.
     #[error("invalid request: {0}")]
-    Invalid(String),
+    Invalid(InvalidRequest),
     /// The account id is not acceptable.
     #[error(transparent)]
     Account(#[from] InvalidAccountId),
-    /// The account or key already exists.
-    #[error("already exists: {0}")]
-    Conflict(String),
+    /// The account or key already exists; match on [`ConflictKind`] for what.
+    #[error("conflict: {0}")]
+    Conflict(ConflictKind),
     /// The key store failed or cannot be reached.
     #[error("key store error: {0}")]
     Store(StoreError),
@@ -181,6 +181,93 @@ impl Error {
     }
 }
 
+/// Which part of a management request is invalid ([`Error::Invalid`], 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidRequest {
+    /// The key name is empty (after trimming).
+    #[error("name must not be empty")]
+    EmptyName,
+    /// The key name is longer than this many characters.
+    #[error("name must be at most {max} characters")]
+    NameTooLong {
+        /// [`MAX_NAME_LEN`](crate::MAX_NAME_LEN).
+        max: usize,
+    },
+    /// The key name contains control characters.
+    #[error("name must not contain control characters")]
+    NameControlCharacters,
+    /// Neither a bundle nor a scope, and the profile has no default bundle.
+    #[error("choose a bundle or at least one scope")]
+    NoGrant,
+    /// More scopes than one request may name.
+    #[error("at most {max} scopes per key")]
+    TooManyScopes {
+        /// [`MAX_REQUEST_SCOPES`](crate::MAX_REQUEST_SCOPES).
+        max: usize,
+    },
+    /// More rate-limit overrides than one request may carry.
+    #[error("at most {max} rate-limit overrides per key")]
+    TooManyLimits {
+        /// [`MAX_REQUEST_LIMITS`](crate::MAX_REQUEST_LIMITS).
+        max: usize,
+    },
+    /// An operation class the profile does not define.
+    #[error("unknown operation class '{0}'")]
+    UnknownClass(String),
+    /// A key format label the profile does not define (or no longer does).
+    #[error("unknown key format '{0}'")]
+    UnknownFormat(String),
+    /// An imported key is not in the format the request names.
+    #[error("the key is not in the requested format '{0}'")]
+    FormatMismatch(String),
+    /// An imported key does not parse with the profile's formats.
+    #[error("the key does not match this profile's key formats: {0}")]
+    MalformedKey(MalformedReason),
+    /// `expires_at` is not in the future.
+    #[error("expires_at must be in the future")]
+    ExpiryInPast,
+    /// A list page size outside 1 to [`MAX_PAGE_SIZE`](crate::MAX_PAGE_SIZE).
+    #[error("page size must be 1 to {max}")]
+    PageSize {
+        /// The largest page.
+        max: usize,
+    },
+    /// A grace period longer than the profile's
+    /// [`max_grace`](crate::Profile::max_grace).
+    #[error("grace period must be at most {} seconds", max.as_secs())]
+    GraceTooLong {
+        /// The profile's maximum.
+        max: std::time::Duration,
+    },
+}
+
+/// What a management request clashed with ([`Error::Conflict`], 409).
+/// None of these names another tenant's data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConflictKind {
+    /// An imported key (or, for a key pair, its public key) is already in
+    /// use, or was revoked: one answer for every case.
+    #[error("the key cannot be stored: it is already in use")]
+    KeyInUse,
+    /// No unused lookup id was found for a new key (astronomically rare).
+    #[error("could not find an unused lookup id")]
+    NoFreeLookup,
+    /// The parent already has a sub-account with this handle.
+    #[error("a sub-account named '{0}' exists")]
+    SubAccountExists(String),
+    /// Some other record clashed (the store's words).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<InvalidRequest> for Error {
+    fn from(e: InvalidRequest) -> Self {
+        Self::Invalid(e)
+    }
+}
+
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
@@ -188,7 +275,7 @@ impl From<StoreError> for Error {
             StoreError::LimitReached { limit } => Self::KeyLimitReached { limit },
             StoreError::Revoked => Self::Revoked,
             StoreError::Rotated => Self::AlreadyRotated,
-            StoreError::Conflict(m) => Self::Conflict(m),
+            StoreError::Conflict(m) => Self::Conflict(ConflictKind::Other(m)),
             other => Self::Store(other),
         }
     }

@@ -95,7 +95,7 @@ pub mod store;
 
 pub use audit::{AuditEvent, AuditKind, AuditSink, MemoryAudit, TracingAudit};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{AuthError, ConfigError, Error};
+pub use error::{AuthError, ConfigError, ConflictKind, Error, InvalidRequest};
 #[cfg(any(
     feature = "sqlite",
     feature = "postgres",

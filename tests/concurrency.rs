@@ -56,9 +56,7 @@ async fn imports_store_a_key_once(stores: Vec<Arc<dyn KeyStore>>, profile: Profi
         for task in tasks {
             match task.await.unwrap() {
                 Ok(_) => ok += 1,
-                Err(Error::Conflict(message)) => {
-                    assert_eq!(message, "the key cannot be stored: it is already in use")
-                }
+                Err(Error::Conflict(kind)) => assert_eq!(kind, keygate::ConflictKind::KeyInUse),
                 Err(other) => panic!("round {round}: unexpected {other:?}"),
             }
         }

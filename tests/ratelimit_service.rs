@@ -122,7 +122,7 @@ async fn unknown_classes_are_errors() {
     let api = ApiKeys::in_memory(profiles::mailjawn()).unwrap();
     assert_eq!(
         api.operation("sned").unwrap_err(),
-        Error::Invalid("unknown operation class 'sned'".into())
+        Error::Invalid(keygate::InvalidRequest::UnknownClass("sned".into()))
     );
     let e = api
         .as_account(&org())

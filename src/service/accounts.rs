@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use super::{ApiKeys, Manager, Principal};
 use crate::audit::{AuditEvent, AuditKind};
-use crate::error::Error;
+use crate::error::{ConflictKind, Error};
 use crate::ratelimit::Quota;
 use crate::scope::ScopeSet;
 use crate::store::{AccountId, AccountRecord, KeyEntry, KeyId, KeyRecord};
@@ -184,7 +184,7 @@ impl Manager<'_> {
             .await
             .map_err(|e| match Error::from(e) {
                 Error::Conflict(_) => {
-                    Error::Conflict(format!("a sub-account named '{handle}' exists"))
+                    Error::Conflict(ConflictKind::SubAccountExists(handle.to_owned()))
                 }
                 other => other,
             })?;

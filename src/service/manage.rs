@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use super::{Actor, ApiKeys};
 use crate::audit::AuditKind;
-use crate::error::{AuthError, Error};
+use crate::error::{AuthError, ConflictKind, Error, InvalidRequest};
 use crate::key::{Credential, KeyFormat, PlaintextKey};
 use crate::ratelimit::Quota;
 use crate::store::{AccountId, KeyId, KeyRecord, ListQuery, OldKey};
@@ -333,7 +333,7 @@ impl Manager<'_> {
                 .profile
                 .format(label)
                 .map(|(_, f)| f)
-                .ok_or_else(|| Error::Invalid(format!("unknown key format '{label}'")))?,
+                .ok_or_else(|| InvalidRequest::UnknownFormat(label.clone()))?,
             None => &api.inner.profile.formats[0],
         };
         let key = api.generate(format).await?;
@@ -343,7 +343,7 @@ impl Manager<'_> {
             .map_err(|e| match e {
                 // A fresh random key cannot clash with a stored one, so a
                 // clash here is a lookup id taken in a race.
-                Error::Conflict(_) => Error::Conflict("could not find an unused lookup id".into()),
+                Error::Conflict(_) => Error::Conflict(ConflictKind::NoFreeLookup),
                 other => other,
             })?;
         Ok(NewKey { key, info })
@@ -400,23 +400,21 @@ impl Manager<'_> {
         let profile = &self.api.inner.profile;
         let name = validate_name(&request.name)?;
         if request.scopes.len() > MAX_REQUEST_SCOPES {
-            return Err(Error::Invalid(format!(
-                "at most {MAX_REQUEST_SCOPES} scopes per key"
-            )));
+            return Err(InvalidRequest::TooManyScopes {
+                max: MAX_REQUEST_SCOPES,
+            }
+            .into());
         }
         if request.rate_limits.len() > MAX_REQUEST_LIMITS {
-            return Err(Error::Invalid(format!(
-                "at most {MAX_REQUEST_LIMITS} rate-limit overrides per key"
-            )));
+            return Err(InvalidRequest::TooManyLimits {
+                max: MAX_REQUEST_LIMITS,
+            }
+            .into());
         }
         let (bundle, scopes) = match (&request.bundle, request.scopes.is_empty()) {
             (None, true) => match &profile.default_bundle {
                 Some(b) => (Some(b.clone()), Vec::new()),
-                None => {
-                    return Err(Error::Invalid(
-                        "choose a bundle or at least one scope".into(),
-                    ))
-                }
+                None => return Err(InvalidRequest::NoGrant.into()),
             },
             (bundle, _) => (bundle.clone(), request.scopes.clone()),
         };
@@ -424,12 +422,12 @@ impl Manager<'_> {
         self.check_grant(grant)?;
         for (class, _) in &request.rate_limits {
             if profile.rate_limits.index_of(class).is_none() {
-                return Err(Error::Invalid(format!("unknown operation class '{class}'")));
+                return Err(InvalidRequest::UnknownClass(class.clone()).into());
             }
         }
         self.check_limits(&request.rate_limits)?;
         if request.expires_at.is_some_and(|e| e <= now) {
-            return Err(Error::Invalid("expires_at must be in the future".into()));
+            return Err(InvalidRequest::ExpiryInPast.into());
         }
         let mut rate_limits = request.rate_limits.clone();
         let mut expires_at = request.expires_at;
@@ -486,21 +484,17 @@ impl Manager<'_> {
         let inner = &*self.api.inner;
         let now = inner.clock.now();
         let credential = self.api.parse(plaintext).map_err(|e| match e {
-            AuthError::Malformed { reason } => Error::Invalid(format!(
-                "the key does not match this profile's key formats: {reason}"
-            )),
-            other => Error::Invalid(other.to_string()),
+            AuthError::Malformed { reason } => Error::from(InvalidRequest::MalformedKey(reason)),
+            other => Error::Auth(other),
         })?;
         let checked = self.check_request(&request, now)?;
         let format = &inner.profile.formats[credential.format_index()];
         if let Some(label) = &request.format {
             if label != format.label() {
-                return Err(Error::Invalid(format!(
-                    "the key is not in the requested format '{label}'"
-                )));
+                return Err(InvalidRequest::FormatMismatch(label.clone()).into());
             }
         }
-        let cannot = || Error::Conflict("the key cannot be stored: it is already in use".into());
+        let cannot = || Error::Conflict(ConflictKind::KeyInUse);
         let secret = credential.expose_secret();
         let candidates = inner.store.find_by_lookup(credential.lookup()).await?;
         // A revoked key stays revoked: its secret is never stored again.
@@ -574,18 +568,14 @@ impl Manager<'_> {
                 other => return other,
             }
         }
-        Err(Error::Conflict(
-            "the key cannot be stored: it is already in use".into(),
-        ))
+        Err(Error::Conflict(ConflictKind::KeyInUse))
     }
 
     /// Lists `account`'s keys (redacted, never the secret).
     pub async fn list(&self, account: &AccountId, options: ListOptions) -> Result<Page, Error> {
         self.reach(account).await?;
         if options.limit == 0 || options.limit > MAX_PAGE_SIZE {
-            return Err(Error::Invalid(format!(
-                "page size must be 1 to {MAX_PAGE_SIZE}"
-            )));
+            return Err(InvalidRequest::PageSize { max: MAX_PAGE_SIZE }.into());
         }
         let query = ListQuery {
             include_revoked: options.include_revoked,
@@ -649,15 +639,14 @@ impl Manager<'_> {
             Rotation::Grace(d) => {
                 let max = inner.profile.max_grace;
                 if d > max {
-                    return Err(Error::Invalid(format!(
-                        "grace period must be at most {} seconds",
-                        max.as_secs()
-                    )));
+                    return Err(InvalidRequest::GraceTooLong { max }.into());
                 }
                 let until = time::Duration::try_from(d)
                     .ok()
                     .and_then(|d| now.checked_add(d))
-                    .ok_or_else(|| Error::Invalid("grace period is out of range".into()))?;
+                    .ok_or(InvalidRequest::GraceTooLong {
+                        max: inner.profile.max_grace,
+                    })?;
                 OldKey::ExpireAt(until)
             }
         };
@@ -756,7 +745,7 @@ impl ApiKeys {
             .profile
             .format(label)
             .map(|(_, f)| f)
-            .ok_or_else(|| Error::Invalid(format!("key format '{label}' is no longer configured")))
+            .ok_or_else(|| InvalidRequest::UnknownFormat(label.to_owned()).into())
     }
 
     /// Generates a key, retrying while its lookup id is taken if the profile
@@ -775,7 +764,7 @@ impl ApiKeys {
                 return Ok(key);
             }
         }
-        Err(Error::Conflict("could not find an unused lookup id".into()))
+        Err(Error::Conflict(ConflictKind::NoFreeLookup))
     }
 
     fn forget_limits(&self, id: &KeyId) {
@@ -825,17 +814,13 @@ struct Checked {
 fn validate_name(name: &str) -> Result<String, Error> {
     let name = name.trim();
     if name.is_empty() {
-        return Err(Error::Invalid("name must not be empty".into()));
+        return Err(InvalidRequest::EmptyName.into());
     }
     if name.chars().count() > MAX_NAME_LEN {
-        return Err(Error::Invalid(format!(
-            "name must be at most {MAX_NAME_LEN} characters"
-        )));
+        return Err(InvalidRequest::NameTooLong { max: MAX_NAME_LEN }.into());
     }
     if name.chars().any(char::is_control) {
-        return Err(Error::Invalid(
-            "name must not contain control characters".into(),
-        ));
+        return Err(InvalidRequest::NameControlCharacters.into());
     }
     Ok(name.to_owned())
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use super::{ApiKeys, Limiter, Operation, Principal, SWEEP_EVERY};
-use crate::error::{AuthError, Error};
+use crate::error::{AuthError, Error, InvalidRequest};
 use crate::key::{Credential, KeyFormat, MalformedReason};
 use crate::ratelimit::Decision;
 use crate::scope::{Requirement, ScopeSet};
@@ -116,7 +116,7 @@ impl ApiKeys {
         }
         let index = policy
             .index_of(class)
-            .ok_or_else(|| Error::Invalid(format!("unknown operation class '{class}'")))?;
+            .ok_or_else(|| InvalidRequest::UnknownClass(class.to_owned()))?;
         Ok(Operation {
             class: Some((index, class.to_owned())),
             requirement: None,
