@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keygate::hash::SecretHash;
-use keygate::store::{KeyRecord, ListQuery};
+use keygate::store::{AccountRecord, KeyEntry, KeyRecord, ListQuery, OldKey};
 use keygate::{
     profiles, AccountId, ApiKeys, AuthError, CacheConfig, CachedStore, Clock, CreateKey, KeyId,
-    KeyStore, ManualClock, Pepper, Profile, Quota, Rotation,
+    KeyStore, ManualClock, Pepper, Profile, Quota, Rotation, StoreError,
 };
 use support::Counting;
 use time::OffsetDateTime;
@@ -489,4 +489,139 @@ async fn rate_limits_survive_a_refresh_of_the_cached_entry() {
     over(s.api.verify_for(presented, &send).await);
     over(s.api.verify_for(presented, &send).await);
     assert_eq!(s.inner.finds(), finds + 4);
+}
+
+/// A `MemoryStore` whose next revocation lands only when the test says so,
+/// after the caller has given up on it: a statement the database finishes
+/// although the client has gone.
+#[derive(Debug, Default)]
+struct LandsLate {
+    store: Arc<keygate::MemoryStore>,
+    next: std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+}
+
+impl LandsLate {
+    /// Holds the next revocation until the returned sender fires.
+    fn hold_next_revoke(&self) -> tokio::sync::oneshot::Sender<()> {
+        let (land, held) = tokio::sync::oneshot::channel();
+        *self.next.lock().unwrap() = Some(held);
+        land
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyStore for LandsLate {
+    async fn create_account(&self, account: AccountRecord) -> Result<(), StoreError> {
+        self.store.create_account(account).await
+    }
+
+    async fn get_account(&self, id: &AccountId) -> Result<Option<AccountRecord>, StoreError> {
+        self.store.get_account(id).await
+    }
+
+    async fn insert_key(
+        &self,
+        record: KeyRecord,
+        limit: Option<u32>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.store.insert_key(record, limit, now).await
+    }
+
+    async fn find_by_lookup(&self, lookup: &str) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
+        self.store.find_by_lookup(lookup).await
+    }
+
+    async fn get_key(&self, id: &KeyId) -> Result<Option<Arc<KeyEntry>>, StoreError> {
+        self.store.get_key(id).await
+    }
+
+    async fn list_keys(
+        &self,
+        account: &AccountId,
+        query: &ListQuery,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        self.store.list_keys(account, query).await
+    }
+
+    async fn revoke_key(&self, id: &KeyId, at: OffsetDateTime) -> Result<(), StoreError> {
+        let held = self.next.lock().unwrap().take();
+        let Some(held) = held else {
+            return self.store.revoke_key(id, at).await;
+        };
+        let (store, id) = (self.store.clone(), id.clone());
+        tokio::spawn(async move {
+            if held.await.is_ok() {
+                store.revoke_key(&id, at).await.unwrap();
+            }
+        });
+        std::future::pending().await
+    }
+
+    async fn replace_secret(
+        &self,
+        id: &KeyId,
+        lookup: &str,
+        hash: SecretHash,
+    ) -> Result<(), StoreError> {
+        self.store.replace_secret(id, lookup, hash).await
+    }
+
+    async fn rotate_key(
+        &self,
+        old: &KeyId,
+        new: KeyRecord,
+        old_key: OldKey,
+    ) -> Result<(), StoreError> {
+        self.store.rotate_key(old, new, old_key).await
+    }
+
+    async fn record_last_used(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
+        self.store.record_last_used(uses).await
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_revocation_that_lands_later_is_not_hidden_by_the_cache() {
+    let inner = Arc::new(LandsLate::default());
+    let clock = ManualClock::new();
+    let cached = CachedStore::builder(inner.clone())
+        .config(config())
+        .clock(clock.clone())
+        .build();
+    let key = record(1, "lk_late");
+    cached
+        .insert_key(key.clone(), None, clock.now())
+        .await
+        .unwrap();
+    let revoked = |found: Vec<Arc<KeyEntry>>| found[0].record().revoked_at.is_some();
+    assert!(!revoked(cached.find_by_lookup("lk_late").await.unwrap()));
+
+    let land = inner.hold_next_revoke();
+    let call = cached.revoke_key(&key.id, clock.now());
+    let gave_up = tokio::time::timeout(Duration::from_millis(10), call).await;
+    assert!(gave_up.is_err(), "the revocation was to be cancelled");
+    // A lookup between the cancellation and the write landing reads the key
+    // as it still is; that answer must not be kept.
+    assert!(!revoked(cached.find_by_lookup("lk_late").await.unwrap()));
+    land.send(()).unwrap();
+    while inner
+        .get_key(&key.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .record()
+        .revoked_at
+        .is_none()
+    {
+        tokio::task::yield_now().await;
+    }
+    assert!(revoked(cached.find_by_lookup("lk_late").await.unwrap()));
+
+    // For one TTL only: then the key is cached again.
+    clock.advance(TTL);
+    cached.find_by_lookup("lk_late").await.unwrap();
+    let hits = cached.stats().hits;
+    assert!(revoked(cached.find_by_lookup("lk_late").await.unwrap()));
+    assert_eq!(cached.stats().hits, hits + 1);
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use keygate::{Bucket, Decision, Quota};
+use keygate::{Bucket, Decision, Quota, QuotaError};
 use proptest::prelude::*;
 
 /// Small quotas: limit 1..=20 per 1 ms..=10 s, burst 1..=50.
@@ -191,5 +191,150 @@ proptest! {
         let json = serde_json::to_string(&q).unwrap();
         let back: Quota = serde_json::from_str(&json).unwrap();
         prop_assert_eq!(back, q);
+    }
+}
+
+/// The longest period a quota may have, in nanoseconds.
+fn max_period_nanos() -> u64 {
+    nanos(Quota::MAX_PERIOD)
+}
+
+/// Any valid quota: rates from one per 366 days to 10^9 per second, with a
+/// burst small enough to spend one request at a time (or the default, the
+/// limit, when that is small enough).
+fn any_quota() -> impl Strategy<Value = Quota> {
+    let limit = prop_oneof![1u32..=100, 1u32..=u32::MAX];
+    (limit, any::<u64>(), 0u32..=2_000, 0u8..3).prop_filter_map(
+        "tolerance overflows",
+        |(limit, raw_period, burst, shape)| {
+            let min = u64::from(limit);
+            let max = max_period_nanos();
+            let period = match shape {
+                // Near the fastest rate for this limit, where rounding the
+                // interval matters most.
+                0 => min + raw_period % (3 * min),
+                // Whole seconds.
+                1 => (1 + raw_period % (max / 1_000_000_000)) * 1_000_000_000,
+                _ => min + raw_period % (max - min + 1),
+            };
+            let quota = Quota::new(limit, Duration::from_nanos(period)).ok()?;
+            match burst {
+                0 if limit <= 2_000 => Some(quota),
+                0 => quota.with_burst(limit % 2_000 + 1).ok(),
+                b => quota.with_burst(b).ok(),
+            }
+        },
+    )
+}
+
+/// A time anywhere on the clock, often near either end.
+fn any_time() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        0u64..=1_000_000_000_000,
+        any::<u64>(),
+        (u64::MAX - 2 * max_period_nanos())..=u64::MAX,
+    ]
+}
+
+/// `burst` plus the requests the quota's rate earns in `window` nanoseconds
+/// (`window * limit / period`, rounded down).
+fn rate_bound(q: &Quota, window: u64) -> u128 {
+    u128::from(q.burst()) + u128::from(window) * u128::from(q.limit()) / q.period().as_nanos()
+}
+
+#[test]
+fn quota_with_a_period_near_u64_max_nanoseconds_is_refused() {
+    // Used to pass validation and then admit every request.
+    assert_eq!(
+        Quota::new(1, Duration::from_nanos(u64::MAX)),
+        Err(QuotaError::PeriodTooLong)
+    );
+}
+
+#[test]
+fn deserialized_quota_with_a_huge_period_is_refused() {
+    // About u64::MAX nanoseconds, in milliseconds.
+    let err = serde_json::from_str::<Quota>(r#"{"limit":1,"period_ms":18446744073709}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("quota period must be at most 366 days"),
+        "{err}"
+    );
+}
+
+#[test]
+fn rates_above_five_hundred_million_per_second_do_not_double() {
+    // The exact interval is 1.67 ns; rounded down to 1 ns it admitted 10^9/s.
+    let q = Quota::per_second(600_000_000)
+        .unwrap()
+        .with_burst(1)
+        .unwrap();
+    let bucket = Bucket::new();
+    let admitted = (0..1_000u64)
+        .filter(|&t| bucket.check(&q, t).allowed)
+        .count();
+    assert!(admitted <= 600, "{admitted} admissions in 1 µs");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Whatever the bucket saw before, one instant never admits more than
+    /// the burst (the limit unless set), and an idle bucket admits exactly
+    /// that many as long as the state fits on the clock.
+    #[test]
+    fn one_instant_never_admits_more_than_the_burst(
+        q in any_quota(),
+        now in any_time(),
+        earlier in prop::collection::vec(any::<u64>(), 0..20),
+    ) {
+        let bucket = Bucket::new();
+        for back in earlier {
+            let _ = bucket.check(&q, now - back % (now.min(3 * nanos(q.period())) + 1));
+        }
+        let idle = bucket.is_idle(now);
+        let burst = q.burst();
+        let admitted = (0..=burst).filter(|_| bucket.check(&q, now).allowed).count() as u64;
+        prop_assert!(admitted <= u64::from(burst), "{} admitted, burst {}", admitted, burst);
+        let fits = now.checked_add(nanos(q.emission_interval()) * u64::from(burst)).is_some();
+        if idle && fits {
+            prop_assert_eq!(admitted, u64::from(burst));
+        }
+    }
+
+    /// No window [t, t + w] ever holds more than burst + w * limit / period
+    /// admissions, for any valid quota at any time on the clock.
+    #[test]
+    fn admissions_never_outpace_the_quota(
+        q in any_quota(),
+        start in any_time(),
+        steps in prop::collection::vec((0u8..4, any::<u64>()), 1..300),
+    ) {
+        let interval = nanos(q.emission_interval());
+        let bucket = Bucket::new();
+        let mut admitted = Vec::new();
+        let mut t = start;
+        for (kind, raw) in steps {
+            let gap = match kind {
+                0 => 0,
+                1 => raw % (interval + 1),
+                2 => raw % 3,
+                _ => raw % (interval.saturating_mul(2 * u64::from(q.burst())) + 1),
+            };
+            let Some(next) = t.checked_add(gap) else { break };
+            t = next;
+            if bucket.check(&q, t).allowed {
+                admitted.push(t);
+            }
+        }
+        for i in 0..admitted.len() {
+            for j in i..admitted.len() {
+                let window = admitted[j] - admitted[i];
+                let count = (j - i + 1) as u128;
+                let bound = rate_bound(&q, window);
+                prop_assert!(count <= bound, "{} admissions in {} ns, bound {}", count, window, bound);
+            }
+        }
     }
 }

@@ -64,6 +64,9 @@ impl Bucket {
     ///
     /// Times should not run backwards for one bucket; if they do, the earlier
     /// time is judged against the later state, which can only deny more.
+    /// A request whose new state would lie beyond `u64::MAX` nanoseconds (the
+    /// end of the monotonic clock, some 584 years in) is denied, with a
+    /// `retry_after` of [`Duration::MAX`]: time cannot reach it.
     #[inline]
     pub fn check(&self, quota: &Quota, now_nanos: u64) -> Decision {
         let interval = quota.interval_nanos();
@@ -73,18 +76,20 @@ impl Bucket {
         let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
             let start = tat.max(now_nanos);
-            let new_tat = start.saturating_add(interval);
-            // new_tat > now_nanos (interval >= 1) unless saturated.
-            let ahead = new_tat - now_nanos;
-            if ahead > tolerance {
-                return Decision {
-                    allowed: false,
-                    limit: quota.burst(),
-                    remaining: 0,
-                    reset: Duration::from_nanos(start - now_nanos),
-                    retry_after: Some(Duration::from_nanos(ahead - tolerance)),
-                };
+            let backlog = start - now_nanos;
+            // Admitted when backlog + interval <= tolerance. Compared as
+            // backlog <= tolerance - interval (burst >= 1 makes that
+            // non-negative) so that no sum is formed that could overflow.
+            let slack = tolerance - interval;
+            if backlog > slack {
+                return deny(quota, backlog, Duration::from_nanos(backlog - slack));
             }
+            let ahead = backlog + interval;
+            let Some(new_tat) = now_nanos.checked_add(ahead) else {
+                // Admissible, but the state cannot be stored past the end of
+                // the clock; denying is the only answer that stays in quota.
+                return deny(quota, backlog, Duration::MAX);
+            };
             match self
                 .tat
                 .compare_exchange_weak(tat, new_tat, Ordering::Relaxed, Ordering::Relaxed)
@@ -109,6 +114,16 @@ impl Bucket {
     /// a fresh [`Bucket::new`] for every quota.
     pub fn is_idle(&self, now_nanos: u64) -> bool {
         self.tat.load(Ordering::Relaxed) <= now_nanos
+    }
+}
+
+fn deny(quota: &Quota, backlog: u64, retry_after: Duration) -> Decision {
+    Decision {
+        allowed: false,
+        limit: quota.burst(),
+        remaining: 0,
+        reset: Duration::from_nanos(backlog),
+        retry_after: Some(retry_after),
     }
 }
 
@@ -267,15 +282,50 @@ mod tests {
     }
 
     #[test]
-    fn saturates_near_the_end_of_time() {
+    fn denies_at_the_end_of_time() {
         let q = Quota::per_second(1).unwrap().with_burst(2).unwrap();
         let b = Bucket::new();
+        // The new TAT would pass u64::MAX: denied, with no panic.
         let now = u64::MAX - 1;
-        assert!(b.check(&q, now).allowed);
-        // No overflow panic; the state pins at u64::MAX.
-        let _ = b.check(&q, now);
-        let _ = b.check(&q, u64::MAX);
+        let d = b.check(&q, now);
+        assert!(!d.allowed);
+        assert_eq!(d.retry_after, Some(Duration::MAX));
+        assert!(!b.check(&q, u64::MAX).allowed);
         assert!(b.is_idle(u64::MAX));
+        // Up to the last nanosecond that can be stored, admissions are exact.
+        let now = u64::MAX - 2 * SEC;
+        assert!(b.check(&q, now).allowed);
+        assert!(b.check(&q, now).allowed);
+        let d = b.check(&q, now);
+        assert!(!d.allowed);
+        assert_eq!(d.retry_after, Some(Duration::from_secs(1)));
+        assert!(!b.check(&q, now + 1).allowed);
+    }
+
+    #[test]
+    fn longest_period_is_enforced_late_in_the_clock() {
+        // Before quotas were bounded, a period near u64::MAX ns pinned the
+        // TAT at u64::MAX and every request was admitted.
+        let q = Quota::new(1, Quota::MAX_PERIOD).unwrap();
+        let b = Bucket::new();
+        let now = u64::MAX - Quota::MAX_PERIOD.as_nanos() as u64;
+        assert!(b.check(&q, now).allowed);
+        let admitted = (0..500).filter(|i| b.check(&q, now + i).allowed).count();
+        assert_eq!(admitted, 0);
+    }
+
+    #[test]
+    fn backlog_near_u64_max_is_denied_exactly() {
+        // A TAT far ahead of now (a clock that ran backwards) and a long
+        // interval: backlog + interval is past u64::MAX.
+        let long = Quota::new(1, Quota::MAX_PERIOD).unwrap();
+        let b = Bucket::new();
+        let late = u64::MAX - Quota::MAX_PERIOD.as_nanos() as u64;
+        assert!(b.check(&long, late).allowed);
+        let d = b.check(&long, 0);
+        assert!(!d.allowed);
+        assert_eq!(d.reset, Duration::from_nanos(u64::MAX));
+        assert_eq!(d.retry_after, Some(Duration::from_nanos(u64::MAX)));
     }
 
     #[test]

@@ -134,7 +134,8 @@ mod tests {
         clock.advance(Duration::from_millis(10));
         let d = limiter.check_now(&slot, 0, &quota).unwrap();
         let retry = d.retry_after.unwrap();
-        assert_eq!(retry, Duration::from_nanos(333_333_333 - 10_000_000));
+        // 1 s / 3, rounded up to whole nanoseconds.
+        assert_eq!(retry, Duration::from_nanos(333_333_334 - 10_000_000));
         clock.advance(retry - Duration::from_nanos(1));
         assert!(!limiter.check_now(&slot, 0, &quota).unwrap().allowed);
         clock.advance(Duration::from_nanos(1));

@@ -14,11 +14,14 @@ pub enum QuotaError {
     /// The period was zero.
     #[error("quota period must be greater than zero")]
     ZeroPeriod,
+    /// The period was longer than [`Quota::MAX_PERIOD`] (366 days).
+    #[error("quota period must be at most 366 days")]
+    PeriodTooLong,
     /// The burst was zero; a quota must admit at least one request at once.
     #[error("quota burst must be greater than zero")]
     ZeroBurst,
-    /// The period is shorter than `limit` nanoseconds, so the time between two
-    /// requests (the emission interval, `period / limit`) rounds down to zero.
+    /// The period is shorter than `limit` nanoseconds: more than one request
+    /// per nanosecond (10^9 per second), faster than the limiter can count.
     #[error("quota emission interval (period / limit) is less than one nanosecond")]
     ZeroEmissionInterval,
     /// The burst tolerance (`emission interval * burst`) does not fit in a
@@ -30,9 +33,17 @@ pub enum QuotaError {
 /// A rate: `limit` requests per `period`, admitting up to `burst` at once.
 ///
 /// Requests are spread evenly: one is admitted every *emission interval*
-/// (`period / limit`, rounded down to whole nanoseconds), and an idle key may
+/// (`period / limit`, rounded up to whole nanoseconds), and an idle key may
 /// spend up to `burst` requests at a single instant. `burst` defaults to
 /// `limit`.
+///
+/// Rounding up means the steady rate is never above `limit` per `period`;
+/// when `period` is not a multiple of `limit` nanoseconds it is slightly
+/// below. The error is under one nanosecond per request, which only matters
+/// for very high rates: 600 million per second, for instance, runs at 500
+/// million (a 2 ns interval). The period is at most [`Quota::MAX_PERIOD`]
+/// and the rate at most one request per nanosecond, so the interval is
+/// always a whole number of nanoseconds between 1 and `MAX_PERIOD`.
 ///
 /// Serialized as `{"limit": u32, "period_ms": u64, "burst": u32}`;
 /// deserializing validates the values and treats a missing `burst` as `limit`.
@@ -60,7 +71,8 @@ pub struct Quota {
     limit: u32,
     burst: u32,
     period: Duration,
-    /// `period / limit` in nanoseconds; never zero.
+    /// `period / limit` in nanoseconds, rounded up; between 1 and
+    /// `MAX_PERIOD`.
     interval_nanos: u64,
     /// `interval_nanos * burst`; how far the theoretical arrival time may run
     /// ahead of now.
@@ -68,6 +80,10 @@ pub struct Quota {
 }
 
 impl Quota {
+    /// The longest period a quota may have: 366 days, so a quota per year
+    /// fits in leap years too. Longer periods are refused.
+    pub const MAX_PERIOD: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+
     /// `limit` requests per `period`, with a burst of `limit`.
     ///
     /// ```
@@ -113,16 +129,20 @@ impl Quota {
         if period.is_zero() {
             return Err(QuotaError::ZeroPeriod);
         }
+        if period > Self::MAX_PERIOD {
+            return Err(QuotaError::PeriodTooLong);
+        }
         if burst == 0 {
             return Err(QuotaError::ZeroBurst);
         }
-        let interval = period.as_nanos() / u128::from(limit);
-        if interval == 0 {
+        // MAX_PERIOD is about 3.2e16 ns, well within u64.
+        let period_nanos = period.as_nanos() as u64;
+        if period_nanos < u64::from(limit) {
             return Err(QuotaError::ZeroEmissionInterval);
         }
-        // burst >= 1, so an interval beyond u64 also overflows the tolerance.
-        let interval_nanos =
-            u64::try_from(interval).map_err(|_| QuotaError::BurstToleranceOverflow)?;
+        // Rounded up: a shorter interval than period / limit would admit
+        // more than `limit` per period (up to twice as many near 10^9/s).
+        let interval_nanos = period_nanos.div_ceil(u64::from(limit));
         let tolerance_nanos = interval_nanos
             .checked_mul(u64::from(burst))
             .ok_or(QuotaError::BurstToleranceOverflow)?;
@@ -151,7 +171,7 @@ impl Quota {
     }
 
     /// The time between two admitted requests at the steady rate
-    /// (`period / limit`, rounded down to whole nanoseconds).
+    /// (`period / limit`, rounded up to whole nanoseconds).
     pub fn emission_interval(&self) -> Duration {
         Duration::from_nanos(self.interval_nanos)
     }
@@ -247,15 +267,27 @@ mod tests {
             Err(QuotaError::ZeroEmissionInterval)
         );
         assert!(Quota::per_second(1_000_000_000).is_ok());
-        // The interval itself does not fit in u64 nanoseconds.
         assert_eq!(
-            Quota::new(1, Duration::MAX),
+            Quota::per_second(1_000_000_001),
+            Err(QuotaError::ZeroEmissionInterval)
+        );
+        assert_eq!(Quota::new(1, Duration::MAX), Err(QuotaError::PeriodTooLong));
+        assert_eq!(
+            Quota::new(1, Duration::from_nanos(u64::MAX)),
+            Err(QuotaError::PeriodTooLong)
+        );
+        assert_eq!(
+            Quota::new(u32::MAX, Quota::MAX_PERIOD + Duration::from_nanos(1)),
+            Err(QuotaError::PeriodTooLong)
+        );
+        let longest = Quota::new(1, Quota::MAX_PERIOD).unwrap();
+        assert_eq!(longest.emission_interval(), Quota::MAX_PERIOD);
+        // 583 periods of 366 days fit in u64 nanoseconds, 584 do not.
+        assert_eq!(longest.with_burst(583).map(|q| q.burst()), Ok(583));
+        assert_eq!(
+            longest.with_burst(584),
             Err(QuotaError::BurstToleranceOverflow)
         );
-        // The interval fits, interval * burst does not.
-        let long = Quota::new(1, Duration::from_nanos(u64::MAX / 2)).unwrap();
-        assert_eq!(long.with_burst(2).map(|q| q.burst()), Ok(2));
-        assert_eq!(long.with_burst(3), Err(QuotaError::BurstToleranceOverflow));
         assert_eq!(
             Quota::per_second(1_000_000_000)
                 .unwrap()
@@ -266,10 +298,35 @@ mod tests {
     }
 
     #[test]
+    fn intervals_round_up_so_the_rate_never_exceeds_the_limit() {
+        // 60 s / 7 = 8_571_428_571.4 ns.
+        let q = Quota::per_minute(7).unwrap();
+        assert_eq!(q.interval_nanos(), 8_571_428_572);
+        assert!(u128::from(q.interval_nanos()) * 7 >= q.period().as_nanos());
+        // Just above 5e8/s the exact interval is just under 2 ns: 2 ns, not 1.
+        let q = Quota::per_second(500_000_001).unwrap();
+        assert_eq!(q.interval_nanos(), 2);
+        let q = Quota::per_second(600_000_000).unwrap();
+        assert_eq!(q.interval_nanos(), 2);
+        assert_eq!(Quota::per_second(500_000_000).unwrap().interval_nanos(), 2);
+        assert_eq!(
+            Quota::per_second(1_000_000_000).unwrap().interval_nanos(),
+            1
+        );
+        assert_eq!(
+            Quota::new(u32::MAX, Duration::from_nanos(u64::from(u32::MAX)))
+                .unwrap()
+                .interval_nanos(),
+            1
+        );
+    }
+
+    #[test]
     fn error_messages_are_lowercase_without_period() {
         for e in [
             QuotaError::ZeroLimit,
             QuotaError::ZeroPeriod,
+            QuotaError::PeriodTooLong,
             QuotaError::ZeroBurst,
             QuotaError::ZeroEmissionInterval,
             QuotaError::BurstToleranceOverflow,
@@ -303,6 +360,9 @@ mod tests {
             r#"{"limit":1,"period_ms":1000,"burst":0}"#,
             r#"{"limit":1,"period_ms":1000,"burst":1,"extra":1}"#,
             r#"{"limit":1,"period_ms":18446744073709551615,"burst":4294967295}"#,
+            r#"{"limit":1,"period_ms":18446744073709}"#,
+            r#"{"limit":1,"period_ms":31622400001}"#,
+            r#"{"limit":1000000001,"period_ms":1000}"#,
         ] {
             assert!(serde_json::from_str::<Quota>(bad).is_err(), "{bad}");
         }
@@ -313,6 +373,8 @@ mod tests {
             err.contains("quota limit must be greater than zero"),
             "{err}"
         );
+        let year: Quota = serde_json::from_str(r#"{"limit":1,"period_ms":31622400000}"#).unwrap();
+        assert_eq!(year.period(), Quota::MAX_PERIOD);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use time::OffsetDateTime;
 
 use super::{
@@ -111,7 +111,14 @@ pub struct CacheStats {
 ///   live beside cached entries, and carry over when an entry is re-read
 ///   after it expired.
 /// - **Local changes are immediate**: insert, revoke, secret replacement and
-///   rotation go to the inner store, then evict the affected lookup ids.
+///   rotation go to the inner store, then evict the affected lookup ids —
+///   also when the call fails or is dropped before it returns (a client
+///   that disconnected, a timeout), since the write may have been committed
+///   all the same. A write whose call was dropped, or failed with
+///   [`StoreError::Unavailable`], may even land after that, so answers that
+///   involve the keys it touched are not kept for one
+///   [`ttl`](CacheConfig::ttl) afterwards: lookups of those keys ask the
+///   inner store meanwhile.
 ///   Management reads ([`get_key`](KeyStore::get_key),
 ///   [`list_keys`](KeyStore::list_keys)) always go to the inner store.
 /// - **Remote changes are immediate too**, given a change feed: with several
@@ -192,6 +199,8 @@ impl CachedStoreBuilder {
                 bypass: AtomicUsize::new(0),
                 lease: AtomicU64::new(0),
                 leased_until: AtomicU64::new(0),
+                unsettled: Mutex::default(),
+                unsettled_until: AtomicU64::new(0),
             }),
         }
     }
@@ -360,6 +369,23 @@ pub(crate) struct Shared {
     lease: AtomicU64,
     /// The monotonic time until which the feed's last confirmation holds.
     leased_until: AtomicU64,
+    /// What writes that may still land have touched; see [`Unsettled`].
+    unsettled: Mutex<Unsettled>,
+    /// The latest expiry in `unsettled` (monotonic nanoseconds), so that a
+    /// miss need not take its lock when nothing is unsettled.
+    unsettled_until: AtomicU64,
+}
+
+/// Lookup ids and key ids touched by writes through the cache that were
+/// cancelled or failed. Such a write may still land afterwards (the database
+/// finishes a statement whose caller has gone), after the cache was
+/// invalidated for it; a lookup answered in between would then stay cached
+/// with what the write replaced. So, for one TTL, answers that involve these
+/// ids are passed through but not kept as fresh.
+#[derive(Default)]
+struct Unsettled {
+    lookups: HashMap<Box<str>, u64>,
+    keys: HashMap<KeyId, u64>,
 }
 
 /// One shard, on cache lines of its own so hit counters do not false-share.
@@ -475,7 +501,9 @@ impl Shared {
         }
         let now = self.clock.monotonic_nanos();
         let mut slots = shard.slots.write();
-        let fresh = generation == Some(slots.generation) && !self.is_bypassed();
+        let fresh = generation == Some(slots.generation)
+            && !self.is_bypassed()
+            && !self.is_unsettled(lookup, &found, now);
         let previous = slots.by_lookup.get(lookup);
         let entries = match previous {
             Some(p) if self.carry_state => carry_over(&p.entries, found),
@@ -533,6 +561,41 @@ impl Shared {
     fn retire(&self, slot: &mut Slot) -> bool {
         slot.fresh_until = 0;
         self.carry_state && !slot.entries.is_empty()
+    }
+
+    /// Keeps answers involving `lookups` or `keys` from being cached as fresh
+    /// for the longer of the two TTLs.
+    fn unsettle<'a>(
+        &self,
+        lookups: impl IntoIterator<Item = &'a str>,
+        keys: impl IntoIterator<Item = &'a KeyId>,
+    ) {
+        let now = self.clock.monotonic_nanos();
+        let until = now.saturating_add(self.ttl.max(self.negative_ttl));
+        let mut unsettled = self.unsettled.lock();
+        unsettled.lookups.retain(|_, t| *t > now);
+        unsettled.keys.retain(|_, t| *t > now);
+        for lookup in lookups {
+            unsettled.lookups.insert(lookup.into(), until);
+        }
+        for key in keys {
+            unsettled.keys.insert(key.clone(), until);
+        }
+        self.unsettled_until.fetch_max(until, Ordering::SeqCst);
+    }
+
+    /// Whether an answer for `lookup` holding `found` may yet be changed by a
+    /// write that was cancelled or failed.
+    fn is_unsettled(&self, lookup: &str, found: &[Arc<KeyEntry>], now: u64) -> bool {
+        if self.unsettled_until.load(Ordering::SeqCst) <= now {
+            return false;
+        }
+        let unsettled = self.unsettled.lock();
+        let live = |until: Option<&u64>| until.is_some_and(|t| *t > now);
+        live(unsettled.lookups.get(lookup))
+            || found
+                .iter()
+                .any(|e| live(unsettled.keys.get(&e.record().id)))
     }
 
     fn invalidate_lookup(&self, lookup: &str) {
@@ -607,6 +670,61 @@ fn same_but_last_used(a: &KeyRecord, b: &KeyRecord) -> bool {
         && a.lineage == b.lineage
 }
 
+/// Invalidates what a write through the cache touches when it is dropped:
+/// at the end of the call, or wherever the caller's future was dropped (a
+/// client that disconnected, a timeout) — the inner store may have committed
+/// by then. Unless the store answered for the write, it may still land
+/// later, so the ids are also [unsettled](Shared::unsettle).
+struct Invalidation<'a> {
+    shared: &'a Shared,
+    lookups: Vec<String>,
+    keys: Vec<&'a KeyId>,
+    settled: bool,
+}
+
+impl<'a> Invalidation<'a> {
+    fn new(shared: &'a Shared, lookups: Vec<String>, keys: Vec<&'a KeyId>) -> Self {
+        Self {
+            shared,
+            lookups,
+            keys,
+            settled: false,
+        }
+    }
+
+    /// Records how the inner write ended.
+    fn finish<T>(mut self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        // The store's answer settles the write, unless it is one that a lost
+        // connection or a failing database could give for a write that the
+        // database still completes.
+        self.settled = !matches!(
+            result,
+            Err(StoreError::Unavailable(_) | StoreError::Corrupt(_))
+        );
+        result
+    }
+}
+
+impl Drop for Invalidation<'_> {
+    fn drop(&mut self) {
+        let shared = self.shared;
+        if !self.settled {
+            // Before invalidating: a lookup that reads the store after the
+            // invalidation must already find the ids unsettled.
+            shared.unsettle(
+                self.lookups.iter().map(String::as_str),
+                self.keys.iter().copied(),
+            );
+        }
+        for id in &self.keys {
+            shared.invalidate_key(id);
+        }
+        for lookup in &self.lookups {
+            shared.invalidate_lookup(lookup);
+        }
+    }
+}
+
 #[async_trait]
 impl KeyStore for CachedStore {
     async fn create_account(&self, account: AccountRecord) -> Result<(), StoreError> {
@@ -623,20 +741,16 @@ impl KeyStore for CachedStore {
         limit: Option<u32>,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let lookup = record.lookup.clone();
+        let guard = Invalidation::new(&self.shared, vec![record.lookup.clone()], Vec::new());
         let result = self.shared.inner.insert_key(record, limit, now).await;
-        // Even on error: a lost reply may hide a committed change.
-        self.shared.invalidate_lookup(&lookup);
-        result
+        guard.finish(result)
     }
 
     async fn insert_keys(&self, records: Vec<KeyRecord>) -> Result<(), StoreError> {
-        let lookups: Vec<String> = records.iter().map(|r| r.lookup.clone()).collect();
+        let lookups = records.iter().map(|r| r.lookup.clone()).collect();
+        let guard = Invalidation::new(&self.shared, lookups, Vec::new());
         let result = self.shared.inner.insert_keys(records).await;
-        for lookup in &lookups {
-            self.shared.invalidate_lookup(lookup);
-        }
-        result
+        guard.finish(result)
     }
 
     async fn find_by_lookup(&self, lookup: &str) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
@@ -656,9 +770,9 @@ impl KeyStore for CachedStore {
     }
 
     async fn revoke_key(&self, id: &KeyId, at: OffsetDateTime) -> Result<(), StoreError> {
+        let guard = Invalidation::new(&self.shared, Vec::new(), vec![id]);
         let result = self.shared.inner.revoke_key(id, at).await;
-        self.shared.invalidate_key(id);
-        result
+        guard.finish(result)
     }
 
     async fn replace_secret(
@@ -667,10 +781,9 @@ impl KeyStore for CachedStore {
         lookup: &str,
         hash: SecretHash,
     ) -> Result<(), StoreError> {
+        let guard = Invalidation::new(&self.shared, vec![lookup.to_owned()], vec![id]);
         let result = self.shared.inner.replace_secret(id, lookup, hash).await;
-        self.shared.invalidate_key(id);
-        self.shared.invalidate_lookup(lookup);
-        result
+        guard.finish(result)
     }
 
     async fn rotate_key(
@@ -679,11 +792,9 @@ impl KeyStore for CachedStore {
         new: KeyRecord,
         old_key: OldKey,
     ) -> Result<(), StoreError> {
-        let lookup = new.lookup.clone();
+        let guard = Invalidation::new(&self.shared, vec![new.lookup.clone()], vec![old]);
         let result = self.shared.inner.rotate_key(old, new, old_key).await;
-        self.shared.invalidate_key(old);
-        self.shared.invalidate_lookup(&lookup);
-        result
+        guard.finish(result)
     }
 
     async fn record_last_used(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {

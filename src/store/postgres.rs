@@ -681,18 +681,28 @@ impl KeyStore for PostgresStore {
             return Ok(());
         }
         let (ids, times): (Vec<&str>, Vec<i64>) = uses.into_iter().unzip();
-        // One statement for the whole batch; GREATEST skips NULL, so the
-        // later of the stored and the new time wins.
+        // The UPDATE alone locks rows in whatever order its join produces
+        // them, so two instances flushing overlapping batches could each hold
+        // a row the other wants (deadlock, 40P01). Locking the batch in id
+        // order first gives every flusher the same order.
+        let mut tx = self.pool.begin().await.map_err(sql::map_err)?;
+        sqlx::query("SELECT id FROM api_keys WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql::map_err)?;
+        // GREATEST skips NULL, so the later of the stored and the new time
+        // wins.
         sqlx::query(
             "UPDATE api_keys AS k SET last_used_at = GREATEST(k.last_used_at, u.at) \
              FROM UNNEST($1::text[], $2::bigint[]) AS u(id, at) WHERE k.id = u.id",
         )
-        .bind(ids)
-        .bind(times)
-        .execute(&self.pool)
+        .bind(&ids)
+        .bind(&times)
+        .execute(&mut *tx)
         .await
         .map_err(sql::map_err)?;
-        Ok(())
+        tx.commit().await.map_err(sql::map_err)
     }
 }
 

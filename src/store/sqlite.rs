@@ -490,18 +490,22 @@ impl KeyStore for SqliteStore {
         if uses.is_empty() {
             return Ok(());
         }
-        let mut tx = self.begin_write().await?;
-        for (id, at) in uses {
-            sqlx::query(
-                "UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, ?1), ?1) \
-                 WHERE id = ?2",
-            )
-            .bind(at)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(sql::map_err)?;
-        }
-        tx.commit().await.map_err(sql::map_err)
+        // One statement for the whole batch, so the write lock is held for
+        // one round trip rather than one per key: SQLite's lock is not fair,
+        // and a writer that keeps it long can starve another instance's
+        // flush past the busy timeout.
+        let batch =
+            serde_json::to_string(&uses).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        sqlx::query(
+            "UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, u.at), u.at) \
+             FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS at \
+                   FROM json_each(?1)) AS u \
+             WHERE api_keys.id = u.id",
+        )
+        .bind(batch)
+        .execute(&self.pool)
+        .await
+        .map_err(sql::map_err)?;
+        Ok(())
     }
 }
