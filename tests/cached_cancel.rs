@@ -61,6 +61,8 @@ fn record(id: &str, lookup: &str, n: u64) -> KeyRecord {
         expires_at: None,
         last_used_at: None,
         revoked_at: None,
+        replaced_by: None,
+        lineage: None,
     }
 }
 

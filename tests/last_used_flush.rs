@@ -52,6 +52,8 @@ fn key(n: usize) -> KeyRecord {
         expires_at: None,
         last_used_at: None,
         revoked_at: None,
+        replaced_by: None,
+        lineage: None,
     }
 }
 
