@@ -106,11 +106,14 @@ impl Attempt {
     /// Ids and lookup ids unique to attempt `n` at `op`.
     fn new(op: Op, n: u64) -> Self {
         let tag = format!("{op:?}_{n:06}").to_lowercase();
+        // Secrets differ across operations too: the store refuses a second
+        // active key with the same secret, and the cases share a database.
+        let salt = (op as u64) << 40;
         Self {
-            key: record(&format!("key_{tag}"), &format!("lk_{tag}"), n),
+            key: record(&format!("key_{tag}"), &format!("lk_{tag}"), n + salt),
             new_lookup: format!("nx_{tag}"),
             new_id: KeyId::new(format!("new_{tag}")),
-            new_hash: 1_000_000 + n,
+            new_hash: 1_000_000 + n + salt,
         }
     }
 
