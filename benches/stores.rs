@@ -35,12 +35,12 @@ async fn prepare(store: Arc<dyn KeyStore>) -> (ApiKeys, String) {
     let now = OffsetDateTime::now_utc();
     let records: Vec<KeyRecord> = (0..KEYS - 1)
         .map(|i| {
-            let key = profile.formats[0].generate();
+            let key = profile.formats()[0].generate();
             KeyRecord {
                 id: KeyId::generate(now),
                 account: AccountId::new(format!("org_{}", i % 100)).expect("account id"),
                 name: format!("filler {i}"),
-                format: profile.formats[0].label().to_owned(),
+                format: profile.formats()[0].label().to_owned(),
                 lookup: key.lookup().to_owned(),
                 hash: hasher.hash(key.expose_secret()),
                 bundle: Some("sdk".into()),

@@ -27,47 +27,198 @@ pub enum CredentialSource {
     Basic,
 }
 
-/// Everything that defines one product's API keys. Plain data: build one with
-/// the functions in this module or by hand, then pass it to
-/// [`ApiKeys::builder`](crate::ApiKeys::builder).
+/// Everything that defines one product's API keys: start from one of the
+/// functions in this module (or [`Profile::new`]), adjust it with the
+/// `with_*` methods, then pass it to [`ApiKeys::builder`](crate::ApiKeys::builder),
+/// which checks it. The fields are private so that new settings can be added
+/// without breaking callers.
+///
+/// ```
+/// use keygate::{profiles, ApiKeys};
+/// let profile = profiles::mailchannels().with_key_limit(Some(10));
+/// assert_eq!(profile.key_limit(), Some(10));
+/// let api = ApiKeys::in_memory(profile).unwrap();
+/// assert_eq!(api.profile().name(), "mailchannels");
+/// ```
 #[derive(Debug, Clone)]
 pub struct Profile {
-    /// A short name, e.g. `mailjawn`.
-    pub name: String,
-    /// Key formats accepted; new keys use the first unless a request names another.
-    pub formats: Vec<KeyFormat>,
-    /// Where credentials are read from, in order.
-    pub credentials: Vec<CredentialSource>,
-    /// Scopes and bundles.
-    pub catalog: ScopeCatalog,
-    /// Bundle given to keys created without a bundle or scopes.
-    pub default_bundle: Option<String>,
-    /// Most active keys per account and key format (`None` = unlimited).
-    /// Sub-account keys count toward the sub-account, not its parent.
-    pub key_limit: Option<u32>,
-    /// Regenerate a new key whose lookup id is already in use.
-    pub unique_lookup: bool,
-    /// Refuse plain HTTP except from localhost (enforced by the HTTP layer).
-    pub https_only: bool,
-    /// Per-key rate limits by operation class (empty = no limits).
-    pub rate_limits: RatePolicy,
-    /// How deep sub-accounts may nest: 0 = no sub-accounts, 1 = sub-accounts
-    /// that cannot have their own, and so on.
-    pub max_sub_account_depth: usize,
-    /// The longest grace period a rotation may give the old key.
-    pub max_grace: Duration,
+    pub(crate) name: String,
+    pub(crate) formats: Vec<KeyFormat>,
+    pub(crate) credentials: Vec<CredentialSource>,
+    pub(crate) catalog: ScopeCatalog,
+    pub(crate) default_bundle: Option<String>,
+    pub(crate) key_limit: Option<u32>,
+    pub(crate) unique_lookup: bool,
+    pub(crate) https_only: bool,
+    pub(crate) rate_limits: RatePolicy,
+    pub(crate) max_sub_account_depth: usize,
+    pub(crate) max_grace: Duration,
 }
 
 /// The default [`Profile::max_grace`]: 30 days.
 pub const DEFAULT_MAX_GRACE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 impl Profile {
+    /// A profile called `name` with no key format yet (add one with
+    /// [`with_formats`](Self::with_formats)), credentials read from
+    /// `Authorization: Bearer`, an empty scope catalog, no default bundle,
+    /// no key limit, no rate limits, no sub-accounts and a 30-day maximum
+    /// grace period.
+    ///
+    /// ```
+    /// use keygate::{KeyFormat, Profile, ScopeCatalog, TokenFormat};
+    /// let profile = Profile::new("acme")
+    ///     .with_formats(vec![KeyFormat::Token(TokenFormat::new("acme_"))])
+    ///     .with_catalog(ScopeCatalog::new().scopes(["read", "write"]).unwrap());
+    /// assert_eq!(profile.formats().len(), 1);
+    /// ```
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            formats: Vec::new(),
+            credentials: vec![CredentialSource::Bearer],
+            catalog: ScopeCatalog::new(),
+            default_bundle: None,
+            key_limit: None,
+            unique_lookup: false,
+            https_only: false,
+            rate_limits: RatePolicy::new(),
+            max_sub_account_depth: 0,
+            max_grace: DEFAULT_MAX_GRACE,
+        }
+    }
+
     /// The format with this label (token prefix, or `pair`).
     pub fn format(&self, label: &str) -> Option<(usize, &KeyFormat)> {
         self.formats
             .iter()
             .enumerate()
             .find(|(_, f)| f.label() == label)
+    }
+
+    /// A short name, e.g. `mailjawn`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Key formats accepted; new keys use the first unless a request names another.
+    pub fn formats(&self) -> &[KeyFormat] {
+        &self.formats
+    }
+
+    /// Where credentials are read from, in order.
+    pub fn credentials(&self) -> &[CredentialSource] {
+        &self.credentials
+    }
+
+    /// Scopes and bundles.
+    pub fn catalog(&self) -> &ScopeCatalog {
+        &self.catalog
+    }
+
+    /// Bundle given to keys created without a bundle or scopes.
+    pub fn default_bundle(&self) -> Option<&str> {
+        self.default_bundle.as_deref()
+    }
+
+    /// Most active keys per account and key format (`None` = unlimited).
+    /// Sub-account keys count toward the sub-account, not its parent.
+    pub fn key_limit(&self) -> Option<u32> {
+        self.key_limit
+    }
+
+    /// Whether a new key's lookup id must be unused (key pairs' public keys
+    /// are unique in any case).
+    pub fn unique_lookup(&self) -> bool {
+        self.unique_lookup
+    }
+
+    /// Whether plain HTTP is refused except from localhost (enforced by the
+    /// HTTP layer).
+    pub fn https_only(&self) -> bool {
+        self.https_only
+    }
+
+    /// Per-key rate limits by operation class (empty = no limits).
+    pub fn rate_limits(&self) -> &RatePolicy {
+        &self.rate_limits
+    }
+
+    /// How deep sub-accounts may nest: 0 = no sub-accounts, 1 = sub-accounts
+    /// that cannot have their own, and so on.
+    pub fn max_sub_account_depth(&self) -> usize {
+        self.max_sub_account_depth
+    }
+
+    /// The longest grace period a rotation may give the old key.
+    pub fn max_grace(&self) -> Duration {
+        self.max_grace
+    }
+
+    /// Renames the profile.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets the key formats (the first is used for new keys).
+    pub fn with_formats(mut self, formats: Vec<KeyFormat>) -> Self {
+        self.formats = formats;
+        self
+    }
+
+    /// Sets where credentials are read from, in order.
+    pub fn with_credentials(mut self, credentials: Vec<CredentialSource>) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// Sets the scope catalog.
+    pub fn with_catalog(mut self, catalog: ScopeCatalog) -> Self {
+        self.catalog = catalog;
+        self
+    }
+
+    /// Sets the bundle given to keys created without a bundle or scopes.
+    pub fn with_default_bundle(mut self, bundle: Option<String>) -> Self {
+        self.default_bundle = bundle;
+        self
+    }
+
+    /// Sets the most active keys per account and key format.
+    pub fn with_key_limit(mut self, limit: Option<u32>) -> Self {
+        self.key_limit = limit;
+        self
+    }
+
+    /// Requires new keys' lookup ids to be unused.
+    pub fn with_unique_lookup(mut self, on: bool) -> Self {
+        self.unique_lookup = on;
+        self
+    }
+
+    /// Refuses plain HTTP except from localhost.
+    pub fn with_https_only(mut self, on: bool) -> Self {
+        self.https_only = on;
+        self
+    }
+
+    /// Sets the per-key rate limits.
+    pub fn with_rate_limits(mut self, policy: RatePolicy) -> Self {
+        self.rate_limits = policy;
+        self
+    }
+
+    /// Sets how deep sub-accounts may nest (0 = none).
+    pub fn with_max_sub_account_depth(mut self, depth: usize) -> Self {
+        self.max_sub_account_depth = depth;
+        self
+    }
+
+    /// Sets the longest grace period a rotation may give.
+    pub fn with_max_grace(mut self, max: Duration) -> Self {
+        self.max_grace = max;
+        self
     }
 }
 

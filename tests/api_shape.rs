@@ -240,7 +240,7 @@ async fn create_requests_deserialize_with_limits() {
 async fn a_bootstrap_key_is_ensured_idempotently() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keys.db");
-    let kept = profiles::mailjawn().formats[0]
+    let kept = profiles::mailjawn().formats()[0]
         .generate()
         .expose_secret()
         .to_owned();

@@ -190,7 +190,7 @@ async fn run_matrix(store: Arc<dyn KeyStore>) {
             }
 
             // Importing is for the operator only, whoever the target is.
-            let kept = w.api.profile().formats[0].generate();
+            let kept = w.api.profile().formats()[0].generate();
             assert_eq!(
                 keys.import(target, kept.expose_secret(), CreateKey::new("i"))
                     .await,

@@ -114,7 +114,7 @@ async fn a_cache_hit_asks_the_inner_store_nothing() {
 #[tokio::test]
 async fn unknown_lookups_are_remembered_for_the_negative_ttl() {
     let s = setup(profiles::mailjawn());
-    let stranger = s.api.profile().formats[0].generate();
+    let stranger = s.api.profile().formats()[0].generate();
     let presented = stranger.expose_secret();
     assert_eq!(
         s.api.verify(presented).await.unwrap_err(),

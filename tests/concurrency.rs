@@ -36,7 +36,7 @@ async fn imports_store_a_key_once(stores: Vec<Arc<dyn KeyStore>>, profile: Profi
         .collect();
     for round in 0..ROUNDS {
         let account = AccountId::new(format!("imp_{round}")).unwrap();
-        let kept = profile.formats[0].generate().to_presented().to_string();
+        let kept = profile.formats()[0].generate().to_presented().to_string();
         let tasks: Vec<_> = apis
             .iter()
             .map(|api| {
@@ -76,7 +76,7 @@ async fn imports_store_a_key_once(stores: Vec<Arc<dyn KeyStore>>, profile: Profi
 /// Four instances race 40 creates against a limit of 3, for each round.
 async fn creates_never_exceed_the_limit(stores: Vec<Arc<dyn KeyStore>>) {
     let mut profile = profiles::default();
-    profile.key_limit = Some(3);
+    profile = profile.with_key_limit(Some(3));
     let apis: Vec<ApiKeys> = stores
         .into_iter()
         .map(|s| instance(profile.clone(), s))

@@ -201,7 +201,7 @@ async fn malformed_values_are_401_and_never_echoed() {
 async fn unknown_revoked_and_expired_keys_are_401() {
     let (server, api, key) = setup().await;
     let org = AccountId::new("acct_1").unwrap();
-    let unknown = api.profile().formats[0].generate();
+    let unknown = api.profile().formats()[0].generate();
     let unknown = unknown.expose_secret();
     let response = server
         .get("/whoami")

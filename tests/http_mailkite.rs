@@ -324,7 +324,7 @@ async fn forwarded_https_is_accepted_only_when_trusted() {
 #[tokio::test]
 async fn the_admin_key_can_be_imported() {
     let (api, _) = service(profiles::mailkite());
-    let kept = api.profile().formats[0].generate();
+    let kept = api.profile().formats()[0].generate();
     let admin = app::admin_key(&api, Some(kept.expose_secret()))
         .await
         .unwrap();

@@ -11,7 +11,7 @@ fn acct(s: &str) -> AccountId {
 async fn imported_token_verifies_with_its_grant() {
     let api = ApiKeys::in_memory(profiles::mailjawn()).unwrap();
     let org = acct("org_admin");
-    let kept = api.profile().formats[0].generate();
+    let kept = api.profile().formats()[0].generate();
     let info = api
         .operator()
         .import(
@@ -66,7 +66,7 @@ async fn malformed_keys_are_refused_without_echoing_them() {
 #[tokio::test]
 async fn importing_the_same_key_twice_is_a_conflict() {
     let api = ApiKeys::in_memory(profiles::mailjawn()).unwrap();
-    let kept = api.profile().formats[0].generate();
+    let kept = api.profile().formats()[0].generate();
     let org = acct("org_1");
     api.operator()
         .import(
@@ -91,7 +91,7 @@ async fn importing_the_same_key_twice_is_a_conflict() {
 #[tokio::test]
 async fn import_checks_the_request_like_create() {
     let api = ApiKeys::in_memory(profiles::mailjawn()).unwrap();
-    let kept = api.profile().formats[0].generate();
+    let kept = api.profile().formats()[0].generate();
     let err = api
         .operator()
         .import(
@@ -120,7 +120,7 @@ async fn import_respects_the_key_limit() {
         .create(&org, CreateKey::new("live"))
         .await
         .unwrap();
-    let kept = api.profile().formats[0].generate();
+    let kept = api.profile().formats()[0].generate();
     let err = api
         .operator()
         .import(&org, kept.expose_secret(), CreateKey::new("second"))
@@ -136,7 +136,7 @@ async fn import_respects_the_key_limit() {
 async fn only_the_operator_imports() {
     let api = ApiKeys::in_memory(profiles::mailjawn()).unwrap();
     let org = acct("org_1");
-    let kept = api.profile().formats[0].generate();
+    let kept = api.profile().formats()[0].generate();
     let err = api
         .as_account(&org)
         .import(

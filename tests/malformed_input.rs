@@ -50,7 +50,7 @@ fn variants(valid: &str, at: usize, c: char) -> Vec<String> {
 /// Calls `ApiKeys::parse`, turning a panic into a test failure that names the
 /// profile and the input.
 fn parse_is_malformed(api: &ApiKeys, input: &str) {
-    let profile = &api.profile().name;
+    let profile = &api.profile().name();
     let result = catch_unwind(AssertUnwindSafe(|| {
         api.parse(input).map(|c| c.lookup().to_owned())
     }));
@@ -66,7 +66,7 @@ async fn verify_is_malformed(api: &ApiKeys, input: &str) {
         Err(AuthError::Malformed { .. }) => {}
         other => panic!(
             "{}: verify({input:?}) gave {:?}",
-            api.profile().name,
+            api.profile().name(),
             other.map(|p| p.key_id().clone())
         ),
     }
@@ -77,7 +77,7 @@ async fn verify_pair_is_malformed(api: &ApiKeys, public: &str, secret: &str) {
         Err(AuthError::Malformed { .. }) => {}
         other => panic!(
             "{}: verify_pair({public:?}, {secret:?}) gave {:?}",
-            api.profile().name,
+            api.profile().name(),
             other.map(|p| p.key_id().clone())
         ),
     }
@@ -86,11 +86,11 @@ async fn verify_pair_is_malformed(api: &ApiKeys, public: &str, secret: &str) {
 #[tokio::test]
 async fn multi_byte_characters_at_every_offset_are_malformed() {
     for api in APIS.iter() {
-        for format in &api.profile().formats {
+        for format in api.profile().formats() {
             let key = format.generate();
             let valid = key.to_presented();
             // The unmodified key parses, so each variant tests one change.
-            assert!(api.parse(&valid).is_ok(), "{}", api.profile().name);
+            assert!(api.parse(&valid).is_ok(), "{}", api.profile().name());
             for at in 0..=valid.len() {
                 for c in WIDE {
                     for input in variants(&valid, at, c) {
@@ -107,7 +107,7 @@ async fn multi_byte_characters_at_every_offset_are_malformed() {
 async fn multi_byte_characters_in_either_half_of_a_pair_are_malformed() {
     let mut pairs = 0;
     for api in APIS.iter() {
-        for format in &api.profile().formats {
+        for format in api.profile().formats() {
             let KeyFormat::Pair(_) = format else { continue };
             pairs += 1;
             let key = format.generate();
@@ -174,7 +174,7 @@ mod over_http {
 
     #[test]
     fn basic_credentials_that_decode_to_non_ascii_are_encoding_errors() {
-        let sources = profiles::mailjet().credentials;
+        let sources = profiles::mailjet().credentials().to_vec();
         let headers = basic(&super::split_character_pair());
         assert_eq!(
             extract_credential(&headers, &sources).unwrap_err(),
@@ -237,7 +237,7 @@ fn exact_len(chars: &[char], target: usize) -> String {
 fn lengths_near_formats() -> Vec<usize> {
     let mut lens: Vec<usize> = APIS
         .iter()
-        .flat_map(|api| api.profile().formats.iter())
+        .flat_map(|api| api.profile().formats().iter())
         .map(|f| f.generate().to_presented().len())
         .flat_map(|l| [l - 1, l, l + 1])
         .collect();
@@ -252,14 +252,14 @@ fn check_never_panics(input: &str) -> Result<(), TestCaseError> {
         prop_assert!(
             result.is_ok(),
             "{}: parse panicked on {:?}",
-            api.profile().name,
+            api.profile().name(),
             input
         );
         if !input.is_ascii() {
             prop_assert!(
                 matches!(result, Ok(Err(AuthError::Malformed { .. }))),
                 "{}: non-ASCII {:?} was not malformed",
-                api.profile().name,
+                api.profile().name(),
                 input
             );
         }
@@ -291,7 +291,7 @@ proptest! {
         c in near_key_char(),
     ) {
         let api = &APIS[profile];
-        let formats = &api.profile().formats;
+        let formats = &api.profile().formats();
         let valid = formats[format % formats.len()].generate().to_presented();
         let at = at % (valid.len() + 1);
         for input in variants(&valid, at, c) {

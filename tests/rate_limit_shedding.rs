@@ -126,7 +126,7 @@ async fn unknown_keys_filling_the_cache_do_not_refill_a_bucket() {
         .unwrap();
     let text = key.key.expose_secret();
     assert_eq!(spend(&api, text, "send").await, 10);
-    let format = &api.profile().formats[0];
+    let format = &api.profile().formats()[0];
     for _ in 0..64 {
         let unknown = format.generate();
         assert_eq!(

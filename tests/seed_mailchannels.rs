@@ -17,7 +17,7 @@ fn api() -> ApiKeys {
 #[test]
 fn keys_are_sent_in_the_x_api_key_header() {
     assert_eq!(
-        profiles::mailchannels().credentials,
+        profiles::mailchannels().credentials(),
         [CredentialSource::Header("x-api-key".into())]
     );
 }

@@ -127,7 +127,7 @@ async fn full_access_bundle_grants_everything() {
         .await
         .unwrap();
     let p = api.verify(k.key.expose_secret()).await.unwrap();
-    for s in api.profile().catalog.scope_names() {
+    for s in api.profile().catalog().scope_names() {
         assert!(api.require(&p, s).is_ok(), "{s}");
     }
     assert!(p.scopes().is_all());
@@ -137,7 +137,7 @@ async fn full_access_bundle_grants_everything() {
 #[test]
 fn keys_are_sent_as_bearer_tokens() {
     assert_eq!(
-        profiles::mailjawn().credentials,
+        profiles::mailjawn().credentials(),
         [keygate::CredentialSource::Bearer]
     );
 }

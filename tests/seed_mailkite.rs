@@ -50,7 +50,10 @@ async fn one_full_scope_live_key_per_account() {
 // "it goes out as Authorization: Bearer mk_live_… on every request"
 #[test]
 fn keys_are_sent_as_bearer_tokens() {
-    assert_eq!(profiles::mailkite().credentials, [CredentialSource::Bearer]);
+    assert_eq!(
+        profiles::mailkite().credentials(),
+        [CredentialSource::Bearer]
+    );
 }
 
 // "Rotate it in the dashboard; rotating invalidates the old key immediately."
@@ -145,6 +148,6 @@ async fn status_codes_follow_the_documented_errors() {
 // http://localhost for local webhook testing)." The HTTP layer enforces the flag.
 #[test]
 fn the_profile_is_https_only() {
-    assert!(profiles::mailkite().https_only);
-    assert!(!profiles::mailjawn().https_only);
+    assert!(profiles::mailkite().https_only());
+    assert!(!profiles::mailjawn().https_only());
 }

@@ -273,7 +273,7 @@ async fn a_key_is_rotated_once_and_grace_is_bounded_by_the_profile() {
         .create(&org, CreateKey::new("ios").bundle("sdk"))
         .await
         .unwrap();
-    let max = api.profile().max_grace;
+    let max = api.profile().max_grace();
     assert_eq!(max, Duration::from_secs(30 * 24 * 60 * 60));
     let too_long = keys
         .rotate(&old.info.id, Rotation::Grace(max + Duration::from_secs(1)))
@@ -510,7 +510,7 @@ async fn explicit_scopes_and_wildcards_are_enforced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_creates_never_exceed_the_key_limit() {
     let mut profile = profiles::mailchannels();
-    profile.key_limit = Some(10);
+    profile = profile.with_key_limit(Some(10));
     let api = ApiKeys::in_memory(profile).unwrap();
     let org = acct("org");
     let mut tasks = Vec::new();

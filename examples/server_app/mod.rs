@@ -71,7 +71,7 @@ pub struct Options {
 /// The grant of an admin key: the profile's all-scopes bundle if it has one,
 /// else every scope.
 pub fn full_access(api: &ApiKeys, name: &str) -> CreateKey {
-    let catalog = &api.profile().catalog;
+    let catalog = &api.profile().catalog();
     if catalog.has_bundle("full_access") {
         CreateKey::new(name).bundle("full_access")
     } else {

@@ -99,7 +99,7 @@ impl ApiKeysBuilder {
                 hasher.unwrap_or_else(Hasher::ephemeral),
             ),
             (Some(store), Some(hasher)) => (store, hasher),
-            (Some(store), None) if !store.needs_last_used_flush() => (store, Hasher::ephemeral()),
+            (Some(store), None) if !store.is_persistent() => (store, Hasher::ephemeral()),
             (Some(_), None) => return Err(ConfigError::MissingPepper),
         };
         let limiter = match self.limiter {

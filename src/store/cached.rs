@@ -808,6 +808,10 @@ impl KeyStore for CachedStore {
     fn keeps_entries(&self) -> bool {
         self.shared.per_shard > 0 || self.shared.inner.keeps_entries()
     }
+
+    fn is_persistent(&self) -> bool {
+        self.shared.inner.is_persistent()
+    }
 }
 
 #[cfg(test)]

@@ -333,4 +333,8 @@ impl KeyStore for MemoryStore {
     fn keeps_entries(&self) -> bool {
         true
     }
+
+    fn is_persistent(&self) -> bool {
+        false
+    }
 }

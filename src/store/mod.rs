@@ -188,6 +188,14 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
         true
     }
 
+    /// True when keys outlive the process (a database), so they must be
+    /// hashed with a pepper kept across restarts: building an
+    /// [`ApiKeys`](crate::ApiKeys) on a persistent store without one is
+    /// [`ConfigError::MissingPepper`](crate::ConfigError::MissingPepper).
+    fn is_persistent(&self) -> bool {
+        true
+    }
+
     /// True when the entries [`find_by_lookup`](Self::find_by_lookup) returns
     /// live on between calls (in memory or in a cache), so in-process state
     /// such as rate-limit buckets can be kept beside them.
@@ -269,5 +277,9 @@ impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
 
     fn keeps_entries(&self) -> bool {
         (**self).keeps_entries()
+    }
+
+    fn is_persistent(&self) -> bool {
+        (**self).is_persistent()
     }
 }

@@ -73,7 +73,7 @@ mod sqlite {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path().join("keys.db")).await.unwrap();
         let api = service(Arc::new(store));
-        let presented = api.profile().formats[0].generate();
+        let presented = api.profile().formats()[0].generate();
         assert_unavailable(&api, presented.expose_secret()).await;
     }
 
@@ -119,7 +119,7 @@ mod postgres {
             .acquire_timeout(Duration::from_millis(300))
             .connect_lazy_with(options);
         let api = service(Arc::new(PostgresStore::from_pool(pool)));
-        let presented = api.profile().formats[0].generate();
+        let presented = api.profile().formats()[0].generate();
         assert_unavailable(&api, presented.expose_secret()).await;
     }
 

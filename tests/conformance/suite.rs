@@ -972,7 +972,7 @@ pub async fn service_verifies_a_created_key(store: Arc<dyn KeyStore>) {
         Err(AuthError::Forbidden { .. })
     ));
     // A well-formed key that was never issued is invalid.
-    let stranger = api.profile().formats[0].generate();
+    let stranger = api.profile().formats()[0].generate();
     assert_eq!(
         api.verify(stranger.expose_secret()).await.unwrap_err(),
         AuthError::Invalid
@@ -1092,7 +1092,7 @@ pub async fn service_rotates_immediately_and_with_grace(store: Arc<dyn KeyStore>
 
 pub async fn service_enforces_the_key_limit(store: Arc<dyn KeyStore>) {
     let mut profile = profiles::mailchannels();
-    profile.key_limit = Some(2);
+    profile = profile.with_key_limit(Some(2));
     let (api, _) = service(store, profile);
     let org = account("org_mc");
     let a = api

@@ -237,4 +237,8 @@ impl KeyStore for FlakyStore {
     fn keeps_entries(&self) -> bool {
         self.inner.keeps_entries()
     }
+
+    fn is_persistent(&self) -> bool {
+        self.inner.is_persistent()
+    }
 }

@@ -139,6 +139,10 @@ mod counting {
         fn keeps_entries(&self) -> bool {
             !self.fresh_entries
         }
+
+        fn is_persistent(&self) -> bool {
+            self.fresh_entries
+        }
     }
 }
 
