@@ -34,9 +34,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     println!("3. Check scopes: the SDK bundle may track events but not send email");
-    api.require(&principal, "events:write")?;
+    api.check_scope(&principal, "events:write")?;
     println!("   events:write -> allowed");
-    match api.require(&principal, "emails:send") {
+    match api.check_scope(&principal, "emails:send") {
         Ok(()) => return Err("an SDK key must not send email".into()),
         Err(e) => println!("   emails:send  -> {} {}", e.status(), e),
     }

@@ -26,8 +26,8 @@
 //! // Verify: a Principal says which key, which account, which scopes.
 //! let principal = api.verify(&presented).await?;
 //! assert_eq!(principal.account(), &org);
-//! assert!(api.require(&principal, "events:write").is_ok());
-//! assert_eq!(api.require(&principal, "emails:send").unwrap_err().status(), 403);
+//! assert!(api.check_scope(&principal, "events:write").is_ok());
+//! assert_eq!(api.check_scope(&principal, "emails:send").unwrap_err().status(), 403);
 //!
 //! // List: names, bundles and redacted ids, never the secret.
 //! let page = keys.list(&org, ListOptions::default()).await?;

@@ -123,7 +123,7 @@ enum Kind {
 
 /// What a route or operation needs: one scope, all of several, or any of several.
 ///
-/// Build it once from the catalog ([`ScopeCatalog::require`],
+/// Build it once from the catalog ([`ScopeCatalog::requirement`],
 /// [`ScopeCatalog::all_of`], [`ScopeCatalog::any_of`]) and check it per request.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Requirement {
@@ -156,8 +156,8 @@ enum Bundle {
 ///     .bundle_all("full_access").unwrap();
 ///
 /// let sdk = catalog.bundle_set("sdk").unwrap();
-/// assert!(sdk.satisfies(&catalog.require("events:write").unwrap()));
-/// assert!(!sdk.satisfies(&catalog.require("subscribers:read").unwrap()));
+/// assert!(sdk.satisfies(&catalog.requirement("events:write").unwrap()));
+/// assert!(!sdk.satisfies(&catalog.requirement("subscribers:read").unwrap()));
 /// assert!(catalog.bundle_set("full_access").unwrap().is_all());
 /// ```
 #[derive(Clone, Debug, Default)]
@@ -312,7 +312,7 @@ impl ScopeCatalog {
     }
 
     /// A requirement for one scope.
-    pub fn require(&self, scope: &str) -> Result<Requirement, ScopeError> {
+    pub fn requirement(&self, scope: &str) -> Result<Requirement, ScopeError> {
         self.all_of([scope])
     }
 
@@ -322,7 +322,7 @@ impl ScopeCatalog {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        self.requirement(scopes, Kind::All, " + ")
+        self.combine(scopes, Kind::All, " + ")
     }
 
     /// A requirement for at least one of `scopes`.
@@ -331,10 +331,10 @@ impl ScopeCatalog {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        self.requirement(scopes, Kind::Any, " | ")
+        self.combine(scopes, Kind::Any, " | ")
     }
 
-    fn requirement<I, S>(&self, scopes: I, kind: Kind, sep: &str) -> Result<Requirement, ScopeError>
+    fn combine<I, S>(&self, scopes: I, kind: Kind, sep: &str) -> Result<Requirement, ScopeError>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
@@ -384,7 +384,7 @@ mod tests {
         let c = catalog();
         let subs = c.bundle_set("subs").unwrap();
         assert_eq!(c.names_in(&subs), ["subscribers:read", "subscribers:write"]);
-        assert!(!subs.satisfies(&c.require("emails:send").unwrap()));
+        assert!(!subs.satisfies(&c.requirement("emails:send").unwrap()));
     }
 
     #[test]
@@ -392,7 +392,7 @@ mod tests {
         let c = catalog();
         let full = c.bundle_set("full_access").unwrap();
         let bigger = c.scope("domains:write").unwrap();
-        assert!(full.satisfies(&bigger.require("domains:write").unwrap()));
+        assert!(full.satisfies(&bigger.requirement("domains:write").unwrap()));
     }
 
     #[test]

@@ -38,7 +38,7 @@ async fn admin_only(
     State(api): State<ApiKeys>,
     principal: Principal,
 ) -> Result<&'static str, keygate::AuthError> {
-    api.require(&principal, "admin")?;
+    api.check_scope(&principal, "admin")?;
     Ok("welcome")
 }
 

@@ -62,7 +62,7 @@ async fn scope_is_checked_after_the_token_is_taken() {
     let op = api
         .operation("send")
         .unwrap()
-        .require(&api, "emails:send")
+        .require("emails:send")
         .unwrap();
     assert_eq!(
         api.verify_for(k.key.expose_secret(), &op)

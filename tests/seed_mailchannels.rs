@@ -63,11 +63,11 @@ async fn scope_is_api_or_inbound_and_fixed_at_creation() {
         .await
         .unwrap();
     let p = api.verify(sending.key.expose_secret()).await.unwrap();
-    assert!(api.require(&p, "api").is_ok());
-    assert_eq!(api.require(&p, "inbound").unwrap_err().status(), 403);
+    assert!(api.check_scope(&p, "api").is_ok());
+    assert_eq!(api.check_scope(&p, "inbound").unwrap_err().status(), 403);
     let p = api.verify(inbound.key.expose_secret()).await.unwrap();
-    assert!(api.require(&p, "inbound").is_ok());
-    assert_eq!(api.require(&p, "api").unwrap_err().status(), 403);
+    assert!(api.check_scope(&p, "inbound").is_ok());
+    assert_eq!(api.check_scope(&p, "api").unwrap_err().status(), 403);
     // No other scope exists.
     assert_eq!(
         api.as_account(&me)

@@ -78,7 +78,7 @@ async fn sdk_bundle_adds_subscribers_and_tracks_events_only() {
         .unwrap();
     let p = api.verify(k.key.expose_secret()).await.unwrap();
     for s in ["subscribers:write", "events:write"] {
-        assert!(api.require(&p, s).is_ok(), "{s}");
+        assert!(api.check_scope(&p, s).is_ok(), "{s}");
     }
     for s in [
         "subscribers:read",
@@ -86,7 +86,7 @@ async fn sdk_bundle_adds_subscribers_and_tracks_events_only() {
         "emails:send",
         "api_keys:write",
     ] {
-        assert_eq!(api.require(&p, s).unwrap_err().status(), 403, "{s}");
+        assert_eq!(api.check_scope(&p, s).unwrap_err().status(), 403, "{s}");
     }
 }
 
@@ -112,9 +112,9 @@ async fn mcp_bundle_reads_and_writes_content_and_sends_email() {
         "stats:read",
         "emails:send",
     ] {
-        assert!(api.require(&p, s).is_ok(), "{s}");
+        assert!(api.check_scope(&p, s).is_ok(), "{s}");
     }
-    assert!(api.require(&p, "api_keys:write").is_err());
+    assert!(api.check_scope(&p, "api_keys:write").is_err());
 }
 
 // Full Access: "Everything".
@@ -128,7 +128,7 @@ async fn full_access_bundle_grants_everything() {
         .unwrap();
     let p = api.verify(k.key.expose_secret()).await.unwrap();
     for s in api.profile().catalog().scope_names() {
-        assert!(api.require(&p, s).is_ok(), "{s}");
+        assert!(api.check_scope(&p, s).is_ok(), "{s}");
     }
     assert!(p.scopes().is_all());
 }

@@ -248,7 +248,7 @@ async fn rotation_keeps_name_scopes_and_revokes_the_old_key() {
         AuthError::Revoked
     );
     let p = api.verify(new.key.expose_secret()).await.unwrap();
-    assert!(api.require(&p, "campaigns:write").is_ok());
+    assert!(api.check_scope(&p, "campaigns:write").is_ok());
     // A revoked key cannot be rotated again.
     assert_eq!(
         api.as_account(&org)
@@ -496,15 +496,15 @@ async fn explicit_scopes_and_wildcards_are_enforced() {
         .await
         .unwrap();
     let p = api.verify(k.key.expose_secret()).await.unwrap();
-    assert!(api.require(&p, "subscribers:read").is_ok());
-    assert!(api.require(&p, "stats:read").is_ok());
+    assert!(api.check_scope(&p, "subscribers:read").is_ok());
+    assert!(api.check_scope(&p, "stats:read").is_ok());
     assert_eq!(
-        api.require(&p, "subscribers:write").unwrap_err(),
+        api.check_scope(&p, "subscribers:write").unwrap_err(),
         AuthError::Forbidden {
             required: "subscribers:write".into()
         }
     );
-    assert_eq!(api.require(&p, "no:such").unwrap_err().status(), 403);
+    assert_eq!(api.check_scope(&p, "no:such").unwrap_err().status(), 403);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -234,7 +234,7 @@ async fn a_scope_refusal_spends_no_token() {
     let refused = api
         .operation("write")
         .unwrap()
-        .require(&api, "subscribers:write")
+        .require("subscribers:write")
         .unwrap();
     for _ in 0..3 {
         assert!(matches!(
@@ -245,7 +245,7 @@ async fn a_scope_refusal_spends_no_token() {
     let allowed = api
         .operation("write")
         .unwrap()
-        .require(&api, "subscribers:read")
+        .require("subscribers:read")
         .unwrap();
     let principal = api.verify_for(text, &allowed).await.unwrap();
     let decision = principal.rate_limit().unwrap();

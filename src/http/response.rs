@@ -131,7 +131,7 @@ pub(crate) fn auth_error_response(error: &AuthError, challenges: &[HeaderValue])
 /// the presented key.
 ///
 /// Handlers can return `Result<_, AuthError>` and use `?`, e.g. on
-/// [`ApiKeys::require`](crate::ApiKeys::require).
+/// [`ApiKeys::check_scope`](crate::ApiKeys::check_scope).
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
         auth_error_response(&self, std::slice::from_ref(&DEFAULT_CHALLENGE))

@@ -108,6 +108,7 @@ impl ApiKeysBuilder {
         };
         Ok(ApiKeys {
             inner: Arc::new(Inner {
+                catalog: Arc::new(profile.catalog.clone()),
                 profile,
                 store,
                 hasher,

@@ -462,7 +462,7 @@ impl Manager<'_> {
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let api = ApiKeys::in_memory(profiles::mailjawn())?;
     /// let admin = AccountId::new("org_admin")?;
-    /// let kept = api.profile().formats[0].generate(); // e.g. read from a secret manager
+    /// let kept = api.profile().formats()[0].generate(); // e.g. read from a secret manager
     /// let info = api
     ///     .operator()
     ///     .import(&admin, kept.expose_secret(), CreateKey::new("admin").bundle("full_access"))
@@ -529,7 +529,7 @@ impl Manager<'_> {
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let api = ApiKeys::in_memory(profiles::mailjawn())?;
     /// let admin = AccountId::new("org_admin")?;
-    /// let kept = api.profile().formats[0].generate();
+    /// let kept = api.profile().formats()[0].generate();
     /// let grant = || CreateKey::new("admin").bundle("full_access");
     /// let first = api.operator().ensure_key(&admin, kept.expose_secret(), grant()).await?;
     /// let again = api.operator().ensure_key(&admin, kept.expose_secret(), grant()).await?;

@@ -54,6 +54,8 @@ pub struct ApiKeys {
 
 struct Inner {
     profile: Profile,
+    /// The profile's catalog, shared with the operations made from it.
+    catalog: Arc<crate::scope::ScopeCatalog>,
     store: Arc<dyn KeyStore>,
     hasher: Hasher,
     clock: Arc<dyn Clock>,

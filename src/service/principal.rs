@@ -4,42 +4,74 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::ApiKeys;
 use crate::error::{AuthError, Error};
 use crate::ratelimit::Decision;
-use crate::scope::{Requirement, ScopeSet};
+use crate::scope::{Requirement, ScopeCatalog, ScopeError, ScopeSet};
 use crate::store::{AccountId, KeyEntry, KeyId};
 
-/// What a request does, for [`ApiKeys::verify_for`]: the operation class it
+/// What a request does, for [`ApiKeys::verify_for`](super::ApiKeys::verify_for): the operation class it
 /// counts against and, optionally, the scopes it needs. Build it once per route.
 ///
 /// ```
 /// # fn main() -> Result<(), keygate::Error> {
 /// let api = keygate::ApiKeys::in_memory(keygate::profiles::mailjawn()).unwrap();
-/// let send = api.operation("send")?.require(&api, "emails:send")?;
-/// let list = api.operation_for_method("GET").require(&api, "subscribers:read")?;
+/// let send = api.operation("send")?.require("emails:send")?;
+/// let list = api.operation_for_method("GET").require("subscribers:read")?;
 /// assert_eq!(send.class(), Some("send"));
 /// assert_eq!(list.class(), Some("read"));
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Operation {
     pub(super) class: Option<(usize, String)>,
     pub(super) requirement: Option<Requirement>,
+    /// The catalog [`require`](Self::require) resolves scope names in.
+    pub(super) catalog: Option<Arc<ScopeCatalog>>,
+}
+
+impl PartialEq for Operation {
+    fn eq(&self, other: &Self) -> bool {
+        self.class == other.class && self.requirement == other.requirement
+    }
+}
+
+impl Eq for Operation {}
+
+impl fmt::Debug for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Operation")
+            .field("class", &self.class())
+            .field("requirement", &self.requirement)
+            .finish()
+    }
 }
 
 impl Operation {
-    /// An operation that is neither rate limited nor scope checked.
+    /// An operation that is neither rate limited nor scope checked. It knows
+    /// no scope catalog: add requirements with
+    /// [`with_requirement`](Self::with_requirement).
     pub fn unrestricted() -> Self {
         Self {
             class: None,
             requirement: None,
+            catalog: None,
         }
     }
 
-    /// Adds a scope requirement from `api`'s catalog.
-    pub fn require(self, api: &ApiKeys, scope: &str) -> Result<Self, Error> {
-        Ok(self.with_requirement(api.requirement(scope)?))
+    pub(super) fn with_catalog(mut self, catalog: &Arc<ScopeCatalog>) -> Self {
+        self.catalog = Some(Arc::clone(catalog));
+        self
+    }
+
+    /// Requires one scope from the profile's catalog (that of the
+    /// [`ApiKeys`](super::ApiKeys) that made this operation); an unknown
+    /// scope is an error.
+    pub fn require(self, scope: &str) -> Result<Self, Error> {
+        let requirement = match &self.catalog {
+            Some(catalog) => catalog.requirement(scope)?,
+            None => return Err(ScopeError::UnknownScope(scope.to_owned()).into()),
+        };
+        Ok(self.with_requirement(requirement))
     }
 
     /// Adds a prepared requirement (one scope, all of, any of).
@@ -112,7 +144,7 @@ impl Principal {
     }
 
     /// Checks a requirement; [`AuthError::Forbidden`] (403) when unmet.
-    pub fn require(&self, requirement: &Requirement) -> Result<(), AuthError> {
+    pub fn check(&self, requirement: &Requirement) -> Result<(), AuthError> {
         if self.scopes.satisfies(requirement) {
             Ok(())
         } else {

@@ -112,7 +112,7 @@ impl ApiKeys {
     pub fn operation(&self, class: &str) -> Result<Operation, Error> {
         let policy = &self.inner.profile.rate_limits;
         if policy.is_empty() {
-            return Ok(Operation::unrestricted());
+            return Ok(Operation::unrestricted().with_catalog(&self.inner.catalog));
         }
         let index = policy
             .index_of(class)
@@ -120,6 +120,7 @@ impl ApiKeys {
         Ok(Operation {
             class: Some((index, class.to_owned())),
             requirement: None,
+            catalog: Some(Arc::clone(&self.inner.catalog)),
         })
     }
 
@@ -135,6 +136,7 @@ impl ApiKeys {
                 .class_for_method(method)
                 .and_then(|i| Some((i, policy.get(i)?.name().to_owned()))),
             requirement: None,
+            catalog: Some(Arc::clone(&self.inner.catalog)),
         }
     }
 
@@ -164,7 +166,7 @@ impl ApiKeys {
     ) -> Result<Principal, AuthError> {
         // Scopes first: a request the key may not make spends no token.
         if let Some(req) = &operation.requirement {
-            principal.require(req)?;
+            principal.check(req)?;
         }
         if let Some((index, name)) = &operation.class {
             let decision = self.take_token(&principal.entry, *index, name).await?;
@@ -192,7 +194,7 @@ impl ApiKeys {
             }
             _ => {
                 if let Some(req) = &operation.requirement {
-                    principal.require(req)?;
+                    principal.check(req)?;
                 }
                 Ok(principal)
             }
@@ -245,14 +247,14 @@ impl ApiKeys {
 
     /// Builds a requirement for one scope from the profile's catalog.
     pub fn requirement(&self, scope: &str) -> Result<Requirement, Error> {
-        Ok(self.inner.profile.catalog.require(scope)?)
+        Ok(self.inner.profile.catalog.requirement(scope)?)
     }
 
     /// Checks that `principal` holds `scope`: [`AuthError::Forbidden`] (403) if not.
     /// A scope the catalog does not define is never held.
-    pub fn require(&self, principal: &Principal, scope: &str) -> Result<(), AuthError> {
-        match self.inner.profile.catalog.require(scope) {
-            Ok(req) => principal.require(&req),
+    pub fn check_scope(&self, principal: &Principal, scope: &str) -> Result<(), AuthError> {
+        match self.inner.profile.catalog.requirement(scope) {
+            Ok(req) => principal.check(&req),
             Err(_) => Err(AuthError::Forbidden {
                 required: scope.to_owned(),
             }),

@@ -966,9 +966,9 @@ pub async fn service_verifies_a_created_key(store: Arc<dyn KeyStore>) {
     assert_eq!(principal.key_id(), &key.info.id);
     assert_eq!(principal.account(), &org);
     assert_eq!(principal.bundle(), Some("sdk"));
-    api.require(&principal, "subscribers:write").unwrap();
+    api.check_scope(&principal, "subscribers:write").unwrap();
     assert!(matches!(
-        api.require(&principal, "campaigns:read"),
+        api.check_scope(&principal, "campaigns:read"),
         Err(AuthError::Forbidden { .. })
     ));
     // A well-formed key that was never issued is invalid.
