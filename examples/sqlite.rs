@@ -92,10 +92,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     flusher.shutdown().await?;
     println!("7. all keys, revoked included (kept for audit)");
-    let all = ListOptions {
-        include_revoked: true,
-        ..ListOptions::default()
-    };
+    let all = ListOptions::default().with_include_revoked(true);
     print_keys(&keys.list(&org, all).await?.data);
     println!("keys are in {}", path.display());
     Ok(())

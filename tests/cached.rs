@@ -49,11 +49,10 @@ fn setup_with(profile: Profile, inner: Counting, config: CacheConfig) -> Setup {
 }
 
 fn config() -> CacheConfig {
-    CacheConfig {
-        max_entries: 1_000,
-        ttl: TTL,
-        negative_ttl: NEGATIVE_TTL,
-    }
+    CacheConfig::default()
+        .with_max_entries(1_000)
+        .with_ttl(TTL)
+        .with_negative_ttl(NEGATIVE_TTL)
 }
 
 fn setup(profile: Profile) -> Setup {
@@ -170,10 +169,7 @@ async fn the_cache_holds_at_most_max_entries() {
     let s = setup_with(
         profiles::mailjawn(),
         Counting::default(),
-        CacheConfig {
-            max_entries: 8,
-            ..config()
-        },
+        config().with_max_entries(8),
     );
     for n in 0..50 {
         let lookup = format!("lk{n:03}");
@@ -197,10 +193,7 @@ async fn expired_answers_are_evicted_before_fresh_ones() {
     let s = setup_with(
         profiles::mailjawn(),
         Counting::default(),
-        CacheConfig {
-            max_entries: 4,
-            ..config()
-        },
+        config().with_max_entries(4),
     );
     for n in 0..4 {
         let lookup = format!("lk{n}");
@@ -229,10 +222,7 @@ async fn a_zero_max_entries_caches_nothing() {
     let s = setup_with(
         profiles::mailjawn(),
         Counting::default(),
-        CacheConfig {
-            max_entries: 0,
-            ..config()
-        },
+        config().with_max_entries(0),
     );
     let key = new_key(&s.api).await;
     let finds = s.inner.finds();
@@ -449,10 +439,7 @@ async fn rate_limits_survive_a_refresh_of_the_cached_entry() {
             fresh_entries: true,
             ..Counting::default()
         },
-        CacheConfig {
-            ttl: Duration::from_secs(1),
-            ..config()
-        },
+        config().with_ttl(Duration::from_secs(1)),
     );
     let key = s
         .api

@@ -314,12 +314,10 @@ async fn a_lost_notification_connection_bypasses_the_cache_until_it_is_back() {
         return;
     };
     let name = format!("keygate_test_{:08x}", rand::thread_rng().gen::<u32>());
-    let follow = FollowConfig {
-        application_name: name.clone(),
+    let follow = FollowConfig::default()
+        .with_application_name(name.clone())
         // Long enough to act while disconnected.
-        reconnect_delay: Duration::from_millis(300),
-        ..FollowConfig::default()
-    };
+        .with_reconnect_delay(Duration::from_millis(300));
     let b = Instance::start(&pg, profiles::mailjawn(), follow).await;
     let store = pg.postgres();
     let mut keys = Vec::new();
@@ -375,10 +373,7 @@ async fn heartbeats_on_a_quiet_connection_keep_the_cache_in_use() {
     let Some(pg) = support::postgres_store().await else {
         return;
     };
-    let follow = FollowConfig {
-        heartbeat: Duration::from_millis(5),
-        ..FollowConfig::default()
-    };
+    let follow = FollowConfig::default().with_heartbeat(Duration::from_millis(5));
     let a = Instance::start(&pg, profiles::mailjawn(), follow.clone()).await;
     let b = Instance::start(&pg, profiles::mailjawn(), follow).await;
     let key = a

@@ -111,10 +111,7 @@ async fn rotation_and_reset_keep_the_bucket_on_postgres() {
 async fn unknown_keys_filling_the_cache_do_not_refill_a_bucket() {
     let clock = ManualClock::new();
     let cached = CachedStore::builder(Arc::new(MemoryStore::new()))
-        .config(CacheConfig {
-            max_entries: 4,
-            ..CacheConfig::default()
-        })
+        .config(CacheConfig::default().with_max_entries(4))
         .clock(clock.clone())
         .build();
     let api = service(Arc::new(cached.clone()), &clock);

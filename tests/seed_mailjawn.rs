@@ -271,13 +271,7 @@ async fn active_keys_are_unlimited() {
     }
     let page = api
         .as_account(&org())
-        .list(
-            &org(),
-            ListOptions {
-                limit: 1000,
-                ..ListOptions::default()
-            },
-        )
+        .list(&org(), ListOptions::default().with_limit(1000))
         .await
         .unwrap();
     assert_eq!(page.data.len(), 250);

@@ -135,13 +135,7 @@ async fn revoked_key_is_rejected_immediately_and_kept_for_audit() {
         .is_empty());
     let all = api
         .as_account(&org)
-        .list(
-            &org,
-            ListOptions {
-                include_revoked: true,
-                ..ListOptions::default()
-            },
-        )
+        .list(&org, ListOptions::default().with_include_revoked(true))
         .await
         .unwrap();
     assert_eq!(all.data.len(), 1);
@@ -585,11 +579,7 @@ async fn listing_paginates_in_creation_order() {
             .as_account(&org)
             .list(
                 &org,
-                ListOptions {
-                    after,
-                    limit: 10,
-                    ..ListOptions::default()
-                },
+                ListOptions::default().with_after(after).with_limit(10),
             )
             .await
             .unwrap();
@@ -600,10 +590,7 @@ async fn listing_paginates_in_creation_order() {
         }
     }
     assert_eq!(seen, ids);
-    let bad = ListOptions {
-        limit: 0,
-        ..ListOptions::default()
-    };
+    let bad = ListOptions::default().with_limit(0);
     assert!(matches!(
         api.as_account(&org).list(&org, bad).await.unwrap_err(),
         Error::Invalid(_)

@@ -268,6 +268,7 @@ pub struct Page {
 
 /// Options for [`Manager::list`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ListOptions {
     /// Include revoked keys.
     pub include_revoked: bool,
@@ -275,6 +276,29 @@ pub struct ListOptions {
     pub after: Option<KeyId>,
     /// Page size, 1 to [`MAX_PAGE_SIZE`].
     pub limit: usize,
+}
+
+impl ListOptions {
+    /// Sets [`include_revoked`](Self::include_revoked).
+    #[must_use]
+    pub fn with_include_revoked(mut self, include_revoked: bool) -> Self {
+        self.include_revoked = include_revoked;
+        self
+    }
+
+    /// Sets [`after`](Self::after).
+    #[must_use]
+    pub fn with_after(mut self, after: Option<KeyId>) -> Self {
+        self.after = after;
+        self
+    }
+
+    /// Sets [`limit`](Self::limit).
+    #[must_use]
+    pub fn with_limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
 }
 
 impl Default for ListOptions {

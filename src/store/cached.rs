@@ -55,14 +55,13 @@ const FEED_DOWN: usize = 2;
 /// use std::time::Duration;
 /// use keygate::CacheConfig;
 ///
-/// let config = CacheConfig {
-///     max_entries: 10_000,
-///     ttl: Duration::from_secs(30),
-///     ..CacheConfig::default()
-/// };
+/// let config = CacheConfig::default()
+///     .with_max_entries(10_000)
+///     .with_ttl(Duration::from_secs(30));
 /// assert_eq!(config.negative_ttl, Duration::from_secs(5));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CacheConfig {
     /// The most lookup ids kept; past it, expired ids are evicted first, then
     /// arbitrary ones. Zero turns caching off. Default 100,000.
@@ -75,6 +74,29 @@ pub struct CacheConfig {
     /// repeated unknown keys do not each cost a query. Zero disables negative
     /// caching. Default 5 s.
     pub negative_ttl: Duration,
+}
+
+impl CacheConfig {
+    /// Sets [`max_entries`](Self::max_entries).
+    #[must_use]
+    pub fn with_max_entries(mut self, max_entries: usize) -> Self {
+        self.max_entries = max_entries;
+        self
+    }
+
+    /// Sets [`ttl`](Self::ttl).
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Sets [`negative_ttl`](Self::negative_ttl).
+    #[must_use]
+    pub fn with_negative_ttl(mut self, negative_ttl: Duration) -> Self {
+        self.negative_ttl = negative_ttl;
+        self
+    }
 }
 
 impl Default for CacheConfig {
@@ -225,7 +247,7 @@ impl CachedStore {
     /// use keygate::{CacheConfig, CachedStore, ManualClock, MemoryStore};
     ///
     /// let cached = CachedStore::builder(Arc::new(MemoryStore::new()))
-    ///     .config(CacheConfig { ttl: Duration::from_secs(10), ..CacheConfig::default() })
+    ///     .config(CacheConfig::default().with_ttl(Duration::from_secs(10)))
     ///     .clock(ManualClock::new())
     ///     .build();
     /// assert!(cached.is_empty());

@@ -1004,13 +1004,7 @@ pub async fn service_rejects_a_revoked_key(store: Arc<dyn KeyStore>) {
     );
     let listed = api
         .as_account(&org)
-        .list(
-            &org,
-            ListOptions {
-                include_revoked: true,
-                ..ListOptions::default()
-            },
-        )
+        .list(&org, ListOptions::default().with_include_revoked(true))
         .await
         .unwrap();
     assert_eq!(listed.data[0].revoked_at, Some(at(0)));

@@ -26,14 +26,12 @@ const MIN_INTERVAL: Duration = Duration::from_millis(1);
 /// use std::time::Duration;
 /// use keygate::store::FollowConfig;
 ///
-/// let config = FollowConfig {
-///     application_name: "keygate_listener_web_1".into(),
-///     ..FollowConfig::default()
-/// };
+/// let config = FollowConfig::default().with_application_name("keygate_listener_web_1".into());
 /// assert_eq!(config.lease, Duration::from_secs(1));
 /// assert_eq!(config.heartbeat, Duration::from_millis(250));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FollowConfig {
     /// How long each confirmation of the listener's connection (a
     /// notification received, or a heartbeat round trip) lets the cache
@@ -55,6 +53,43 @@ pub struct FollowConfig {
     /// The listener connection's `application_name`, to tell it apart in
     /// `pg_stat_activity`. Default `keygate_listener`.
     pub application_name: String,
+}
+
+impl FollowConfig {
+    /// Sets [`lease`](Self::lease).
+    #[must_use]
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Sets [`heartbeat`](Self::heartbeat).
+    #[must_use]
+    pub fn with_heartbeat(mut self, heartbeat: Duration) -> Self {
+        self.heartbeat = heartbeat;
+        self
+    }
+
+    /// Sets [`reconnect_delay`](Self::reconnect_delay).
+    #[must_use]
+    pub fn with_reconnect_delay(mut self, reconnect_delay: Duration) -> Self {
+        self.reconnect_delay = reconnect_delay;
+        self
+    }
+
+    /// Sets [`max_reconnect_delay`](Self::max_reconnect_delay).
+    #[must_use]
+    pub fn with_max_reconnect_delay(mut self, max_reconnect_delay: Duration) -> Self {
+        self.max_reconnect_delay = max_reconnect_delay;
+        self
+    }
+
+    /// Sets [`application_name`](Self::application_name).
+    #[must_use]
+    pub fn with_application_name(mut self, application_name: String) -> Self {
+        self.application_name = application_name;
+        self
+    }
 }
 
 impl Default for FollowConfig {
