@@ -282,3 +282,93 @@ async fn a_bootstrap_key_is_ensured_idempotently() {
     }
     assert!(ids.windows(2).all(|w| w[0] == w[1]));
 }
+
+#[tokio::test]
+async fn json_bodies_are_bounded_and_refused_in_one_shape() {
+    use keygate::http::{JsonBody, MAX_BODY_LEN};
+    async fn create(JsonBody(request): JsonBody<CreateKey>) -> String {
+        request.name().to_owned()
+    }
+    let server = serve(Router::new().route("/keys", post(create))).await;
+    let ok = server
+        .post("/keys")
+        .json(&json!({"name": "ci"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.text().await.unwrap(), "ci");
+    let huge = "x".repeat(MAX_BODY_LEN + 1);
+    let r = server
+        .post("/keys")
+        .json(&json!({ "name": huge }))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 413, "body_too_large", "").await;
+    for bad in [
+        &b"{\"name\": 5}"[..],
+        b"{\"name\": \"x\", \"root\": true}",
+        b"\xff\xfe",
+        b"[1, 2",
+    ] {
+        let r = server
+            .post("/keys")
+            .body(bad.to_vec())
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, 400, "invalid_json", "").await;
+    }
+}
+
+#[test]
+fn key_ids_deserialize_through_their_validation() {
+    for bad in [
+        json!(""),
+        json!("key with space"),
+        json!("é"),
+        json!("k".repeat(200)),
+    ] {
+        assert!(
+            serde_json::from_value::<keygate::KeyId>(bad.clone()).is_err(),
+            "{bad}"
+        );
+    }
+    let id: keygate::KeyId = serde_json::from_value(json!("key_0193a0c2f1e2abc")).unwrap();
+    assert_eq!(id.as_str(), "key_0193a0c2f1e2abc");
+}
+
+#[tokio::test]
+async fn all_scopes_uses_the_all_bundle_or_every_scope() {
+    let org = AccountId::new("org").unwrap();
+    let jawn = ApiKeys::in_memory(profiles::mailjawn()).unwrap();
+    let admin = jawn
+        .operator()
+        .create(&org, CreateKey::new("admin").all_scopes())
+        .await
+        .unwrap();
+    assert_eq!(admin.info.bundle.as_deref(), Some("full_access"));
+    let channels = ApiKeys::in_memory(profiles::mailchannels()).unwrap();
+    let admin = channels
+        .operator()
+        .create(&org, CreateKey::new("admin").all_scopes())
+        .await
+        .unwrap();
+    assert_eq!(admin.info.bundle, None);
+    assert_eq!(admin.info.scopes, ["api", "inbound"]);
+    // A weaker key cannot ask for everything.
+    let weak = channels
+        .operator()
+        .create(&org, CreateKey::new("api").scopes(["api"]))
+        .await
+        .unwrap();
+    let weak = channels.verify(weak.key.expose_secret()).await.unwrap();
+    assert_eq!(
+        channels
+            .as_key(&weak)
+            .create(&org, CreateKey::new("x").all_scopes())
+            .await
+            .map(drop),
+        Err(Error::InsufficientScope)
+    );
+}

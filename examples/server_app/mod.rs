@@ -6,19 +6,17 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use keygate::http::{error_response, ApiKeyLayer};
+use keygate::http::{error_response, ApiKeyLayer, JsonBody};
 use keygate::{
     profiles, AccountId, ApiKeys, CreateKey, Error, KeyId, ListOptions, NewKey, Principal, Profile,
     Rotation,
 };
 use parking_lot::Mutex;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -68,23 +66,12 @@ pub struct Options {
     pub trust_forwarded_proto: bool,
 }
 
-/// The grant of an admin key: the profile's all-scopes bundle if it has one,
-/// else every scope.
-pub fn full_access(api: &ApiKeys, name: &str) -> CreateKey {
-    let catalog = &api.profile().catalog();
-    if catalog.has_bundle("full_access") {
-        CreateKey::new(name).bundle("full_access")
-    } else {
-        CreateKey::new(name).scopes(catalog.scope_names().map(str::to_owned))
-    }
-}
-
 /// Creates a Full Access key for [`ADMIN_ACCOUNT`], or imports `import` (a key
 /// kept elsewhere, e.g. `KEYGATE_ADMIN_KEY`), and returns the text a client
 /// sends: the token, or `public:secret` for key pairs.
 pub async fn admin_key(api: &ApiKeys, import: Option<&str>) -> Result<String, Error> {
     let admin = AccountId::new(ADMIN_ACCOUNT)?;
-    let request = full_access(api, "admin");
+    let request = CreateKey::new("admin").all_scopes();
     match import {
         Some(key) => {
             // Idempotent: a restart finds the key already stored.
@@ -269,28 +256,6 @@ fn mailkite(keys: &ApiKeyLayer) -> Result<Router<AppState>, Error> {
 
 // ----- request bodies ------------------------------------------------------
 
-/// A JSON body whose rejections use keygate's JSON error shape. An empty
-/// body reads as `{}`.
-pub struct Body<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
-    type Rejection = Response;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|e| error_response(e.status(), "invalid_body", &e.body_text()))?;
-        let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
-        serde_json::from_slice(bytes).map(Body).map_err(|e| {
-            error_response(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                &format!("invalid JSON body: {e}"),
-            )
-        })
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
@@ -356,7 +321,7 @@ fn sub_account(principal: &Principal, handle: &str) -> Result<AccountId, Error> 
 async fn create_key(
     State(state): State<AppState>,
     principal: Principal,
-    Body(body): Body<CreateBody>,
+    JsonBody(body): JsonBody<CreateBody>,
 ) -> Result<Response, Error> {
     let new = state
         .api
@@ -431,7 +396,7 @@ async fn rotate_own_key(
 async fn create_sub_account(
     State(state): State<AppState>,
     principal: Principal,
-    Body(body): Body<HandleBody>,
+    JsonBody(body): JsonBody<HandleBody>,
 ) -> Result<Response, Error> {
     let sub = state
         .api
@@ -447,7 +412,7 @@ async fn create_sub_key(
     State(state): State<AppState>,
     principal: Principal,
     Path(handle): Path<String>,
-    Body(body): Body<CreateBody>,
+    JsonBody(body): JsonBody<CreateBody>,
 ) -> Result<Response, Error> {
     let sub = sub_account(&principal, &handle)?;
     let request = body.into_request("sub-account key", state.sub_account_scopes);
@@ -486,7 +451,7 @@ async fn revoke_sub_key(
 
 // ----- MailKite sign-up and domains ----------------------------------------
 
-async fn signup(State(state): State<AppState>, Body(body): Body<EmailBody>) -> Response {
+async fn signup(State(state): State<AppState>, JsonBody(body): JsonBody<EmailBody>) -> Response {
     let email = body.email.trim().to_ascii_lowercase();
     if email.len() > 254 || !email.contains('@') {
         return bad_request("email must be an email address");
@@ -532,7 +497,7 @@ async fn list_domains(State(state): State<AppState>, principal: Principal) -> Js
 async fn add_domain(
     State(state): State<AppState>,
     principal: Principal,
-    Body(body): Body<DomainBody>,
+    JsonBody(body): JsonBody<DomainBody>,
 ) -> Response {
     let name = body.name.trim().to_ascii_lowercase();
     if name.is_empty() || name.len() > 253 {
@@ -575,7 +540,7 @@ async fn list_subscribers(State(state): State<AppState>, principal: Principal) -
 async fn add_subscriber(
     State(state): State<AppState>,
     principal: Principal,
-    Body(body): Body<EmailBody>,
+    JsonBody(body): JsonBody<EmailBody>,
 ) -> Response {
     let email = body.email.trim().to_owned();
     if email.len() > 254 || !email.contains('@') {
@@ -592,7 +557,7 @@ async fn add_subscriber(
     created(subscriber)
 }
 
-async fn track_event(Body(_event): Body<Value>) -> (StatusCode, Json<Value>) {
+async fn track_event(JsonBody(_event): JsonBody<Value>) -> (StatusCode, Json<Value>) {
     (StatusCode::ACCEPTED, Json(json!({ "accepted": true })))
 }
 
@@ -602,7 +567,7 @@ async fn list_campaigns() -> Json<Value> {
 
 async fn send_email(
     State(state): State<AppState>,
-    Body(_message): Body<Value>,
+    JsonBody(_message): JsonBody<Value>,
 ) -> (StatusCode, Json<Value>) {
     let id = state.next_id("msg");
     (
@@ -611,7 +576,7 @@ async fn send_email(
     )
 }
 
-async fn mcp(principal: Principal, Body(call): Body<Value>) -> Json<Value> {
+async fn mcp(principal: Principal, JsonBody(call): JsonBody<Value>) -> Json<Value> {
     Json(json!({
         "jsonrpc": "2.0",
         "id": call.get("id").cloned().unwrap_or(Value::Null),

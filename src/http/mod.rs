@@ -40,12 +40,14 @@
 //! # Ok(()) }
 //! ```
 
+mod body;
 mod extract;
 mod extractor;
 mod https;
 mod layer;
 mod response;
 
+pub use body::{JsonBody, MAX_BODY_LEN};
 pub use extract::{extract_credential, PresentedKey, MAX_CREDENTIAL_LEN};
 pub use extractor::MissingLayer;
 pub use https::{HttpsOnly, HttpsOnlyFuture, HttpsOnlyLayer};

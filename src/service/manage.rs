@@ -59,6 +59,8 @@ pub struct CreateKey {
     format: Option<String>,
     #[serde(default, deserialize_with = "limits_from_map")]
     rate_limits: Vec<(String, Quota)>,
+    #[serde(skip)]
+    all_scopes: bool,
 }
 
 /// Rate-limit overrides as a JSON object: class name → quota.
@@ -87,6 +89,26 @@ impl CreateKey {
             name: name.into(),
             ..Self::default()
         }
+    }
+
+    /// Grants every scope the profile defines: its all-scopes bundle when it
+    /// has one (which also covers scopes added later), else each scope by
+    /// name. For an admin key; a key actor may grant it only if it holds
+    /// every scope itself.
+    ///
+    /// ```
+    /// use keygate::{profiles, AccountId, ApiKeys, CreateKey};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let api = ApiKeys::in_memory(profiles::mailchannels())?;
+    /// let org = AccountId::new("org")?;
+    /// let admin = api.operator().create(&org, CreateKey::new("admin").all_scopes()).await?;
+    /// assert_eq!(admin.info.scopes, ["api", "inbound"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn all_scopes(mut self) -> Self {
+        self.all_scopes = true;
+        self
     }
 
     /// Grants a named bundle of scopes.
@@ -435,7 +457,20 @@ impl Manager<'_> {
             }
             .into());
         }
+        let all_bundle = || {
+            profile
+                .catalog
+                .bundle_names()
+                .find(|b| profile.catalog.bundle_set(b).is_ok_and(|set| set.is_all()))
+        };
         let (bundle, scopes) = match (&request.bundle, request.scopes.is_empty()) {
+            _ if request.all_scopes => match all_bundle() {
+                Some(b) => (Some(b.to_owned()), Vec::new()),
+                None => (
+                    None,
+                    profile.catalog.scope_names().map(str::to_owned).collect(),
+                ),
+            },
             (None, true) => match &profile.default_bundle {
                 Some(b) => (Some(b.clone()), Vec::new()),
                 None => return Err(InvalidRequest::NoGrant.into()),

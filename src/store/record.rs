@@ -15,9 +15,30 @@ use crate::scope::ScopeSet;
 pub const MAX_ACCOUNT_ID_LEN: usize = 128;
 
 /// A key's stable id, e.g. `key_0193a0c2f1e2Xk3…`. Ids sort roughly by creation time.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct KeyId(String);
+
+/// The longest key id accepted from outside, in bytes.
+pub const MAX_KEY_ID_LEN: usize = 128;
+
+impl<'de> Deserialize<'de> for KeyId {
+    /// Accepts 1 to [`MAX_KEY_ID_LEN`] bytes of visible ASCII, the shape
+    /// every id keygate generates has; anything else is refused before it
+    /// reaches a store.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.is_empty()
+            || text.len() > MAX_KEY_ID_LEN
+            || !text.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(serde::de::Error::custom(format!(
+                "key id must be 1 to {MAX_KEY_ID_LEN} visible ASCII characters"
+            )));
+        }
+        Ok(Self(text))
+    }
+}
 
 impl KeyId {
     /// A new id: `key_`, 12 hex digits of the creation time in milliseconds, then
