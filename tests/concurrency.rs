@@ -26,6 +26,22 @@ fn instance(profile: Profile, store: Arc<dyn KeyStore>) -> ApiKeys {
         .unwrap()
 }
 
+/// Awaits racing calls and counts the successes; every failure must be
+/// `refused`, the answer the losers of the race get.
+async fn successes<T>(
+    tasks: Vec<tokio::task::JoinHandle<Result<T, Error>>>,
+    refused: Error,
+) -> usize {
+    let mut ok = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => assert_eq!(e, refused),
+        }
+    }
+    ok
+}
+
 /// Four instances (one store each, on one database) import the same key at
 /// once, for each round: exactly one import succeeds, the rest get the same
 /// `Conflict`, and the account holds one key.
@@ -52,14 +68,7 @@ async fn imports_store_a_key_once(stores: Vec<Arc<dyn KeyStore>>, profile: Profi
                 })
             })
             .collect();
-        let mut ok = 0;
-        for task in tasks {
-            match task.await.unwrap() {
-                Ok(_) => ok += 1,
-                Err(Error::Conflict(kind)) => assert_eq!(kind, keygate::ConflictKind::KeyInUse),
-                Err(other) => panic!("round {round}: unexpected {other:?}"),
-            }
-        }
+        let ok = successes(tasks, Error::Conflict(keygate::ConflictKind::KeyInUse)).await;
         assert_eq!(ok, 1, "round {round}: one import stores the key");
         let page = apis[0]
             .operator()
@@ -93,14 +102,7 @@ async fn creates_never_exceed_the_limit(stores: Vec<Arc<dyn KeyStore>>) {
                 })
             })
             .collect();
-        let mut ok = 0;
-        for task in tasks {
-            match task.await.unwrap() {
-                Ok(_) => ok += 1,
-                Err(Error::KeyLimitReached { limit: 3 }) => {}
-                Err(other) => panic!("round {round}: unexpected {other:?}"),
-            }
-        }
+        let ok = successes(tasks, Error::KeyLimitReached { limit: 3 }).await;
         assert_eq!(ok, 3, "round {round}");
     }
 }
@@ -129,14 +131,7 @@ async fn a_key_is_rotated_once(stores: Vec<Arc<dyn KeyStore>>) {
                 })
             })
             .collect();
-        let mut ok = 0;
-        for task in tasks {
-            match task.await.unwrap() {
-                Ok(_) => ok += 1,
-                Err(Error::AlreadyRotated) => {}
-                Err(other) => panic!("round {round}: unexpected {other:?}"),
-            }
-        }
+        let ok = successes(tasks, Error::AlreadyRotated).await;
         assert_eq!(ok, 1, "round {round}");
         let live = apis[0]
             .operator()
