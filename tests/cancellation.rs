@@ -42,6 +42,18 @@ fn audited(audit: &MemoryAudit, id: &KeyId, what: fn(&AuditKind) -> bool) -> boo
         .any(|e| &e.key_id == id && what(&e.kind))
 }
 
+/// A new key to cancel a call on, and its id.
+async fn fresh_key(s: &Setup, org: &AccountId) -> (keygate::NewKey, KeyId) {
+    let key = s
+        .api
+        .operator()
+        .create(org, CreateKey::new("k").bundle("sdk"))
+        .await
+        .unwrap();
+    let id = key.info.id.clone();
+    (key, id)
+}
+
 /// Lets a write that outlived its caller finish.
 async fn settle() {
     tokio::time::sleep(Duration::from_millis(30)).await;
@@ -63,13 +75,7 @@ async fn a_cancelled_revoke_is_audited_whenever_it_happened() {
     let org = AccountId::new("org").unwrap();
     let mut cancelled_after_write = 0;
     for budget in budgets() {
-        let key = s
-            .api
-            .operator()
-            .create(&org, CreateKey::new("k").bundle("sdk"))
-            .await
-            .unwrap();
-        let id = key.info.id.clone();
+        let (key, id) = fresh_key(&s, &org).await;
         let finished = cancel_after(budget, s.api.operator().revoke(&id)).await;
         settle().await;
         let revoked = s.api.verify(key.key.expose_secret()).await.is_err();
@@ -94,13 +100,7 @@ async fn a_cancelled_rotate_or_reset_is_audited_whenever_it_happened() {
     let s = setup().await;
     let org = AccountId::new("org").unwrap();
     for budget in budgets() {
-        let key = s
-            .api
-            .operator()
-            .create(&org, CreateKey::new("k").bundle("sdk"))
-            .await
-            .unwrap();
-        let id = key.info.id.clone();
+        let (_, id) = fresh_key(&s, &org).await;
         let finished =
             cancel_after(budget, s.api.operator().rotate(&id, Rotation::Immediate)).await;
         settle().await;
@@ -121,13 +121,7 @@ async fn a_cancelled_rotate_or_reset_is_audited_whenever_it_happened() {
         }
     }
     for budget in budgets() {
-        let key = s
-            .api
-            .operator()
-            .create(&org, CreateKey::new("k").bundle("sdk"))
-            .await
-            .unwrap();
-        let id = key.info.id.clone();
+        let (key, id) = fresh_key(&s, &org).await;
         let finished = cancel_after(budget, s.api.operator().reset_secret(&id)).await;
         settle().await;
         let reset = s.api.verify(key.key.expose_secret()).await.is_err();
