@@ -3,7 +3,8 @@
 //! fixed (no tables, an unknown role or database) is
 //! `StoreError::Misconfigured`, and both keep the `sqlx` error as their
 //! source. Verify answers `AuthError::Unavailable` either way; management
-//! calls answer 503 `unavailable` or 500 `store_misconfigured`.
+//! calls answer 503 `unavailable` or 500 `store_misconfigured`. A duplicate
+//! is a conflict that does not quote the database.
 //!
 //! The PostgreSQL tests skip when no server answers, unless
 //! `KEYGATE_REQUIRE_SERVICES=1`.
@@ -15,10 +16,13 @@ mod support;
 use std::error::Error as _;
 use std::sync::Arc;
 
+use keygate::hash::SecretHash;
+use keygate::store::KeyRecord;
 use keygate::{
-    profiles, AccountId, ApiKeys, AuthError, CreateKey, Error, KeyStore, ListOptions, Pepper,
-    StoreError,
+    profiles, AccountId, ApiKeys, AuthError, CreateKey, Error, KeyId, KeyStore, ListOptions,
+    Pepper, StoreError,
 };
+use time::OffsetDateTime;
 
 fn service(store: Arc<dyn KeyStore>) -> ApiKeys {
     ApiKeys::builder(profiles::mailjawn())
@@ -41,6 +45,50 @@ fn sqlx_source(err: &StoreError) -> &sqlx::Error {
     source
         .downcast_ref::<sqlx::Error>()
         .unwrap_or_else(|| panic!("the source of {err:?} is not a sqlx::Error"))
+}
+
+/// A key record with id `key_<n>` and a hash of its own.
+fn key(n: u8) -> KeyRecord {
+    let mut digest = [0u8; 32];
+    digest[0] = n;
+    KeyRecord {
+        id: KeyId::new(format!("key_{n:03}")),
+        account: AccountId::new("org_dup").unwrap(),
+        name: format!("key {n}"),
+        format: "mj_".into(),
+        lookup: format!("lk{n:03}"),
+        hash: SecretHash::from_parts(1, digest),
+        bundle: Some("sdk".into()),
+        scopes: Vec::new(),
+        rate_limits: Vec::new(),
+        created_at: OffsetDateTime::UNIX_EPOCH,
+        expires_at: None,
+        last_used_at: None,
+        revoked_at: None,
+        replaced_by: None,
+        lineage: None,
+    }
+}
+
+/// A duplicate is a conflict whose text, which can reach clients as
+/// `ConflictKind::Other`, does not quote the database (its constraint,
+/// table and column names).
+async fn assert_duplicate_hides_the_database(store: &dyn KeyStore) {
+    let now = OffsetDateTime::UNIX_EPOCH;
+    store.insert_key(key(1), None, now).await.unwrap();
+    let mut twin = key(2);
+    twin.hash = key(1).hash;
+    for dup in [key(1), twin] {
+        let err = store.insert_key(dup, None, now).await.unwrap_err();
+        let StoreError::Conflict(text) = &err else {
+            panic!("{err:?}");
+        };
+        for quoted in ["api_keys", "UNIQUE", "violates", "constraint"] {
+            assert!(!text.contains(quoted), "{text}");
+        }
+        let shown = Error::from(err).to_string();
+        assert!(!shown.contains("api_keys"), "{shown}");
+    }
 }
 
 /// A service on a store without tables still never verifies a key (503), and
@@ -108,6 +156,12 @@ mod sqlite {
             matches!(sqlx_source(&err), sqlx::Error::PoolClosed),
             "{err:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn duplicates_do_not_quote_the_database() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        assert_duplicate_hides_the_database(&store).await;
     }
 
     #[tokio::test]
@@ -228,6 +282,15 @@ mod postgres {
             .unwrap_err();
         assert!(matches!(err, StoreError::Misconfigured(_)), "{err:?}");
         assert!(err.source().and_then(|c| c.source()).is_some(), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn duplicates_do_not_quote_the_database() {
+        let Some(pg) = crate::support::postgres_store().await else {
+            return;
+        };
+        assert_duplicate_hides_the_database(pg.postgres().as_ref()).await;
+        pg.cleanup().await;
     }
 
     #[tokio::test]

@@ -81,6 +81,9 @@ pub enum StoreError {
     #[error("not found")]
     NotFound,
     /// The record conflicts with an existing one (duplicate id or account).
+    /// The text may reach clients (as
+    /// [`ConflictKind::Other`](crate::ConflictKind::Other)), so it
+    /// never quotes the database.
     #[error("conflict: {0}")]
     Conflict(String),
     /// The operation does not apply to a revoked key.

@@ -178,6 +178,11 @@ pub(crate) fn account_err(e: sqlx::Error, account: &AccountId) -> StoreError {
     }
 }
 
+/// The text of a [`StoreError::Conflict`] from a unique violation. The
+/// database's own message names tables, columns and constraints, and a
+/// conflict's text can reach clients, so it is not used.
+const DUPLICATE: &str = "a record with the same unique value is already stored";
+
 /// Maps a `sqlx` error onto the store's error kinds, keeping it as the
 /// [`Cause`]'s source:
 ///
@@ -188,13 +193,13 @@ pub(crate) fn account_err(e: sqlx::Error, account: &AccountId) -> StoreError {
 /// - it cannot serve any request until someone fixes its setup (invalid
 ///   options, failed authentication, a missing database, schema, table or
 ///   column, missing privileges) is [`StoreError::Misconfigured`];
-/// - a unique violation is a [`StoreError::Conflict`];
+/// - a unique violation is a [`StoreError::Conflict`] with a fixed text;
 /// - undecodable data is [`StoreError::Corrupt`].
 pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::RowNotFound => StoreError::NotFound,
         sqlx::Error::Database(db) if db.is_unique_violation() => {
-            StoreError::Conflict(db.message().into())
+            StoreError::Conflict(DUPLICATE.into())
         }
         _ => failure(&e).with(Cause::from_error(e)),
     }
