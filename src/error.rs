@@ -132,7 +132,9 @@ pub enum Error {
     /// The account or key already exists; match on [`ConflictKind`] for what.
     #[error("conflict: {0}")]
     Conflict(ConflictKind),
-    /// The key store failed or cannot be reached.
+    /// The key store failed or cannot be reached: 503 `unavailable` when
+    /// [`StoreError::Unavailable`], 500 `store_misconfigured` when
+    /// [`StoreError::Misconfigured`], 500 `store_error` otherwise.
     #[error("key store error: {0}")]
     Store(StoreError),
     /// Authentication or authorisation failed (a handler that verifies and
@@ -175,6 +177,7 @@ impl Error {
             Self::Account(_) => "invalid_account",
             Self::Conflict(_) => "conflict",
             Self::Store(StoreError::Unavailable(_)) => "unavailable",
+            Self::Store(StoreError::Misconfigured(_)) => "store_misconfigured",
             Self::Store(_) => "store_error",
             Self::Auth(e) => e.code(),
         }

@@ -58,9 +58,9 @@ impl LastUsedFlusher {
             return Ok(0);
         };
         task.await.unwrap_or_else(|e| {
-            Err(Error::Store(StoreError::Unavailable(format!(
-                "last-used flusher stopped abnormally: {e}"
-            ))))
+            Err(Error::Store(StoreError::Unavailable(
+                format!("last-used flusher stopped abnormally: {e}").into(),
+            )))
         })
     }
 }

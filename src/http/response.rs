@@ -140,7 +140,8 @@ impl IntoResponse for AuthError {
 
 /// The error's [`status`](Error::status) and a JSON body with its
 /// [`code`](Error::code) and message. Store failures are logged and answered
-/// without their details (`503` when unavailable, `500` otherwise).
+/// without their details (`503` when unavailable, `500` otherwise; a
+/// misconfigured store is logged as an error).
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         if let Error::Auth(e) = self {
@@ -149,13 +150,20 @@ impl IntoResponse for Error {
         let status =
             StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let message = match &self {
-            Error::Store(e) => {
-                tracing::warn!(target: "keygate", error = %e, "key store failed");
-                match e {
-                    StoreError::Unavailable(_) => "key store unavailable".to_owned(),
-                    _ => "key store error".to_owned(),
+            Error::Store(e) => match e {
+                StoreError::Misconfigured(_) => {
+                    tracing::error!(target: "keygate", error = %e, "key store misconfigured");
+                    "key store misconfigured".to_owned()
                 }
-            }
+                StoreError::Unavailable(_) => {
+                    tracing::warn!(target: "keygate", error = %e, "key store failed");
+                    "key store unavailable".to_owned()
+                }
+                _ => {
+                    tracing::warn!(target: "keygate", error = %e, "key store failed");
+                    "key store error".to_owned()
+                }
+            },
             other => other.to_string(),
         };
         error_response(status, self.code(), &message)
@@ -222,13 +230,29 @@ mod tests {
         assert_eq!(AuthError::Unavailable.into_response().status(), 503);
     }
 
-    #[test]
-    fn store_errors_hide_their_details() {
-        let r =
-            Error::Store(StoreError::Unavailable("db at 10.0.0.5 refused".into())).into_response();
-        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let r = Error::Store(StoreError::Corrupt("row 7".into())).into_response();
-        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    #[tokio::test]
+    async fn store_errors_hide_their_details() {
+        async fn answer(e: StoreError) -> (StatusCode, serde_json::Value) {
+            let r = Error::Store(e).into_response();
+            let status = r.status();
+            let body = axum::body::to_bytes(r.into_body(), 4096).await.unwrap();
+            (status, serde_json::from_slice(&body).unwrap())
+        }
+        let (status, body) = answer(StoreError::Unavailable("db at 10.0.0.5 refused".into())).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"]["code"], "unavailable");
+        assert_eq!(body["error"]["message"], "key store unavailable");
+        let (status, body) = answer(StoreError::Corrupt("row 7".into())).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"]["code"], "store_error");
+        assert_eq!(body["error"]["message"], "key store error");
+        let (status, body) = answer(StoreError::Misconfigured(
+            "relation \"api_keys\" does not exist".into(),
+        ))
+        .await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"]["code"], "store_misconfigured");
+        assert_eq!(body["error"]["message"], "key store misconfigured");
         assert_eq!(Error::NotFound.into_response().status(), 404);
     }
 }

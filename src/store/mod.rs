@@ -37,12 +37,40 @@ use time::OffsetDateTime;
 use crate::hash::SecretHash;
 
 /// What a store operation can fail with.
+///
+/// The failures of the backend itself ([`Unavailable`](Self::Unavailable),
+/// [`Misconfigured`](Self::Misconfigured) and [`Corrupt`](Self::Corrupt))
+/// carry a [`Cause`]: a message for logs and, from the SQL stores, the
+/// underlying `sqlx` error as [`source`](std::error::Error::source). Their
+/// text may name hosts, tables or rows; log it, never show it to clients.
+///
+/// ```
+/// use std::error::Error as _;
+/// use keygate::StoreError;
+///
+/// let io = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+/// let err = StoreError::Unavailable(keygate::store::Cause::from_error(io));
+/// assert!(matches!(err, StoreError::Unavailable(_)));
+/// let cause = err.source().unwrap();
+/// assert!(cause.source().unwrap().is::<std::io::Error>());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The backend cannot be reached (connection lost, pool timeout, closed pool).
+    /// The backend cannot answer now (connection lost, pool timeout, closed
+    /// pool, a busy database): worth retrying later. Verify answers
+    /// [`AuthError::Unavailable`](crate::AuthError::Unavailable) and
+    /// management calls 503.
     #[error("key store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
+    /// The backend will not answer until its configuration is fixed: an
+    /// invalid URL or schema name, failed authentication, missing tables
+    /// (the migrations were not run) or missing privileges. Retrying does
+    /// not help. Verify still answers
+    /// [`AuthError::Unavailable`](crate::AuthError::Unavailable); management
+    /// calls answer 500 `store_misconfigured`.
+    #[error("key store misconfigured: {0}")]
+    Misconfigured(#[source] Cause),
     /// The account already has `limit` active keys of this format.
     #[error("key limit of {limit} reached")]
     LimitReached {
@@ -53,6 +81,9 @@ pub enum StoreError {
     #[error("not found")]
     NotFound,
     /// The record conflicts with an existing one (duplicate id or account).
+    /// The text may reach clients (as
+    /// [`ConflictKind::Other`](crate::ConflictKind::Other)), so it
+    /// never quotes the database.
     #[error("conflict: {0}")]
     Conflict(String),
     /// The operation does not apply to a revoked key.
@@ -64,7 +95,106 @@ pub enum StoreError {
     Rotated,
     /// Stored data could not be decoded.
     #[error("corrupt record: {0}")]
-    Corrupt(String),
+    Corrupt(#[source] Cause),
+}
+
+/// Why a backend failed: a message, and the error that caused it if there
+/// is one, kept as [`source`](std::error::Error::source) so callers can walk
+/// the chain or downcast it (to a `sqlx::Error`, say).
+///
+/// Cheap to clone (the source is shared). Two causes are equal when their
+/// messages are, whatever their sources. A `String` or `&str` converts into
+/// a cause without a source:
+///
+/// ```
+/// use keygate::store::Cause;
+/// use keygate::StoreError;
+///
+/// let down = StoreError::Unavailable("connection refused".into());
+/// assert_eq!(down.to_string(), "key store unavailable: connection refused");
+///
+/// let io = std::io::Error::other("disk on fire");
+/// let cause = Cause::new("cannot read keys.db").with_source(io);
+/// assert_eq!(cause.message(), "cannot read keys.db");
+/// assert_eq!(cause, Cause::from("cannot read keys.db"));
+/// ```
+#[derive(Clone)]
+pub struct Cause {
+    message: Arc<str>,
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl Cause {
+    /// A cause with this message and no source.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: Arc::from(message.into()),
+            source: None,
+        }
+    }
+
+    /// A cause whose message is `error`'s text and whose source is `error`.
+    pub fn from_error(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::new(error.to_string()).with_source(error)
+    }
+
+    /// This cause with `source` as the error that caused it.
+    #[must_use]
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// The message, as [`Display`](std::fmt::Display) shows it.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl std::fmt::Debug for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Cause");
+        d.field("message", &&*self.message);
+        if let Some(source) = &self.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Compares the messages only: sources are rarely comparable.
+impl PartialEq for Cause {
+    fn eq(&self, other: &Self) -> bool {
+        self.message == other.message
+    }
+}
+
+impl Eq for Cause {}
+
+impl From<String> for Cause {
+    fn from(message: String) -> Self {
+        Self::new(message)
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(message: &str) -> Self {
+        Self::new(message)
+    }
 }
 
 /// Which keys a listing returns and from where.

@@ -168,9 +168,9 @@ impl PostgresStore {
     /// ```
     pub fn with_channel(mut self, channel: &str) -> Result<Self, StoreError> {
         if channel.is_empty() || channel.len() > MAX_IDENT_LEN || channel.contains('\0') {
-            return Err(StoreError::Unavailable(format!(
+            return Err(StoreError::Misconfigured(super::Cause::new(format!(
                 "invalid channel name {channel:?}: use 1 to {MAX_IDENT_LEN} bytes without NUL"
-            )));
+            ))));
         }
         self.channel = channel.into();
         Ok(self)
@@ -221,8 +221,11 @@ impl PostgresStore {
 }
 
 fn parse_url(url: &str) -> Result<PgConnectOptions, StoreError> {
-    PgConnectOptions::from_str(url)
-        .map_err(|e| StoreError::Unavailable(format!("invalid postgres url: {e}")))
+    PgConnectOptions::from_str(url).map_err(|e| {
+        StoreError::Misconfigured(
+            super::Cause::new(format!("invalid postgres url: {e}")).with_source(e),
+        )
+    })
 }
 
 async fn open_pool(options: PgConnectOptions) -> Result<PgPool, StoreError> {
@@ -243,10 +246,10 @@ fn quote_schema(schema: &str) -> Result<String, StoreError> {
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
-        return Err(StoreError::Unavailable(format!(
+        return Err(StoreError::Misconfigured(super::Cause::new(format!(
             "invalid schema name {schema:?}: use 1 to {MAX_IDENT_LEN} ASCII letters, digits \
              or '_', not starting with a digit"
-        )));
+        ))));
     }
     Ok(format!("\"{schema}\""))
 }
@@ -738,7 +741,7 @@ mod tests {
         assert_eq!(quote_schema("Tenant_7").unwrap(), "\"Tenant_7\"");
         for bad in ["", "7up", "a-b", "a\"b", "a b", "é", &"x".repeat(64)] {
             assert!(
-                matches!(quote_schema(bad), Err(StoreError::Unavailable(_))),
+                matches!(quote_schema(bad), Err(StoreError::Misconfigured(_))),
                 "{bad:?}"
             );
         }

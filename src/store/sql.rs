@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::{
-    from_millis, to_millis, AccountId, AccountRecord, KeyEntry, KeyId, KeyRecord, StoreError,
+    from_millis, to_millis, AccountId, AccountRecord, Cause, KeyEntry, KeyId, KeyRecord, StoreError,
 };
 use crate::hash::SecretHash;
 use crate::ratelimit::Quota;
@@ -37,14 +37,18 @@ pub(crate) struct KeyRow {
 impl KeyRow {
     /// Checks and converts the row; anything out of range is [`StoreError::Corrupt`].
     pub(crate) fn into_record(self) -> Result<KeyRecord, StoreError> {
-        let corrupt = |what: &str| StoreError::Corrupt(format!("key {}: {what}", self.id));
+        let message = |what: &str| format!("key {}: {what}", self.id);
+        let corrupt = |what: &str| StoreError::Corrupt(message(what).into());
+        let json = |what: &str, e: serde_json::Error| {
+            StoreError::Corrupt(Cause::new(message(what)).with_source(e))
+        };
         let version = u32::try_from(self.hash_version).map_err(|_| corrupt("hash version"))?;
         let hash = SecretHash::from_slice(version, &self.hash).ok_or_else(|| corrupt("hash"))?;
         let account = AccountId::new(self.account.as_str()).map_err(|_| corrupt("account id"))?;
         let scopes: Vec<String> =
-            serde_json::from_str(&self.scopes).map_err(|_| corrupt("scopes"))?;
+            serde_json::from_str(&self.scopes).map_err(|e| json("scopes", e))?;
         let overrides: Vec<StoredQuota> =
-            serde_json::from_str(&self.rate_limits).map_err(|_| corrupt("rate limits"))?;
+            serde_json::from_str(&self.rate_limits).map_err(|e| json("rate limits", e))?;
         let created_at = from_millis(self.created_at).ok_or_else(|| corrupt("created_at"))?;
         let time = |ms: Option<i64>, what: &str| match ms {
             None => Ok(None),
@@ -81,7 +85,8 @@ pub(crate) struct AccountRow {
 impl AccountRow {
     /// Checks and converts the row.
     pub(crate) fn into_record(self) -> Result<AccountRecord, StoreError> {
-        let corrupt = |what: &str| StoreError::Corrupt(format!("account {}: {what}", self.id));
+        let corrupt =
+            |what: &str| StoreError::Corrupt(format!("account {}: {what}", self.id).into());
         let parent = match &self.parent {
             None => None,
             Some(p) => Some(AccountId::new(p.as_str()).map_err(|_| corrupt("parent id"))?),
@@ -122,7 +127,9 @@ impl Encoded {
                 quota: *quota,
             })
             .collect();
-        let json = |e: serde_json::Error| StoreError::Corrupt(format!("key {}: {e}", r.id));
+        let json = |e: serde_json::Error| {
+            StoreError::Corrupt(Cause::new(format!("key {}: {e}", r.id)).with_source(e))
+        };
         Ok(Self {
             hash_version: i64::from(r.hash.version()),
             scopes: serde_json::to_string(&r.scopes).map_err(json)?,
@@ -156,10 +163,6 @@ pub(crate) fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
-/// Maps a `sqlx` error onto the store's error kinds: anything that means the
-/// database cannot serve the request now is [`StoreError::Unavailable`] (so
-/// verify answers 503, never success and never "invalid"), a duplicate is a
-/// [`StoreError::Conflict`], and undecodable data is [`StoreError::Corrupt`].
 /// Rows as the entries a store hands to the verify path.
 pub(crate) fn entries(rows: Vec<KeyRow>) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
     rows.into_iter()
@@ -175,42 +178,146 @@ pub(crate) fn account_err(e: sqlx::Error, account: &AccountId) -> StoreError {
     }
 }
 
+/// The text of a [`StoreError::Conflict`] from a unique violation. The
+/// database's own message names tables, columns and constraints, and a
+/// conflict's text can reach clients, so it is not used.
+const DUPLICATE: &str = "a record with the same unique value is already stored";
+
+/// Maps a `sqlx` error onto the store's error kinds, keeping it as the
+/// [`Cause`]'s source:
+///
+/// - the database cannot serve the request now (pool timeout, closed pool,
+///   lost connection, a busy or read-only database) is
+///   [`StoreError::Unavailable`], so verify answers 503, never success and
+///   never "invalid";
+/// - it cannot serve any request until someone fixes its setup (invalid
+///   options, failed authentication, a missing database, schema, table or
+///   column, missing privileges) is [`StoreError::Misconfigured`];
+/// - a unique violation is a [`StoreError::Conflict`] with a fixed text;
+/// - undecodable data is [`StoreError::Corrupt`].
 pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::RowNotFound => StoreError::NotFound,
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(DUPLICATE.into())
+        }
+        _ => failure(&e).with(Cause::from_error(e)),
+    }
+}
+
+/// What kind of backend failure `e` is, unique violations and missing rows
+/// aside.
+fn failure(e: &sqlx::Error) -> Failure {
     use sqlx::Error as E;
     match e {
-        E::Database(db) if db.is_unique_violation() => StoreError::Conflict(db.message().into()),
-        E::Database(db) if is_corruption(db.code().as_deref()) => {
-            StoreError::Corrupt(db.message().into())
-        }
-        E::RowNotFound => StoreError::NotFound,
+        E::Database(db) => classify(db.code().as_deref(), db.message()),
+        E::Configuration(_) | E::Migrate(_) => Failure::Misconfigured,
         E::ColumnDecode { .. }
         | E::Decode(_)
         | E::ColumnNotFound(_)
         | E::ColumnIndexOutOfBounds { .. }
-        | E::TypeNotFound { .. } => StoreError::Corrupt(e.to_string()),
-        // PoolTimedOut, PoolClosed, Io, Tls, Protocol, WorkerCrashed, any other
-        // database error (a lost connection, a busy or read-only database, a
-        // missing table) and the rest: the store cannot answer right now.
-        other => StoreError::Unavailable(other.to_string()),
+        | E::TypeNotFound { .. } => Failure::Corrupt,
+        // PoolTimedOut, PoolClosed, Io, Tls, Protocol, WorkerCrashed and the
+        // rest: the store cannot answer right now.
+        _ => Failure::Unavailable,
     }
 }
 
-/// SQLite's `SQLITE_CORRUPT` (11) and `SQLITE_NOTADB` (26), with their
-/// extended codes; Postgres's `XX001`/`XX002` (data or index corrupted).
-fn is_corruption(code: Option<&str>) -> bool {
-    let Some(code) = code else { return false };
-    if let Ok(n) = code.parse::<i32>() {
-        return matches!(n & 0xff, 11 | 26);
-    }
-    matches!(code, "XX001" | "XX002")
+/// The kinds of backend failure a database error can be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    Unavailable,
+    Misconfigured,
+    Corrupt,
 }
 
-/// Maps a migration failure.
+impl Failure {
+    fn with(self, cause: Cause) -> StoreError {
+        match self {
+            Self::Unavailable => StoreError::Unavailable(cause),
+            Self::Misconfigured => StoreError::Misconfigured(cause),
+            Self::Corrupt => StoreError::Corrupt(cause),
+        }
+    }
+}
+
+/// A database error's code, told apart by shape: PostgreSQL's SQLSTATEs are
+/// five characters, SQLite's result codes are numbers of at most four digits.
+enum Code<'a> {
+    Sqlite(i32),
+    SqlState(&'a str),
+}
+
+impl<'a> Code<'a> {
+    fn parse(code: &'a str) -> Option<Self> {
+        if code.len() == 5 {
+            return Some(Self::SqlState(code));
+        }
+        code.parse().ok().map(Self::Sqlite)
+    }
+}
+
+/// What a database error (other than a unique violation) means for the store.
+///
+/// Corruption: SQLite's `SQLITE_CORRUPT` (11) and `SQLITE_NOTADB` (26), with
+/// their extended codes; PostgreSQL's `XX001`/`XX002` (data or index
+/// corrupted).
+///
+/// Misconfiguration: SQLite's "no such table" and "no such column" errors and
+/// `SQLITE_AUTH` (23); PostgreSQL's class 28 (invalid authorization, such as
+/// a wrong password), `3D000` (no such database), `3F000` (no such schema)
+/// and class 42 (a statement the schema cannot run: undefined table `42P01`
+/// or column `42703`, insufficient privilege `42501`, …).
+///
+/// Anything else (busy, locked, read-only, out of resources, a server
+/// shutting down, a serialization failure) is the database being unable to
+/// answer now.
+fn classify(code: Option<&str>, message: &str) -> Failure {
+    match code.and_then(Code::parse) {
+        Some(Code::Sqlite(n)) => match n & 0xff {
+            11 | 26 => Failure::Corrupt,
+            23 => Failure::Misconfigured,
+            1 if message.starts_with("no such table")
+                || message.starts_with("no such column")
+                || message.contains("has no column named") =>
+            {
+                Failure::Misconfigured
+            }
+            _ => Failure::Unavailable,
+        },
+        Some(Code::SqlState(state)) => match state {
+            "XX001" | "XX002" => Failure::Corrupt,
+            "3D000" | "3F000" => Failure::Misconfigured,
+            _ if state.starts_with("28") || state.starts_with("42") => Failure::Misconfigured,
+            _ => Failure::Unavailable,
+        },
+        None => Failure::Unavailable,
+    }
+}
+
+/// Maps a migration failure. A failed statement is classified like any
+/// other database error, except that one that will fail again (refused,
+/// not merely interrupted) is [`StoreError::Misconfigured`]; so is a
+/// database whose applied migrations do not match this version's (modified,
+/// missing or partially applied ones).
 pub(crate) fn map_migrate_err(e: sqlx::migrate::MigrateError) -> StoreError {
-    match e {
-        sqlx::migrate::MigrateError::Execute(e) => map_err(e),
-        other => StoreError::Unavailable(format!("migration failed: {other}")),
-    }
+    use sqlx::migrate::MigrateError as M;
+    let kind = match e {
+        M::Execute(e) => return map_err(e),
+        // A unique violation here is existing data that a new unique index
+        // refuses: it needs fixing, not a retry.
+        M::ExecuteMigration(ref inner, _)
+            if failure(inner) == Failure::Unavailable
+                && !inner
+                    .as_database_error()
+                    .is_some_and(|db| db.is_unique_violation()) =>
+        {
+            Failure::Unavailable
+        }
+        _ => Failure::Misconfigured,
+    };
+    let message = format!("migration failed: {e}");
+    kind.with(Cause::new(message).with_source(e))
 }
 
 #[cfg(test)]
@@ -237,14 +344,116 @@ mod tests {
     }
 
     #[test]
-    fn corruption_codes() {
-        assert!(is_corruption(Some("11")));
-        assert!(is_corruption(Some("267"))); // SQLITE_CORRUPT_VTAB
-        assert!(is_corruption(Some("26")));
-        assert!(is_corruption(Some("XX001")));
-        assert!(!is_corruption(Some("5")));
-        assert!(!is_corruption(Some("08006")));
-        assert!(!is_corruption(None));
+    fn mapped_failures_keep_the_sqlx_error_as_source() {
+        use std::error::Error as _;
+        let cases = [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+            sqlx::Error::Decode("bad".into()),
+            sqlx::Error::Configuration("bad port".into()),
+        ];
+        for e in cases {
+            let text = e.to_string();
+            let mapped = map_err(e);
+            let cause = match &mapped {
+                StoreError::Unavailable(c)
+                | StoreError::Corrupt(c)
+                | StoreError::Misconfigured(c) => c,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(cause.message(), text);
+            let source = mapped.source().and_then(|c| c.source()).unwrap();
+            assert_eq!(source.to_string(), text);
+            assert!(source.downcast_ref::<sqlx::Error>().is_some());
+        }
+        // The I/O error itself is one level further down.
+        let mapped = map_err(sqlx::Error::Io(std::io::Error::other("reset by peer")));
+        let io = mapped
+            .source()
+            .and_then(|c| c.source())
+            .and_then(|e| e.source())
+            .unwrap();
+        assert_eq!(io.to_string(), "reset by peer");
+    }
+
+    #[test]
+    fn configuration_errors_are_misconfigured() {
+        assert!(matches!(
+            map_err(sqlx::Error::Configuration("bad url".into())),
+            StoreError::Misconfigured(_)
+        ));
+    }
+
+    #[test]
+    fn database_codes() {
+        use Failure::*;
+        for (code, message, failure) in [
+            // SQLite: corrupt, not a database, a corrupt virtual table.
+            ("11", "", Corrupt),
+            ("26", "", Corrupt),
+            ("267", "", Corrupt),
+            ("1", "no such table: api_keys", Misconfigured),
+            ("1", "no such column: lineage", Misconfigured),
+            (
+                "1",
+                "table api_keys has no column named lineage",
+                Misconfigured,
+            ),
+            ("23", "authorization denied", Misconfigured),
+            ("1", "near \"x\": syntax error", Unavailable),
+            ("5", "database is locked", Unavailable),
+            ("8", "attempt to write a readonly database", Unavailable),
+            ("14", "unable to open database file", Unavailable),
+            // PostgreSQL.
+            ("XX001", "", Corrupt),
+            ("XX002", "", Corrupt),
+            (
+                "42P01",
+                "relation \"api_keys\" does not exist",
+                Misconfigured,
+            ),
+            ("42703", "column \"lineage\" does not exist", Misconfigured),
+            (
+                "42501",
+                "permission denied for table api_keys",
+                Misconfigured,
+            ),
+            ("28P01", "password authentication failed", Misconfigured),
+            ("28000", "role \"x\" does not exist", Misconfigured),
+            ("3D000", "database \"x\" does not exist", Misconfigured),
+            ("3F000", "schema \"x\" does not exist", Misconfigured),
+            ("08006", "", Unavailable),
+            ("40001", "", Unavailable),
+            ("53300", "", Unavailable),
+            ("57P01", "", Unavailable),
+            // Numeric SQLSTATEs are not SQLite codes (22027 & 0xff == 11).
+            ("22027", "", Unavailable),
+        ] {
+            assert_eq!(classify(Some(code), message), failure, "{code} {message}");
+        }
+        assert_eq!(classify(None, "no such table: x"), Unavailable);
+    }
+
+    #[test]
+    fn migration_mismatches_are_misconfigured() {
+        use sqlx::migrate::MigrateError as M;
+        for e in [M::VersionMismatch(1), M::VersionMissing(2), M::Dirty(3)] {
+            let text = e.to_string();
+            let mapped = map_migrate_err(e);
+            assert!(matches!(mapped, StoreError::Misconfigured(_)), "{mapped:?}");
+            let source = std::error::Error::source(&mapped)
+                .and_then(std::error::Error::source)
+                .unwrap();
+            assert_eq!(source.to_string(), text);
+        }
+        assert!(matches!(
+            map_migrate_err(M::ExecuteMigration(sqlx::Error::PoolTimedOut, 1)),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            map_migrate_err(M::Execute(sqlx::Error::PoolClosed)),
+            StoreError::Unavailable(_)
+        ));
     }
 
     #[test]

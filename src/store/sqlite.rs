@@ -79,8 +79,11 @@ impl SqliteStore {
         if url_or_path.contains(":memory:") || url_or_path.contains("mode=memory") {
             return Self::in_memory().await;
         }
-        let options = SqliteConnectOptions::from_str(url_or_path)
-            .map_err(|e| StoreError::Unavailable(format!("invalid sqlite url: {e}")))?;
+        let options = SqliteConnectOptions::from_str(url_or_path).map_err(|e| {
+            StoreError::Misconfigured(
+                super::Cause::new(format!("invalid sqlite url: {e}")).with_source(e),
+            )
+        })?;
         Self::connect_file(options.create_if_missing(true)).await
     }
 
@@ -494,8 +497,8 @@ impl KeyStore for SqliteStore {
         // one round trip rather than one per key: SQLite's lock is not fair,
         // and a writer that keeps it long can starve another instance's
         // flush past the busy timeout.
-        let batch =
-            serde_json::to_string(&uses).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let batch = serde_json::to_string(&uses)
+            .map_err(|e| StoreError::Unavailable(super::Cause::from_error(e)))?;
         sqlx::query(
             "UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, u.at), u.at) \
              FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS at \

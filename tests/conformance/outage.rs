@@ -1,6 +1,7 @@
 //! A store that cannot answer makes verify fail with `AuthError::Unavailable`
 //! (503), never success and never `Invalid`, and management calls fail with
-//! `Error::Store(StoreError::Unavailable(_))`.
+//! `Error::Store(StoreError::Unavailable(_))`, or `Misconfigured` when the
+//! store cannot work until its setup is fixed (no tables, say).
 
 use std::sync::Arc;
 
@@ -74,7 +75,20 @@ mod sqlite {
         let store = SqliteStore::open(dir.path().join("keys.db")).await.unwrap();
         let api = service(Arc::new(store));
         let presented = api.profile().formats()[0].generate();
-        assert_unavailable(&api, presented.expose_secret()).await;
+        assert_eq!(
+            api.verify(presented.expose_secret()).await.unwrap_err(),
+            AuthError::Unavailable
+        );
+        let listed = api
+            .as_account(&org())
+            .list(&org(), ListOptions::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(listed, Error::Store(StoreError::Misconfigured(_))),
+            "{listed:?}"
+        );
+        assert_eq!(listed.status(), 500);
     }
 
     #[tokio::test]
@@ -131,7 +145,7 @@ mod postgres {
                 .await
                 .unwrap_err();
             assert!(
-                matches!(&err, StoreError::Unavailable(m) if m.contains("invalid schema name")),
+                matches!(&err, StoreError::Misconfigured(m) if m.message().contains("invalid schema name")),
                 "{err:?}"
             );
         }
