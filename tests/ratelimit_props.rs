@@ -320,7 +320,7 @@ proptest! {
                 0 => 0,
                 1 => raw % (interval + 1),
                 2 => raw % 3,
-                _ => raw % (interval.saturating_mul(2 * u64::from(q.burst())) + 1),
+                _ => raw % interval.saturating_mul(2 * u64::from(q.burst())).saturating_add(1),
             };
             let Some(next) = t.checked_add(gap) else { break };
             t = next;
