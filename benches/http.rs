@@ -2,6 +2,8 @@
 //! and behind `ApiKeyLayer` (MailJawn profile, a valid key with a read quota
 //! so large nothing is denied), in process through `tower::ServiceExt::oneshot`.
 
+use std::num::NonZeroU32;
+
 use axum::body::Body;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -35,7 +37,11 @@ fn http(c: &mut Criterion) {
                 CreateKey::new("bench")
                     .bundle("sdk")
                     .scopes(["subscribers:read"])
-                    .rate_limit("read", Quota::per_second(1_000_000_000).expect("quota")),
+                    .rate_limit(
+                        "read",
+                        Quota::per_second(NonZeroU32::new(1_000_000_000).expect("non-zero"))
+                            .expect("quota"),
+                    ),
             ),
         )
         .expect("create");

@@ -2,47 +2,101 @@
 //! on the same workload: 10,000 keys checked round-robin under a quota high
 //! enough that every check is admitted.
 //!
+//! `keygate_local` is a `LocalRateLimiter` on its own, through the
+//! `RateLimiter` trait: like governor's keyed limiter, it finds each key's
+//! state in a map of its own. `keygate_admit` is the whole step `ApiKeys`
+//! takes for an already verified key with its default in-process limiter
+//! (`ApiKeys::admit`: the operation's class, the key's quota for it, and the
+//! check on the buckets kept beside the cached key record, with no map
+//! lookup), so it costs more than the check alone.
+//!
 //! The `ratelimit_redis` group (feature `redis`) measures the shared
 //! `RedisRateLimiter` on the Redis at `KEYGATE_TEST_REDIS_URL` (default
 //! `redis://127.0.0.1:6379/`): one check at a time, then 64 in flight over
 //! the one multiplexed connection. Without the feature or without a
 //! reachable Redis the group is skipped with a message saying why.
 
+use std::future::Future;
 use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Barrier};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use keygate::{KeyBuckets, LocalRateLimiter, Quota, SystemClock};
+use keygate::{
+    profiles, AccountId, ApiKeys, CreateKey, LocalRateLimiter, Operation, Principal, Quota,
+    RateLimiter, SystemClock,
+};
 
 const KEYS: usize = 10_000;
-const PER_SECOND: u32 = 1_000_000;
+const PER_SECOND: NonZeroU32 = NonZeroU32::new(1_000_000).unwrap();
 
-fn keygate_setup() -> (LocalRateLimiter, Vec<KeyBuckets>, Quota) {
-    let limiter = LocalRateLimiter::new(Arc::new(SystemClock::new()));
-    // One slot per key, held beside the key records as the service does.
-    let slots: Vec<KeyBuckets> = (0..KEYS).map(|_| KeyBuckets::new(1)).collect();
-    let quota = Quota::per_second(PER_SECOND).expect("valid quota");
-    (limiter, slots, quota)
+fn quota() -> Quota {
+    Quota::per_second(PER_SECOND).expect("valid quota")
 }
 
-fn keygate_check(limiter: &LocalRateLimiter, slot: &KeyBuckets, quota: &Quota) -> bool {
-    limiter
-        .check_now(black_box(slot), 0, quota)
-        .expect("class 0 exists")
+/// The output of a future that is ready at its first poll, as every check
+/// of the in-process limiter is.
+fn ready<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("the in-process limiter never waits"),
+    }
+}
+
+/// A service with the default limiter, `KEYS` verified keys whose `read`
+/// quota is `quota()`, and the `read` operation.
+fn service_setup() -> (ApiKeys, Vec<Principal>, Operation) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let api = ApiKeys::in_memory(profiles::mailjawn()).expect("profile");
+    let org = AccountId::new("org_bench").expect("account");
+    let principals = rt.block_on(async {
+        let mut principals = Vec::with_capacity(KEYS);
+        for i in 0..KEYS {
+            let key = api
+                .operator()
+                .create(
+                    &org,
+                    CreateKey::new(format!("bench {i}"))
+                        .bundle("sdk")
+                        .rate_limit("read", quota()),
+                )
+                .await
+                .expect("create");
+            principals.push(api.verify(key.key.expose_secret()).await.expect("verify"));
+        }
+        principals
+    });
+    let read = api.operation("read").expect("class");
+    (api, principals, read)
+}
+
+fn admit_check(api: &ApiKeys, principal: &Principal, operation: &Operation) -> bool {
+    ready(api.admit(black_box(principal.clone()), operation)).is_ok()
+}
+
+fn local_check(limiter: &LocalRateLimiter, key_id: &str, quota: &Quota) -> bool {
+    ready(limiter.check(black_box(key_id), "read", quota))
+        .expect("the local limiter decides")
         .allowed
 }
 
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("ratelimit");
+    let (api, principals, read) = service_setup();
 
     {
-        let (limiter, slots, quota) = keygate_setup();
         let mut i = 0;
-        group.bench_function("keygate", |b| {
+        group.bench_function("keygate_admit", |b| {
             b.iter(|| {
-                let allowed = keygate_check(&limiter, &slots[i], &quota);
+                let allowed = admit_check(&api, &principals[i], &read);
                 i += 1;
                 if i == KEYS {
                     i = 0;
@@ -50,18 +104,35 @@ fn bench(c: &mut Criterion) {
                 black_box(allowed)
             })
         });
-        assert!(slots
-            .iter()
-            .all(|slot| keygate_check(&limiter, slot, &quota)));
+        assert!(principals.iter().all(|p| admit_check(&api, p, &read)));
     }
 
     {
-        let per_second = NonZeroU32::new(PER_SECOND).expect("non-zero");
+        let limiter = LocalRateLimiter::new(Arc::new(SystemClock::new()));
+        let quota = quota();
+        let keys: Vec<String> = (0..KEYS).map(|i| format!("key_{i:05}")).collect();
+        // Create every key's state up front, as governor's is below.
+        assert!(keys.iter().all(|key| local_check(&limiter, key, &quota)));
+        let mut i = 0;
+        group.bench_function("keygate_local", |b| {
+            b.iter(|| {
+                let allowed = local_check(&limiter, &keys[i], &quota);
+                i += 1;
+                if i == KEYS {
+                    i = 0;
+                }
+                black_box(allowed)
+            })
+        });
+        assert!(keys.iter().all(|key| local_check(&limiter, key, &quota)));
+    }
+
+    {
         let limiter = governor::DefaultKeyedRateLimiter::<u64>::keyed(governor::Quota::per_second(
-            per_second,
+            PER_SECOND,
         ));
         let keys: Vec<u64> = (0..KEYS as u64).collect();
-        // Create every key's state up front, as keygate's slots are.
+        // Create every key's state up front, as keygate's is above.
         for key in &keys {
             assert!(limiter.check_key(key).is_ok());
         }
@@ -83,8 +154,7 @@ fn bench(c: &mut Criterion) {
         // Two threads walk the same keys in step; one iteration is one check
         // on each thread, so the time per iteration is the per-check latency
         // under contention.
-        let (limiter, slots, quota) = keygate_setup();
-        group.bench_function("keygate_contended_2_threads", |b| {
+        group.bench_function("keygate_admit_contended_2_threads", |b| {
             b.iter_custom(|iters| {
                 let barrier = Barrier::new(3);
                 std::thread::scope(|s| {
@@ -94,7 +164,7 @@ fn bench(c: &mut Criterion) {
                             let mut i = 0;
                             let mut admitted = 0u64;
                             for _ in 0..iters {
-                                admitted += u64::from(keygate_check(&limiter, &slots[i], &quota));
+                                admitted += u64::from(admit_check(&api, &principals[i], &read));
                                 i += 1;
                                 if i == KEYS {
                                     i = 0;
@@ -128,20 +198,21 @@ fn bench_redis(c: &mut Criterion) {
 
 #[cfg(feature = "redis")]
 mod redis_group {
+    use std::num::NonZeroU32;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     use criterion::{Criterion, Throughput};
-    use keygate::{KeyBuckets, Quota, RateLimiter, RedisRateLimiter};
+    use keygate::{Quota, RateLimiter, RedisRateLimiter};
 
     use super::KEYS;
 
     /// Checks in flight at once in the concurrent variant.
     const IN_FLIGHT: u64 = 64;
 
-    async fn admitted(limiter: &RedisRateLimiter, key_id: &str, slot: &KeyBuckets, quota: &Quota) {
+    async fn admitted(limiter: &RedisRateLimiter, key_id: &str, quota: &Quota) {
         let decision = limiter
-            .check(key_id, slot, 0, "bench", quota)
+            .check(key_id, "bench", quota)
             .await
             .expect("redis answers");
         assert!(decision.allowed, "the bench quota admits every check");
@@ -174,26 +245,25 @@ mod redis_group {
             }
         };
         // One token per nanosecond, a second's worth of burst: never denies.
-        let quota = Quota::per_second(1_000_000_000)
+        let quota = Quota::per_second(NonZeroU32::new(1_000_000_000).expect("non-zero"))
             .expect("valid quota")
             .with_burst(1_000_000_000)
             .expect("valid burst");
         let keys: Arc<Vec<String>> = Arc::new((0..KEYS).map(|i| format!("key_{i:05}")).collect());
-        let slot = KeyBuckets::new(1);
 
         let mut group = c.benchmark_group("ratelimit_redis");
         group.throughput(Throughput::Elements(1));
 
         group.bench_function("keygate_redis_one_key", |b| {
             b.to_async(&rt)
-                .iter(|| admitted(&limiter, &keys[0], &slot, &quota))
+                .iter(|| admitted(&limiter, &keys[0], &quota))
         });
 
         let mut i = 0;
         group.bench_function("keygate_redis_10k_keys", |b| {
             b.to_async(&rt).iter(|| {
                 i = (i + 1) % KEYS;
-                admitted(&limiter, &keys[i], &slot, &quota)
+                admitted(&limiter, &keys[i], &quota)
             })
         });
 
@@ -212,10 +282,9 @@ mod redis_group {
                             let keys = Arc::clone(&keys);
                             let n = iters / IN_FLIGHT + u64::from(t < iters % IN_FLIGHT);
                             tokio::spawn(async move {
-                                let slot = KeyBuckets::new(1);
                                 for j in 0..n {
                                     let key = &keys[((t + j * IN_FLIGHT) as usize) % KEYS];
-                                    admitted(&limiter, key, &slot, &quota).await;
+                                    admitted(&limiter, key, &quota).await;
                                 }
                             })
                         })

@@ -107,11 +107,10 @@ pub use hash::{Hasher, Pepper};
 pub use key::{Credential, KeyFormat, MalformedReason, PairFormat, PlaintextKey, TokenFormat};
 pub use profiles::{CredentialSource, Profile};
 pub use ratelimit::{
-    Bucket, Decision, KeyBuckets, KeyedBuckets, LimiterUnavailable, LocalRateLimiter, Quota,
-    QuotaError, RateLimiter, RatePolicy,
+    Decision, LimiterUnavailable, LocalRateLimiter, Quota, QuotaError, RateLimiter, RatePolicy,
 };
 #[cfg(feature = "redis")]
-pub use ratelimit::{RedisFailure, RedisRateLimiter, RedisRateLimiterBuilder};
+pub use ratelimit::{RedisConnectError, RedisFailure, RedisRateLimiter, RedisRateLimiterBuilder};
 /// The `redis` crate keygate is built against, to make the
 /// [`ConnectionManager`](redis::aio::ConnectionManager) that
 /// [`RedisRateLimiter::new`] takes without a version mismatch.

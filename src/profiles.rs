@@ -281,12 +281,21 @@ pub fn mailjawn() -> Profile {
 /// MailJawn's documented per-key limits: read (GET) 100/min, write
 /// (POST/PUT/DELETE, and PATCH) 30/min, MCP 60/min, email send 10/min.
 fn mailjawn_limits() -> RatePolicy {
-    let per_minute = |n| Quota::per_minute(n).expect("built-in quotas are valid");
+    use std::num::NonZeroU32;
+    // Constants, so a zero limit would not compile.
+    const READ: NonZeroU32 = NonZeroU32::new(100).unwrap();
+    const WRITE: NonZeroU32 = NonZeroU32::new(30).unwrap();
+    const MCP: NonZeroU32 = NonZeroU32::new(60).unwrap();
+    const SEND: NonZeroU32 = NonZeroU32::new(10).unwrap();
     RatePolicy::new()
-        .method_class("read", per_minute(100), ["GET", "HEAD"])
-        .method_class("write", per_minute(30), ["POST", "PUT", "PATCH", "DELETE"])
-        .class("mcp", per_minute(60))
-        .class("send", per_minute(10))
+        .method_class("read", Quota::per_minute(READ), ["GET", "HEAD"])
+        .method_class(
+            "write",
+            Quota::per_minute(WRITE),
+            ["POST", "PUT", "PATCH", "DELETE"],
+        )
+        .class("mcp", Quota::per_minute(MCP))
+        .class("send", Quota::per_minute(SEND))
 }
 
 /// Mailjet: a public API key (always visible) and a secret key (shown once),

@@ -220,7 +220,7 @@ async fn create_requests_deserialize_with_limits() {
     assert_eq!(new.info.name, "CI");
     assert_eq!(
         new.info.rate_limits.get("write"),
-        Some(&Quota::per_minute(5).unwrap())
+        Some(&Quota::per_minute(std::num::NonZeroU32::new(5).unwrap()))
     );
     let body = serde_json::to_value(new.response()).unwrap();
     assert_eq!(body["key"], new.key.expose_secret());

@@ -446,9 +446,10 @@ async fn rate_limits_survive_a_refresh_of_the_cached_entry() {
         .as_account(&org())
         .create(
             &org(),
-            CreateKey::new("sender")
-                .bundle("mcp")
-                .rate_limit("send", Quota::per_minute(2).unwrap()),
+            CreateKey::new("sender").bundle("mcp").rate_limit(
+                "send",
+                Quota::per_minute(std::num::NonZeroU32::new(2).unwrap()),
+            ),
         )
         .await
         .unwrap();

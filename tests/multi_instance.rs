@@ -432,9 +432,10 @@ async fn ten_per_minute(a: &Instance) -> String {
         .as_account(&org())
         .create(
             &org(),
-            CreateKey::new("sender")
-                .bundle("full_access")
-                .rate_limit("send", keygate::Quota::per_minute(10).unwrap()),
+            CreateKey::new("sender").bundle("full_access").rate_limit(
+                "send",
+                keygate::Quota::per_minute(std::num::NonZeroU32::new(10).unwrap()),
+            ),
         )
         .await
         .unwrap();

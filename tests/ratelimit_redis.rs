@@ -13,6 +13,7 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,8 +21,8 @@ use std::time::{Duration, Instant};
 use keygate::redis::aio::ConnectionManager;
 use keygate::redis::{self, ConnectionAddr, ConnectionInfo};
 use keygate::{
-    profiles, AccountId, ApiKeys, AuthError, CreateKey, KeyBuckets, LocalRateLimiter, ManualClock,
-    MemoryStore, Pepper, Quota, RateLimiter, RedisFailure, RedisRateLimiter,
+    profiles, AccountId, ApiKeys, AuthError, CreateKey, LocalRateLimiter, ManualClock, MemoryStore,
+    Pepper, Quota, RateLimiter, RedisFailure, RedisRateLimiter,
 };
 use parking_lot::Mutex;
 use support::TestRedis;
@@ -34,6 +35,10 @@ const DEAD_URL: &str = "redis://127.0.0.1:1/";
 
 fn org() -> AccountId {
     AccountId::new("org").unwrap()
+}
+
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap()
 }
 
 /// Polls `done` every 20 ms until it holds, for at most `limit`.
@@ -59,16 +64,12 @@ async fn decisions_match_the_local_limiter_for_a_burst() {
     };
     let limiter = redis.limiter().await;
     let local = LocalRateLimiter::new(Arc::new(ManualClock::new()));
-    let slot = KeyBuckets::new(1);
     // Twelve minutes between tokens: nothing refills while the test runs.
-    let quota = Quota::per_hour(5).unwrap();
+    let quota = Quota::per_hour(nz(5));
     let started = Instant::now();
     for i in 0..7u32 {
-        let expected = local.check_now(&slot, 0, &quota).unwrap();
-        let got = limiter
-            .check("key_a", &slot, 0, "send", &quota)
-            .await
-            .unwrap();
+        let expected = local.check("key_a", "send", &quota).await.unwrap();
+        let got = limiter.check("key_a", "send", &quota).await.unwrap();
         let elapsed = started.elapsed();
         assert_eq!(got.allowed, i < 5, "request {i}");
         assert_eq!(
@@ -119,7 +120,7 @@ async fn two_service_instances_share_one_quota() {
             &org(),
             CreateKey::new("bulk")
                 .bundle("full_access")
-                .rate_limit("send", Quota::per_minute(10).unwrap()),
+                .rate_limit("send", Quota::per_minute(nz(10))),
         )
         .await
         .unwrap();
@@ -159,19 +160,15 @@ async fn concurrent_load_from_two_instances_never_exceeds_the_quota() {
     let manager = ConnectionManager::new(client).await.unwrap();
     let limiters = [redis.limiter().await, redis.builder().build(manager)];
     // 36 s between tokens: the quota is exactly the burst while this runs.
-    let quota = Quota::per_hour(100).unwrap();
+    let quota = Quota::per_hour(nz(100));
     let admitted = Arc::new(AtomicU32::new(0));
     let mut tasks = Vec::new();
     for t in 0..16 {
         let limiter = limiters[t % 2].clone();
         let admitted = admitted.clone();
         tasks.push(tokio::spawn(async move {
-            let slot = KeyBuckets::new(1);
             for _ in 0..25 {
-                let d = limiter
-                    .check("key_hot", &slot, 0, "write", &quota)
-                    .await
-                    .unwrap();
+                let d = limiter.check("key_hot", "write", &quota).await.unwrap();
                 if d.allowed {
                     admitted.fetch_add(1, Ordering::Relaxed);
                 }
@@ -192,34 +189,24 @@ async fn buckets_expire_when_they_would_be_full_again() {
         return;
     };
     let limiter = redis.limiter().await;
-    let slot = KeyBuckets::new(1);
-    let quota = Quota::per_minute(10).unwrap();
+    let quota = Quota::per_minute(nz(10));
     let key = limiter.key_for("key_ttl", "send");
     assert!(key.starts_with(&redis.prefix) && key.ends_with("{key_ttl}:send"));
 
-    let d = limiter
-        .check("key_ttl", &slot, 0, "send", &quota)
-        .await
-        .unwrap();
+    let d = limiter.check("key_ttl", "send", &quota).await.unwrap();
     let ttl = redis.pttl(&key).await;
     assert!(ttl > 0 && ttl <= 6_000, "one token out: {ttl} ms");
     assert!(u128::try_from(ttl).unwrap() <= d.reset.as_millis() + 1);
 
     for _ in 0..10 {
-        let _ = limiter
-            .check("key_ttl", &slot, 0, "send", &quota)
-            .await
-            .unwrap();
+        let _ = limiter.check("key_ttl", "send", &quota).await.unwrap();
     }
     let ttl = redis.pttl(&key).await;
     assert!(ttl > 54_000 && ttl <= 60_000, "empty bucket: {ttl} ms");
 
     // A bucket that refills in 50 ms is gone soon after.
     let fast = Quota::new(1, Duration::from_millis(50)).unwrap();
-    let d = limiter
-        .check("key_fast", &slot, 0, "send", &fast)
-        .await
-        .unwrap();
+    let d = limiter.check("key_fast", "send", &fast).await.unwrap();
     assert!(d.allowed);
     let fast_key = limiter.key_for("key_fast", "send");
     let gone = eventually(Duration::from_secs(5), || {
@@ -519,16 +506,12 @@ async fn each_decision_is_one_round_trip() {
     );
 
     // Admissions and denials, over several keys and classes.
-    let slot = KeyBuckets::new(2);
-    let quota = Quota::per_hour(3).unwrap();
+    let quota = Quota::per_hour(nz(3));
     let mut outcomes = [0u32; 2];
     for i in 0..60 {
         let key_id = format!("key_{}", i % 5);
         let class = ["send", "write"][i % 2];
-        let d = limiter
-            .check(&key_id, &slot, i % 2, class, &quota)
-            .await
-            .unwrap();
+        let d = limiter.check(&key_id, class, &quota).await.unwrap();
         outcomes[usize::from(d.allowed)] += 1;
     }
     assert_eq!(outcomes, [60 - 30, 30]);
@@ -550,25 +533,18 @@ async fn an_outage_fails_closed_and_redis_is_used_again_once_back() {
         .connect(proxy.info(&redis.info))
         .await
         .unwrap();
-    let slot = KeyBuckets::new(1);
-    let quota = Quota::per_hour(10).unwrap();
-    let d = limiter
-        .check("key_o", &slot, 0, "send", &quota)
-        .await
-        .unwrap();
+    let quota = Quota::per_hour(nz(10));
+    let d = limiter.check("key_o", "send", &quota).await.unwrap();
     assert_eq!(d.remaining, 9);
 
     proxy.go_down().await;
-    let err = limiter
-        .check("key_o", &slot, 0, "send", &quota)
-        .await
-        .unwrap_err();
+    let err = limiter.check("key_o", "send", &quota).await.unwrap_err();
     assert!(err.reason().starts_with("redis"), "{err}");
 
     proxy.come_back();
     let start = Instant::now();
     let d = loop {
-        if let Ok(d) = limiter.check("key_o", &slot, 0, "send", &quota).await {
+        if let Ok(d) = limiter.check("key_o", "send", &quota).await {
             break d;
         }
         assert!(
@@ -598,25 +574,24 @@ async fn a_limiter_made_while_redis_is_down_connects_once_it_is_up() {
         .unwrap();
     assert!(!limiter.is_connected());
     // Meanwhile, the local fallback decides.
-    let slot = KeyBuckets::new(1);
-    let quota = Quota::per_hour(2).unwrap();
+    let quota = Quota::per_hour(nz(2));
     assert!(
         limiter
-            .check("key_l", &slot, 0, "send", &quota)
+            .check("key_l", "send", &quota)
             .await
             .unwrap()
             .allowed
     );
     assert!(
         limiter
-            .check("key_l", &slot, 0, "send", &quota)
+            .check("key_l", "send", &quota)
             .await
             .unwrap()
             .allowed
     );
     assert!(
         !limiter
-            .check("key_l", &slot, 0, "send", &quota)
+            .check("key_l", "send", &quota)
             .await
             .unwrap()
             .allowed
@@ -630,10 +605,7 @@ async fn a_limiter_made_while_redis_is_down_connects_once_it_is_up() {
     .await;
     assert!(connected, "the limiter never connected");
     // Redis has a fresh bucket for the key, whatever the local one says.
-    let d = limiter
-        .check("key_l", &slot, 0, "send", &quota)
-        .await
-        .unwrap();
+    let d = limiter.check("key_l", "send", &quota).await.unwrap();
     assert!(d.allowed);
     assert_eq!(d.remaining, 1);
     assert_eq!(redis.cleanup().await, 1);

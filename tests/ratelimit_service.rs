@@ -4,6 +4,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,10 @@ use keygate::{
 
 fn org() -> AccountId {
     AccountId::new("org").unwrap()
+}
+
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap()
 }
 
 fn api(clock: &ManualClock) -> ApiKeys {
@@ -84,7 +89,7 @@ async fn per_key_overrides_replace_the_profile_quota() {
             &org(),
             CreateKey::new("bulk")
                 .bundle("full_access")
-                .rate_limit("send", Quota::per_minute(2).unwrap()),
+                .rate_limit("send", Quota::per_minute(nz(2))),
         )
         .await
         .unwrap();
@@ -95,10 +100,7 @@ async fn per_key_overrides_replace_the_profile_quota() {
         .list(&org(), ListOptions::default())
         .await
         .unwrap();
-    assert_eq!(
-        listed.data[0].rate_limits["send"],
-        Quota::per_minute(2).unwrap()
-    );
+    assert_eq!(listed.data[0].rate_limits["send"], Quota::per_minute(nz(2)));
     let send = api.operation("send").unwrap();
     api.verify_for(k.key.expose_secret(), &send).await.unwrap();
     api.verify_for(k.key.expose_secret(), &send).await.unwrap();
@@ -130,7 +132,7 @@ async fn unknown_classes_are_errors() {
             &org(),
             CreateKey::new("k")
                 .bundle("sdk")
-                .rate_limit("sned", Quota::per_minute(1).unwrap()),
+                .rate_limit("sned", Quota::per_minute(nz(1))),
         )
         .await
         .unwrap_err();

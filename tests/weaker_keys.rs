@@ -143,7 +143,10 @@ async fn a_key_never_hands_out_a_larger_quota_or_a_longer_life() {
         &org,
         CreateKey::new("slow")
             .bundle("full_access")
-            .rate_limit("send", Quota::per_minute(1).unwrap())
+            .rate_limit(
+                "send",
+                Quota::per_minute(std::num::NonZeroU32::new(1).unwrap()),
+            )
             .expires_at(expires),
     )
     .await;
@@ -151,9 +154,10 @@ async fn a_key_never_hands_out_a_larger_quota_or_a_longer_life() {
     assert_eq!(
         keys.create(
             &org,
-            CreateKey::new("fast")
-                .bundle("full_access")
-                .rate_limit("send", Quota::per_minute(10).unwrap())
+            CreateKey::new("fast").bundle("full_access").rate_limit(
+                "send",
+                Quota::per_minute(std::num::NonZeroU32::new(10).unwrap())
+            )
         )
         .await
         .map(drop),
@@ -166,7 +170,7 @@ async fn a_key_never_hands_out_a_larger_quota_or_a_longer_life() {
         .unwrap();
     assert_eq!(
         child.info.rate_limits.get("send"),
-        Some(&Quota::per_minute(1).unwrap())
+        Some(&Quota::per_minute(std::num::NonZeroU32::new(1).unwrap()))
     );
     assert_eq!(child.info.expires_at, Some(expires));
     let later = keys

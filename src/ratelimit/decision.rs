@@ -8,24 +8,27 @@ use std::time::Duration;
 /// `RateLimit-Reset` and (on denial) `Retry-After` response headers.
 ///
 /// ```
-/// use keygate::{Bucket, Quota};
+/// use keygate::{LocalRateLimiter, ManualClock, Quota, RateLimiter};
+/// use std::num::NonZeroU32;
+/// use std::sync::Arc;
 /// use std::time::Duration;
 ///
-/// let quota = Quota::per_minute(2)?;
-/// let bucket = Bucket::new();
-/// let first = bucket.check(&quota, 0);
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let limiter = LocalRateLimiter::new(Arc::new(ManualClock::new()));
+/// let quota = Quota::per_minute(NonZeroU32::new(2).unwrap());
+/// let first = limiter.check("key_1", "send", &quota).await.unwrap();
 /// assert!(first.allowed);
 /// assert_eq!((first.limit, first.remaining), (2, 1));
 /// assert_eq!(first.reset, Duration::from_secs(30));
 ///
-/// let _ = bucket.check(&quota, 0);
-/// let denied = bucket.check(&quota, 0);
+/// let _ = limiter.check("key_1", "send", &quota).await.unwrap();
+/// let denied = limiter.check("key_1", "send", &quota).await.unwrap();
 /// assert!(!denied.allowed);
 /// assert_eq!(denied.remaining, 0);
 /// assert_eq!(denied.retry_after, Some(Duration::from_secs(30)));
 /// assert_eq!(denied.retry_after_secs(), Some(30));
 /// assert_eq!(denied.reset_secs(), 60);
-/// # Ok::<(), keygate::QuotaError>(())
+/// # });
 /// ```
 #[must_use]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -23,29 +23,8 @@ use super::{Decision, Quota};
 ///
 /// The bucket does not remember its quota: always check it against the same
 /// one (changing quotas is allowed and takes effect from the next check).
-///
-/// ```
-/// use keygate::{Bucket, Quota};
-/// use std::time::Duration;
-///
-/// let quota = Quota::per_second(10)?.with_burst(3)?;
-/// let bucket = Bucket::new();
-/// let now = 5_000_000_000; // 5 s on the monotonic clock
-/// assert!(bucket.check(&quota, now).allowed);
-/// assert!(bucket.check(&quota, now).allowed);
-/// assert!(bucket.check(&quota, now).allowed);
-/// let denied = bucket.check(&quota, now);
-/// assert!(!denied.allowed);
-/// assert_eq!(denied.retry_after, Some(Duration::from_millis(100)));
-///
-/// // One emission interval later, one more request fits.
-/// assert!(bucket.check(&quota, now + 100_000_000).allowed);
-/// assert!(!bucket.is_idle(now + 100_000_000));
-/// assert!(bucket.is_idle(now + 400_000_000));
-/// # Ok::<(), keygate::QuotaError>(())
-/// ```
 #[derive(Debug, Default)]
-pub struct Bucket {
+pub(crate) struct Bucket {
     /// Theoretical arrival time in monotonic nanoseconds; at or before now
     /// means the bucket is full, so 0 is always fresh.
     tat: AtomicU64,
@@ -53,7 +32,7 @@ pub struct Bucket {
 
 impl Bucket {
     /// A full bucket.
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Self {
             tat: AtomicU64::new(0),
         }
@@ -68,7 +47,7 @@ impl Bucket {
     /// end of the monotonic clock, some 584 years in) is denied, with a
     /// `retry_after` of [`Duration::MAX`]: time cannot reach it.
     #[inline]
-    pub fn check(&self, quota: &Quota, now_nanos: u64) -> Decision {
+    pub(crate) fn check(&self, quota: &Quota, now_nanos: u64) -> Decision {
         let interval = quota.interval_nanos();
         let tolerance = quota.tolerance_nanos();
         // Relaxed is enough: the bucket is a single word and publishes no
@@ -112,7 +91,7 @@ impl Bucket {
 
     /// Whether the bucket is full at `now_nanos`, i.e. indistinguishable from
     /// a fresh [`Bucket::new`] for every quota.
-    pub fn is_idle(&self, now_nanos: u64) -> bool {
+    pub(crate) fn is_idle(&self, now_nanos: u64) -> bool {
         self.tat.load(Ordering::Relaxed) <= now_nanos
     }
 }
@@ -132,27 +111,14 @@ fn deny(quota: &Quota, backlog: u64, retry_after: Duration) -> Decision {
 /// The service keeps this beside its cached key record, so a rate-limit check
 /// is an index into a slice and needs no second map lookup. All buckets are
 /// allocated once, up front, in one allocation of one `AtomicU64` per class.
-///
-/// ```
-/// use keygate::{KeyBuckets, Quota};
-///
-/// let read = Quota::per_second(100)?;
-/// let slot = KeyBuckets::new(2); // class 0: read, class 1: write
-/// let decision = slot.bucket(0).expect("class 0 exists").check(&read, 0);
-/// assert!(decision.allowed);
-/// assert!(slot.bucket(2).is_none());
-/// assert!(!slot.is_idle(0));
-/// assert!(slot.is_idle(1_000_000_000));
-/// # Ok::<(), keygate::QuotaError>(())
-/// ```
 #[derive(Debug)]
-pub struct KeyBuckets {
+pub(crate) struct KeyBuckets {
     buckets: Box<[Bucket]>,
 }
 
 impl KeyBuckets {
     /// `n_classes` fresh buckets, indexed `0..n_classes`.
-    pub fn new(n_classes: usize) -> Self {
+    pub(crate) fn new(n_classes: usize) -> Self {
         Self {
             buckets: (0..n_classes).map(|_| Bucket::new()).collect(),
         }
@@ -160,23 +126,25 @@ impl KeyBuckets {
 
     /// The bucket for operation class `class_index`, or `None` if out of range.
     #[inline]
-    pub fn bucket(&self, class_index: usize) -> Option<&Bucket> {
+    pub(crate) fn bucket(&self, class_index: usize) -> Option<&Bucket> {
         self.buckets.get(class_index)
     }
 
     /// The number of operation classes.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.buckets.len()
     }
 
     /// Whether there are no operation classes.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.buckets.is_empty()
     }
 
     /// Whether every bucket is full at `now_nanos`, so dropping this state
     /// and starting afresh later would change nothing.
-    pub fn is_idle(&self, now_nanos: u64) -> bool {
+    pub(crate) fn is_idle(&self, now_nanos: u64) -> bool {
         self.buckets.iter().all(|b| b.is_idle(now_nanos))
     }
 }
@@ -184,14 +152,36 @@ impl KeyBuckets {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ratelimit::nz;
 
     const MS: u64 = 1_000_000;
     const SEC: u64 = 1_000_000_000;
 
     #[test]
+    fn burst_then_one_per_interval() {
+        let quota = Quota::per_second(nz(10)).unwrap().with_burst(3).unwrap();
+        let bucket = Bucket::new();
+        let now = 5 * SEC;
+        assert!(bucket.check(&quota, now).allowed);
+        assert!(bucket.check(&quota, now).allowed);
+        assert!(bucket.check(&quota, now).allowed);
+        let denied = bucket.check(&quota, now);
+        assert!(!denied.allowed);
+        assert_eq!(denied.retry_after, Some(Duration::from_millis(100)));
+
+        // One emission interval later, one more request fits.
+        assert!(bucket.check(&quota, now + 100 * MS).allowed);
+        assert!(!bucket.is_idle(now + 100 * MS));
+        assert!(bucket.is_idle(now + 400 * MS));
+    }
+
+    #[test]
     fn fresh_bucket_admits_exactly_burst_at_time_zero() {
         for burst in [1, 2, 7, 100] {
-            let q = Quota::per_second(10).unwrap().with_burst(burst).unwrap();
+            let q = Quota::per_second(nz(10))
+                .unwrap()
+                .with_burst(burst)
+                .unwrap();
             let b = Bucket::new();
             for _ in 0..burst {
                 assert!(b.check(&q, 0).allowed);
@@ -204,7 +194,7 @@ mod tests {
 
     #[test]
     fn remaining_counts_down_from_burst_minus_one() {
-        let q = Quota::per_second(5).unwrap().with_burst(4).unwrap();
+        let q = Quota::per_second(nz(5)).unwrap().with_burst(4).unwrap();
         let b = Bucket::new();
         let now = 3 * SEC;
         for expected in (0..4).rev() {
@@ -223,7 +213,7 @@ mod tests {
 
     #[test]
     fn admits_exactly_at_retry_after_and_not_before() {
-        let q = Quota::per_second(10).unwrap().with_burst(2).unwrap();
+        let q = Quota::per_second(nz(10)).unwrap().with_burst(2).unwrap();
         let b = Bucket::new();
         let _ = b.check(&q, 0);
         let _ = b.check(&q, 0);
@@ -239,7 +229,7 @@ mod tests {
 
     #[test]
     fn steady_rate_after_burst() {
-        let q = Quota::per_second(10).unwrap().with_burst(1).unwrap();
+        let q = Quota::per_second(nz(10)).unwrap().with_burst(1).unwrap();
         let b = Bucket::new();
         let mut admitted = 0;
         // Every 10 ms for one second: one admission per 100 ms.
@@ -253,7 +243,7 @@ mod tests {
 
     #[test]
     fn refills_to_full_after_reset() {
-        let q = Quota::per_minute(100).unwrap();
+        let q = Quota::per_minute(nz(100));
         let b = Bucket::new();
         let mut last = None;
         for _ in 0..100 {
@@ -272,7 +262,7 @@ mod tests {
 
     #[test]
     fn time_going_backwards_only_denies_more() {
-        let q = Quota::per_second(1).unwrap();
+        let q = Quota::per_second(nz(1)).unwrap();
         let b = Bucket::new();
         assert!(b.check(&q, 10 * SEC).allowed);
         let d = b.check(&q, 5 * SEC);
@@ -283,7 +273,7 @@ mod tests {
 
     #[test]
     fn denies_at_the_end_of_time() {
-        let q = Quota::per_second(1).unwrap().with_burst(2).unwrap();
+        let q = Quota::per_second(nz(1)).unwrap().with_burst(2).unwrap();
         let b = Bucket::new();
         // The new TAT would pass u64::MAX: denied, with no panic.
         let now = u64::MAX - 1;
@@ -330,7 +320,7 @@ mod tests {
 
     #[test]
     fn key_buckets_are_independent() {
-        let q = Quota::per_second(1).unwrap();
+        let q = Quota::per_second(nz(1)).unwrap();
         let slot = KeyBuckets::new(3);
         assert_eq!(slot.len(), 3);
         assert!(!slot.is_empty());

@@ -1,14 +1,15 @@
-//! Rate-limit slots looked up by key id, for callers without a cache beside
-//! which to keep them.
+//! Rate-limit state looked up by key id, for callers with no slot of their
+//! own beside a cached key record.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use parking_lot::{RwLock, RwLockWriteGuard};
 
-use super::KeyBuckets;
+use super::{Decision, KeyBuckets, LimiterUnavailable, Quota};
 
 const SHARDS: usize = 32;
 
@@ -20,36 +21,15 @@ type Shard = RwLock<HashMap<Box<str>, Arc<KeyBuckets>>>;
 /// keys rarely meet. Entries are created on first use and dropped by
 /// [`evict_idle`](Self::evict_idle) once all their buckets are full again, so
 /// memory stays bounded by the keys active within roughly one quota period.
-///
-/// ```
-/// use keygate::{Clock, KeyedBuckets, LocalRateLimiter, ManualClock, Quota};
-/// use std::sync::Arc;
-/// use std::time::Duration;
-///
-/// let clock = ManualClock::new();
-/// let limiter = LocalRateLimiter::new(Arc::new(clock.clone()));
-/// let slots = KeyedBuckets::new();
-/// let quota = Quota::per_second(10)?;
-///
-/// let slot = slots.get_or_insert("key_a", 1);
-/// assert!(limiter.check_now(&slot, 0, &quota).unwrap().allowed);
-/// drop(slot);
-/// assert_eq!(slots.len(), 1);
-///
-/// clock.advance(Duration::from_secs(1));
-/// assert_eq!(slots.evict_idle(clock.monotonic_nanos()), 1);
-/// assert!(slots.is_empty());
-/// # Ok::<(), keygate::QuotaError>(())
-/// ```
 #[derive(Debug)]
-pub struct KeyedBuckets {
+pub(crate) struct KeyedBuckets {
     hasher: RandomState,
     shards: Box<[Shard]>,
 }
 
 impl KeyedBuckets {
     /// An empty map.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
@@ -67,7 +47,7 @@ impl KeyedBuckets {
     ///
     /// An existing slot is returned as it is, even if it was created with a
     /// different number of classes.
-    pub fn get_or_insert(&self, key_id: &str, n_classes: usize) -> Arc<KeyBuckets> {
+    pub(crate) fn get_or_insert(&self, key_id: &str, n_classes: usize) -> Arc<KeyBuckets> {
         let shard = self.shard(key_id);
         if let Some(slot) = shard.read().get(key_id) {
             return Arc::clone(slot);
@@ -80,12 +60,12 @@ impl KeyedBuckets {
     }
 
     /// The slot for `key_id`, if there is one.
-    pub fn get(&self, key_id: &str) -> Option<Arc<KeyBuckets>> {
+    pub(crate) fn get(&self, key_id: &str) -> Option<Arc<KeyBuckets>> {
         self.shard(key_id).read().get(key_id).cloned()
     }
 
     /// Drops the slot for `key_id` (e.g. once the key is revoked), returning it.
-    pub fn remove(&self, key_id: &str) -> Option<Arc<KeyBuckets>> {
+    pub(crate) fn remove(&self, key_id: &str) -> Option<Arc<KeyBuckets>> {
         self.shard(key_id).write().remove(key_id)
     }
 
@@ -95,7 +75,7 @@ impl KeyedBuckets {
     /// A slot is kept while anyone else still holds its `Arc`, so a check in
     /// progress is never lost to a concurrent eviction. Run this periodically
     /// (e.g. once per longest quota period); it locks one shard at a time.
-    pub fn evict_idle(&self, now_nanos: u64) -> usize {
+    pub(crate) fn evict_idle(&self, now_nanos: u64) -> usize {
         let mut evicted = 0;
         for shard in self.shards.iter() {
             let mut map = shard.write();
@@ -107,12 +87,14 @@ impl KeyedBuckets {
     }
 
     /// The number of keys with a slot.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.read().len()).sum()
     }
 
     /// Whether no key has a slot.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.shards.iter().all(|s| s.read().is_empty())
     }
 }
@@ -123,10 +105,124 @@ impl Default for KeyedBuckets {
     }
 }
 
+/// The most operation classes [`ClassBuckets`] keeps state for. Profiles have
+/// a handful; the cap keeps memory bounded whatever callers pass.
+pub(crate) const MAX_CLASSES: usize = 64;
+
+/// How many slots are created between two sweeps of idle ones.
+const SWEEP_EVERY: u64 = 1 << 16;
+
+/// Rate-limit state by key id and class name, for limiters the caller hands
+/// no slot: one [`KeyedBuckets`] of one-bucket slots per class.
+///
+/// Each check looks its class up in a short list and its key in that class's
+/// map, creating either on first use. Every [`SWEEP_EVERY`] new slots, the
+/// slots that are idle (full again) are dropped, so memory stays bounded by
+/// the keys in recent use. At most [`MAX_CLASSES`] classes are kept; a check
+/// in a further class is an error rather than unbounded growth.
+#[derive(Debug)]
+pub(crate) struct ClassBuckets {
+    classes: RwLock<Vec<(Box<str>, KeyedBuckets)>>,
+    created: AtomicU64,
+    sweep_every: u64,
+}
+
+impl ClassBuckets {
+    /// No state yet.
+    pub(crate) fn new() -> Self {
+        Self::sweeping_every(SWEEP_EVERY)
+    }
+
+    /// Sweeps idle slots once every `created` new ones.
+    pub(crate) fn sweeping_every(created: u64) -> Self {
+        Self {
+            classes: RwLock::new(Vec::new()),
+            created: AtomicU64::new(0),
+            sweep_every: created.max(1),
+        }
+    }
+
+    /// Checks one request by `key_id` in class `class` at monotonic time
+    /// `now_nanos` against `quota`, consuming a token if it is admitted.
+    pub(crate) fn check(
+        &self,
+        key_id: &str,
+        class: &str,
+        quota: &Quota,
+        now_nanos: u64,
+    ) -> Result<Decision, LimiterUnavailable> {
+        {
+            let classes = self.classes.read();
+            if let Some(index) = classes.iter().position(|(name, _)| **name == *class) {
+                return self.check_in(&classes, index, key_id, quota, now_nanos);
+            }
+        }
+        let mut classes = self.classes.write();
+        let index = match classes.iter().position(|(name, _)| **name == *class) {
+            Some(index) => index,
+            None if classes.len() >= MAX_CLASSES => return Err(too_many_classes()),
+            None => {
+                classes.push((class.into(), KeyedBuckets::new()));
+                classes.len() - 1
+            }
+        };
+        let classes = RwLockWriteGuard::downgrade(classes);
+        self.check_in(&classes, index, key_id, quota, now_nanos)
+    }
+
+    /// The check in `classes[index]`, under the caller's read lock of the
+    /// class list (which a sweep uses too: taking it again could deadlock).
+    fn check_in(
+        &self,
+        classes: &[(Box<str>, KeyedBuckets)],
+        index: usize,
+        key_id: &str,
+        quota: &Quota,
+        now_nanos: u64,
+    ) -> Result<Decision, LimiterUnavailable> {
+        let slots = &classes[index].1;
+        let slot = match slots.get(key_id) {
+            Some(slot) => slot,
+            None => {
+                let created = self.created.fetch_add(1, Ordering::Relaxed);
+                if created % self.sweep_every == self.sweep_every - 1 {
+                    for (_, slots) in classes {
+                        slots.evict_idle(now_nanos);
+                    }
+                }
+                slots.get_or_insert(key_id, 1)
+            }
+        };
+        // Slots here are made with one bucket, so this never fails.
+        match slot.bucket(0) {
+            Some(bucket) => Ok(bucket.check(quota, now_nanos)),
+            None => Err(LimiterUnavailable::new("rate-limit slot has no bucket")),
+        }
+    }
+
+    /// Drops the state of `key_id` in every class.
+    pub(crate) fn forget(&self, key_id: &str) {
+        for (_, slots) in self.classes.read().iter() {
+            slots.remove(key_id);
+        }
+    }
+
+    /// The number of (key, class) slots held.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.classes.read().iter().map(|(_, s)| s.len()).sum()
+    }
+}
+
+#[cold]
+fn too_many_classes() -> LimiterUnavailable {
+    LimiterUnavailable::new("more operation classes than the local rate limiter keeps (64)")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Quota;
+    use crate::ratelimit::nz;
 
     const SEC: u64 = 1_000_000_000;
 
@@ -145,7 +241,7 @@ mod tests {
     #[test]
     fn remove_drops_state() {
         let slots = KeyedBuckets::new();
-        let q = Quota::per_hour(1).unwrap();
+        let q = Quota::per_hour(nz(1));
         assert!(
             slots
                 .get_or_insert("a", 1)
@@ -178,8 +274,8 @@ mod tests {
     #[test]
     fn evict_idle_keeps_active_keys() {
         let slots = KeyedBuckets::new();
-        let per_sec = Quota::per_second(1).unwrap();
-        let per_min = Quota::per_minute(1).unwrap();
+        let per_sec = Quota::per_second(nz(1)).unwrap();
+        let per_min = Quota::per_minute(nz(1));
         for i in 0..100 {
             let slot = slots.get_or_insert(&format!("fast{i}"), 2);
             let _ = slot.bucket(1).unwrap().check(&per_sec, 0);
@@ -212,7 +308,7 @@ mod tests {
     #[test]
     fn concurrent_get_or_insert_shares_one_slot() {
         let slots = KeyedBuckets::new();
-        let q = Quota::per_hour(1).unwrap().with_burst(10).unwrap();
+        let q = Quota::per_hour(nz(1)).with_burst(10).unwrap();
         let admitted = std::sync::atomic::AtomicU32::new(0);
         std::thread::scope(|s| {
             for _ in 0..4 {
@@ -228,5 +324,108 @@ mod tests {
         });
         assert_eq!(admitted.into_inner(), 10);
         assert_eq!(slots.len(), 1);
+    }
+
+    #[test]
+    fn a_slot_is_evicted_once_idle() {
+        let slots = KeyedBuckets::new();
+        let quota = Quota::per_second(nz(10)).unwrap();
+        let slot = slots.get_or_insert("key_a", 1);
+        assert!(slot.bucket(0).unwrap().check(&quota, 0).allowed);
+        drop(slot);
+        assert_eq!(slots.len(), 1);
+        // Full again one emission interval later.
+        assert_eq!(slots.evict_idle(SEC / 10 - 1), 0);
+        assert_eq!(slots.evict_idle(SEC / 10), 1);
+        assert!(slots.is_empty());
+    }
+
+    #[test]
+    fn class_buckets_keep_keys_and_classes_apart() {
+        let state = ClassBuckets::new();
+        let q = Quota::per_hour(nz(2));
+        for _ in 0..2 {
+            assert!(state.check("a", "send", &q, 0).unwrap().allowed);
+        }
+        let denied = state.check("a", "send", &q, 0).unwrap();
+        assert!(!denied.allowed);
+        assert_eq!(
+            denied.retry_after,
+            Some(std::time::Duration::from_secs(1800))
+        );
+        // Another class of the same key, and the same class of another key.
+        assert_eq!(state.check("a", "read", &q, 0).unwrap().remaining, 1);
+        assert_eq!(state.check("b", "send", &q, 0).unwrap().remaining, 1);
+        assert_eq!(state.len(), 3);
+
+        state.forget("a");
+        assert_eq!(state.len(), 1);
+        assert_eq!(state.check("a", "send", &q, 0).unwrap().remaining, 1);
+        state.forget("nobody");
+        assert_eq!(state.len(), 2);
+    }
+
+    #[test]
+    fn class_buckets_refuse_classes_beyond_the_cap() {
+        let state = ClassBuckets::new();
+        let q = Quota::per_hour(nz(1));
+        for i in 0..MAX_CLASSES {
+            assert!(state.check("k", &format!("c{i}"), &q, 0).unwrap().allowed);
+        }
+        let err = state.check("k", "one_more", &q, 0).unwrap_err();
+        assert!(err.reason().contains("operation classes"), "{err}");
+        // Known classes still work, with their state.
+        assert!(!state.check("k", "c0", &q, 0).unwrap().allowed);
+        assert!(state.check("other", "c63", &q, 0).unwrap().allowed);
+    }
+
+    #[test]
+    fn class_buckets_sweep_idle_slots_as_new_ones_come() {
+        let state = ClassBuckets::sweeping_every(4);
+        let per_sec = Quota::per_second(nz(1)).unwrap();
+        let per_hour = Quota::per_hour(nz(1));
+        // Three new slots: one that refills within a second, two that do not.
+        let _ = state.check("fast", "read", &per_sec, 0).unwrap();
+        let _ = state.check("slow", "read", &per_hour, 0).unwrap();
+        let _ = state.check("slow", "write", &per_hour, 0).unwrap();
+        // Checks of existing slots create nothing and sweep nothing.
+        for _ in 0..10 {
+            let _ = state.check("fast", "read", &per_sec, 0).unwrap();
+        }
+        assert_eq!(state.len(), 3);
+        // The fourth new slot sweeps first: "fast" is idle a second later.
+        let _ = state.check("new", "read", &per_sec, SEC).unwrap();
+        assert_eq!(state.len(), 3);
+        // The sweep kept the state of keys still in use.
+        assert!(!state.check("slow", "read", &per_hour, SEC).unwrap().allowed);
+        assert_eq!(
+            state
+                .check("fast", "read", &per_sec, SEC)
+                .unwrap()
+                .remaining,
+            0
+        );
+    }
+
+    #[test]
+    fn class_buckets_admit_exactly_the_burst_under_contention() {
+        let state = ClassBuckets::sweeping_every(1);
+        let q = Quota::per_hour(nz(10)).with_burst(25).unwrap();
+        let admitted = std::sync::atomic::AtomicU32::new(0);
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let (state, q, admitted) = (&state, &q, &admitted);
+                s.spawn(move || {
+                    for i in 0..50 {
+                        // New classes and keys, and sweeps, while others check.
+                        let _ = state.check(&format!("k{t}_{i}"), "other", q, 0);
+                        if state.check("shared", "send", q, 0).unwrap().allowed {
+                            admitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(admitted.into_inner(), 25);
     }
 }

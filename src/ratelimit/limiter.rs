@@ -2,13 +2,16 @@
 
 use std::borrow::Cow;
 
-use super::{Decision, KeyBuckets, Quota};
+use super::{Decision, Quota};
 
 /// A limiter's state could not be read or updated, so no decision was made.
 ///
-/// Returned by shared limiters whose backend cannot be reached, and by any
-/// limiter asked about an operation class its slot does not have. Whether to
-/// fail open or closed on this error is the caller's policy.
+/// Returned by shared limiters whose backend cannot be reached, and by a
+/// limiter that cannot keep state for the request (such as a
+/// [`LocalRateLimiter`](super::LocalRateLimiter) asked about more operation
+/// classes than it keeps). Whether to fail open or closed on this error is
+/// the caller's policy; [`ApiKeys`](crate::ApiKeys) fails closed, with
+/// [`AuthError::Unavailable`](crate::AuthError::Unavailable).
 ///
 /// ```
 /// use keygate::LimiterUnavailable;
@@ -40,44 +43,52 @@ impl LimiterUnavailable {
 
 /// Decides whether a request made with an API key is within its quota.
 ///
-/// [`LocalRateLimiter`](super::LocalRateLimiter) keeps state in the
-/// [`KeyBuckets`] slot the caller holds beside its cached key record; a shared
-/// limiter (e.g. one backed by Redis, for many service instances) may instead
-/// key its state by `key_id` and `class_name` and ignore the slot.
+/// A limiter keeps its own state, by key and operation class: the caller
+/// names both and passes the quota that applies, and the limiter answers
+/// with a [`Decision`], consuming a token if the request is admitted.
+/// [`ApiKeys`](crate::ApiKeys) uses an in-process
+/// [`LocalRateLimiter`](super::LocalRateLimiter) unless given another with
+/// [`ApiKeysBuilder::rate_limiter`](crate::ApiKeysBuilder::rate_limiter),
+/// e.g. a `RedisRateLimiter` (feature `redis`) that shares each key's quota
+/// between service instances.
 ///
 /// ```
-/// use keygate::{KeyBuckets, LocalRateLimiter, ManualClock, Quota, RateLimiter};
+/// use keygate::{LocalRateLimiter, ManualClock, Quota, RateLimiter};
+/// use std::num::NonZeroU32;
 /// use std::sync::Arc;
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let limiter: Arc<dyn RateLimiter> = Arc::new(LocalRateLimiter::new(Arc::new(ManualClock::new())));
-/// let slot = KeyBuckets::new(1);
-/// let quota = Quota::per_minute(1)?;
-/// let first = limiter.check("key_123", &slot, 0, "default", &quota).await.unwrap();
-/// let second = limiter.check("key_123", &slot, 0, "default", &quota).await.unwrap();
+/// let quota = Quota::per_minute(NonZeroU32::MIN); // one per minute
+/// let first = limiter.check("key_123", "default", &quota).await.unwrap();
+/// let second = limiter.check("key_123", "default", &quota).await.unwrap();
 /// assert!(first.allowed && !second.allowed);
-/// assert!(limiter.check("key_123", &slot, 1, "missing", &quota).await.is_err());
-/// # Ok::<(), keygate::QuotaError>(())
-/// # }).unwrap();
+///
+/// // Forgetting the key (e.g. once it is revoked) drops its state.
+/// limiter.forget("key_123");
+/// assert!(limiter.check("key_123", "default", &quota).await.unwrap().allowed);
+/// # });
 /// ```
 #[async_trait::async_trait]
 pub trait RateLimiter: Send + Sync + std::fmt::Debug {
-    /// Checks one request by key `key_id` in operation class `class_index`
-    /// (named `class_name`) against `quota`, consuming a token if admitted.
+    /// Checks one request by key `key_id` in the operation class named
+    /// `class` against `quota`, consuming a token if it is admitted.
     ///
-    /// `slot` is the key's local state; `class_index` must be below
-    /// `slot.len()` for limiters that use it.
+    /// `key_id` is the key's rate-limit identity. [`ApiKeys`](crate::ApiKeys)
+    /// passes its lineage ([`KeyRecord::lineage`](crate::store::KeyRecord::lineage())):
+    /// the id of the first key of its rotation chain, so that rotating a key
+    /// or resetting its secret keeps its buckets. `class` is a class name of
+    /// the profile's [`RatePolicy`](super::RatePolicy), and `quota` the one
+    /// that applies to this key in that class (its own override, or the
+    /// class's).
     async fn check(
         &self,
         key_id: &str,
-        slot: &KeyBuckets,
-        class_index: usize,
-        class_name: &str,
+        class: &str,
         quota: &Quota,
     ) -> Result<Decision, LimiterUnavailable>;
 
-    /// Drops any state held for `key_id`, e.g. once the key is revoked.
-    ///
-    /// A no-op for limiters whose state lives only in the caller's slot.
+    /// Drops any state held for `key_id`, in every class, e.g. once the key
+    /// is revoked.
     fn forget(&self, key_id: &str);
 }

@@ -1,17 +1,16 @@
 //! Per-key rate limiting.
 //!
 //! This module decides whether a request made with an API key fits that key's
-//! [`Quota`] for an operation class, using the generic cell rate algorithm
-//! (GCRA): each key keeps one [`Bucket`] per class — a single atomic word
-//! holding a theoretical arrival time — inside a [`KeyBuckets`] slot that the
-//! service stores beside its cached key record, and [`LocalRateLimiter`]
-//! checks it lock-free against a [`Clock`](crate::Clock), returning a
-//! [`Decision`] with everything the `RateLimit-*` and `Retry-After` headers
-//! need. The [`RateLimiter`] trait is the seam for limiters shared between
-//! service instances; [`KeyedBuckets`] holds slots by key id for callers with
-//! no cache of their own. Nothing here does I/O, except the Redis-backed
-//! `RedisRateLimiter` (feature `redis`), which shares buckets between
-//! instances.
+//! [`Quota`] for an operation class ([`RatePolicy`]), using the generic cell
+//! rate algorithm (GCRA): each key keeps, per class, a single atomic word
+//! holding a theoretical arrival time, which [`LocalRateLimiter`] checks
+//! lock-free against a [`Clock`](crate::Clock), returning a [`Decision`] with
+//! everything the `RateLimit-*` and `Retry-After` headers need.
+//! [`ApiKeys`](crate::ApiKeys) keeps those words beside its cached key
+//! records, so a check needs no map lookup. The [`RateLimiter`] trait is the
+//! seam for limiters shared between service instances. Nothing here does
+//! I/O, except the Redis-backed `RedisRateLimiter` (feature `redis`), which
+//! shares buckets between instances.
 
 mod decision;
 mod gcra;
@@ -19,16 +18,24 @@ mod keyed;
 mod limiter;
 mod local;
 mod policy;
+#[cfg(test)]
+mod props;
 mod quota;
 #[cfg(feature = "redis")]
 mod redis;
 
 #[cfg(feature = "redis")]
-pub use self::redis::{RedisFailure, RedisRateLimiter, RedisRateLimiterBuilder};
+pub use self::redis::{RedisConnectError, RedisFailure, RedisRateLimiter, RedisRateLimiterBuilder};
 pub use decision::Decision;
-pub use gcra::{Bucket, KeyBuckets};
-pub use keyed::KeyedBuckets;
+pub(crate) use gcra::KeyBuckets;
+pub(crate) use keyed::KeyedBuckets;
 pub use limiter::{LimiterUnavailable, RateLimiter};
 pub use local::LocalRateLimiter;
 pub use policy::{OpClass, RatePolicy};
 pub use quota::{Quota, QuotaError};
+
+/// `n` as a [`NonZeroU32`](std::num::NonZeroU32), for tests.
+#[cfg(test)]
+pub(crate) fn nz(n: u32) -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::new(n).expect("a non-zero limit")
+}

@@ -35,15 +35,20 @@ impl OpClass {
 /// ```
 /// use keygate::ratelimit::RatePolicy;
 /// use keygate::Quota;
+/// use std::num::NonZeroU32;
+///
+/// // Constants, so a zero limit would not compile.
+/// const READ: NonZeroU32 = NonZeroU32::new(100).unwrap();
+/// const WRITE: NonZeroU32 = NonZeroU32::new(30).unwrap();
+/// const SEND: NonZeroU32 = NonZeroU32::new(10).unwrap();
 ///
 /// let policy = RatePolicy::new()
-///     .method_class("read", Quota::per_minute(100)?, ["GET", "HEAD"])
-///     .method_class("write", Quota::per_minute(30)?, ["POST", "PUT", "PATCH", "DELETE"])
-///     .class("send", Quota::per_minute(10)?);
+///     .method_class("read", Quota::per_minute(READ), ["GET", "HEAD"])
+///     .method_class("write", Quota::per_minute(WRITE), ["POST", "PUT", "PATCH", "DELETE"])
+///     .class("send", Quota::per_minute(SEND));
 /// assert_eq!(policy.class_for_method("get"), policy.index_of("read"));
 /// assert_eq!(policy.class_for_method("DELETE"), policy.index_of("write"));
 /// assert_eq!(policy.get(policy.index_of("send").unwrap()).unwrap().quota().limit(), 10);
-/// # Ok::<(), keygate::QuotaError>(())
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RatePolicy {
@@ -113,11 +118,13 @@ impl RatePolicy {
     ///
     /// ```
     /// use keygate::{Quota, RatePolicy};
+    /// use std::num::NonZeroU32;
+    ///
+    /// let (read, write) = (NonZeroU32::new(100).unwrap(), NonZeroU32::new(30).unwrap());
     /// let policy = RatePolicy::new()
-    ///     .method_class("read", Quota::per_minute(100)?, ["GET"])
-    ///     .method_class("write", Quota::per_minute(30)?, ["POST"]);
+    ///     .method_class("read", Quota::per_minute(read), ["GET"])
+    ///     .method_class("write", Quota::per_minute(write), ["POST"]);
     /// assert_eq!(policy.class_for_method("PROPFIND"), policy.index_of("write"));
-    /// # Ok::<(), keygate::QuotaError>(())
     /// ```
     pub fn class_for_method(&self, method: &str) -> Option<usize> {
         let named = |m: &str| {
@@ -159,10 +166,11 @@ impl RatePolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ratelimit::nz;
 
     #[test]
     fn duplicates_are_reported() {
-        let q = Quota::per_minute(1).unwrap();
+        let q = Quota::per_minute(nz(1));
         let p = RatePolicy::new().class("a", q).class("a", q);
         assert_eq!(p.duplicate(), Some("a"));
         let p = RatePolicy::new()
@@ -181,8 +189,8 @@ mod tests {
 
     #[test]
     fn a_star_class_catches_unnamed_methods() {
-        let q = Quota::per_minute(1).unwrap();
-        let slow = Quota::per_hour(1).unwrap();
+        let q = Quota::per_minute(nz(1));
+        let slow = Quota::per_hour(nz(1));
         let p = RatePolicy::new()
             .method_class("slow", slow, ["POST"])
             .method_class("rest", q, ["GET", "*"]);

@@ -1,5 +1,6 @@
 //! Rate-limit quotas: how many requests, over what period, with what burst.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize, Serializer};
@@ -48,22 +49,33 @@ pub enum QuotaError {
 /// Serialized as `{"limit": u32, "period_ms": u64, "burst": u32}`;
 /// deserializing validates the values and treats a missing `burst` as `limit`.
 ///
+/// [`per_minute`](Self::per_minute) and [`per_hour`](Self::per_hour) take a
+/// [`NonZeroU32`] and cannot fail; [`per_second`](Self::per_second) refuses
+/// more than 10^9 per second; [`new`](Self::new) takes any limit and period
+/// and says what is wrong with them.
+///
 /// ```
-/// use keygate::Quota;
+/// use keygate::{Quota, QuotaError};
+/// use std::num::NonZeroU32;
 /// use std::time::Duration;
 ///
-/// let quota = Quota::per_minute(100)?.with_burst(10)?;
+/// // Checked when the program is compiled.
+/// const HUNDRED: NonZeroU32 = NonZeroU32::new(100).unwrap();
+///
+/// let quota = Quota::per_minute(HUNDRED).with_burst(10)?;
 /// assert_eq!(quota.limit(), 100);
 /// assert_eq!(quota.period(), Duration::from_secs(60));
 /// assert_eq!(quota.burst(), 10);
 /// assert_eq!(quota.emission_interval(), Duration::from_millis(600));
 ///
-/// assert!(Quota::per_second(0).is_err());
+/// // Limits read at run time go through `new`.
+/// let limit: u32 = "0".parse().unwrap();
+/// assert_eq!(Quota::new(limit, Duration::from_secs(60)), Err(QuotaError::ZeroLimit));
 ///
 /// let json = r#"{"limit": 5, "period_ms": 1000, "burst": 20}"#;
 /// let parsed: Quota = serde_json::from_str(json).unwrap();
-/// assert_eq!(parsed, Quota::per_second(5)?.with_burst(20)?);
-/// # Ok::<(), keygate::QuotaError>(())
+/// assert_eq!(parsed, Quota::new(5, Duration::from_secs(1))?.with_burst(20)?);
+/// # Ok::<(), QuotaError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "QuotaRepr")]
@@ -84,7 +96,8 @@ impl Quota {
     /// fits in leap years too. Longer periods are refused.
     pub const MAX_PERIOD: Duration = Duration::from_secs(366 * 24 * 60 * 60);
 
-    /// `limit` requests per `period`, with a burst of `limit`.
+    /// `limit` requests per `period`, with a burst of `limit`; for limits and
+    /// periods that come from configuration or requests, checked here.
     ///
     /// ```
     /// use keygate::{Quota, QuotaError};
@@ -99,19 +112,64 @@ impl Quota {
         Self::build(limit, period, limit)
     }
 
-    /// `limit` requests per second.
-    pub fn per_second(limit: u32) -> Result<Self, QuotaError> {
-        Self::new(limit, Duration::from_secs(1))
+    /// `limit` requests per second, with a burst of `limit`.
+    ///
+    /// Unlike [`per_minute`](Self::per_minute) and
+    /// [`per_hour`](Self::per_hour) this can fail: a limit above 10^9 (more
+    /// than one request per nanosecond, faster than the limiter counts) is
+    /// refused with [`QuotaError::ZeroEmissionInterval`] rather than rounded
+    /// to a different rate. Every limit up to 10^9 is accepted.
+    ///
+    /// ```
+    /// use keygate::{Quota, QuotaError};
+    /// use std::num::NonZeroU32;
+    /// use std::time::Duration;
+    ///
+    /// let q = Quota::per_second(NonZeroU32::new(4).unwrap())?;
+    /// assert_eq!(q.emission_interval(), Duration::from_millis(250));
+    /// assert_eq!(
+    ///     Quota::per_second(NonZeroU32::MAX),
+    ///     Err(QuotaError::ZeroEmissionInterval)
+    /// );
+    /// # Ok::<(), QuotaError>(())
+    /// ```
+    pub fn per_second(limit: NonZeroU32) -> Result<Self, QuotaError> {
+        Self::new(limit.get(), Duration::from_secs(1))
     }
 
-    /// `limit` requests per minute.
-    pub fn per_minute(limit: u32) -> Result<Self, QuotaError> {
-        Self::new(limit, Duration::from_secs(60))
+    /// `limit` requests per minute, with a burst of `limit`.
+    ///
+    /// Every non-zero limit is a valid rate per minute, so this cannot fail.
+    pub fn per_minute(limit: NonZeroU32) -> Self {
+        Self::per_long_period(limit, Duration::from_secs(60))
     }
 
-    /// `limit` requests per hour.
-    pub fn per_hour(limit: u32) -> Result<Self, QuotaError> {
-        Self::new(limit, Duration::from_secs(3600))
+    /// `limit` requests per hour, with a burst of `limit`.
+    ///
+    /// Every non-zero limit is a valid rate per hour, so this cannot fail.
+    pub fn per_hour(limit: NonZeroU32) -> Self {
+        Self::per_long_period(limit, Duration::from_secs(3600))
+    }
+
+    /// `limit` per `period` with a burst of `limit`, for a `period` of at
+    /// least `u32::MAX` nanoseconds (4.3 s) and at most
+    /// [`MAX_PERIOD`](Self::MAX_PERIOD): every non-zero limit then gives an
+    /// interval of at least one nanosecond, and the tolerance
+    /// (`interval * limit`, less than `period + limit`) fits in a `u64`, so
+    /// none of the checks in `build` can fail.
+    fn per_long_period(limit: NonZeroU32, period: Duration) -> Self {
+        debug_assert!(period.as_nanos() >= u128::from(u32::MAX) && period <= Self::MAX_PERIOD);
+        let limit = limit.get();
+        // At most MAX_PERIOD, about 3.2e16 ns.
+        let period_nanos = period.as_nanos() as u64;
+        let interval_nanos = period_nanos.div_ceil(u64::from(limit));
+        Self {
+            limit,
+            burst: limit,
+            period,
+            interval_nanos,
+            tolerance_nanos: interval_nanos * u64::from(limit),
+        }
     }
 
     /// The same rate, admitting up to `burst` requests at once instead of `limit`.
@@ -230,30 +288,58 @@ impl Serialize for Quota {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ratelimit::nz;
 
     #[test]
     fn constructors() {
-        let q = Quota::per_second(10).unwrap();
+        let q = Quota::per_second(nz(10)).unwrap();
         assert_eq!((q.limit(), q.burst()), (10, 10));
         assert_eq!(q.period(), Duration::from_secs(1));
         assert_eq!(q.interval_nanos(), 100_000_000);
         assert_eq!(q.tolerance_nanos(), 1_000_000_000);
 
-        let q = Quota::per_minute(100).unwrap();
+        let q = Quota::per_minute(nz(100));
         assert_eq!(q.emission_interval(), Duration::from_millis(600));
 
-        let q = Quota::per_hour(3600).unwrap().with_burst(5).unwrap();
+        let q = Quota::per_hour(nz(3600)).with_burst(5).unwrap();
         assert_eq!(q.emission_interval(), Duration::from_secs(1));
         assert_eq!(q.burst(), 5);
         assert_eq!(q.tolerance_nanos(), 5_000_000_000);
     }
 
     #[test]
+    fn infallible_constructors_match_new() {
+        for limit in [1, 7, 100, 3600, 1_000_000_000, u32::MAX - 1, u32::MAX] {
+            let n = nz(limit);
+            assert_eq!(
+                Ok(Quota::per_minute(n)),
+                Quota::new(limit, Duration::from_secs(60)),
+                "{limit}/min"
+            );
+            assert_eq!(
+                Ok(Quota::per_hour(n)),
+                Quota::new(limit, Duration::from_secs(3600)),
+                "{limit}/h"
+            );
+        }
+        // The fastest rates per minute and per hour: 14 ns and 839 ns
+        // between requests, rounded up, with a tolerance that fits.
+        let q = Quota::per_minute(NonZeroU32::MAX);
+        assert_eq!(q.interval_nanos(), 14);
+        assert_eq!(q.tolerance_nanos(), 14 * u64::from(u32::MAX));
+        assert!(u128::from(q.interval_nanos()) * u128::from(u32::MAX) >= q.period().as_nanos());
+        assert_eq!(Quota::per_hour(NonZeroU32::MAX).interval_nanos(), 839);
+    }
+
+    #[test]
     fn validation() {
-        assert_eq!(Quota::per_second(0), Err(QuotaError::ZeroLimit));
+        assert_eq!(
+            Quota::new(0, Duration::from_secs(1)),
+            Err(QuotaError::ZeroLimit)
+        );
         assert_eq!(Quota::new(1, Duration::ZERO), Err(QuotaError::ZeroPeriod));
         assert_eq!(
-            Quota::per_second(1).unwrap().with_burst(0),
+            Quota::per_second(nz(1)).unwrap().with_burst(0),
             Err(QuotaError::ZeroBurst)
         );
         // 1 ns / 2 rounds down to zero.
@@ -263,12 +349,12 @@ mod tests {
         );
         // u32::MAX per second is under a nanosecond apart.
         assert_eq!(
-            Quota::per_second(u32::MAX),
+            Quota::per_second(NonZeroU32::MAX),
             Err(QuotaError::ZeroEmissionInterval)
         );
-        assert!(Quota::per_second(1_000_000_000).is_ok());
+        assert!(Quota::per_second(nz(1_000_000_000)).is_ok());
         assert_eq!(
-            Quota::per_second(1_000_000_001),
+            Quota::per_second(nz(1_000_000_001)),
             Err(QuotaError::ZeroEmissionInterval)
         );
         assert_eq!(Quota::new(1, Duration::MAX), Err(QuotaError::PeriodTooLong));
@@ -289,7 +375,7 @@ mod tests {
             Err(QuotaError::BurstToleranceOverflow)
         );
         assert_eq!(
-            Quota::per_second(1_000_000_000)
+            Quota::per_second(nz(1_000_000_000))
                 .unwrap()
                 .with_burst(u32::MAX)
                 .map(|q| q.burst()),
@@ -300,17 +386,22 @@ mod tests {
     #[test]
     fn intervals_round_up_so_the_rate_never_exceeds_the_limit() {
         // 60 s / 7 = 8_571_428_571.4 ns.
-        let q = Quota::per_minute(7).unwrap();
+        let q = Quota::per_minute(nz(7));
         assert_eq!(q.interval_nanos(), 8_571_428_572);
         assert!(u128::from(q.interval_nanos()) * 7 >= q.period().as_nanos());
         // Just above 5e8/s the exact interval is just under 2 ns: 2 ns, not 1.
-        let q = Quota::per_second(500_000_001).unwrap();
+        let q = Quota::per_second(nz(500_000_001)).unwrap();
         assert_eq!(q.interval_nanos(), 2);
-        let q = Quota::per_second(600_000_000).unwrap();
+        let q = Quota::per_second(nz(600_000_000)).unwrap();
         assert_eq!(q.interval_nanos(), 2);
-        assert_eq!(Quota::per_second(500_000_000).unwrap().interval_nanos(), 2);
         assert_eq!(
-            Quota::per_second(1_000_000_000).unwrap().interval_nanos(),
+            Quota::per_second(nz(500_000_000)).unwrap().interval_nanos(),
+            2
+        );
+        assert_eq!(
+            Quota::per_second(nz(1_000_000_000))
+                .unwrap()
+                .interval_nanos(),
             1
         );
         assert_eq!(
@@ -339,7 +430,7 @@ mod tests {
 
     #[test]
     fn serde_round_trip() {
-        let q = Quota::per_minute(100).unwrap().with_burst(7).unwrap();
+        let q = Quota::per_minute(nz(100)).with_burst(7).unwrap();
         let json = serde_json::to_string(&q).unwrap();
         assert_eq!(json, r#"{"limit":100,"period_ms":60000,"burst":7}"#);
         let back: Quota = serde_json::from_str(&json).unwrap();
@@ -349,7 +440,7 @@ mod tests {
     #[test]
     fn serde_burst_defaults_to_limit() {
         let q: Quota = serde_json::from_str(r#"{"limit":5,"period_ms":1000}"#).unwrap();
-        assert_eq!(q, Quota::per_second(5).unwrap());
+        assert_eq!(q, Quota::per_second(nz(5)).unwrap());
     }
 
     #[test]

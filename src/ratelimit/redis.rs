@@ -2,7 +2,7 @@
 //!
 //! [`RedisRateLimiter`] runs the same GCRA as the in-process
 //! [`LocalRateLimiter`], with the theoretical arrival time of each bucket kept
-//! in Redis instead of the caller's slot, so every instance of a service
+//! in Redis instead of process memory, so every instance of a service
 //! draws on one quota per key and class. A decision is one round trip: one
 //! `EVALSHA` of a Lua script that reads the bucket, decides with the Redis
 //! server's clock (`TIME`, so instances need no clock agreement) and, on
@@ -19,8 +19,8 @@ use parking_lot::RwLock;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, RedisError, Script};
 
-use super::{Decision, KeyBuckets, LimiterUnavailable, LocalRateLimiter, Quota, RateLimiter};
-use crate::{Clock, ConfigError, SystemClock};
+use super::{Decision, LimiterUnavailable, LocalRateLimiter, Quota, RateLimiter};
+use crate::{Clock, SystemClock};
 
 const DEFAULT_PREFIX: &str = "keygate:rl:";
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
@@ -32,7 +32,7 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
 const MAX_REMEMBERED_CLASSES: usize = 64;
 const NANOS_PER_SEC: u64 = 1_000_000_000;
 
-/// The GCRA of [`Bucket::check`](super::Bucket::check), in Lua.
+/// The GCRA of the in-process bucket (`gcra::Bucket::check`), in Lua.
 ///
 /// Lua numbers are doubles, exact only up to 2^53, and nanoseconds since the
 /// epoch are beyond that, so every time is a pair (whole seconds,
@@ -102,10 +102,40 @@ pub enum RedisFailure {
     /// default: an outage never lifts the limits.
     #[default]
     FailClosed,
-    /// Decide with a [`LocalRateLimiter`] on the request's own slot: each
-    /// process enforces the full quota by itself until Redis answers again,
-    /// so a fleet of `n` instances admits up to `n` times the quota meanwhile.
+    /// Decide in this process, as a [`LocalRateLimiter`] would, on buckets
+    /// the limiter keeps by key and class for the purpose (those full again
+    /// are dropped as new ones are made): each process enforces the full
+    /// quota by itself until Redis answers again, so a fleet of `n`
+    /// instances admits up to `n` times the quota meanwhile.
     FallBackToLocal,
+}
+
+/// Why [`RedisRateLimiter::connect`] (or [`RedisRateLimiterBuilder::connect`])
+/// returned no limiter.
+///
+/// Redis being unreachable is not among them: the limiter is returned anyway
+/// and keeps trying to connect in the background, applying its
+/// [`RedisFailure`] policy meanwhile.
+///
+/// ```
+/// use keygate::{RedisConnectError, RedisRateLimiter};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let err = RedisRateLimiter::connect("http://127.0.0.1/").await.unwrap_err();
+/// assert!(matches!(err, RedisConnectError::InvalidConnectionInfo(_)));
+/// # });
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisConnectError {
+    /// The URL or connection info could not be parsed, or names a scheme
+    /// the `redis` crate does not support.
+    #[error("invalid redis connection info: {0}")]
+    InvalidConnectionInfo(#[source] RedisError),
+    /// Called outside a Tokio runtime, which the limiter needs for its
+    /// connection and for reconnecting in the background.
+    #[error("a redis rate limiter must be connected inside a tokio runtime")]
+    NoRuntime,
 }
 
 /// A [`RateLimiter`] whose buckets live in Redis, shared by every service
@@ -133,7 +163,7 @@ pub enum RedisFailure {
 ///
 /// Decisions read the Redis server's wall clock, so service instances need
 /// not agree on the time. If that clock is stepped back, buckets only deny
-/// more (as [`Bucket`](crate::Bucket) does with a clock that runs backwards);
+/// more (as [`LocalRateLimiter`]'s do with a clock that runs backwards);
 /// if it is stepped forward, buckets refill early by that much.
 ///
 /// # When Redis cannot be reached
@@ -143,9 +173,9 @@ pub enum RedisFailure {
 /// [`FailClosed`](RedisFailure::FailClosed), which reports
 /// [`LimiterUnavailable`] (so [`ApiKeys::verify_for`](crate::ApiKeys::verify_for)
 /// answers [`AuthError::Unavailable`](crate::AuthError::Unavailable), 503);
-/// or [`FallBackToLocal`](RedisFailure::FallBackToLocal), which decides with a
-/// [`LocalRateLimiter`] on the request's slot, i.e. per-process limits until
-/// Redis answers again. The connection manager reconnects by itself; a
+/// or [`FallBackToLocal`](RedisFailure::FallBackToLocal), which decides in
+/// this process on local buckets, i.e. per-process limits until Redis
+/// answers again. The connection manager reconnects by itself; a
 /// limiter made by [`RedisRateLimiterBuilder::connect`] while Redis is down
 /// keeps trying to connect in the background and starts using Redis as soon
 /// as it succeeds.
@@ -185,6 +215,7 @@ struct Inner {
     prefix: String,
     timeout: Duration,
     on_failure: RedisFailure,
+    /// Decides for [`RedisFailure::FallBackToLocal`], on its own buckets.
     local: LocalRateLimiter,
     /// Class names seen by `check`, so `forget` knows which keys to delete.
     classes: RwLock<Vec<Box<str>>>,
@@ -261,17 +292,14 @@ impl RedisRateLimiterBuilder {
     /// the limiter is returned anyway: its checks follow the failure policy
     /// while it keeps trying to connect in the background (for as long as a
     /// clone of it exists). Fails only for an invalid URL or when called
-    /// outside a Tokio runtime.
+    /// outside a Tokio runtime; see [`RedisConnectError`].
     pub async fn connect(
         self,
         info: impl IntoConnectionInfo,
-    ) -> Result<RedisRateLimiter, ConfigError> {
-        let client = Client::open(info)
-            .map_err(|e| ConfigError::Invalid(format!("redis connection info: {e}")))?;
+    ) -> Result<RedisRateLimiter, RedisConnectError> {
+        let client = Client::open(info).map_err(RedisConnectError::InvalidConnectionInfo)?;
         if tokio::runtime::Handle::try_current().is_err() {
-            return Err(ConfigError::Invalid(
-                "RedisRateLimiter::connect must be called inside a tokio runtime".into(),
-            ));
+            return Err(RedisConnectError::NoRuntime);
         }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(self.connect_timeout)
@@ -370,7 +398,7 @@ impl RedisRateLimiter {
     /// Connects to the Redis at `url` with the default settings: key prefix
     /// `keygate:rl:`, 50 ms timeout, [`RedisFailure::FailClosed`]. See
     /// [`RedisRateLimiterBuilder::connect`].
-    pub async fn connect(url: &str) -> Result<Self, ConfigError> {
+    pub async fn connect(url: &str) -> Result<Self, RedisConnectError> {
         Self::builder().connect(url).await
     }
 
@@ -398,7 +426,7 @@ impl RedisRateLimiter {
     ///     .connect("redis://127.0.0.1:6379/")
     ///     .await?;
     /// assert_eq!(limiter.key_for("key_01", "send"), "keygate:rl:{key_01}:send");
-    /// # Ok::<(), keygate::ConfigError>(())
+    /// # Ok::<(), keygate::RedisConnectError>(())
     /// # }).unwrap();
     /// ```
     pub fn key_for(&self, key_id: &str, class_name: &str) -> String {
@@ -461,7 +489,7 @@ impl RedisRateLimiter {
     }
 
     /// [`RateLimiter::check`] at a given server time instead of `TIME`, to
-    /// compare with [`Bucket::check`](super::Bucket::check) exactly.
+    /// compare with the in-process bucket exactly.
     #[cfg(test)]
     async fn check_at(
         &self,
@@ -516,13 +544,12 @@ impl fmt::Debug for RedisRateLimiter {
 
 #[async_trait::async_trait]
 impl RateLimiter for RedisRateLimiter {
-    /// Takes the decision in Redis, keyed by `key_id` and `class_name`; `slot`
-    /// and `class_index` are used only by [`RedisFailure::FallBackToLocal`].
+    /// Takes the decision in Redis, keyed by `key_id` and `class_name`; or,
+    /// with [`RedisFailure::FallBackToLocal`] while Redis cannot answer, in
+    /// this process.
     async fn check(
         &self,
         key_id: &str,
-        slot: &KeyBuckets,
-        class_index: usize,
         class_name: &str,
         quota: &Quota,
     ) -> Result<Decision, LimiterUnavailable> {
@@ -539,7 +566,7 @@ impl RateLimiter for RedisRateLimiter {
                 match inner.on_failure {
                     RedisFailure::FailClosed => Err(e),
                     RedisFailure::FallBackToLocal => {
-                        inner.local.check_now(slot, class_index, quota)
+                        inner.local.check_keyed(key_id, class_name, quota)
                     }
                 }
             }
@@ -549,10 +576,12 @@ impl RateLimiter for RedisRateLimiter {
     /// Deletes the key's buckets in every class this limiter has checked, in
     /// a background task, best effort: if Redis is unreachable, or this
     /// process never checked a class the key used, the buckets simply expire
-    /// once full (at most one quota period). Does nothing outside a Tokio
-    /// runtime.
+    /// once full (at most one quota period). Deleting in Redis does nothing
+    /// outside a Tokio runtime. The key's local fallback buckets are dropped
+    /// at once.
     fn forget(&self, key_id: &str) {
         let inner = &*self.inner;
+        inner.local.forget(key_id);
         let Some(conn) = inner.conn.get() else {
             return;
         };
@@ -604,8 +633,8 @@ fn redis_error(e: RedisError) -> LimiterUnavailable {
 /// (seconds, nanoseconds).
 type Reply = (i64, i64, i64, i64, i64);
 
-/// Builds the [`Decision`] exactly as [`Bucket::check`](super::Bucket::check)
-/// does from the same times; a reply that could not come from the script is
+/// Builds the [`Decision`] exactly as the in-process bucket does from the
+/// same times; a reply that could not come from the script is
 /// an error, never a panic or a guess.
 fn decision_from_reply(reply: Reply, quota: &Quota) -> Result<Decision, LimiterUnavailable> {
     let (admitted, reset_s, reset_n, ahead_s, ahead_n) = reply;
@@ -645,7 +674,8 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
-    use crate::Bucket;
+    use crate::ratelimit::gcra::Bucket;
+    use crate::ratelimit::nz;
 
     #[test]
     fn keys_carry_the_key_id_as_hash_tag() {
@@ -665,7 +695,7 @@ mod tests {
 
     #[test]
     fn replies_become_the_buckets_decisions() {
-        let quota = Quota::per_second(5).unwrap().with_burst(4).unwrap();
+        let quota = Quota::per_second(nz(5)).unwrap().with_burst(4).unwrap();
         // Admitted with 200 ms of the 800 ms tolerance used.
         let d = decision_from_reply((1, 0, 0, 0, 200_000_000), &quota).unwrap();
         assert_eq!(d, Bucket::new().check(&quota, 0));
@@ -679,7 +709,7 @@ mod tests {
 
     #[test]
     fn impossible_replies_are_errors() {
-        let quota = Quota::per_second(5).unwrap();
+        let quota = Quota::per_second(nz(5)).unwrap();
         for reply in [
             (1, 0, 0, 2, 0),                      // admitted beyond the tolerance
             (0, 0, 0, 0, 1),                      // denied within it
@@ -705,9 +735,8 @@ mod tests {
             .unwrap();
         assert!(!limiter.is_connected());
         assert_eq!(limiter.on_failure(), RedisFailure::FailClosed);
-        let slot = KeyBuckets::new(1);
-        let quota = Quota::per_second(1).unwrap();
-        let err = limiter.check("k", &slot, 0, "c", &quota).await.unwrap_err();
+        let quota = Quota::per_second(nz(1)).unwrap();
+        let err = limiter.check("k", "c", &quota).await.unwrap_err();
         assert_eq!(err.reason(), "not connected to redis");
         limiter.forget("k");
         let shown = format!("{limiter:?}");
@@ -715,17 +744,61 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_local_fallback_keeps_buckets_by_key_and_class() {
+        let clock = crate::ManualClock::new();
+        let limiter = RedisRateLimiter::builder()
+            .connect_timeout(Duration::from_millis(100))
+            .on_failure(RedisFailure::FallBackToLocal)
+            .clock(clock.clone())
+            .connect("redis://127.0.0.1:1/")
+            .await
+            .unwrap();
+        let quota = Quota::per_hour(nz(2));
+        let check = |key: &'static str, class: &'static str| {
+            let limiter = limiter.clone();
+            async move { limiter.check(key, class, &quota).await.unwrap() }
+        };
+        assert_eq!(check("a", "send").await.remaining, 1);
+        assert_eq!(check("a", "send").await.remaining, 0);
+        let denied = check("a", "send").await;
+        assert!(!denied.allowed);
+        assert_eq!(denied.retry_after, Some(Duration::from_secs(1800)));
+        assert_eq!(check("a", "read").await.remaining, 1);
+        assert_eq!(check("b", "send").await.remaining, 1);
+        // Forgetting the key drops its local buckets, whatever Redis does.
+        limiter.forget("a");
+        assert_eq!(check("a", "send").await.remaining, 1);
+        assert_eq!(check("a", "read").await.remaining, 1);
+        assert_eq!(check("b", "send").await.remaining, 0);
+        assert!(!check("b", "send").await.allowed);
+        // The fallback reads the builder's clock.
+        clock.advance(Duration::from_secs(1800));
+        assert_eq!(check("b", "send").await.remaining, 0);
+    }
+
+    #[tokio::test]
     async fn invalid_urls_are_configuration_errors() {
         let err = RedisRateLimiter::connect("http://127.0.0.1/")
             .await
             .unwrap_err();
-        assert!(matches!(err, ConfigError::Invalid(_)), "{err:?}");
+        assert!(
+            matches!(err, RedisConnectError::InvalidConnectionInfo(_)),
+            "{err:?}"
+        );
+        assert!(err
+            .to_string()
+            .starts_with("invalid redis connection info: "));
+        assert!(std::error::Error::source(&err).is_some());
     }
 
     #[test]
     fn connecting_outside_a_runtime_is_an_error() {
         let err = block_on_without_runtime(RedisRateLimiter::connect("redis://127.0.0.1:1/"));
-        assert!(matches!(err, Err(ConfigError::Invalid(m)) if m.contains("tokio runtime")));
+        assert!(matches!(err, Err(RedisConnectError::NoRuntime)));
+        assert_eq!(
+            RedisConnectError::NoRuntime.to_string(),
+            "a redis rate limiter must be connected inside a tokio runtime"
+        );
     }
 
     /// Polls a future to completion on this thread, without a Tokio runtime.

@@ -217,18 +217,22 @@ impl ApiKeys {
             .map(|(_, q)| q)
             .or_else(|| policy.get(index).map(|c| c.quota()))
             .ok_or(AuthError::Unavailable)?;
-        // State lives in one map keyed by the key's lineage, apart from the
-        // store's or cache's entries: evicting a cached entry, resetting a
-        // secret or rotating the key never refills a bucket. The entry keeps
-        // a handle so repeated checks skip the map.
+        // State is keyed by the key's lineage, apart from the store's or
+        // cache's entries: evicting a cached entry, resetting a secret or
+        // rotating the key never refills a bucket.
         let lineage = record.lineage().as_str();
-        let slot = entry.buckets.get_or_init(|| {
-            self.sweep_detached();
-            inner.detached.get_or_insert(lineage, policy.len())
-        });
         let result = match &inner.limiter {
-            Limiter::Local(local) => local.check_now(slot, index, quota),
-            Limiter::Shared(shared) => shared.check(lineage, slot, index, class, quota).await,
+            Limiter::Local(local) => {
+                // The default limiter's buckets for this key are in one map
+                // here (a shared limiter keeps its own); the entry keeps a
+                // handle so repeated checks skip the map.
+                let slot = entry.buckets.get_or_init(|| {
+                    self.sweep_detached();
+                    inner.detached.get_or_insert(lineage, policy.len())
+                });
+                local.check_slot(slot, index, quota)
+            }
+            Limiter::Shared(shared) => shared.check(lineage, class, quota).await,
         };
         result.map_err(|e| {
             tracing::warn!(target: "keygate", error = %e, "rate limiter failed");

@@ -1,0 +1,344 @@
+//! Property tests for the GCRA bucket, against its time arguments directly
+//! (anywhere on the monotonic clock, with idleness observed). The public
+//! limiter's properties are in `tests/ratelimit_props.rs`.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::gcra::Bucket;
+use super::{nz, Decision, Quota, QuotaError};
+
+/// Small quotas: limit 1..=20 per 1 ms..=10 s, burst 1..=50.
+fn quota() -> impl Strategy<Value = Quota> {
+    (1u32..=20, 1u64..=10_000, 1u32..=50).prop_map(|(limit, period_ms, burst)| {
+        Quota::new(limit, Duration::from_millis(period_ms))
+            .and_then(|q| q.with_burst(burst))
+            .expect("valid quota")
+    })
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).expect("fits")
+}
+
+/// A quota, a start time, and gaps between consecutive requests, scaled to the
+/// quota so that bursts, steady traffic and idle periods all occur.
+fn scenario() -> impl Strategy<Value = (Quota, u64, Vec<u64>)> {
+    quota().prop_flat_map(|q| {
+        let interval = nanos(q.emission_interval());
+        let tolerance = interval * u64::from(q.burst());
+        let gap = prop_oneof![
+            3 => Just(0u64),
+            3 => 0..=interval,
+            2 => 0..=tolerance + interval,
+            1 => 0..=3 * tolerance,
+        ];
+        let start = prop_oneof![Just(0u64), 0..=2 * tolerance];
+        (Just(q), start, prop::collection::vec(gap, 1..200))
+    })
+}
+
+/// Request times: `start`, then each gap added in turn.
+fn times(start: u64, gaps: &[u64]) -> Vec<u64> {
+    gaps.iter()
+        .scan(start, |t, gap| {
+            *t += gap;
+            Some(*t)
+        })
+        .collect()
+}
+
+/// The continuous-state leaky bucket form of GCRA, as a reference model.
+struct LeakyBucket {
+    interval: u64,
+    tolerance: u64,
+    /// Bucket content in nanoseconds of "debt".
+    level: u64,
+    last: u64,
+}
+
+impl LeakyBucket {
+    fn new(q: &Quota) -> Self {
+        let interval = nanos(q.emission_interval());
+        Self {
+            interval,
+            tolerance: interval * u64::from(q.burst()),
+            level: 0,
+            last: 0,
+        }
+    }
+
+    /// Whether a request at `t` is admitted, and the remaining count if so.
+    fn check(&mut self, t: u64) -> (bool, u64) {
+        let drained = self.level.saturating_sub(t - self.last);
+        if drained + self.interval > self.tolerance {
+            (false, 0)
+        } else {
+            self.level = drained + self.interval;
+            self.last = t;
+            (true, (self.tolerance - self.level) / self.interval)
+        }
+    }
+}
+
+fn check_invariants(q: &Quota, d: &Decision) {
+    let interval = q.emission_interval();
+    assert_eq!(d.limit, q.burst());
+    assert!(d.remaining < q.burst());
+    assert!(d.reset <= interval * q.burst());
+    if d.allowed {
+        assert_eq!(d.retry_after, None);
+        assert!(d.reset >= interval);
+    } else {
+        assert_eq!(d.remaining, 0);
+        let retry = d.retry_after.expect("denial carries retry_after");
+        assert!(retry > Duration::ZERO && retry <= interval, "{retry:?}");
+        assert!(d.retry_after_secs().unwrap() >= 1);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// No window [t, t + w] ever holds more than burst + floor(w / interval)
+    /// admissions.
+    #[test]
+    fn admissions_in_any_window_are_bounded((q, start, gaps) in scenario()) {
+        let interval = nanos(q.emission_interval());
+        let bucket = Bucket::new();
+        let admitted: Vec<u64> = times(start, &gaps)
+            .into_iter()
+            .filter(|&t| bucket.check(&q, t).allowed)
+            .collect();
+        for i in 0..admitted.len() {
+            for j in i..admitted.len() {
+                let window = admitted[j] - admitted[i];
+                let count = (j - i + 1) as u64;
+                let bound = u64::from(q.burst()) + window / interval;
+                prop_assert!(
+                    count <= bound,
+                    "{count} admissions in {window} ns, bound {bound}"
+                );
+            }
+        }
+    }
+
+    /// A full bucket never denies: not when idle, and not once burst * interval
+    /// has passed since the last admission.
+    #[test]
+    fn full_bucket_never_denies((q, start, gaps) in scenario()) {
+        let tolerance = nanos(q.emission_interval()) * u64::from(q.burst());
+        let bucket = Bucket::new();
+        let mut last_admitted: Option<u64> = None;
+        for t in times(start, &gaps) {
+            let idle = bucket.is_idle(t);
+            let rested = last_admitted.is_none_or(|a| t - a >= tolerance);
+            prop_assert!(!rested || idle, "rested bucket is not idle at {t}");
+            let d = bucket.check(&q, t);
+            if idle {
+                prop_assert!(d.allowed, "idle bucket denied at {t}");
+                prop_assert_eq!(d.remaining, q.burst() - 1);
+                prop_assert_eq!(d.reset, q.emission_interval());
+            }
+            if d.allowed {
+                last_admitted = Some(t);
+            }
+        }
+    }
+
+    /// Every decision matches the leaky-bucket reference model and is
+    /// self-consistent; retry_after is exact: earlier is denied, at it admitted.
+    #[test]
+    fn decisions_match_reference_model((q, start, gaps) in scenario()) {
+        let bucket = Bucket::new();
+        let mut model = LeakyBucket::new(&q);
+        let mut admissible_at: Option<u64> = None;
+        for t in times(start, &gaps) {
+            let d = bucket.check(&q, t);
+            check_invariants(&q, &d);
+            let (allowed, remaining) = model.check(t);
+            prop_assert_eq!(d.allowed, allowed, "at {}", t);
+            prop_assert_eq!(u64::from(d.remaining), remaining, "at {}", t);
+            if let Some(at) = admissible_at {
+                prop_assert_eq!(d.allowed, t >= at, "retry_after said {}, now {}", at, t);
+            }
+            admissible_at = d.retry_after.map(|retry| t + nanos(retry));
+        }
+    }
+
+    /// At one instant a fresh bucket admits exactly burst requests, remaining
+    /// counting down from burst - 1 to 0; the next is denied, and a request
+    /// exactly retry_after later is admitted.
+    #[test]
+    fn burst_then_retry_after(q in quota(), now in 0u64..1_000_000_000_000) {
+        let bucket = Bucket::new();
+        for expected in (0..q.burst()).rev() {
+            let d = bucket.check(&q, now);
+            prop_assert!(d.allowed);
+            prop_assert_eq!(d.remaining, expected);
+        }
+        let denied = bucket.check(&q, now);
+        prop_assert!(!denied.allowed);
+        let retry = denied.retry_after.unwrap();
+        prop_assert_eq!(retry, q.emission_interval());
+        prop_assert_eq!(denied.reset, q.emission_interval() * q.burst());
+        prop_assert!(!bucket.check(&q, now + nanos(retry) - 1).allowed);
+        let d = bucket.check(&q, now + nanos(retry));
+        prop_assert!(d.allowed);
+        prop_assert_eq!(d.remaining, 0);
+    }
+
+    /// Serializing and deserializing a quota gives it back.
+    #[test]
+    fn quota_serde_round_trip(q in quota()) {
+        let json = serde_json::to_string(&q).unwrap();
+        let back: Quota = serde_json::from_str(&json).unwrap();
+        prop_assert_eq!(back, q);
+    }
+}
+
+/// The longest period a quota may have, in nanoseconds.
+fn max_period_nanos() -> u64 {
+    nanos(Quota::MAX_PERIOD)
+}
+
+/// Any valid quota: rates from one per 366 days to 10^9 per second, with a
+/// burst small enough to spend one request at a time (or the default, the
+/// limit, when that is small enough).
+fn any_quota() -> impl Strategy<Value = Quota> {
+    let limit = prop_oneof![1u32..=100, 1u32..=u32::MAX];
+    (limit, any::<u64>(), 0u32..=2_000, 0u8..3).prop_filter_map(
+        "tolerance overflows",
+        |(limit, raw_period, burst, shape)| {
+            let min = u64::from(limit);
+            let max = max_period_nanos();
+            let period = match shape {
+                // Near the fastest rate for this limit, where rounding the
+                // interval matters most.
+                0 => min + raw_period % (3 * min),
+                // Whole seconds.
+                1 => (1 + raw_period % (max / 1_000_000_000)) * 1_000_000_000,
+                _ => min + raw_period % (max - min + 1),
+            };
+            let quota = Quota::new(limit, Duration::from_nanos(period)).ok()?;
+            match burst {
+                0 if limit <= 2_000 => Some(quota),
+                0 => quota.with_burst(limit % 2_000 + 1).ok(),
+                b => quota.with_burst(b).ok(),
+            }
+        },
+    )
+}
+
+/// A time anywhere on the clock, often near either end.
+fn any_time() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        0u64..=1_000_000_000_000,
+        any::<u64>(),
+        (u64::MAX - 2 * max_period_nanos())..=u64::MAX,
+    ]
+}
+
+/// `burst` plus the requests the quota's rate earns in `window` nanoseconds
+/// (`window * limit / period`, rounded down).
+fn rate_bound(q: &Quota, window: u64) -> u128 {
+    u128::from(q.burst()) + u128::from(window) * u128::from(q.limit()) / q.period().as_nanos()
+}
+
+#[test]
+fn quota_with_a_period_near_u64_max_nanoseconds_is_refused() {
+    // Used to pass validation and then admit every request.
+    assert_eq!(
+        Quota::new(1, Duration::from_nanos(u64::MAX)),
+        Err(QuotaError::PeriodTooLong)
+    );
+}
+
+#[test]
+fn deserialized_quota_with_a_huge_period_is_refused() {
+    // About u64::MAX nanoseconds, in milliseconds.
+    let err = serde_json::from_str::<Quota>(r#"{"limit":1,"period_ms":18446744073709}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("quota period must be at most 366 days"),
+        "{err}"
+    );
+}
+
+#[test]
+fn rates_above_five_hundred_million_per_second_do_not_double() {
+    // The exact interval is 1.67 ns; rounded down to 1 ns it admitted 10^9/s.
+    let q = Quota::per_second(nz(600_000_000))
+        .unwrap()
+        .with_burst(1)
+        .unwrap();
+    let bucket = Bucket::new();
+    let admitted = (0..1_000u64)
+        .filter(|&t| bucket.check(&q, t).allowed)
+        .count();
+    assert!(admitted <= 600, "{admitted} admissions in 1 µs");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Whatever the bucket saw before, one instant never admits more than
+    /// the burst (the limit unless set), and an idle bucket admits exactly
+    /// that many as long as the state fits on the clock.
+    #[test]
+    fn one_instant_never_admits_more_than_the_burst(
+        q in any_quota(),
+        now in any_time(),
+        earlier in prop::collection::vec(any::<u64>(), 0..20),
+    ) {
+        let bucket = Bucket::new();
+        for back in earlier {
+            let _ = bucket.check(&q, now - back % (now.min(3 * nanos(q.period())) + 1));
+        }
+        let idle = bucket.is_idle(now);
+        let burst = q.burst();
+        let admitted = (0..=burst).filter(|_| bucket.check(&q, now).allowed).count() as u64;
+        prop_assert!(admitted <= u64::from(burst), "{} admitted, burst {}", admitted, burst);
+        let fits = now.checked_add(nanos(q.emission_interval()) * u64::from(burst)).is_some();
+        if idle && fits {
+            prop_assert_eq!(admitted, u64::from(burst));
+        }
+    }
+
+    /// No window [t, t + w] ever holds more than burst + w * limit / period
+    /// admissions, for any valid quota at any time on the clock.
+    #[test]
+    fn admissions_never_outpace_the_quota(
+        q in any_quota(),
+        start in any_time(),
+        steps in prop::collection::vec((0u8..4, any::<u64>()), 1..300),
+    ) {
+        let interval = nanos(q.emission_interval());
+        let bucket = Bucket::new();
+        let mut admitted = Vec::new();
+        let mut t = start;
+        for (kind, raw) in steps {
+            let gap = match kind {
+                0 => 0,
+                1 => raw % (interval + 1),
+                2 => raw % 3,
+                _ => raw % interval.saturating_mul(2 * u64::from(q.burst())).saturating_add(1),
+            };
+            let Some(next) = t.checked_add(gap) else { break };
+            t = next;
+            if bucket.check(&q, t).allowed {
+                admitted.push(t);
+            }
+        }
+        for i in 0..admitted.len() {
+            for j in i..admitted.len() {
+                let window = admitted[j] - admitted[i];
+                let count = (j - i + 1) as u128;
+                let bound = rate_bound(&q, window);
+                prop_assert!(count <= bound, "{} admissions in {} ns, bound {}", count, window, bound);
+            }
+        }
+    }
+}
