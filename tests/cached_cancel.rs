@@ -37,7 +37,8 @@ const COMPLETIONS: usize = 3;
 const BASE_MS: i64 = 1_735_689_600_000;
 
 fn at(offset_ms: i64) -> OffsetDateTime {
-    keygate::store::from_millis(BASE_MS + offset_ms).expect("in range")
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(BASE_MS + offset_ms) * 1_000_000)
+        .expect("in range")
 }
 
 fn hash(n: u64) -> SecretHash {

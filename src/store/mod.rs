@@ -22,9 +22,10 @@ pub use cached::{ChangeFollower, FollowConfig};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresStore, DEFAULT_CHANNEL};
+pub(crate) use record::{from_millis, to_millis};
 pub use record::{
-    from_millis, to_millis, AccountId, AccountRecord, InvalidAccountId, KeyEntry, KeyId, KeyRecord,
-    MAX_ACCOUNT_ID_LEN, MAX_HANDLE_LEN,
+    AccountId, AccountRecord, InvalidAccountId, KeyEntry, KeyId, KeyRecord, MAX_ACCOUNT_ID_LEN,
+    MAX_HANDLE_LEN,
 };
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;

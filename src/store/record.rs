@@ -365,12 +365,12 @@ impl fmt::Debug for KeyEntry {
 }
 
 /// Milliseconds since the Unix epoch, the unit keygate stores times in.
-pub fn to_millis(t: OffsetDateTime) -> i64 {
+pub(crate) fn to_millis(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 /// The inverse of [`to_millis`]; `None` for values outside the supported range.
-pub fn from_millis(ms: i64) -> Option<OffsetDateTime> {
+pub(crate) fn from_millis(ms: i64) -> Option<OffsetDateTime> {
     if ms == NEVER {
         return None;
     }

@@ -21,7 +21,8 @@ const BASE_MS: i64 = 1_735_689_600_000;
 
 /// `BASE_MS + offset` milliseconds as a time.
 pub fn at(offset_ms: i64) -> OffsetDateTime {
-    keygate::store::from_millis(BASE_MS + offset_ms).expect("in range")
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(BASE_MS + offset_ms) * 1_000_000)
+        .expect("in range")
 }
 
 fn account(id: &str) -> AccountId {
