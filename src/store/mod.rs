@@ -25,7 +25,7 @@ pub use postgres::{PostgresStore, DEFAULT_CHANNEL};
 pub(crate) use record::{from_millis, to_millis};
 pub use record::{
     AccountId, AccountRecord, InvalidAccountId, KeyEntry, KeyId, KeyRecord, MAX_ACCOUNT_ID_LEN,
-    MAX_HANDLE_LEN,
+    MAX_HANDLE_LEN, MAX_KEY_ID_LEN,
 };
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
