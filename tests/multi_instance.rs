@@ -41,7 +41,7 @@ struct Instance {
 impl Instance {
     /// A service on its own pool and cache, listening for changes.
     async fn start(pg: &support::TestPostgres, profile: Profile, follow: FollowConfig) -> Self {
-        Self::start_with(pg, profile, follow, None).await
+        Self::start_with(pg, profile, follow, None::<keygate::LocalRateLimiter>).await
     }
 
     /// Like [`start`](Self::start), taking rate-limit decisions from `limiter`.
@@ -49,7 +49,7 @@ impl Instance {
         pg: &support::TestPostgres,
         profile: Profile,
         follow: FollowConfig,
-        limiter: Option<keygate::RedisRateLimiter>,
+        limiter: Option<impl keygate::RateLimiter + 'static>,
     ) -> Self {
         let store = Arc::new(
             PostgresStore::connect_with_schema(pg.url(), pg.schema())
