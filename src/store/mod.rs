@@ -22,6 +22,7 @@ pub use cached::{ChangeFollower, FollowConfig};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresStore, DEFAULT_CHANNEL};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use record::{from_millis, to_millis};
 pub use record::{
     AccountId, AccountRecord, InvalidAccountId, KeyEntry, KeyId, KeyRecord, MAX_ACCOUNT_ID_LEN,
