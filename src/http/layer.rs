@@ -14,7 +14,9 @@ use tower::{Layer, Service};
 
 use super::extract::Sources;
 use super::https::{refusal, HttpsOnlyLayer};
-use super::response::{auth_error_response, challenges, insert_rate_limit_headers};
+use super::response::{
+    auth_error_response, challenges, insert_rate_limit_headers, RATELIMIT_LIMIT,
+};
 use crate::error::Error;
 use crate::scope::Requirement;
 use crate::service::{ApiKeys, Operation, Principal};
@@ -58,7 +60,6 @@ use crate::service::{ApiKeys, Operation, Principal};
 /// its own `.route(path, method(handler).route_layer(..))` as below. A
 /// handler that takes a [`Principal`] on a route no layer covers answers 500
 /// (a configuration error), never serves the request anonymously.
-///
 ///
 /// ```
 /// use axum::{routing::{get, post}, Router};
@@ -347,7 +348,7 @@ where
                 // An inner layer's narrower decision, already on the
                 // response, is the one the client sees.
                 if let Some(decision) = decision {
-                    if !response.headers().contains_key("ratelimit-limit") {
+                    if !response.headers().contains_key(RATELIMIT_LIMIT) {
                         insert_rate_limit_headers(response.headers_mut(), &decision);
                     }
                 }

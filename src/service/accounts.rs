@@ -300,20 +300,9 @@ impl ApiKeys {
 
     /// The quota a key has for a class: its own override, else the profile's.
     pub(super) fn effective_quota(&self, principal: &Principal, class: &str) -> Option<Quota> {
-        principal
-            .entry
-            .record()
-            .rate_limits
-            .iter()
-            .find(|(c, _)| c == class)
-            .map(|(_, q)| *q)
-            .or_else(|| {
-                let policy = &self.inner.profile.rate_limits;
-                policy
-                    .index_of(class)
-                    .and_then(|i| policy.get(i))
-                    .map(|c| *c.quota())
-            })
+        let index = self.inner.profile.rate_limits.index_of(class)?;
+        self.quota_of(principal.entry.record(), index, class)
+            .copied()
     }
 }
 

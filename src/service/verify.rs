@@ -11,9 +11,9 @@ use time::OffsetDateTime;
 use super::{ApiKeys, Limiter, Operation, Principal, SWEEP_EVERY};
 use crate::error::{AuthError, Error, InvalidRequest};
 use crate::key::{Credential, KeyFormat, MalformedReason};
-use crate::ratelimit::Decision;
+use crate::ratelimit::{Decision, Quota};
 use crate::scope::{Requirement, ScopeSet};
-use crate::store::{KeyEntry, KeyId};
+use crate::store::{KeyEntry, KeyId, KeyRecord};
 
 impl ApiKeys {
     /// Parses a presented key against the profile's formats, without I/O.
@@ -210,12 +210,8 @@ impl ApiKeys {
         let inner = &*self.inner;
         let policy = &inner.profile.rate_limits;
         let record = entry.record();
-        let quota = record
-            .rate_limits
-            .iter()
-            .find(|(name, _)| name == class)
-            .map(|(_, q)| q)
-            .or_else(|| policy.get(index).map(|c| c.quota()))
+        let quota = self
+            .quota_of(record, index, class)
             .ok_or(AuthError::Unavailable)?;
         // State is keyed by the key's lineage, apart from the store's or
         // cache's entries: evicting a cached entry, resetting a secret or
@@ -238,6 +234,22 @@ impl ApiKeys {
             tracing::warn!(target: "keygate", error = %e, "rate limiter failed");
             AuthError::Unavailable
         })
+    }
+
+    /// The quota a key has for the class at `index` (named `class`): its
+    /// own override, else the profile's.
+    pub(super) fn quota_of<'a>(
+        &'a self,
+        record: &'a KeyRecord,
+        index: usize,
+        class: &str,
+    ) -> Option<&'a Quota> {
+        record
+            .rate_limits
+            .iter()
+            .find(|(name, _)| name == class)
+            .map(|(_, q)| q)
+            .or_else(|| self.inner.profile.rate_limits.get(index).map(|c| c.quota()))
     }
 
     /// Drops idle detached slots now and then, so memory stays bounded by the
