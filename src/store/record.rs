@@ -376,3 +376,50 @@ pub(crate) fn from_millis(ms: i64) -> Option<OffsetDateTime> {
     }
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> AccountId {
+        AccountId::new(s).unwrap()
+    }
+
+    #[test]
+    fn reach_is_by_whole_path_parts_not_by_text_prefix() {
+        let acme = id("acme");
+        assert!(acme.is_within(&acme));
+        assert!(id("acme/eu").is_within(&acme));
+        assert!(id("acme/eu/x").is_within(&acme));
+        // A tenant whose id merely starts with another's is unrelated.
+        assert!(!id("acme2").is_within(&acme));
+        assert!(!id("acme2/eu").is_within(&acme));
+        assert!(!id("acme/eu2").is_within(&id("acme/eu")));
+        // A child never reaches its parent or a sibling.
+        assert!(!acme.is_within(&id("acme/eu")));
+        assert!(!id("acme/us").is_within(&id("acme/eu")));
+    }
+
+    #[test]
+    fn handles_refuse_separators_case_space_multibyte_and_length() {
+        let acme = id("acme");
+        for bad in [
+            "",
+            "a/b",
+            "..",
+            "../x",
+            "T1",
+            "t 1",
+            "é",
+            "-x",
+            &"a".repeat(64),
+        ] {
+            assert_eq!(acme.child(bad), Err(InvalidAccountId::Handle), "{bad:?}");
+        }
+        assert_eq!(acme.child(&"a".repeat(63)).unwrap().handle().len(), 63);
+        // The derived id still obeys the overall length bound.
+        let long = id(&"x".repeat(MAX_ACCOUNT_ID_LEN - 2));
+        assert_eq!(long.child("ab"), Err(InvalidAccountId::Id));
+        assert!(AccountId::new("x".repeat(1 << 20)).is_err());
+    }
+}
