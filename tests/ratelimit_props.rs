@@ -14,6 +14,10 @@ use keygate::time::OffsetDateTime;
 use keygate::{Clock, Decision, LocalRateLimiter, Quota, QuotaError, RateLimiter};
 use proptest::prelude::*;
 
+#[path = "support/quota_model.rs"]
+mod quota_model;
+use quota_model::*;
+
 /// A clock whose monotonic time the test sets.
 #[derive(Debug, Clone, Default)]
 struct SetClock(Arc<AtomicU64>);
@@ -62,19 +66,6 @@ fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).expect("non-zero")
 }
 
-/// Small quotas: limit 1..=20 per 1 ms..=10 s, burst 1..=50.
-fn quota() -> impl Strategy<Value = Quota> {
-    (1u32..=20, 1u64..=10_000, 1u32..=50).prop_map(|(limit, period_ms, burst)| {
-        Quota::new(limit, Duration::from_millis(period_ms))
-            .and_then(|q| q.with_burst(burst))
-            .expect("valid quota")
-    })
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).expect("fits")
-}
-
 /// Keys and classes the scenarios spread their requests over.
 const KEYS: [&str; 3] = ["key_a", "key_b", "key_c"];
 const CLASSES: [&str; 2] = ["read", "send"];
@@ -96,56 +87,6 @@ fn scenario() -> impl Strategy<Value = (Quota, u64, Vec<(u64, usize, usize)>)> {
         let start = prop_oneof![Just(0u64), 0..=2 * tolerance];
         (Just(q), start, prop::collection::vec(request, 1..300))
     })
-}
-
-/// The continuous-state leaky bucket form of GCRA, as a reference model.
-#[derive(Clone)]
-struct LeakyBucket {
-    interval: u64,
-    tolerance: u64,
-    /// Bucket content in nanoseconds of "debt".
-    level: u64,
-    last: u64,
-}
-
-impl LeakyBucket {
-    fn new(q: &Quota) -> Self {
-        let interval = nanos(q.emission_interval());
-        Self {
-            interval,
-            tolerance: interval * u64::from(q.burst()),
-            level: 0,
-            last: 0,
-        }
-    }
-
-    /// Whether a request at `t` is admitted, and the remaining count if so.
-    fn check(&mut self, t: u64) -> (bool, u64) {
-        let drained = self.level.saturating_sub(t - self.last);
-        if drained + self.interval > self.tolerance {
-            (false, 0)
-        } else {
-            self.level = drained + self.interval;
-            self.last = t;
-            (true, (self.tolerance - self.level) / self.interval)
-        }
-    }
-}
-
-fn check_invariants(q: &Quota, d: &Decision) {
-    let interval = q.emission_interval();
-    assert_eq!(d.limit, q.burst());
-    assert!(d.remaining < q.burst());
-    assert!(d.reset <= interval * q.burst());
-    if d.allowed {
-        assert_eq!(d.retry_after, None);
-        assert!(d.reset >= interval);
-    } else {
-        assert_eq!(d.remaining, 0);
-        let retry = d.retry_after.expect("denial carries retry_after");
-        assert!(retry > Duration::ZERO && retry <= interval, "{retry:?}");
-        assert!(d.retry_after_secs().unwrap() >= 1);
-    }
 }
 
 proptest! {
@@ -255,54 +196,6 @@ proptest! {
         prop_assert_eq!(per_second, Quota::new(limit, Duration::from_secs(1)));
         prop_assert_eq!(per_second.is_ok(), limit <= 1_000_000_000);
     }
-}
-
-/// The longest period a quota may have, in nanoseconds.
-fn max_period_nanos() -> u64 {
-    nanos(Quota::MAX_PERIOD)
-}
-
-/// Any valid quota: rates from one per 366 days to 10^9 per second, with a
-/// burst small enough to spend one request at a time (or the default, the
-/// limit, when that is small enough).
-fn any_quota() -> impl Strategy<Value = Quota> {
-    let limit = prop_oneof![1u32..=100, 1u32..=u32::MAX];
-    (limit, any::<u64>(), 0u32..=2_000, 0u8..3).prop_filter_map(
-        "tolerance overflows",
-        |(limit, raw_period, burst, shape)| {
-            let min = u64::from(limit);
-            let max = max_period_nanos();
-            let period = match shape {
-                // Near the fastest rate for this limit, where rounding the
-                // interval matters most.
-                0 => min + raw_period % (3 * min),
-                // Whole seconds.
-                1 => (1 + raw_period % (max / 1_000_000_000)) * 1_000_000_000,
-                _ => min + raw_period % (max - min + 1),
-            };
-            let quota = Quota::new(limit, Duration::from_nanos(period)).ok()?;
-            match burst {
-                0 if limit <= 2_000 => Some(quota),
-                0 => quota.with_burst(limit % 2_000 + 1).ok(),
-                b => quota.with_burst(b).ok(),
-            }
-        },
-    )
-}
-
-/// A time anywhere on the clock, often near either end.
-fn any_time() -> impl Strategy<Value = u64> {
-    prop_oneof![
-        0u64..=1_000_000_000_000,
-        any::<u64>(),
-        (u64::MAX - 2 * max_period_nanos())..=u64::MAX,
-    ]
-}
-
-/// `burst` plus the requests the quota's rate earns in `window` nanoseconds
-/// (`window * limit / period`, rounded down).
-fn rate_bound(q: &Quota, window: u64) -> u128 {
-    u128::from(q.burst()) + u128::from(window) * u128::from(q.limit()) / q.period().as_nanos()
 }
 
 #[test]
