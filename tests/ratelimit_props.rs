@@ -284,30 +284,12 @@ proptest! {
         start in any_time(),
         steps in prop::collection::vec((0u8..4, any::<u64>()), 1..300),
     ) {
-        let interval = nanos(q.emission_interval());
         let limiter = Limiter::new();
-        let mut admitted = Vec::new();
-        let mut t = start;
-        for (kind, raw) in steps {
-            let gap = match kind {
-                0 => 0,
-                1 => raw % (interval + 1),
-                2 => raw % 3,
-                _ => raw % interval.saturating_mul(2 * u64::from(q.burst())).saturating_add(1),
-            };
-            let Some(next) = t.checked_add(gap) else { break };
-            t = next;
-            if limiter.check("key", "send", &q, t).allowed {
-                admitted.push(t);
-            }
-        }
-        for i in 0..admitted.len() {
-            for j in i..admitted.len() {
-                let window = admitted[j] - admitted[i];
-                let count = (j - i + 1) as u128;
-                let bound = rate_bound(&q, window);
-                prop_assert!(count <= bound, "{} admissions in {} ns, bound {}", count, window, bound);
-            }
-        }
+        let admitted: Vec<u64> = request_times(&q, start, &steps)
+            .into_iter()
+            .filter(|&t| limiter.check("key", "send", &q, t).allowed)
+            .collect();
+        let over = window_over_bound(&q, &admitted);
+        prop_assert!(over.is_none(), "(admissions, window ns, bound): {:?}", over);
     }
 }

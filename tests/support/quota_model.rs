@@ -120,3 +120,46 @@ pub fn any_time() -> impl Strategy<Value = u64> {
 pub fn rate_bound(q: &Quota, window: u64) -> u128 {
     u128::from(q.burst()) + u128::from(window) * u128::from(q.limit()) / q.period().as_nanos()
 }
+
+/// Request times from `start` by `steps` of (kind, raw): bursts at one
+/// instant, gaps within an interval, nanosecond gaps, and idle stretches up
+/// to twice the burst's worth; stops before the clock would overflow.
+pub fn request_times(q: &Quota, start: u64, steps: &[(u8, u64)]) -> Vec<u64> {
+    let interval = nanos(q.emission_interval());
+    let mut times = Vec::with_capacity(steps.len());
+    let mut t = start;
+    for &(kind, raw) in steps {
+        let gap = match kind {
+            0 => 0,
+            1 => raw % (interval + 1),
+            2 => raw % 3,
+            _ => {
+                raw % interval
+                    .saturating_mul(2 * u64::from(q.burst()))
+                    .saturating_add(1)
+            }
+        };
+        let Some(next) = t.checked_add(gap) else {
+            break;
+        };
+        t = next;
+        times.push(t);
+    }
+    times
+}
+
+/// The first window `[admitted[i], admitted[j]]` holding more admissions
+/// than [`rate_bound`] allows, as (count, window, bound).
+pub fn window_over_bound(q: &Quota, admitted: &[u64]) -> Option<(u128, u64, u128)> {
+    for i in 0..admitted.len() {
+        for j in i..admitted.len() {
+            let window = admitted[j] - admitted[i];
+            let count = (j - i + 1) as u128;
+            let bound = rate_bound(q, window);
+            if count > bound {
+                return Some((count, window, bound));
+            }
+        }
+    }
+    None
+}
