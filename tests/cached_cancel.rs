@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use keygate::hash::SecretHash;
 use keygate::store::{KeyRecord, OldKey};
 use keygate::{AccountId, CachedStore, KeyId, KeyStore};
-use time::OffsetDateTime;
+use support::at;
 
 /// Budgets start at zero (one poll) and grow by an eighth, at least this much.
 const MIN_STEP: Duration = Duration::from_micros(1);
@@ -32,14 +32,6 @@ const READING: Duration = Duration::from_millis(2);
 const SETTLE: Duration = Duration::from_millis(10);
 /// Completed calls needed before the loop stops.
 const COMPLETIONS: usize = 3;
-
-/// 2025-01-01T00:00:00Z in Unix milliseconds.
-const BASE_MS: i64 = 1_735_689_600_000;
-
-fn at(offset_ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(BASE_MS + offset_ms) * 1_000_000)
-        .expect("in range")
-}
 
 fn hash(n: u64) -> SecretHash {
     let mut digest = [0u8; 32];

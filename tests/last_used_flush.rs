@@ -14,6 +14,7 @@ use keygate::store::KeyRecord;
 use keygate::{AccountId, KeyId, KeyStore};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
+use support::at;
 use time::OffsetDateTime;
 
 /// Keys in the table; each flusher's batches cover 200 of them, drawn from
@@ -23,14 +24,6 @@ const BATCH: usize = 200;
 const RUN_FOR: Duration = Duration::from_secs(10);
 /// Bounds the loop even on a machine fast enough to go on for a long time.
 const MAX_ROUNDS: usize = 20_000;
-
-/// 2025-01-01T00:00:00Z in Unix milliseconds.
-const BASE_MS: i64 = 1_735_689_600_000;
-
-fn at(offset_ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(BASE_MS + offset_ms) * 1_000_000)
-        .expect("in range")
-}
 
 fn key_id(n: usize) -> KeyId {
     KeyId::new(format!("key_{n:06}"))

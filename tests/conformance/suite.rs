@@ -16,14 +16,7 @@ use time::OffsetDateTime;
 
 // ----- fixtures -------------------------------------------------------------
 
-/// 2025-01-01T00:00:00Z in Unix milliseconds; stores keep millisecond precision.
-const BASE_MS: i64 = 1_735_689_600_000;
-
-/// `BASE_MS + offset` milliseconds as a time.
-pub fn at(offset_ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(BASE_MS + offset_ms) * 1_000_000)
-        .expect("in range")
-}
+pub use crate::support::at;
 
 fn account(id: &str) -> AccountId {
     AccountId::new(id).expect("valid account id")

@@ -9,6 +9,15 @@ pub use postgres::*;
 
 pub use counting::*;
 
+/// 2025-01-01T00:00:00Z in Unix milliseconds; stores keep millisecond precision.
+const BASE_MS: i64 = 1_735_689_600_000;
+
+/// `BASE_MS + offset` milliseconds as a time: the fixed clock of store tests.
+pub fn at(offset_ms: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(BASE_MS + offset_ms) * 1_000_000)
+        .expect("in range")
+}
+
 mod counting {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
