@@ -372,3 +372,53 @@ async fn all_scopes_uses_the_all_bundle_or_every_scope() {
         Err(Error::InsufficientScope)
     );
 }
+
+#[tokio::test]
+async fn an_inner_layer_of_another_service_never_trusts_the_outer_principal() {
+    // Two services whose catalogs number their scopes differently: bit 0 is
+    // `read` for the outer one and `admin` for the inner one.
+    let outer = ApiKeys::in_memory(profiles::default()).unwrap();
+    let catalog = keygate::ScopeCatalog::new()
+        .scopes(["admin", "write", "read"])
+        .and_then(|c| c.bundle("read_only", ["read"]))
+        .and_then(|c| c.bundle_all("full_access"))
+        .unwrap();
+    let inner = ApiKeys::in_memory(profiles::default().with_catalog(catalog)).unwrap();
+    let reader = outer
+        .operator()
+        .create(
+            &AccountId::new("org").unwrap(),
+            CreateKey::new("r").bundle("read_only"),
+        )
+        .await
+        .unwrap();
+    let reader = reader.key.expose_secret().to_owned();
+    let app = Router::new()
+        .route(
+            "/admin",
+            get(whoami).route_layer(ApiKeyLayer::new(inner.clone()).require("admin").unwrap()),
+        )
+        .route_layer(ApiKeyLayer::new(outer.clone()));
+    let server = serve(app).await;
+    let r = server
+        .get("/admin")
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    // The inner service verifies the key itself, and does not know it.
+    expect_error(r, 401, "invalid_api_key", &reader).await;
+    let principal = outer.verify(&reader).await.unwrap();
+    assert!(outer.issued(&principal));
+    assert!(!inner.issued(&principal));
+    assert_eq!(
+        inner
+            .refine(
+                principal,
+                &inner.operation("x").unwrap().require("admin").unwrap()
+            )
+            .await
+            .unwrap_err(),
+        keygate::AuthError::Invalid
+    );
+}

@@ -330,10 +330,14 @@ where
                     }
                 }
                 let operation = config.operation(request.method());
-                let already = request.extensions_mut().remove::<Principal>();
+                // A principal from an outer layer of the same service is
+                // refined, never verified or charged again; one from another
+                // service (another profile and catalog) is ignored.
+                let already = request
+                    .extensions_mut()
+                    .remove::<Principal>()
+                    .filter(|p| config.api.issued(p));
                 let verified = match (already, config.sources.extract(request.headers())) {
-                    // An outer layer verified this request: refine, never
-                    // verify or charge the same bucket again.
                     (Some(principal), _) => config.api.refine(principal, &operation).await,
                     (None, Ok(presented)) => config.api.verify_for(&presented, &operation).await,
                     (None, Err(e)) => Err(e),

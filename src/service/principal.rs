@@ -99,6 +99,10 @@ pub struct Principal {
     pub(super) rate_limit: Option<Decision>,
     /// The operation class a token was taken from for this request, if any.
     pub(super) charged: Option<usize>,
+    /// Which service verified it (the address of its shared state), so a
+    /// principal is only ever refined by the service whose catalog and
+    /// buckets it was built against.
+    pub(super) issuer: usize,
 }
 
 impl Principal {

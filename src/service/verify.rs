@@ -103,6 +103,7 @@ impl ApiKeys {
             scopes,
             rate_limit: None,
             charged: None,
+            issuer: self.id(),
         })
     }
 
@@ -179,15 +180,31 @@ impl ApiKeys {
         Ok(principal)
     }
 
+    /// This service's identity, as recorded on the principals it verifies.
+    fn id(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
+    /// True when `principal` was verified by this service (not by another
+    /// `ApiKeys` with its own profile and store).
+    pub fn issued(&self, principal: &Principal) -> bool {
+        principal.issuer == self.id()
+    }
+
     /// Refines a principal already admitted for this request (by an outer
     /// layer) with a narrower operation: checks its scopes, and takes a token
     /// only if its class differs from the one already charged, so nested
-    /// checks never verify or charge the same bucket twice.
+    /// checks never verify or charge the same bucket twice. A principal
+    /// another service verified is refused as [`AuthError::Invalid`]: its
+    /// scopes were compiled against another catalog.
     pub async fn refine(
         &self,
         principal: Principal,
         operation: &Operation,
     ) -> Result<Principal, AuthError> {
+        if !self.issued(&principal) {
+            return Err(AuthError::Invalid);
+        }
         match &operation.class {
             Some((index, _)) if principal.charged != Some(*index) => {
                 self.admit(principal, operation).await
