@@ -256,3 +256,28 @@ async fn a_scope_refusal_spends_no_token() {
     assert_eq!(decision.limit, 30);
     assert_eq!(decision.remaining, 29, "the three 403s took no token");
 }
+
+#[tokio::test]
+async fn a_key_of_another_service_cannot_act_here() {
+    let a = ApiKeys::in_memory(profiles::default()).unwrap();
+    let b = ApiKeys::in_memory(profiles::default()).unwrap();
+    let org = AccountId::new("org").unwrap();
+    let (foreign, _) = principal(&a, &org, CreateKey::new("admin").bundle("full_access")).await;
+    let victim = b
+        .operator()
+        .create(&org, CreateKey::new("victim"))
+        .await
+        .unwrap();
+    let keys = b.as_key(&foreign);
+    let invalid = Error::Auth(keygate::AuthError::Invalid);
+    assert_eq!(
+        keys.create(&org, CreateKey::new("x")).await.map(drop),
+        Err(invalid.clone())
+    );
+    assert_eq!(keys.revoke(&victim.info.id).await, Err(invalid.clone()));
+    assert_eq!(
+        keys.list(&org, ListOptions::default()).await.map(drop),
+        Err(invalid)
+    );
+    assert!(b.verify(victim.key.expose_secret()).await.is_ok());
+}

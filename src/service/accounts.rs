@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use super::{ApiKeys, Manager, Principal};
 use crate::audit::{AuditEvent, AuditKind};
-use crate::error::{ConflictKind, Error};
+use crate::error::{AuthError, ConflictKind, Error};
 use crate::ratelimit::Quota;
 use crate::scope::ScopeSet;
 use crate::store::{AccountId, AccountRecord, KeyEntry, KeyId, KeyRecord};
@@ -194,6 +194,7 @@ impl Manager<'_> {
     /// Checks that the actor reaches `account`, and that a sub-account is
     /// registered; [`Error::NotFound`] otherwise, the same answer either way.
     pub(super) async fn reach(&self, account: &AccountId) -> Result<(), Error> {
+        self.own_actor()?;
         if !self.actor.reaches(account) {
             return Err(Error::NotFound);
         }
@@ -208,6 +209,7 @@ impl Manager<'_> {
 
     /// Loads a key the actor reaches; [`Error::NotFound`] otherwise.
     pub(super) async fn reach_key(&self, id: &KeyId) -> Result<std::sync::Arc<KeyEntry>, Error> {
+        self.own_actor()?;
         let entry = self
             .api
             .inner
@@ -219,6 +221,16 @@ impl Manager<'_> {
             return Err(Error::NotFound);
         }
         Ok(entry)
+    }
+
+    /// Refuses a key actor that another `ApiKeys` verified: its scopes were
+    /// compiled against another catalog, so comparing them here means
+    /// nothing.
+    fn own_actor(&self) -> Result<(), Error> {
+        match self.actor.key() {
+            Some(p) if !self.api.issued(p) => Err(AuthError::Invalid.into()),
+            _ => Ok(()),
+        }
     }
 
     /// Checks that a key actor holds every scope of `grant`.
