@@ -9,7 +9,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use http::Request;
-use keygate::http::ApiKeyLayer;
+use keygate::layer::ApiKeyLayer;
 use keygate::{profiles, AccountId, ApiKeys, CreateKey, Quota};
 use tower::ServiceExt;
 

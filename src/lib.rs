@@ -85,7 +85,7 @@ mod error;
 mod flusher;
 pub mod hash;
 #[cfg(feature = "axum")]
-pub mod http;
+pub mod layer;
 pub mod key;
 pub mod profiles;
 pub mod ratelimit;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::routing::{get, post};
 use axum::Router;
 use http_support::{expect_error, header, serve};
-use keygate::http::ApiKeyLayer;
+use keygate::layer::ApiKeyLayer;
 use keygate::{
     profiles, AccountId, ApiKeys, CreateKey, Error, ListOptions, MemoryStore, Page, Principal,
     Quota,
@@ -285,7 +285,7 @@ async fn a_bootstrap_key_is_ensured_idempotently() {
 
 #[tokio::test]
 async fn json_bodies_are_bounded_and_refused_in_one_shape() {
-    use keygate::http::{JsonBody, MAX_BODY_LEN};
+    use keygate::layer::{JsonBody, MAX_BODY_LEN};
     async fn create(JsonBody(request): JsonBody<CreateKey>) -> String {
         request.name().to_owned()
     }

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use http_support::{expect_error, json, serve, FlakyStore, Server};
-use keygate::http::ApiKeyLayer;
+use keygate::layer::ApiKeyLayer;
 use keygate::{profiles, AccountId, ApiKeys, CreateKey, ListOptions, Principal};
 use reqwest::header::HeaderValue;
 use tower::{ServiceBuilder, ServiceExt};

@@ -153,7 +153,7 @@ async fn a_character_across_the_pair_separator_is_malformed() {
 mod over_http {
     use base64::Engine as _;
     use http::{HeaderMap, HeaderValue};
-    use keygate::http::extract_credential;
+    use keygate::layer::extract_credential;
     use keygate::{profiles, AuthError, CredentialSource, MalformedReason};
 
     fn basic(decoded: &str) -> HeaderMap {

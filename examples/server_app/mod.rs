@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use keygate::http::{error_response, ApiKeyLayer, JsonBody};
+use keygate::layer::{error_response, ApiKeyLayer, JsonBody};
 use keygate::{
     profiles, AccountId, ApiKeys, CreateKey, Error, KeyId, ListOptions, NewKey, Principal, Profile,
     Rotation,

@@ -31,7 +31,7 @@ const DEFAULT_CHALLENGE: HeaderValue = HeaderValue::from_static("Bearer realm=\"
 ///
 /// ```
 /// use http::StatusCode;
-/// let response = keygate::http::error_response(
+/// let response = keygate::layer::error_response(
 ///     StatusCode::BAD_REQUEST, "invalid_json", "expected a JSON object");
 /// assert_eq!(response.status(), 400);
 /// assert_eq!(response.headers()["content-type"], "application/json");

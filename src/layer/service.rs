@@ -63,7 +63,7 @@ use crate::service::{ApiKeys, Operation, Principal};
 ///
 /// ```
 /// use axum::{routing::{get, post}, Router};
-/// use keygate::http::ApiKeyLayer;
+/// use keygate::layer::ApiKeyLayer;
 /// use keygate::{profiles, ApiKeys, Principal};
 ///
 /// # fn main() -> Result<(), keygate::Error> {

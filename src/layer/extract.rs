@@ -90,7 +90,7 @@ impl fmt::Debug for PresentedKey<'_> {
 ///
 /// ```
 /// use http::{HeaderMap, HeaderValue};
-/// use keygate::http::extract_credential;
+/// use keygate::layer::extract_credential;
 /// use keygate::{AuthError, CredentialSource, MalformedReason};
 ///
 /// let sources = [CredentialSource::Bearer, CredentialSource::Header("x-api-key".into())];

@@ -48,7 +48,7 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 ///
 /// ```
 /// use axum::{routing::post, Router};
-/// use keygate::http::HttpsOnlyLayer;
+/// use keygate::layer::HttpsOnlyLayer;
 ///
 /// let app: Router = Router::new()
 ///     .route("/api/auth/signup", post(|| async { "welcome" }))

@@ -20,7 +20,7 @@ pub const MAX_BODY_LEN: usize = 64 * 1024;
 ///
 /// ```
 /// use axum::{routing::post, Router};
-/// use keygate::http::JsonBody;
+/// use keygate::layer::JsonBody;
 /// use keygate::CreateKey;
 ///
 /// async fn create(JsonBody(request): JsonBody<CreateKey>) -> String {

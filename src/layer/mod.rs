@@ -14,7 +14,7 @@
 //!
 //! ```
 //! use axum::{routing::{get, post}, Json, Router};
-//! use keygate::http::ApiKeyLayer;
+//! use keygate::layer::ApiKeyLayer;
 //! use keygate::{profiles, AccountId, ApiKeys, CreateKey, ListOptions, Principal};
 //!
 //! async fn list_keys(
@@ -44,14 +44,14 @@ mod body;
 mod extract;
 mod extractor;
 mod https;
-mod layer;
+mod service;
 mod response;
 
 pub use body::{JsonBody, MAX_BODY_LEN};
 pub use extract::{extract_credential, PresentedKey, MAX_CREDENTIAL_LEN};
 pub use extractor::MissingLayer;
 pub use https::{HttpsOnly, HttpsOnlyFuture, HttpsOnlyLayer};
-pub use layer::{ApiKeyLayer, ApiKeyService, ResponseFuture};
+pub use service::{ApiKeyLayer, ApiKeyService, ResponseFuture};
 pub use response::{
     error_response, insert_rate_limit_headers, RATELIMIT_LIMIT, RATELIMIT_REMAINING,
     RATELIMIT_RESET,
