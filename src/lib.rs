@@ -53,7 +53,7 @@
 //! | [`store`] | the [`KeyStore`] trait and its backends |
 //! | [`profiles`] | MailJawn, Mailjet, MailChannels, MailKite and a default |
 //! | [`audit`] | audit events for management actions |
-//! | `http` | tower layer, axum extractors and error responses (feature `axum`) |
+//! | `layer` | the tower layer that authenticates requests, HTTPS-only guard, error responses (feature `tower`); axum extractors (feature `axum`) |
 //!
 //! ## Features
 //!
@@ -63,7 +63,8 @@
 //! | `sqlite` | no | `SqliteStore` (sqlx, embedded migrations) |
 //! | `postgres` | no | `PostgresStore` (sqlx, embedded migrations), and change notifications that [`CachedStore`] follows across instances |
 //! | `redis` | no | `RedisRateLimiter`: one quota per key shared by every instance, through Redis |
-//! | `axum` | no | `http`: `ApiKeyLayer`, the `Principal` extractor, JSON error responses, an HTTPS-only guard |
+//! | `tower` | no | `layer`: `ApiKeyLayer` for any tower service and body type, JSON error responses, an HTTPS-only guard |
+//! | `axum` | no | `tower`, plus axum extractors (`Principal`, `Require`, `JsonBody`) and `IntoResponse` for `AuthError` and `Error` |
 //!
 //! ## Security
 //!
@@ -80,13 +81,13 @@ mod error;
     feature = "sqlite",
     feature = "postgres",
     feature = "redis",
-    feature = "axum"
+    feature = "tower"
 ))]
 mod flusher;
 pub mod hash;
-#[cfg(feature = "axum")]
-pub mod layer;
 pub mod key;
+#[cfg(feature = "tower")]
+pub mod layer;
 pub mod profiles;
 pub mod ratelimit;
 pub mod scope;
@@ -100,7 +101,7 @@ pub use error::{AuthError, ConfigError, ConflictKind, Error, InvalidRequest};
     feature = "sqlite",
     feature = "postgres",
     feature = "redis",
-    feature = "axum"
+    feature = "tower"
 ))]
 pub use flusher::LastUsedFlusher;
 pub use hash::{Hasher, Pepper};

@@ -129,9 +129,11 @@ pub fn router(product: Product, api: ApiKeys, options: Options) -> Result<Router
         Product::MailKite => mailkite(&keys)?,
     };
     let mut router = routes
-        .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .fallback(|| async {
+            error_response::<axum::body::Body>(StatusCode::NOT_FOUND, "not_found", "no such route")
+        })
         .method_not_allowed_fallback(|| async {
-            error_response(
+            error_response::<axum::body::Body>(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 "method not allowed on this route",

@@ -5,11 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use axum::extract::ConnectInfo;
-use axum::response::{IntoResponse, Response};
 use http::header::HOST;
 use http::uri::Scheme;
-use http::{HeaderName, Request, StatusCode};
+use http::{HeaderName, Request, Response, StatusCode};
 use tower::{Layer, Service};
 
 use super::response::error_response;
@@ -26,7 +24,7 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 ///
 /// # How the scheme is known
 ///
-/// axum serves plain HTTP; TLS is normally terminated by a proxy or load
+/// A server usually speaks plain HTTP; TLS is normally terminated by a proxy or load
 /// balancer in front. A request counts as HTTPS when
 ///
 /// 1. [`trust_forwarded_proto`](Self::trust_forwarded_proto) is on and the
@@ -41,19 +39,31 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 ///
 /// Plain HTTP is still admitted from the local machine: the host the request
 /// names (URI authority, else the `Host` header) must be `localhost`, a
-/// `127.0.0.0/8` address or `[::1]` (any port), **and**, when the server was
-/// started with `into_make_service_with_connect_info::<SocketAddr>()`, the
-/// peer address must be a loopback address. Without `ConnectInfo` the host
-/// alone decides.
+/// `127.0.0.0/8` address or `[::1]` (any port), **and**, when the request
+/// extensions carry the peer address, it must be a loopback address. The peer
+/// address is read from a [`SocketAddr`] extension (any server can insert
+/// one) or, with the `axum` feature, from axum's `ConnectInfo<SocketAddr>`
+/// (a server started with `into_make_service_with_connect_info::<SocketAddr>()`).
+/// Without either, the host alone decides.
 ///
 /// ```
-/// use axum::{routing::post, Router};
+/// use http::{Request, Response};
+/// use tower::{service_fn, Layer, ServiceExt};
 /// use keygate::layer::HttpsOnlyLayer;
 ///
-/// let app: Router = Router::new()
-///     .route("/api/auth/signup", post(|| async { "welcome" }))
-///     .layer(HttpsOnlyLayer::new().trust_forwarded_proto(true));
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let signup = HttpsOnlyLayer::new().trust_forwarded_proto(true).layer(service_fn(
+///     |_: Request<()>| async { Ok::<_, std::convert::Infallible>(Response::new("welcome".to_owned())) },
+/// ));
+/// let plain = Request::builder().uri("/signup").header("host", "api.example.com")
+///     .header("x-forwarded-proto", "http").body(()).unwrap();
+/// let response = signup.oneshot(plain).await.unwrap();
+/// assert_eq!(response.status(), 403);
+/// assert!(response.body().contains("https_required"));
+/// # });
 /// ```
+///
+/// With axum: `Router::new().route(..).layer(HttpsOnlyLayer::new())`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HttpsOnlyLayer {
     trust_forwarded_proto: bool,
@@ -94,7 +104,7 @@ impl HttpsOnlyLayer {
 }
 
 /// The response to a refused plain-HTTP request.
-pub(crate) fn refusal() -> Response {
+pub(crate) fn refusal<B: From<String>>() -> Response<B> {
     error_response(
         StatusCode::FORBIDDEN,
         "https_required",
@@ -103,11 +113,20 @@ pub(crate) fn refusal() -> Response {
 }
 
 fn is_local<B>(request: &Request<B>) -> bool {
-    let peer_is_local = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .is_none_or(|ConnectInfo(addr)| addr.ip().to_canonical().is_loopback());
+    let peer_is_local = peer(request).is_none_or(|addr| addr.ip().to_canonical().is_loopback());
     peer_is_local && host_is_local(request)
+}
+
+/// The peer address the server recorded in the request extensions, if any.
+fn peer<B>(request: &Request<B>) -> Option<SocketAddr> {
+    #[cfg(feature = "axum")]
+    if let Some(axum::extract::ConnectInfo(addr)) = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+    {
+        return Some(*addr);
+    }
+    request.extensions().get::<SocketAddr>().copied()
 }
 
 fn host_is_local<B>(request: &Request<B>) -> bool {
@@ -152,20 +171,22 @@ pub struct HttpsOnly<S> {
     guard: HttpsOnlyLayer,
 }
 
-impl<S, B> Service<Request<B>> for HttpsOnly<S>
+/// Refusals are built in the inner service's response body type, which must
+/// be constructible from a `String` (the JSON error body).
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for HttpsOnly<S>
 where
-    S: Service<Request<B>>,
-    S::Response: IntoResponse,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: From<String>,
 {
-    type Response = Response;
+    type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = HttpsOnlyFuture<S::Future>;
+    type Future = HttpsOnlyFuture<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         if self.guard.admits(&request) {
             HttpsOnlyFuture {
                 state: State::Inner {
@@ -185,36 +206,36 @@ where
 pin_project_lite::pin_project! {
     /// The response future of [`HttpsOnly`].
     #[derive(Debug)]
-    pub struct HttpsOnlyFuture<F> {
+    pub struct HttpsOnlyFuture<F, B> {
         #[pin]
-        state: State<F>,
+        state: State<F, B>,
     }
 }
 
 pin_project_lite::pin_project! {
     #[project = StateProj]
     #[derive(Debug)]
-    enum State<F> {
+    enum State<F, B> {
         Inner {
             #[pin]
             future: F,
         },
         Refused {
-            response: Option<Response>,
+            response: Option<Response<B>>,
         },
     }
 }
 
-impl<F, R, E> Future for HttpsOnlyFuture<F>
+impl<F, B, E> Future for HttpsOnlyFuture<F, B>
 where
-    F: Future<Output = Result<R, E>>,
-    R: IntoResponse,
+    F: Future<Output = Result<Response<B>, E>>,
+    B: From<String>,
 {
-    type Output = Result<Response, E>;
+    type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            StateProj::Inner { future } => future.poll(cx).map_ok(IntoResponse::into_response),
+            StateProj::Inner { future } => future.poll(cx),
             StateProj::Refused { response } => {
                 Poll::Ready(Ok(response.take().unwrap_or_else(refusal)))
             }
@@ -236,7 +257,15 @@ mod tests {
 
     fn with_peer(mut r: Request<()>, peer: &str) -> Request<()> {
         r.extensions_mut()
-            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+            .insert(peer.parse::<SocketAddr>().unwrap());
+        r
+    }
+
+    #[cfg(feature = "axum")]
+    fn with_connect_info(mut r: Request<()>, peer: &str) -> Request<()> {
+        r.extensions_mut().insert(axum::extract::ConnectInfo(
+            peer.parse::<SocketAddr>().unwrap(),
+        ));
         r
     }
 
@@ -273,6 +302,14 @@ mod tests {
         assert!(guard.admits(&with_peer(request("localhost"), "127.0.0.1:5000")));
         assert!(guard.admits(&with_peer(request("localhost"), "[::1]:5000")));
         assert!(!guard.admits(&with_peer(request("localhost"), "203.0.113.7:5000")));
+    }
+
+    #[cfg(feature = "axum")]
+    #[test]
+    fn axum_connect_info_names_the_peer() {
+        let guard = HttpsOnlyLayer::new();
+        assert!(guard.admits(&with_connect_info(request("localhost"), "127.0.0.1:5000")));
+        assert!(!guard.admits(&with_connect_info(request("localhost"), "203.0.113.7:5000")));
     }
 
     #[test]

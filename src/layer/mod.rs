@@ -1,16 +1,27 @@
-//! HTTP integration for axum and any tower service (feature `axum`).
+//! The tower layer that authenticates requests with API keys (feature
+//! `tower`), and axum extractors on top of it (feature `axum`).
+//!
+//! With `tower` (no axum needed; any tower service and body type):
 //!
 //! - [`ApiKeyLayer`]: a tower layer that reads the credential where the
 //!   profile says, verifies it, takes a rate-limit token for the route's
 //!   operation class, checks the route's scopes, and puts the
-//!   [`Principal`](crate::Principal) in the request extensions.
-//! - `Principal` (and `Option<Principal>`) as an axum extractor.
+//!   [`Principal`](crate::Principal) in the request extensions. Its error
+//!   responses are built in the inner service's body type (any
+//!   `From<String>` body).
 //! - [`extract_credential`]: the header parsing, as a pure function.
-//! - `IntoResponse` for [`AuthError`](crate::AuthError) and
-//!   [`Error`](crate::Error): JSON bodies `{"error": {"code", "message"}}`
-//!   that never echo the key, `WWW-Authenticate` on 401, `RateLimit-*` and
-//!   `Retry-After` headers; handlers can use `?` on both.
+//! - [`error_response`]: JSON bodies `{"error": {"code", "message"}}` that
+//!   never echo the key, `WWW-Authenticate` on 401, `RateLimit-*` and
+//!   `Retry-After` headers.
 //! - [`HttpsOnlyLayer`]: refuses plain HTTP except from localhost.
+//!
+//! With `axum`, in addition:
+//!
+//! - `Principal` and `Option<Principal>` as extractors, and `Require<R>`, a
+//!   `Principal` that holds the scope `R` names.
+//! - `IntoResponse` for [`AuthError`](crate::AuthError) and
+//!   [`Error`](crate::Error), so handlers can use `?` on both.
+//! - `JsonBody`, a size-limited JSON body with the same error shape.
 //!
 //! ```
 //! use axum::{routing::{get, post}, Json, Router};
@@ -40,19 +51,23 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "axum")]
 mod body;
 mod extract;
+#[cfg(feature = "axum")]
 mod extractor;
 mod https;
-mod service;
 mod response;
+mod service;
 
+#[cfg(feature = "axum")]
 pub use body::{JsonBody, MAX_BODY_LEN};
 pub use extract::{extract_credential, PresentedKey, MAX_CREDENTIAL_LEN};
+#[cfg(feature = "axum")]
 pub use extractor::MissingLayer;
 pub use https::{HttpsOnly, HttpsOnlyFuture, HttpsOnlyLayer};
-pub use service::{ApiKeyLayer, ApiKeyService, ResponseFuture};
 pub use response::{
     error_response, insert_rate_limit_headers, RATELIMIT_LIMIT, RATELIMIT_REMAINING,
     RATELIMIT_RESET,
 };
+pub use service::{ApiKeyLayer, ApiKeyService, ResponseFuture};

@@ -1,17 +1,19 @@
 //! Errors as HTTP responses: a JSON body `{"error": {"code", "message"}}`,
 //! `WWW-Authenticate` on 401, `RateLimit-*` and `Retry-After` headers.
+//!
+//! Responses are built in any body type that can be made from a `String`
+//! (`axum::body::Body`, `http_body_util::Full<Bytes>`, `String`), so the
+//! layer fits any tower stack; with the `axum` feature, [`AuthError`] and
+//! [`Error`] are also `IntoResponse`.
 
 use std::sync::OnceLock;
 
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use http::header::{HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
-use http::{HeaderMap, StatusCode};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderMap, Response, StatusCode};
 
-use crate::error::{AuthError, Error};
+use crate::error::AuthError;
 use crate::profiles::CredentialSource;
 use crate::ratelimit::Decision;
-use crate::store::StoreError;
 
 /// `RateLimit-Limit`: requests a full bucket admits at once.
 pub const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -20,25 +22,41 @@ pub const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-r
 /// `RateLimit-Reset`: seconds until the bucket is full again.
 pub const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
-/// The challenge [`AuthError`]'s own [`IntoResponse`] sends on 401. The
+/// The challenge [`AuthError`]'s own `IntoResponse` sends on 401. The
 /// [`ApiKeyLayer`](super::ApiKeyLayer) sends the profile's own instead.
+#[cfg(feature = "axum")]
 const DEFAULT_CHALLENGE: HeaderValue = HeaderValue::from_static("Bearer realm=\"api\"");
 
 /// A JSON error response in keygate's shape:
-/// `{"error": {"code": "<code>", "message": "<message>"}}`.
+/// `{"error": {"code": "<code>", "message": "<message>"}}`, in any body type
+/// that can be made from a `String` (the body type of the service the
+/// response stands in for).
 ///
 /// Use it for your own errors so clients see one shape everywhere.
 ///
 /// ```
 /// use http::StatusCode;
-/// let response = keygate::layer::error_response(
+/// let response: http::Response<String> = keygate::layer::error_response(
 ///     StatusCode::BAD_REQUEST, "invalid_json", "expected a JSON object");
 /// assert_eq!(response.status(), 400);
 /// assert_eq!(response.headers()["content-type"], "application/json");
+/// assert_eq!(
+///     response.body(),
+///     r#"{"error":{"code":"invalid_json","message":"expected a JSON object"}}"#,
+/// );
 /// ```
-pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+pub fn error_response<B: From<String>>(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+) -> Response<B> {
     let body = serde_json::json!({ "error": { "code": code, "message": message } });
-    (status, Json(body)).into_response()
+    let mut response = Response::new(B::from(body.to_string()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 /// Sets `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` and, when
@@ -110,7 +128,10 @@ fn title_case(name: &str) -> String {
 }
 
 /// An [`AuthError`] as a response, with these challenges on 401.
-pub(crate) fn auth_error_response(error: &AuthError, challenges: &[HeaderValue]) -> Response {
+pub(crate) fn auth_error_response<B: From<String>>(
+    error: &AuthError,
+    challenges: &[HeaderValue],
+) -> Response<B> {
     let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::UNAUTHORIZED);
     let mut response = error_response(status, error.code(), &error.to_string());
     let headers = response.headers_mut();
@@ -132,18 +153,22 @@ pub(crate) fn auth_error_response(error: &AuthError, challenges: &[HeaderValue])
 ///
 /// Handlers can return `Result<_, AuthError>` and use `?`, e.g. on
 /// [`ApiKeys::check_scope`](crate::ApiKeys::check_scope).
-impl IntoResponse for AuthError {
-    fn into_response(self) -> Response {
+#[cfg(feature = "axum")]
+impl axum::response::IntoResponse for AuthError {
+    fn into_response(self) -> axum::response::Response {
         auth_error_response(&self, std::slice::from_ref(&DEFAULT_CHALLENGE))
     }
 }
 
-/// The error's [`status`](Error::status) and a JSON body with its
-/// [`code`](Error::code) and message. Store failures are logged and answered
+/// The error's [`status`](crate::Error::status) and a JSON body with its
+/// [`code`](crate::Error::code) and message. Store failures are logged and answered
 /// without their details (`503` when unavailable, `500` otherwise; a
 /// misconfigured store is logged as an error).
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
+#[cfg(feature = "axum")]
+impl axum::response::IntoResponse for crate::error::Error {
+    fn into_response(self) -> axum::response::Response {
+        use crate::error::Error;
+        use crate::store::StoreError;
         if let Error::Auth(e) = self {
             return e.into_response();
         }
@@ -173,7 +198,9 @@ impl IntoResponse for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(feature = "axum")]
     use crate::key::MalformedReason;
+    #[cfg(feature = "axum")]
     use std::time::Duration;
 
     #[test]
@@ -195,8 +222,10 @@ mod tests {
         assert_eq!(c[2], "ApiKey header=\"X-Api-Key\"");
     }
 
+    #[cfg(feature = "axum")]
     #[test]
     fn auth_errors_map_to_their_status_and_headers() {
+        use axum::response::IntoResponse;
         let r = AuthError::Malformed {
             reason: MalformedReason::Checksum,
         }
@@ -230,8 +259,12 @@ mod tests {
         assert_eq!(AuthError::Unavailable.into_response().status(), 503);
     }
 
+    #[cfg(feature = "axum")]
     #[tokio::test]
     async fn store_errors_hide_their_details() {
+        use crate::error::Error;
+        use crate::store::StoreError;
+        use axum::response::IntoResponse;
         async fn answer(e: StoreError) -> (StatusCode, serde_json::Value) {
             let r = Error::Store(e).into_response();
             let status = r.status();

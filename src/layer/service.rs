@@ -8,8 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, Method, Request};
+use http::{HeaderValue, Method, Request, Response};
 use tower::{Layer, Service};
 
 use super::extract::Sources;
@@ -87,6 +86,27 @@ use crate::service::{ApiKeys, Operation, Principal};
 ///     // A group of routes: any valid key, method-based classes.
 ///     .merge(Router::new().route("/v1/me", get(whoami)).route_layer(keys.clone()));
 /// # Ok(()) }
+/// ```
+///
+/// The layer needs no axum: it wraps any tower service whose response body
+/// can be made from a `String` (the JSON error text).
+///
+/// ```
+/// use http::{Request, Response};
+/// use tower::{service_fn, Layer, ServiceExt};
+/// use keygate::layer::ApiKeyLayer;
+/// use keygate::{profiles, ApiKeys, Principal};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let api = ApiKeys::in_memory(profiles::mailjawn()).unwrap();
+/// let service = ApiKeyLayer::new(api).layer(service_fn(|request: Request<()>| async move {
+///     let principal = request.extensions().get::<Principal>().expect("set by the layer");
+///     Ok::<_, std::convert::Infallible>(Response::new(principal.name().to_owned()))
+/// }));
+/// let response = service.oneshot(Request::new(())).await.unwrap();
+/// assert_eq!(response.status(), 401);
+/// assert!(response.body().contains("missing_api_key"));
+/// # });
 /// ```
 #[derive(Clone)]
 pub struct ApiKeyLayer {
@@ -301,22 +321,25 @@ impl<S: fmt::Debug> fmt::Debug for ApiKeyService<S> {
     }
 }
 
-impl<S, B> Service<Request<B>> for ApiKeyService<S>
+/// The inner service's response body type is kept; error responses are
+/// built in it from their JSON text, so it must implement `From<String>`
+/// (`axum::body::Body`, `http_body_util::Full<Bytes>` and `String` do).
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ApiKeyService<S>
 where
-    S: Service<Request<B>> + Clone + Send + 'static,
-    S::Response: IntoResponse,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    B: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: From<String> + Send + 'static,
 {
-    type Response = Response;
+    type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Error>;
+    type Future = ResponseFuture<ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         // Use the service poll_ready readied and leave the fresh clone for
         // the next call, as tower asks.
         let ready = self.inner.clone();
@@ -348,7 +371,7 @@ where
                 };
                 let decision = principal.rate_limit().copied();
                 request.extensions_mut().insert(principal);
-                let mut response = inner.call(request).await?.into_response();
+                let mut response = inner.call(request).await?;
                 // An inner layer's narrower decision, already on the
                 // response, is the one the client sees.
                 if let Some(decision) = decision {
@@ -363,19 +386,19 @@ where
 }
 
 /// The response future of [`ApiKeyService`].
-pub struct ResponseFuture<E> {
-    future: Pin<Box<dyn Future<Output = Result<Response, E>> + Send>>,
+pub struct ResponseFuture<B, E> {
+    future: Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>,
 }
 
-impl<E> Future for ResponseFuture<E> {
-    type Output = Result<Response, E>;
+impl<B, E> Future for ResponseFuture<B, E> {
+    type Output = Result<Response<B>, E>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.future.as_mut().poll(cx)
     }
 }
 
-impl<E> fmt::Debug for ResponseFuture<E> {
+impl<B, E> fmt::Debug for ResponseFuture<B, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ResponseFuture")
     }

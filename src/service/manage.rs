@@ -847,7 +847,7 @@ async fn to_completion<T: Send + 'static>(
         feature = "sqlite",
         feature = "postgres",
         feature = "redis",
-        feature = "axum"
+        feature = "tower"
     ))]
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         return match runtime.spawn(write).await {
