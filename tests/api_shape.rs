@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::routing::{get, post};
 use axum::Router;
 use http_support::{expect_error, header, serve};
-use keygate::layer::ApiKeyLayer;
+use keygate::layer::{ApiKeyLayer, Require};
 use keygate::{
     profiles, AccountId, ApiKeys, CreateKey, Error, ListOptions, MemoryStore, Page, Principal,
     Quota,
@@ -421,4 +421,117 @@ async fn an_inner_layer_of_another_service_never_trusts_the_outer_principal() {
             .unwrap_err(),
         keygate::AuthError::Invalid
     );
+}
+
+keygate::required_scope!(SubscribersWrite = "subscribers:write");
+keygate::required_scope!(NotInCatalog = "subscribers:delete");
+
+async fn add_subscriber(caller: Require<SubscribersWrite>) -> String {
+    format!("added by {}", caller.name())
+}
+
+async fn misdeclared(_: Require<NotInCatalog>) -> &'static str {
+    "never"
+}
+
+/// The [tried] trap: `get(h).route_layer(keys.require(..)?).post(h2)` served
+/// POST with no key. With `Require<…>` in the POST handler, the requirement
+/// travels with the handler: POST is never served without the scope.
+#[tokio::test]
+async fn a_method_added_after_route_layer_is_refused_when_its_handler_requires() {
+    let api = ApiKeys::in_memory(profiles::mailjawn()).unwrap();
+    let full = admin(&api).await;
+    let org = AccountId::new("org").unwrap();
+    let reader = api
+        .operator()
+        .create(&org, CreateKey::new("reader").scopes(["subscribers:read"]))
+        .await
+        .unwrap();
+    let reader = reader.key.expose_secret().to_owned();
+    let keys = ApiKeyLayer::new(api.clone());
+
+    // The trap as written: POST added after the method's layer.
+    let trap = Router::new()
+        .route(
+            "/v1/subscribers",
+            get(whoami)
+                .route_layer(keys.require("subscribers:read").unwrap())
+                .post(add_subscriber),
+        )
+        .with_state(api.clone());
+    let server = serve(trap).await;
+    for key in [None, Some(&reader), Some(&full)] {
+        let request = server.post("/v1/subscribers");
+        let request = match key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        };
+        let r = request.send().await.unwrap();
+        expect_error(r, 500, "api_key_layer_missing", &full).await;
+    }
+
+    // The shape to use: one layer over the router, requirements in handlers.
+    let app = Router::new()
+        .route("/v1/subscribers", get(whoami).post(add_subscriber))
+        .route("/v1/misdeclared", get(misdeclared))
+        .route_layer(keys.clone())
+        .with_state(api.clone());
+    let server = serve(app).await;
+    let r = server.post("/v1/subscribers").send().await.unwrap();
+    expect_error(r, 401, "missing_api_key", &full).await;
+    let r = server
+        .post("/v1/subscribers")
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 403, "insufficient_scope", &reader).await;
+    let r = server
+        .get("/v1/subscribers")
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = server
+        .post("/v1/subscribers")
+        .bearer_auth(&full)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The requirement charged nothing: the write bucket (30/min) lost one
+    // token for one request.
+    assert_eq!(header(r.headers(), "ratelimit-limit"), "30");
+    assert_eq!(header(r.headers(), "ratelimit-remaining"), "29");
+    assert_eq!(r.text().await.unwrap(), "added by admin");
+    // A scope the catalog lacks is a configuration error, not a 403.
+    let r = server
+        .get("/v1/misdeclared")
+        .bearer_auth(&full)
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 500, "unknown_scope", &full).await;
+}
+
+/// `Require` trusts only a principal verified by the service in the state:
+/// one from a layer of another service is a missing layer, not a grant.
+#[tokio::test]
+async fn require_ignores_a_principal_of_another_service() {
+    let other = ApiKeys::in_memory(profiles::mailjawn()).unwrap();
+    let api = ApiKeys::in_memory(profiles::mailjawn()).unwrap();
+    let key = admin(&other).await;
+    let app = Router::new()
+        .route("/v1/subscribers", post(add_subscriber))
+        .route_layer(ApiKeyLayer::new(other.clone()))
+        .with_state(api);
+    let server = serve(app).await;
+    let r = server
+        .post("/v1/subscribers")
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 500, "api_key_layer_missing", &key).await;
 }

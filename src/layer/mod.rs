@@ -64,7 +64,7 @@ mod service;
 pub use body::{JsonBody, MAX_BODY_LEN};
 pub use extract::{extract_credential, PresentedKey, MAX_CREDENTIAL_LEN};
 #[cfg(feature = "axum")]
-pub use extractor::MissingLayer;
+pub use extractor::{MissingLayer, Require, RequireRejection, RequiredScope};
 pub use https::{HttpsOnly, HttpsOnlyFuture, HttpsOnlyLayer};
 pub use response::{
     error_response, insert_rate_limit_headers, RATELIMIT_LIMIT, RATELIMIT_REMAINING,

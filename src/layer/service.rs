@@ -55,10 +55,13 @@ use crate::service::{ApiKeys, Operation, Principal};
 ///
 /// **Pitfall:** `MethodRouter::route_layer` wraps only the methods added
 /// *before* it: in `get(a).route_layer(keys.require(..)?).post(b)`, POST is
-/// not protected. Add every method first, then the layer, or give each method
-/// its own `.route(path, method(handler).route_layer(..))` as below. A
-/// handler that takes a [`Principal`] on a route no layer covers answers 500
-/// (a configuration error), never serves the request anonymously.
+/// not protected. Prefer one layer over the whole router and per-handler
+/// requirements with the `Require<R>` extractor (feature `axum`), which
+/// travel with the handler; or add every method first, then the layer, or
+/// give each method its own `.route(path, method(handler).route_layer(..))`
+/// as below. A handler that takes a [`Principal`] or a `Require<R>` on a
+/// route no layer covers answers 500 (a configuration error), never serves
+/// the request anonymously.
 ///
 /// ```
 /// use axum::{routing::{get, post}, Router};
