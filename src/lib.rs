@@ -105,8 +105,8 @@ pub use error::{AuthError, ConfigError, ConflictKind, Error, InvalidRequest};
 ))]
 pub use flusher::LastUsedFlusher;
 pub use hash::{Hasher, Pepper};
-pub use key::{Credential, KeyFormat, MalformedReason, PairFormat, PlaintextKey, TokenFormat};
-pub use profiles::{CredentialSource, Profile};
+pub use key::{IssuedKey, KeyFormat, MalformedReason, PairFormat, ParsedKey, TokenFormat};
+pub use profiles::{KeyLocation, Profile};
 pub use ratelimit::{
     Decision, LimiterUnavailable, LocalRateLimiter, Quota, QuotaError, RateLimiter, RatePolicy,
 };

@@ -15,10 +15,11 @@ use crate::key::{KeyFormat, PairFormat, TokenFormat};
 use crate::ratelimit::{Quota, RatePolicy};
 use crate::scope::ScopeCatalog;
 
-/// Where a client puts its credential in an HTTP request.
+/// Where in an HTTP request a client puts its key (a profile lists the
+/// locations it reads, in order).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum CredentialSource {
+pub enum KeyLocation {
     /// `Authorization: Bearer <key>`.
     Bearer,
     /// A header holding the bare key, e.g. `X-Api-Key: <key>` (name case-insensitive).
@@ -44,7 +45,7 @@ pub enum CredentialSource {
 pub struct Profile {
     pub(crate) name: String,
     pub(crate) formats: Vec<KeyFormat>,
-    pub(crate) credentials: Vec<CredentialSource>,
+    pub(crate) key_locations: Vec<KeyLocation>,
     pub(crate) catalog: ScopeCatalog,
     pub(crate) default_bundle: Option<String>,
     pub(crate) key_limit: Option<u32>,
@@ -76,7 +77,7 @@ impl Profile {
         Self {
             name: name.into(),
             formats: Vec::new(),
-            credentials: vec![CredentialSource::Bearer],
+            key_locations: vec![KeyLocation::Bearer],
             catalog: ScopeCatalog::new(),
             default_bundle: None,
             key_limit: None,
@@ -106,9 +107,9 @@ impl Profile {
         &self.formats
     }
 
-    /// Where credentials are read from, in order.
-    pub fn credentials(&self) -> &[CredentialSource] {
-        &self.credentials
+    /// Where in a request the presented key is read, in order.
+    pub fn key_locations(&self) -> &[KeyLocation] {
+        &self.key_locations
     }
 
     /// Scopes and bundles.
@@ -167,9 +168,9 @@ impl Profile {
         self
     }
 
-    /// Sets where credentials are read from, in order.
-    pub fn with_credentials(mut self, credentials: Vec<CredentialSource>) -> Self {
-        self.credentials = credentials;
+    /// Sets where in a request the presented key is read, in order.
+    pub fn with_key_locations(mut self, locations: Vec<KeyLocation>) -> Self {
+        self.key_locations = locations;
         self
     }
 
@@ -266,7 +267,7 @@ pub fn mailjawn() -> Profile {
     Profile {
         name: "mailjawn".into(),
         formats: vec![KeyFormat::Token(TokenFormat::new("mj_").lookup_len(8))],
-        credentials: vec![CredentialSource::Bearer],
+        key_locations: vec![KeyLocation::Bearer],
         catalog,
         default_bundle: None,
         key_limit: None,
@@ -306,7 +307,7 @@ pub fn mailjet() -> Profile {
     Profile {
         name: "mailjet".into(),
         formats: vec![KeyFormat::Pair(PairFormat::new())],
-        credentials: vec![CredentialSource::Basic],
+        key_locations: vec![KeyLocation::Basic],
         catalog: catalog(&["send", "smtp", "contacts", "statistics", "account"])
             .bundle_all("full_access")
             .expect("built-in bundles are valid"),
@@ -329,7 +330,7 @@ pub fn mailchannels() -> Profile {
         formats: vec![KeyFormat::Token(
             TokenFormat::new("").body_len(40).lookup_len(12),
         )],
-        credentials: vec![CredentialSource::Header("x-api-key".into())],
+        key_locations: vec![KeyLocation::Header("x-api-key".into())],
         catalog: catalog(&["api", "inbound"]),
         default_bundle: None,
         key_limit: Some(100),
@@ -351,7 +352,7 @@ pub fn mailkite() -> Profile {
             KeyFormat::Token(TokenFormat::new("mk_live_")),
             KeyFormat::Token(TokenFormat::new("mk_test_")),
         ],
-        credentials: vec![CredentialSource::Bearer],
+        key_locations: vec![KeyLocation::Bearer],
         catalog: catalog(&["send", "domains", "webhooks", "routes", "inbound"])
             .bundle_all("full_access")
             .expect("built-in bundles are valid"),
@@ -372,10 +373,7 @@ pub fn default() -> Profile {
     Profile {
         name: "default".into(),
         formats: vec![KeyFormat::Token(TokenFormat::new("kg_"))],
-        credentials: vec![
-            CredentialSource::Bearer,
-            CredentialSource::Header("x-api-key".into()),
-        ],
+        key_locations: vec![KeyLocation::Bearer, KeyLocation::Header("x-api-key".into())],
         catalog: catalog(&["read", "write", "admin"])
             .bundle("read_only", ["read"])
             .and_then(|c| c.bundle_all("full_access"))

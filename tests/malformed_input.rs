@@ -153,8 +153,8 @@ async fn a_character_across_the_pair_separator_is_malformed() {
 mod over_http {
     use base64::Engine as _;
     use http::{HeaderMap, HeaderValue};
-    use keygate::layer::extract_credential;
-    use keygate::{profiles, AuthError, CredentialSource, MalformedReason};
+    use keygate::layer::extract_key;
+    use keygate::{profiles, AuthError, KeyLocation, MalformedReason};
 
     fn basic(decoded: &str) -> HeaderMap {
         let encoded = base64::engine::general_purpose::STANDARD.encode(decoded);
@@ -174,16 +174,16 @@ mod over_http {
 
     #[test]
     fn basic_credentials_that_decode_to_non_ascii_are_encoding_errors() {
-        let sources = profiles::mailjet().credentials().to_vec();
+        let sources = profiles::mailjet().key_locations().to_vec();
         let headers = basic(&super::split_character_pair());
         assert_eq!(
-            extract_credential(&headers, &sources).unwrap_err(),
+            extract_key(&headers, &sources).unwrap_err(),
             encoding_error()
         );
         for c in super::WIDE {
             let headers = basic(&format!("{}:{c}", "a".repeat(32)));
             assert_eq!(
-                extract_credential(&headers, &sources).unwrap_err(),
+                extract_key(&headers, &sources).unwrap_err(),
                 encoding_error(),
                 "{c}"
             );
@@ -192,17 +192,17 @@ mod over_http {
 
     #[test]
     fn basic_credentials_with_control_characters_are_encoding_errors() {
-        let sources = [CredentialSource::Basic];
+        let sources = [KeyLocation::Basic];
         for decoded in ["pub\0:sec", "pub:sec\n", "pub:\x1bsec", "pub:sec\x7f"] {
             let headers = basic(decoded);
             assert_eq!(
-                extract_credential(&headers, &sources).unwrap_err(),
+                extract_key(&headers, &sources).unwrap_err(),
                 encoding_error(),
                 "{decoded:?}"
             );
         }
         let headers = basic("pub:sec");
-        assert_eq!(&*extract_credential(&headers, &sources).unwrap(), "pub:sec");
+        assert_eq!(&*extract_key(&headers, &sources).unwrap(), "pub:sec");
     }
 }
 

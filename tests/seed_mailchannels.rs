@@ -2,7 +2,7 @@
 //! checked against `profiles::mailchannels()`.
 
 use keygate::{
-    profiles, AccountId, ApiKeys, AuthError, CreateKey, CredentialSource, Error, ListOptions,
+    profiles, AccountId, ApiKeys, AuthError, CreateKey, Error, KeyLocation, ListOptions,
 };
 
 fn acct(s: &str) -> AccountId {
@@ -17,8 +17,8 @@ fn api() -> ApiKeys {
 #[test]
 fn keys_are_sent_in_the_x_api_key_header() {
     assert_eq!(
-        profiles::mailchannels().credentials(),
-        [CredentialSource::Header("x-api-key".into())]
+        profiles::mailchannels().key_locations(),
+        [KeyLocation::Header("x-api-key".into())]
     );
 }
 

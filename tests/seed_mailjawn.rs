@@ -137,8 +137,8 @@ async fn full_access_bundle_grants_everything() {
 #[test]
 fn keys_are_sent_as_bearer_tokens() {
     assert_eq!(
-        profiles::mailjawn().credentials(),
-        [keygate::CredentialSource::Bearer]
+        profiles::mailjawn().key_locations(),
+        [keygate::KeyLocation::Bearer]
     );
 }
 

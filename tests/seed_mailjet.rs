@@ -1,7 +1,7 @@
 //! Requirements from `shared/seeds/001_1096317fca88c73a.txt` (Mailjet API key and
 //! secret key), checked against `profiles::mailjet()`.
 
-use keygate::{profiles, AccountId, ApiKeys, AuthError, CreateKey, CredentialSource, ListOptions};
+use keygate::{profiles, AccountId, ApiKeys, AuthError, CreateKey, KeyLocation, ListOptions};
 
 fn acct(s: &str) -> AccountId {
     AccountId::new(s).unwrap()
@@ -30,7 +30,7 @@ async fn a_key_is_a_public_api_key_plus_a_secret_used_like_username_and_password
     assert_eq!(p.key_id(), &k.info.id);
     // As HTTP Basic apikey:secret (decoded):
     api.verify(&format!("{public}:{secret}")).await.unwrap();
-    assert_eq!(profiles::mailjet().credentials(), [CredentialSource::Basic]);
+    assert_eq!(profiles::mailjet().key_locations(), [KeyLocation::Basic]);
     // The public key alone, or with a wrong secret, is not enough.
     let wrong = "0".repeat(32);
     assert_eq!(

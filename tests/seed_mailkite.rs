@@ -1,9 +1,7 @@
 //! Requirements from `shared/seeds/003_ce8d37cf50e3a0d1.txt` (MailKite authentication),
 //! checked against `profiles::mailkite()`.
 
-use keygate::{
-    profiles, AccountId, ApiKeys, AuthError, CreateKey, CredentialSource, Error, Rotation,
-};
+use keygate::{profiles, AccountId, ApiKeys, AuthError, CreateKey, Error, KeyLocation, Rotation};
 
 fn acct(s: &str) -> AccountId {
     AccountId::new(s).unwrap()
@@ -50,10 +48,7 @@ async fn one_full_scope_live_key_per_account() {
 // "it goes out as Authorization: Bearer mk_live_… on every request"
 #[test]
 fn keys_are_sent_as_bearer_tokens() {
-    assert_eq!(
-        profiles::mailkite().credentials(),
-        [CredentialSource::Bearer]
-    );
+    assert_eq!(profiles::mailkite().key_locations(), [KeyLocation::Bearer]);
 }
 
 // "Rotate it in the dashboard; rotating invalidates the old key immediately."

@@ -5,13 +5,20 @@
 //! body and an optional 6-character CRC32 checksum; their lookup id is the first
 //! few characters of the token. Key pairs ([`PairFormat`], Mailjet style) are a
 //! public API key (the lookup id, always visible) plus a secret key shown once.
-//! Both parse into a [`Credential`]; a freshly generated key is a
-//! [`PlaintextKey`], whose text is wiped from memory on drop and never printed.
+//!
+//! Names for the key text, by where it stands:
+//!
+//! | type | what it is |
+//! |---|---|
+//! | [`IssuedKey`] | the text of a key just generated, shown to its owner once; wiped on drop, never printed |
+//! | `layer::PresentedKey` | the text a client sent in a request, as read from a header (feature `tower`) |
+//! | [`ParsedKey`] | a presented key split by its format into lookup id and secret |
+//! | [`KeyLocation`](crate::KeyLocation) | where in a request the presented key is read (a profile setting) |
 
 mod base62;
 mod secret;
 
-pub use secret::PlaintextKey;
+pub use secret::IssuedKey;
 
 use std::fmt;
 
@@ -94,19 +101,20 @@ pub enum FormatError {
     NoFormat,
 }
 
-/// A presented key, split into the lookup id used to find stored candidates and
-/// the secret that is hashed and compared.
+/// A presented key parsed by its [`KeyFormat`]: the lookup id used to find
+/// stored candidates and the secret that is hashed and compared. It borrows
+/// the presented text; its `Debug` output hides the secret.
 ///
 /// For single-token keys the secret is the whole token and the lookup id its
 /// first characters; for key pairs the lookup id is the public API key.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Credential<'a> {
+pub struct ParsedKey<'a> {
     lookup: &'a str,
     secret: &'a str,
     format: usize,
 }
 
-impl<'a> Credential<'a> {
+impl<'a> ParsedKey<'a> {
     /// The lookup id: safe to log and to store in plain text.
     pub fn lookup(&self) -> &'a str {
         self.lookup
@@ -128,9 +136,9 @@ impl<'a> Credential<'a> {
     }
 }
 
-impl fmt::Debug for Credential<'_> {
+impl fmt::Debug for ParsedKey<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credential")
+        f.debug_struct("ParsedKey")
             .field("lookup", &self.lookup)
             .field("secret", &"[redacted]")
             .finish()
@@ -173,7 +181,7 @@ impl KeyFormat {
     }
 
     /// Generates a new random key in this format from the OS CSPRNG.
-    pub fn generate(&self) -> PlaintextKey {
+    pub fn generate(&self) -> IssuedKey {
         match self {
             Self::Token(t) => t.generate(),
             Self::Pair(p) => p.generate(),
@@ -183,7 +191,7 @@ impl KeyFormat {
     /// Parses a presented key. A pair is given as `public:secret`.
     ///
     /// Work is bounded by the format's key length, whatever the input length.
-    pub fn parse<'a>(&self, presented: &'a str) -> Result<Credential<'a>, MalformedReason> {
+    pub fn parse<'a>(&self, presented: &'a str) -> Result<ParsedKey<'a>, MalformedReason> {
         match self {
             Self::Token(t) => t.parse(presented),
             Self::Pair(p) => p.parse(presented),
@@ -295,7 +303,7 @@ impl TokenFormat {
     }
 
     /// Generates a new key from the OS CSPRNG.
-    pub fn generate(&self) -> PlaintextKey {
+    pub fn generate(&self) -> IssuedKey {
         let mut s = String::with_capacity(self.token_len());
         s.push_str(&self.prefix);
         base62::push_random(&mut s, self.body_len);
@@ -303,13 +311,13 @@ impl TokenFormat {
             let sum = base62::checksum(s.as_bytes());
             s.extend(sum.iter().map(|&b| b as char));
         }
-        PlaintextKey::token(s, self.lookup_len)
+        IssuedKey::token(s, self.lookup_len)
     }
 
     /// Parses a presented token, checking length, encoding (ASCII), prefix,
     /// alphabet and checksum in that order. Input of the wrong length is
     /// rejected without reading it.
-    pub fn parse<'a>(&self, presented: &'a str) -> Result<Credential<'a>, MalformedReason> {
+    pub fn parse<'a>(&self, presented: &'a str) -> Result<ParsedKey<'a>, MalformedReason> {
         let bytes = presented.as_bytes();
         if bytes.is_empty() {
             return Err(MalformedReason::Empty);
@@ -340,7 +348,7 @@ impl TokenFormat {
         let lookup = presented
             .get(..self.lookup_len)
             .ok_or(MalformedReason::Length)?;
-        Ok(Credential {
+        Ok(ParsedKey {
             lookup,
             secret: presented,
             format: 0,
@@ -407,10 +415,10 @@ impl PairFormat {
     }
 
     /// Generates a new public key and secret from the OS CSPRNG.
-    pub fn generate(&self) -> PlaintextKey {
+    pub fn generate(&self) -> IssuedKey {
         let mut public = String::with_capacity(self.public_len);
         base62::push_random_hex(&mut public, self.public_len);
-        PlaintextKey::pair(public, self.generate_secret_text())
+        IssuedKey::pair(public, self.generate_secret_text())
     }
 
     /// A fresh secret only, for resetting a pair's secret under the same public key.
@@ -423,7 +431,7 @@ impl PairFormat {
     /// Parses `public:secret` (the decoded value of HTTP Basic credentials).
     ///
     /// Text that is not ASCII is [`MalformedReason::Encoding`].
-    pub fn parse<'a>(&self, presented: &'a str) -> Result<Credential<'a>, MalformedReason> {
+    pub fn parse<'a>(&self, presented: &'a str) -> Result<ParsedKey<'a>, MalformedReason> {
         if presented.is_empty() {
             return Err(MalformedReason::Empty);
         }
@@ -455,7 +463,7 @@ impl PairFormat {
         &self,
         public: &'a str,
         secret: &'a str,
-    ) -> Result<Credential<'a>, MalformedReason> {
+    ) -> Result<ParsedKey<'a>, MalformedReason> {
         if public.is_empty() || secret.is_empty() {
             return Err(MalformedReason::Empty);
         }
@@ -469,7 +477,7 @@ impl PairFormat {
         if !base62::is_lower_hex(public.as_bytes()) || !base62::is_lower_hex(secret.as_bytes()) {
             return Err(MalformedReason::Alphabet);
         }
-        Ok(Credential {
+        Ok(ParsedKey {
             lookup: public,
             secret,
             format: 0,

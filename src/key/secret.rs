@@ -4,17 +4,19 @@ use std::fmt;
 
 use zeroize::Zeroizing;
 
-/// A key's plaintext, returned once at creation. Its memory is wiped on drop, and
+/// The text of a key just issued (created, rotated, reset), returned once
+/// inside a [`NewKey`](crate::NewKey): what its owner must store and later
+/// present. Its memory is wiped on drop, and
 /// its `Debug` output shows only the lookup id. There is no `Display` and no
 /// `Serialize`: call [`expose_secret`](Self::expose_secret) where the text must go out.
 #[derive(Clone)]
-pub struct PlaintextKey {
+pub struct IssuedKey {
     lookup: String,
     secret: Zeroizing<String>,
     lookup_in_secret: bool,
 }
 
-impl PlaintextKey {
+impl IssuedKey {
     pub(crate) fn token(token: String, lookup_len: usize) -> Self {
         let token = Zeroizing::new(token);
         Self {
@@ -47,9 +49,9 @@ impl PlaintextKey {
         (!self.lookup_in_secret).then_some(self.lookup.as_str())
     }
 
-    /// The key as a [`Credential`](super::Credential): its lookup id and secret.
-    pub fn credential(&self) -> super::Credential<'_> {
-        super::Credential {
+    /// The key as a [`ParsedKey`](super::ParsedKey): its lookup id and secret.
+    pub fn parsed(&self) -> super::ParsedKey<'_> {
+        super::ParsedKey {
             lookup: &self.lookup,
             secret: &self.secret,
             format: 0,
@@ -72,9 +74,9 @@ impl PlaintextKey {
     }
 }
 
-impl fmt::Debug for PlaintextKey {
+impl fmt::Debug for IssuedKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PlaintextKey({})", self.redacted())
+        write!(f, "IssuedKey({})", self.redacted())
     }
 }
 

@@ -1,5 +1,5 @@
 //! Reading the presented key from request headers, as a pure function of the
-//! headers and the profile's [`CredentialSource`]s.
+//! headers and the profile's [`KeyLocation`]s.
 
 use std::fmt;
 use std::ops::Deref;
@@ -13,11 +13,11 @@ use zeroize::Zeroizing;
 
 use crate::error::AuthError;
 use crate::key::MalformedReason;
-use crate::profiles::CredentialSource;
+use crate::profiles::KeyLocation;
 
 /// The longest header value read as a credential, in bytes. Keys are far
 /// shorter; anything longer is [`MalformedReason::TooLong`] and is not decoded.
-pub const MAX_CREDENTIAL_LEN: usize = 1024;
+pub const MAX_PRESENTED_KEY_LEN: usize = 1024;
 
 /// Standard base64, padded or not (clients differ), for HTTP Basic.
 const BASIC: GeneralPurpose = GeneralPurpose::new(
@@ -25,7 +25,8 @@ const BASIC: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// A key as presented in a request: borrowed from the header where it stands
+/// The key text a client sent, as read from the request at one of the
+/// profile's [`KeyLocation`]s: borrowed from the header where it stands
 /// as is (`Bearer`, `X-Api-Key`), or decoded from HTTP Basic into a buffer
 /// that is wiped on drop. Its `Debug` output is redacted.
 ///
@@ -63,13 +64,13 @@ impl fmt::Debug for PresentedKey<'_> {
 }
 
 /// Reads the one credential a request presents, looking only where `sources`
-/// say (a profile's [`credentials`](crate::Profile::credentials)).
+/// say (a profile's [`credentials`](crate::Profile::key_locations)).
 ///
 /// - `Authorization: Bearer <key>` and `Authorization: Basic base64(apikey:secret)`
-///   when [`CredentialSource::Bearer`] / [`CredentialSource::Basic`] are listed;
+///   when [`KeyLocation::Bearer`] / [`KeyLocation::Basic`] are listed;
 ///   the scheme name is case-insensitive and whitespace around the value and
 ///   between scheme and value is ignored.
-/// - `<Header>: <key>` for each [`CredentialSource::Header`]; the name is
+/// - `<Header>: <key>` for each [`KeyLocation::Header`]; the name is
 ///   case-insensitive and surrounding whitespace is ignored.
 ///
 /// Headers the sources do not name are ignored (an `Authorization` header is
@@ -81,7 +82,7 @@ impl fmt::Debug for PresentedKey<'_> {
 /// | no credential header | [`AuthError::Missing`] |
 /// | empty value, or a scheme with no value | `Malformed` [`Empty`](MalformedReason::Empty) |
 /// | two `Authorization` headers, a repeated key header, or both kinds | `Malformed` [`Ambiguous`](MalformedReason::Ambiguous) |
-/// | a value over [`MAX_CREDENTIAL_LEN`] bytes | `Malformed` [`TooLong`](MalformedReason::TooLong) |
+/// | a value over [`MAX_PRESENTED_KEY_LEN`] bytes | `Malformed` [`TooLong`](MalformedReason::TooLong) |
 /// | bytes outside visible ASCII, bad base64, or Basic that decodes to anything but visible ASCII | `Malformed` [`Encoding`](MalformedReason::Encoding) |
 /// | an `Authorization` scheme the sources do not list | `Malformed` [`Scheme`](MalformedReason::Scheme) |
 ///
@@ -90,31 +91,31 @@ impl fmt::Debug for PresentedKey<'_> {
 ///
 /// ```
 /// use http::{HeaderMap, HeaderValue};
-/// use keygate::layer::extract_credential;
-/// use keygate::{AuthError, CredentialSource, MalformedReason};
+/// use keygate::layer::extract_key;
+/// use keygate::{AuthError, KeyLocation, MalformedReason};
 ///
-/// let sources = [CredentialSource::Bearer, CredentialSource::Header("x-api-key".into())];
+/// let sources = [KeyLocation::Bearer, KeyLocation::Header("x-api-key".into())];
 /// let mut headers = HeaderMap::new();
-/// assert_eq!(extract_credential(&headers, &sources).unwrap_err(), AuthError::Missing);
+/// assert_eq!(extract_key(&headers, &sources).unwrap_err(), AuthError::Missing);
 ///
 /// headers.insert("authorization", HeaderValue::from_static("bearer  mj_abc "));
-/// assert_eq!(&*extract_credential(&headers, &sources)?, "mj_abc");
+/// assert_eq!(&*extract_key(&headers, &sources)?, "mj_abc");
 ///
 /// headers.insert("x-api-key", HeaderValue::from_static("mj_def"));
 /// assert_eq!(
-///     extract_credential(&headers, &sources).unwrap_err(),
+///     extract_key(&headers, &sources).unwrap_err(),
 ///     AuthError::Malformed { reason: MalformedReason::Ambiguous }
 /// );
 /// # Ok::<(), AuthError>(())
 /// ```
-pub fn extract_credential<'h>(
+pub fn extract_key<'h>(
     headers: &'h HeaderMap,
-    sources: &[CredentialSource],
+    sources: &[KeyLocation],
 ) -> Result<PresentedKey<'h>, AuthError> {
     Sources::new(sources).extract(headers)
 }
 
-/// [`CredentialSource`]s compiled once: which `Authorization` schemes to
+/// [`KeyLocation`]s compiled once: which `Authorization` schemes to
 /// accept and the parsed names of key headers.
 #[derive(Debug, Clone)]
 pub(crate) struct Sources {
@@ -124,7 +125,7 @@ pub(crate) struct Sources {
 }
 
 impl Sources {
-    pub(crate) fn new(sources: &[CredentialSource]) -> Self {
+    pub(crate) fn new(sources: &[KeyLocation]) -> Self {
         let mut compiled = Self {
             bearer: false,
             basic: false,
@@ -132,9 +133,9 @@ impl Sources {
         };
         for source in sources {
             match source {
-                CredentialSource::Bearer => compiled.bearer = true,
-                CredentialSource::Basic => compiled.basic = true,
-                CredentialSource::Header(name) => match HeaderName::from_bytes(name.as_bytes()) {
+                KeyLocation::Bearer => compiled.bearer = true,
+                KeyLocation::Basic => compiled.basic = true,
+                KeyLocation::Header(name) => match HeaderName::from_bytes(name.as_bytes()) {
                     Ok(name) if name != AUTHORIZATION => compiled.headers.push(name),
                     Ok(_) => {
                         tracing::warn!(target: "keygate",
@@ -229,7 +230,7 @@ fn single<'h>(
 
 /// The value as trimmed visible ASCII, checked for length first.
 fn text(value: &HeaderValue) -> Result<&str, AuthError> {
-    if value.len() > MAX_CREDENTIAL_LEN {
+    if value.len() > MAX_PRESENTED_KEY_LEN {
         return Err(malformed(MalformedReason::TooLong));
     }
     let value = value
@@ -273,8 +274,8 @@ mod tests {
         }
     }
 
-    const BEARER: &[CredentialSource] = &[CredentialSource::Bearer];
-    const BASIC_ONLY: &[CredentialSource] = &[CredentialSource::Basic];
+    const BEARER: &[KeyLocation] = &[KeyLocation::Bearer];
+    const BASIC_ONLY: &[KeyLocation] = &[KeyLocation::Basic];
 
     #[test]
     fn bearer_scheme_is_case_insensitive_and_whitespace_tolerant() {
@@ -286,7 +287,7 @@ mod tests {
         ] {
             let h = headers(&[("authorization", v.as_bytes())]);
             assert_eq!(
-                extract_credential(&h, BEARER).unwrap().expose_secret(),
+                extract_key(&h, BEARER).unwrap().expose_secret(),
                 "mj_abc",
                 "{v}"
             );
@@ -301,7 +302,7 @@ mod tests {
             "BASIC   cHViOnNlYw== ",
         ] {
             let h = headers(&[("authorization", v.as_bytes())]);
-            assert_eq!(&*extract_credential(&h, BASIC_ONLY).unwrap(), "pub:sec");
+            assert_eq!(&*extract_key(&h, BASIC_ONLY).unwrap(), "pub:sec");
         }
     }
 
@@ -309,13 +310,13 @@ mod tests {
     fn basic_errors_are_encoding_errors() {
         let bad_b64 = headers(&[("authorization", b"Basic !!!not base64")]);
         assert_eq!(
-            reason(extract_credential(&bad_b64, BASIC_ONLY)),
+            reason(extract_key(&bad_b64, BASIC_ONLY)),
             MalformedReason::Encoding
         );
         // base64 of the bytes ff fe fd: not UTF-8.
         let not_utf8 = headers(&[("authorization", b"Basic //79")]);
         assert_eq!(
-            reason(extract_credential(&not_utf8, BASIC_ONLY)),
+            reason(extract_key(&not_utf8, BASIC_ONLY)),
             MalformedReason::Encoding
         );
         // base64 of "a"×31 + "ʚ" + "b"×32: UTF-8, but not ASCII.
@@ -325,21 +326,21 @@ mod tests {
         );
         let non_ascii = headers(&[("authorization", value.as_bytes())]);
         assert_eq!(
-            reason(extract_credential(&non_ascii, BASIC_ONLY)),
+            reason(extract_key(&non_ascii, BASIC_ONLY)),
             MalformedReason::Encoding
         );
         for decoded in ["pub:sec\n", "pub\0:sec", "pub:sec\x7f"] {
             let value = format!("Basic {}", BASIC.encode(decoded));
             let control = headers(&[("authorization", value.as_bytes())]);
             assert_eq!(
-                reason(extract_credential(&control, BASIC_ONLY)),
+                reason(extract_key(&control, BASIC_ONLY)),
                 MalformedReason::Encoding,
                 "{decoded:?}"
             );
         }
         let empty = headers(&[("authorization", b"Basic")]);
         assert_eq!(
-            reason(extract_credential(&empty, BASIC_ONLY)),
+            reason(extract_key(&empty, BASIC_ONLY)),
             MalformedReason::Empty
         );
     }
@@ -347,97 +348,61 @@ mod tests {
     #[test]
     fn unlisted_schemes_are_refused() {
         let h = headers(&[("authorization", b"Basic cHViOnNlYw==")]);
-        assert_eq!(
-            reason(extract_credential(&h, BEARER)),
-            MalformedReason::Scheme
-        );
+        assert_eq!(reason(extract_key(&h, BEARER)), MalformedReason::Scheme);
         let h = headers(&[("authorization", b"Bearer mj_abc")]);
-        assert_eq!(
-            reason(extract_credential(&h, BASIC_ONLY)),
-            MalformedReason::Scheme
-        );
+        assert_eq!(reason(extract_key(&h, BASIC_ONLY)), MalformedReason::Scheme);
         let h = headers(&[("authorization", b"mj_abc")]);
-        assert_eq!(
-            reason(extract_credential(&h, BEARER)),
-            MalformedReason::Scheme
-        );
+        assert_eq!(reason(extract_key(&h, BEARER)), MalformedReason::Scheme);
         let h = headers(&[("authorization", b"Bearer")]);
-        assert_eq!(
-            reason(extract_credential(&h, BEARER)),
-            MalformedReason::Empty
-        );
+        assert_eq!(reason(extract_key(&h, BEARER)), MalformedReason::Empty);
         let h = headers(&[("authorization", b"   ")]);
-        assert_eq!(
-            reason(extract_credential(&h, BEARER)),
-            MalformedReason::Empty
-        );
+        assert_eq!(reason(extract_key(&h, BEARER)), MalformedReason::Empty);
     }
 
     #[test]
     fn missing_is_missing_and_unread_headers_are_ignored() {
         let h = headers(&[("x-api-key", b"mj_abc")]);
-        assert_eq!(
-            extract_credential(&h, BEARER).unwrap_err(),
-            AuthError::Missing
-        );
+        assert_eq!(extract_key(&h, BEARER).unwrap_err(), AuthError::Missing);
         let h = headers(&[("authorization", b"Bearer mj_abc")]);
-        let header_only = [CredentialSource::Header("X-Api-Key".into())];
+        let header_only = [KeyLocation::Header("X-Api-Key".into())];
         assert_eq!(
-            extract_credential(&h, &header_only).unwrap_err(),
+            extract_key(&h, &header_only).unwrap_err(),
             AuthError::Missing
         );
         assert_eq!(
-            extract_credential(&HeaderMap::new(), &[]).unwrap_err(),
+            extract_key(&HeaderMap::new(), &[]).unwrap_err(),
             AuthError::Missing
         );
     }
 
     #[test]
     fn two_credentials_are_ambiguous() {
-        let both = [
-            CredentialSource::Bearer,
-            CredentialSource::Header("x-api-key".into()),
-        ];
+        let both = [KeyLocation::Bearer, KeyLocation::Header("x-api-key".into())];
         let h = headers(&[
             ("authorization", b"Bearer a"),
             ("authorization", b"Bearer a"),
         ]);
-        assert_eq!(
-            reason(extract_credential(&h, &both)),
-            MalformedReason::Ambiguous
-        );
+        assert_eq!(reason(extract_key(&h, &both)), MalformedReason::Ambiguous);
         let h = headers(&[("x-api-key", b"a"), ("X-API-KEY", b"b")]);
-        assert_eq!(
-            reason(extract_credential(&h, &both)),
-            MalformedReason::Ambiguous
-        );
+        assert_eq!(reason(extract_key(&h, &both)), MalformedReason::Ambiguous);
         let h = headers(&[("authorization", b"Bearer a"), ("x-api-key", b"a")]);
-        assert_eq!(
-            reason(extract_credential(&h, &both)),
-            MalformedReason::Ambiguous
-        );
+        assert_eq!(reason(extract_key(&h, &both)), MalformedReason::Ambiguous);
     }
 
     #[test]
     fn oversized_and_non_ascii_values_are_refused_unread() {
-        let long = format!("Bearer {}", "a".repeat(MAX_CREDENTIAL_LEN));
+        let long = format!("Bearer {}", "a".repeat(MAX_PRESENTED_KEY_LEN));
         let h = headers(&[("authorization", long.as_bytes())]);
-        assert_eq!(
-            reason(extract_credential(&h, BEARER)),
-            MalformedReason::TooLong
-        );
-        let exactly = "a".repeat(MAX_CREDENTIAL_LEN);
+        assert_eq!(reason(extract_key(&h, BEARER)), MalformedReason::TooLong);
+        let exactly = "a".repeat(MAX_PRESENTED_KEY_LEN);
         let h = headers(&[("x-api-key", exactly.as_bytes())]);
-        let header_only = [CredentialSource::Header("x-api-key".into())];
-        assert_eq!(extract_credential(&h, &header_only).unwrap().len(), 1024);
+        let header_only = [KeyLocation::Header("x-api-key".into())];
+        assert_eq!(extract_key(&h, &header_only).unwrap().len(), 1024);
         let h = headers(&[("authorization", "Bearer mj_é".as_bytes())]);
-        assert_eq!(
-            reason(extract_credential(&h, BEARER)),
-            MalformedReason::Encoding
-        );
+        assert_eq!(reason(extract_key(&h, BEARER)), MalformedReason::Encoding);
         let h = headers(&[("x-api-key", b"\xff\xfe")]);
         assert_eq!(
-            reason(extract_credential(&h, &header_only)),
+            reason(extract_key(&h, &header_only)),
             MalformedReason::Encoding
         );
     }
@@ -445,7 +410,7 @@ mod tests {
     #[test]
     fn debug_is_redacted() {
         let h = headers(&[("authorization", b"Bearer mj_secret_value")]);
-        let k = extract_credential(&h, BEARER).unwrap();
+        let k = extract_key(&h, BEARER).unwrap();
         assert!(!format!("{k:?}").contains("secret_value"));
     }
 }

@@ -9,7 +9,7 @@
 //!   [`Principal`](crate::Principal) in the request extensions. Its error
 //!   responses are built in the inner service's body type (any
 //!   `From<String>` body).
-//! - [`extract_credential`]: the header parsing, as a pure function.
+//! - [`extract_key`]: the header parsing, as a pure function.
 //! - [`error_response`]: JSON bodies `{"error": {"code", "message"}}` that
 //!   never echo the key, `WWW-Authenticate` on 401, `RateLimit-*` and
 //!   `Retry-After` headers.
@@ -62,7 +62,7 @@ mod service;
 
 #[cfg(feature = "axum")]
 pub use body::{JsonBody, MAX_BODY_LEN};
-pub use extract::{extract_credential, PresentedKey, MAX_CREDENTIAL_LEN};
+pub use extract::{extract_key, PresentedKey, MAX_PRESENTED_KEY_LEN};
 #[cfg(feature = "axum")]
 pub use extractor::{MissingLayer, Require, RequireRejection, RequiredScope};
 pub use https::{HttpsOnly, HttpsOnlyFuture, HttpsOnlyLayer};

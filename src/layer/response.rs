@@ -12,7 +12,7 @@ use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHE
 use http::{HeaderMap, Response, StatusCode};
 
 use crate::error::AuthError;
-use crate::profiles::CredentialSource;
+use crate::profiles::KeyLocation;
 use crate::ratelimit::Decision;
 
 /// `RateLimit-Limit`: requests a full bucket admits at once.
@@ -95,14 +95,14 @@ fn number(n: u64) -> HeaderValue {
 
 /// The `WWW-Authenticate` challenges for a profile's credential sources:
 /// `Bearer realm="api"`, `Basic realm="api"`, `ApiKey header="X-Api-Key"`.
-pub(crate) fn challenges(sources: &[CredentialSource]) -> Vec<HeaderValue> {
+pub(crate) fn challenges(sources: &[KeyLocation]) -> Vec<HeaderValue> {
     sources
         .iter()
         .filter_map(|s| {
             let text = match s {
-                CredentialSource::Bearer => "Bearer realm=\"api\"".to_owned(),
-                CredentialSource::Basic => "Basic realm=\"api\"".to_owned(),
-                CredentialSource::Header(name) => {
+                KeyLocation::Bearer => "Bearer realm=\"api\"".to_owned(),
+                KeyLocation::Basic => "Basic realm=\"api\"".to_owned(),
+                KeyLocation::Header(name) => {
                     format!("ApiKey header=\"{}\"", title_case(name))
                 }
             };
@@ -213,9 +213,9 @@ mod tests {
     #[test]
     fn challenges_follow_the_sources() {
         let c = challenges(&[
-            CredentialSource::Bearer,
-            CredentialSource::Basic,
-            CredentialSource::Header("x-api-key".into()),
+            KeyLocation::Bearer,
+            KeyLocation::Basic,
+            KeyLocation::Header("x-api-key".into()),
         ]);
         assert_eq!(c[0], "Bearer realm=\"api\"");
         assert_eq!(c[1], "Basic realm=\"api\"");

@@ -27,7 +27,7 @@ use crate::service::{ApiKeys, Operation, Principal};
 /// 1. refuses plain HTTP from anywhere but localhost when the profile is
 ///    [`https_only`](crate::Profile::https_only) (see [`HttpsOnlyLayer`]);
 /// 2. reads the credential where the profile says
-///    ([`extract_credential`](super::extract_credential));
+///    ([`extract_key`](super::extract_key));
 /// 3. verifies it, takes one token from the key's bucket for the route's
 ///    operation class and checks the route's scope requirement
 ///    ([`ApiKeys::verify_for`]);
@@ -198,8 +198,8 @@ impl ApiKeyLayer {
     pub fn new(api: ApiKeys) -> Self {
         let profile = api.profile();
         let config = Config {
-            sources: Sources::new(&profile.credentials),
-            challenges: challenges(&profile.credentials),
+            sources: Sources::new(&profile.key_locations),
+            challenges: challenges(&profile.key_locations),
             route: None,
             requirement: None,
             https: profile.https_only.then(HttpsOnlyLayer::new),

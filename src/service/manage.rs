@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use super::{Actor, ApiKeys};
 use crate::audit::AuditKind;
 use crate::error::{AuthError, ConflictKind, Error, InvalidRequest};
-use crate::key::{Credential, KeyFormat, PlaintextKey};
+use crate::key::{IssuedKey, KeyFormat, ParsedKey};
 use crate::ratelimit::Quota;
 use crate::store::{AccountId, KeyId, KeyRecord, ListQuery, OldKey};
 
@@ -230,7 +230,7 @@ impl KeyInfo {
 #[derive(Debug, Clone)]
 pub struct NewKey {
     /// The plaintext. Hand it to the user now; it cannot be recovered.
-    pub key: PlaintextKey,
+    pub key: IssuedKey,
     /// The stored key's public view.
     pub info: KeyInfo,
 }
@@ -384,7 +384,7 @@ impl Manager<'_> {
         };
         let key = api.generate(format).await?;
         let info = self
-            .insert_new(account, checked, format, key.credential(), now)
+            .insert_new(account, checked, format, key.parsed(), now)
             .await
             .map_err(|e| match e {
                 // A fresh random key cannot clash with a stored one, so a
@@ -402,7 +402,7 @@ impl Manager<'_> {
         account: &AccountId,
         checked: Checked,
         format: &KeyFormat,
-        credential: Credential<'_>,
+        credential: ParsedKey<'_>,
         now: OffsetDateTime,
     ) -> Result<KeyInfo, Error> {
         let inner = &*self.api.inner;
@@ -760,9 +760,7 @@ impl Manager<'_> {
         }
         let format = api.configured_format(&record.format)?;
         let key = match format {
-            KeyFormat::Pair(p) => {
-                PlaintextKey::pair(record.lookup.clone(), p.generate_secret_text())
-            }
+            KeyFormat::Pair(p) => IssuedKey::pair(record.lookup.clone(), p.generate_secret_text()),
             KeyFormat::Token(_) => api.generate(format).await?,
         };
         let hash = api.inner.hasher.hash(key.expose_secret());
@@ -809,7 +807,7 @@ impl ApiKeys {
 
     /// Generates a key, retrying while its lookup id is taken if the profile
     /// asks for unique lookups.
-    async fn generate(&self, format: &KeyFormat) -> Result<PlaintextKey, Error> {
+    async fn generate(&self, format: &KeyFormat) -> Result<IssuedKey, Error> {
         for _ in 0..LOOKUP_RETRIES {
             let key = format.generate();
             if !self.inner.profile.unique_lookup

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use super::{ApiKeys, Limiter, Operation, Principal, SWEEP_EVERY};
 use crate::error::{AuthError, Error, InvalidRequest};
-use crate::key::{Credential, KeyFormat, MalformedReason};
+use crate::key::{KeyFormat, MalformedReason, ParsedKey};
 use crate::ratelimit::{Decision, Quota};
 use crate::scope::{Requirement, ScopeSet};
 use crate::store::{KeyEntry, KeyId, KeyRecord};
@@ -18,7 +18,7 @@ use crate::store::{KeyEntry, KeyId, KeyRecord};
 impl ApiKeys {
     /// Parses a presented key against the profile's formats, without I/O.
     /// Pairs are given as `public:secret`.
-    pub fn parse<'a>(&self, presented: &'a str) -> Result<Credential<'a>, AuthError> {
+    pub fn parse<'a>(&self, presented: &'a str) -> Result<ParsedKey<'a>, AuthError> {
         let mut reason = MalformedReason::Empty;
         for (i, format) in self.inner.profile.formats.iter().enumerate() {
             match format.parse(presented) {
@@ -40,7 +40,7 @@ impl ApiKeys {
     /// unreachable store is [`AuthError::Unavailable`], never success.
     pub async fn verify(&self, presented: &str) -> Result<Principal, AuthError> {
         let credential = self.parse(presented)?;
-        self.verify_credential(credential).await
+        self.verify_parsed(credential).await
     }
 
     /// Verifies a key pair given as two values (e.g. SMTP username and password).
@@ -49,7 +49,7 @@ impl ApiKeys {
         for (i, format) in self.inner.profile.formats.iter().enumerate() {
             if let KeyFormat::Pair(p) = format {
                 match p.parse_parts(public, secret) {
-                    Ok(c) => return self.verify_credential(c.with_format(i)).await,
+                    Ok(c) => return self.verify_parsed(c.with_format(i)).await,
                     Err(r) => reason = r,
                 }
             }
@@ -57,11 +57,8 @@ impl ApiKeys {
         Err(AuthError::Malformed { reason })
     }
 
-    /// Verifies an already parsed credential.
-    pub async fn verify_credential(
-        &self,
-        credential: Credential<'_>,
-    ) -> Result<Principal, AuthError> {
+    /// Verifies a key already parsed with [`parse`](Self::parse).
+    pub async fn verify_parsed(&self, credential: ParsedKey<'_>) -> Result<Principal, AuthError> {
         let inner = &*self.inner;
         let candidates = inner
             .store
