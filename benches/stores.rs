@@ -57,7 +57,7 @@ async fn prepare(store: Arc<dyn KeyStore>) -> (ApiKeys, String) {
         .collect();
     store.insert_keys(records).await.expect("bulk insert");
     let api = ApiKeys::builder(profile)
-        .shared_store(store)
+        .store(store)
         .pepper(pepper())
         .build()
         .expect("service");

@@ -98,7 +98,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             };
             ApiKeys::builder(profile)
-                .shared_store(store)
+                .store(store)
                 .pepper(pepper)
                 .build()?
         }

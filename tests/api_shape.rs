@@ -203,6 +203,23 @@ async fn a_shared_store_is_passed_as_a_store() {
             .len(),
         1
     );
+    // A store already shared as `Arc<dyn KeyStore>` is taken as is, not
+    // wrapped again.
+    let shared: Arc<dyn keygate::KeyStore> = store;
+    let c = ApiKeys::builder(profiles::mailjawn())
+        .store(Arc::clone(&shared))
+        .build()
+        .unwrap();
+    assert!(Arc::ptr_eq(c.store(), &shared));
+    assert_eq!(
+        c.operator()
+            .list(&org, ListOptions::default())
+            .await
+            .unwrap()
+            .data
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]

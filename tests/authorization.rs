@@ -52,7 +52,7 @@ struct World {
 impl World {
     async fn new(store: Arc<dyn KeyStore>) -> Self {
         let api = ApiKeys::builder(profiles::default())
-            .shared_store(store)
+            .store(store)
             .pepper(Pepper::new(1, [9u8; 32]).unwrap())
             .build()
             .unwrap();

@@ -35,7 +35,7 @@ fn setup_with(profile: Profile, inner: Counting, config: CacheConfig) -> Setup {
         .clock(clock.clone())
         .build();
     let api = ApiKeys::builder(profile)
-        .shared_store(Arc::new(cached.clone()))
+        .store(Arc::new(cached.clone()))
         .pepper(Pepper::new(1, [7u8; 32]).unwrap())
         .clock(clock.clone())
         .build()

@@ -20,7 +20,7 @@ const ROUNDS: usize = 10;
 
 fn instance(profile: Profile, store: Arc<dyn KeyStore>) -> ApiKeys {
     ApiKeys::builder(profile)
-        .shared_store(store)
+        .store(store)
         .pepper(Pepper::new(1, [3u8; 32]).unwrap())
         .build()
         .unwrap()

@@ -61,7 +61,7 @@ impl Instance {
         assert!(cached.is_bypassed(), "bypassed until the first LISTEN");
         wait_until("the follower listens", || !cached.is_bypassed()).await;
         let mut builder = ApiKeys::builder(profile)
-            .shared_store(Arc::new(cached.clone()))
+            .store(Arc::new(cached.clone()))
             .pepper(Pepper::new(1, [9u8; 32]).unwrap());
         if let Some(limiter) = limiter {
             builder = builder.rate_limiter(limiter);

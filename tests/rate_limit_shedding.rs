@@ -16,7 +16,7 @@ use keygate::{
 
 fn service(store: Arc<dyn KeyStore>, clock: &ManualClock) -> ApiKeys {
     ApiKeys::builder(profiles::mailjawn())
-        .shared_store(store)
+        .store(store)
         .pepper(Pepper::new(1, [5u8; 32]).unwrap())
         .clock(clock.clone())
         .build()

@@ -107,7 +107,7 @@ async fn two_service_instances_share_one_quota() {
     let mut instances = Vec::new();
     for _ in 0..2 {
         let api = ApiKeys::builder(profiles::mailjawn())
-            .shared_store(store.clone())
+            .store(store.clone())
             .pepper(pepper.clone())
             .rate_limiter(redis.limiter().await)
             .build()

@@ -73,7 +73,7 @@ async fn unknown_well_formed_key_is_invalid() {
 async fn malformed_keys_are_rejected_before_the_store() {
     let store = Arc::new(support::Counting::default());
     let api = ApiKeys::builder(profiles::mailjawn())
-        .shared_store(store.clone())
+        .store(store.clone())
         .build()
         .unwrap();
     let good = api
@@ -410,7 +410,7 @@ async fn rotation_with_grace_keeps_both_keys_working_until_it_ends() {
 async fn verify_checks_every_candidate_sharing_a_lookup_id() {
     let store = Arc::new(MemoryStore::new());
     let api = ApiKeys::builder(profiles::mailjawn())
-        .shared_store(store.clone())
+        .store(store.clone())
         .build()
         .unwrap();
     let org = acct("org");
@@ -730,7 +730,7 @@ async fn keys_made_with_an_old_pepper_verify_after_pepper_rotation() {
     let store = Arc::new(MemoryStore::new());
     let old = keygate::Pepper::new(1, [1u8; 32]).unwrap();
     let before = ApiKeys::builder(profiles::mailjawn())
-        .shared_store(store.clone())
+        .store(store.clone())
         .pepper(old.clone())
         .build()
         .unwrap();
@@ -743,7 +743,7 @@ async fn keys_made_with_an_old_pepper_verify_after_pepper_rotation() {
         .with_previous(old)
         .unwrap();
     let after = ApiKeys::builder(profiles::mailjawn())
-        .shared_store(store)
+        .store(store)
         .hasher(hasher)
         .build()
         .unwrap();

@@ -26,7 +26,7 @@ use time::OffsetDateTime;
 
 fn service(store: Arc<dyn KeyStore>) -> ApiKeys {
     ApiKeys::builder(profiles::mailjawn())
-        .shared_store(store)
+        .store(store)
         .pepper(Pepper::new(1, [42u8; 32]).unwrap())
         .build()
         .unwrap()

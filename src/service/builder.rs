@@ -30,13 +30,27 @@ pub struct ApiKeysBuilder {
 impl ApiKeysBuilder {
     /// Uses `store` instead of a fresh [`MemoryStore`]. A store other than a
     /// memory store needs a pepper ([`pepper`](Self::pepper) or [`hasher`](Self::hasher)).
-    pub fn store(self, store: impl KeyStore) -> Self {
-        self.shared_store(Arc::new(store))
-    }
-
-    /// Uses a store shared with other code (or other `ApiKeys`).
-    pub fn shared_store(mut self, store: Arc<dyn KeyStore>) -> Self {
-        self.store = Some(store);
+    ///
+    /// Pass a store by value, or an `Arc` of it to share it with other code or
+    /// other services (`Arc<T>` and `Arc<dyn KeyStore>` are stores too):
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use keygate::{profiles, ApiKeys, KeyStore, MemoryStore};
+    ///
+    /// let store = Arc::new(MemoryStore::new());
+    /// let a = ApiKeys::builder(profiles::mailjawn()).store(Arc::clone(&store)).build().unwrap();
+    /// let shared: Arc<dyn KeyStore> = store;
+    /// let b = ApiKeys::builder(profiles::mailjawn()).store(shared).build().unwrap();
+    /// ```
+    pub fn store(mut self, store: impl KeyStore) -> Self {
+        // An `Arc<dyn KeyStore>` is used as is rather than wrapped in a
+        // second `Arc`, which would add a pointer hop to every store call.
+        let any: &dyn std::any::Any = &store;
+        self.store = Some(match any.downcast_ref::<Arc<dyn KeyStore>>() {
+            Some(shared) => Arc::clone(shared),
+            None => Arc::new(store),
+        });
         self
     }
 

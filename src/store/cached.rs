@@ -158,7 +158,7 @@ pub struct CacheStats {
 ///
 /// let cached = CachedStore::new(Arc::new(MemoryStore::new()));
 /// let api = ApiKeys::builder(profiles::mailjawn())
-///     .shared_store(Arc::new(cached.clone()))
+///     .store(Arc::new(cached.clone()))
 ///     .build()
 ///     .unwrap();
 /// let org = AccountId::new("org_1").unwrap();

@@ -12,7 +12,7 @@ use keygate::{
 
 fn service(store: Arc<dyn KeyStore>) -> ApiKeys {
     ApiKeys::builder(profiles::mailjawn())
-        .shared_store(store)
+        .store(store)
         .pepper(Pepper::new(1, [42u8; 32]).unwrap())
         .build()
         .unwrap()

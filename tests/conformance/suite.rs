@@ -940,7 +940,7 @@ pub async fn keys_need_their_account_and_active_keys_are_unique(store: Arc<dyn K
 fn service(store: Arc<dyn KeyStore>, profile: keygate::Profile) -> (ApiKeys, ManualClock) {
     let clock = ManualClock::starting_at(at(0));
     let api = ApiKeys::builder(profile)
-        .shared_store(store)
+        .store(store)
         .pepper(Pepper::new(1, [42u8; 32]).unwrap())
         .clock(clock.clone())
         .build()

@@ -173,7 +173,7 @@ impl CachedStore {
     ///     let follower = cached.follow_postgres(&store);
     ///
     ///     let api = ApiKeys::builder(profiles::mailjawn())
-    ///         .shared_store(Arc::new(cached.clone()))
+    ///         .store(Arc::new(cached.clone()))
     ///         .pepper(Pepper::new(1, std::env::var("KEYGATE_PEPPER")?.into_bytes())?)
     ///         .build()?;
     ///     let flusher = api.spawn_last_used_flusher(Duration::from_secs(10));
