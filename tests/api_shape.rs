@@ -2,11 +2,14 @@
 //! (nested layers charging twice, a method added after `route_layer` served
 //! without a key, a `Principal` on an unlayered route answering 401, account
 //! ids deserialized unchecked, `?` not mixing auth and management errors, a
-//! shared store that could not be passed as one, a bootstrap key that could
-//! not be imported twice).
+//! shared store that could not be passed as one, the last-used flusher
+//! missing without the SQL features, two time types, a bootstrap key that
+//! could not be imported twice). It builds with `--no-default-features
+//! --features axum` as well as with every feature.
 #![cfg(feature = "axum")]
 
 mod http_support;
+mod support;
 
 use std::sync::Arc;
 
@@ -253,6 +256,7 @@ async fn create_requests_deserialize_with_limits() {
     ));
 }
 
+#[cfg(feature = "sqlite")]
 #[tokio::test]
 async fn a_bootstrap_key_is_ensured_idempotently() {
     let dir = tempfile::tempdir().unwrap();
@@ -551,4 +555,74 @@ async fn require_ignores_a_principal_of_another_service() {
         .await
         .unwrap();
     expect_error(r, 500, "api_key_layer_missing", &key).await;
+}
+
+/// The [tried] E0599: `spawn_last_used_flusher` existed only with the SQL
+/// features. It exists with `tower`/`axum` too, and runs for a custom store
+/// whose entries need flushing (this file builds with
+/// `--no-default-features --features axum`).
+#[tokio::test]
+async fn the_last_used_flusher_runs_for_a_custom_store_under_the_layer_features() {
+    let store = Arc::new(support::Counting {
+        fresh_entries: true,
+        ..Default::default()
+    });
+    let api = ApiKeys::builder(profiles::mailjawn())
+        .store(Arc::clone(&store))
+        .pepper(keygate::Pepper::new(1, [7u8; 32]).unwrap())
+        .build()
+        .unwrap();
+    let flusher = api.spawn_last_used_flusher(std::time::Duration::from_secs(3600));
+    let key = admin(&api).await;
+    let principal = api.verify(&key).await.unwrap();
+    // The stamp is in memory only until the flusher's final flush writes it.
+    assert_eq!(flusher.shutdown().await.unwrap(), 1);
+    let stored = api.operator().get(principal.key_id()).await.unwrap();
+    assert!(stored.last_used_at.is_some());
+}
+
+/// The [tried] item "two time types in one API": instants are
+/// `keygate::time::OffsetDateTime` (re-exported, so no `time` dependency of
+/// one's own), and every duration, `Rotation::Grace` included, is
+/// `std::time::Duration`.
+#[tokio::test]
+async fn one_instant_type_and_one_duration_type() {
+    use keygate::time::OffsetDateTime;
+    use keygate::Rotation;
+    use std::time::Duration;
+
+    let day = Duration::from_secs(24 * 60 * 60);
+    let api = ApiKeys::in_memory(profiles::mailjawn().with_max_grace(day)).unwrap();
+    let org = AccountId::new("org").unwrap();
+    let expires: OffsetDateTime = OffsetDateTime::now_utc() + day;
+    let old = api
+        .operator()
+        .create(
+            &org,
+            CreateKey::new("k")
+                .bundle("sdk")
+                .expires_at(expires)
+                .rate_limit("write", Quota::new(5, Duration::from_secs(60)).unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(api.profile().max_grace(), day);
+    assert_eq!(
+        api.operator()
+            .rotate(&old.info.id, Rotation::Grace(day + Duration::from_secs(1)))
+            .await
+            .map(drop)
+            .unwrap_err()
+            .code(),
+        "invalid_request"
+    );
+    let grace = Duration::from_secs(60 * 60);
+    let before = OffsetDateTime::now_utc();
+    api.operator()
+        .rotate(&old.info.id, Rotation::Grace(grace))
+        .await
+        .unwrap();
+    let old = api.operator().get(&old.info.id).await.unwrap();
+    let ends: OffsetDateTime = old.expires_at.unwrap();
+    assert!(ends >= before + grace && ends <= OffsetDateTime::now_utc() + grace);
 }
