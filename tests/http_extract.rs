@@ -1,4 +1,4 @@
-//! ParsedKey extraction and error responses over HTTP, end to end on a real
+//! Key extraction and error responses over HTTP, end to end on a real
 //! socket with the `default()` profile (Bearer or `X-Api-Key`): every
 //! credential shape, every 401 cause, 403, 404, 503, and the layer on a plain
 //! tower service.

@@ -149,7 +149,7 @@ async fn a_character_across_the_pair_separator_is_malformed() {
     }
 }
 
-#[cfg(feature = "axum")]
+#[cfg(feature = "tower")]
 mod over_http {
     use base64::Engine as _;
     use http::{HeaderMap, HeaderValue};
