@@ -47,11 +47,9 @@ use crate::service::{ApiKeys, Operation, Principal};
 /// Layers compose: an inner layer that finds the request already verified by
 /// an outer one only checks its own scope requirement, and takes a token only
 /// when its class differs from the one already charged; it never verifies the
-/// key again or charges the same bucket twice. Use
-/// [`Router::route_layer`](axum::Router::route_layer) for a group of routes
-/// with method-based classes, and
-/// [`MethodRouter::route_layer`](axum::routing::MethodRouter::route_layer)
-/// for a route's own class and scopes.
+/// key again or charges the same bucket twice. With axum, use
+/// `Router::route_layer` for a group of routes with method-based classes,
+/// and `MethodRouter::route_layer` for a route's own class and scopes.
 ///
 /// **Pitfall:** `MethodRouter::route_layer` wraps only the methods added
 /// *before* it: in `get(a).route_layer(keys.require(..)?).post(b)`, POST is
