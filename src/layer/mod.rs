@@ -23,7 +23,8 @@
 //!   [`Error`](crate::Error), so handlers can use `?` on both.
 //! - `JsonBody`, a size-limited JSON body with the same error shape.
 //!
-//! ```
+#![cfg_attr(feature = "axum", doc = "```")]
+#![cfg_attr(not(feature = "axum"), doc = "```ignore")]
 //! use axum::{routing::{get, post}, Json, Router};
 //! use keygate::layer::ApiKeyLayer;
 //! use keygate::{profiles, AccountId, ApiKeys, CreateKey, ListOptions, Principal};

@@ -61,7 +61,8 @@ use crate::service::{ApiKeys, Operation, Principal};
 /// route no layer covers answers 500 (a configuration error), never serves
 /// the request anonymously.
 ///
-/// ```
+#[cfg_attr(feature = "axum", doc = "```")]
+#[cfg_attr(not(feature = "axum"), doc = "```ignore")]
 /// use axum::{routing::{get, post}, Router};
 /// use keygate::layer::ApiKeyLayer;
 /// use keygate::{profiles, ApiKeys, Principal};
