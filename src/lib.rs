@@ -54,6 +54,7 @@
 //! | [`profiles`] | MailJawn, Mailjet, MailChannels, MailKite and a default |
 //! | [`audit`] | audit events for management actions |
 //! | `http` | tower layer, axum extractors and error responses (feature `axum`) |
+//! | `routes` | ready-to-mount key-management routes: create, list, get, revoke, rotate, reset, sub-accounts (feature `axum`) |
 //!
 //! ## Features
 //!
@@ -63,7 +64,7 @@
 //! | `sqlite` | no | `SqliteStore` (sqlx, embedded migrations) |
 //! | `postgres` | no | `PostgresStore` (sqlx, embedded migrations), and change notifications that [`CachedStore`] follows across instances |
 //! | `redis` | no | `RedisRateLimiter`: one quota per key shared by every instance, through Redis |
-//! | `axum` | no | `http`: `ApiKeyLayer`, the `Principal` extractor, JSON error responses, an HTTPS-only guard |
+//! | `axum` | no | `http`: `ApiKeyLayer`, the `Principal` extractor, JSON error responses, an HTTPS-only guard; `routes`: the key-management routes |
 //!
 //! ## Security
 //!
@@ -89,6 +90,8 @@ pub mod http;
 pub mod key;
 pub mod profiles;
 pub mod ratelimit;
+#[cfg(feature = "axum")]
+pub mod routes;
 pub mod scope;
 mod service;
 pub mod store;
