@@ -64,24 +64,18 @@ pub struct Options {
     pub trust_forwarded_proto: bool,
 }
 
-/// Creates a Full Access key for [`ADMIN_ACCOUNT`], or imports `import` (a key
-/// kept elsewhere, e.g. `KEYGATE_ADMIN_KEY`), and returns the text a client
-/// sends: the token, or `public:secret` for key pairs.
+/// Creates a Full Access key for [`ADMIN_ACCOUNT`], or makes sure of
+/// `import` (a key kept elsewhere, e.g. `KEYGATE_ADMIN_KEY`: every restart
+/// finds it already stored), and returns the text a client sends: the
+/// token, or `public:secret` for key pairs.
 pub async fn admin_key(api: &ApiKeys, import: Option<&str>) -> Result<String, Error> {
     let admin = AccountId::new(ADMIN_ACCOUNT)?;
     let request = CreateKey::new("admin").all_scopes();
-    match import {
-        Some(key) => {
-            // Idempotent: a restart finds the key already stored.
-            let key = key.trim();
-            api.operator().ensure_key(&admin, key, request).await?;
-            Ok(key.to_owned())
-        }
-        None => {
-            let new = api.operator().create(&admin, request).await?;
-            Ok(new.key.to_presented().to_string())
-        }
-    }
+    let key = api
+        .operator()
+        .bootstrap_key(&admin, import, request)
+        .await?;
+    Ok(key.key.to_presented().to_string())
 }
 
 /// Shared state of the demo: the key service and the demo's own resources.
