@@ -30,7 +30,7 @@ use keygate::routes::ManagementRoutes;
 use keygate::{
     profiles, AccountId, Actor, ApiKeys, AuthError, CacheConfig, CachedStore, CreateKey,
     CredentialSource, Error, KeyFormat, KeyId, KeyStore, ListOptions, MalformedReason, ManualClock,
-    MemoryStore, Pepper, PostgresStore, Profile, Rotation, SqliteStore,
+    MemoryStore, Pepper, PostgresStore, Rotation, SqliteStore,
 };
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -601,8 +601,7 @@ fn shown_json(text: &str) -> Value {
 #[tokio::test]
 async fn readme_curl_sessions_replay_against_the_demo() {
     let mut sessions = 0;
-    let mut blocks = README.split("```console\n").skip(1);
-    while let Some(block) = blocks.next() {
+    for block in README.split("```console\n").skip(1) {
         let block = block.split("```").next().unwrap();
         if !block.contains("$ curl") {
             continue;
@@ -1340,5 +1339,4 @@ async fn readme_security_typos_and_pairs() {
     let api = ApiKeys::in_memory(profiles::mailjet()).unwrap();
     let garbage = format!("{}:{}", "a".repeat(32), "b".repeat(32));
     assert_eq!(api.verify(&garbage).await.unwrap_err(), AuthError::Invalid);
-    let _: Profile = profiles::mailjet();
 }
