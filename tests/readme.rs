@@ -1340,3 +1340,43 @@ async fn readme_security_typos_and_pairs() {
     let garbage = format!("{}:{}", "a".repeat(32), "b".repeat(32));
     assert_eq!(api.verify(&garbage).await.unwrap_err(), AuthError::Invalid);
 }
+
+/// README, The demo server: "It prints a Full Access admin key, or imports
+/// the one in `KEYGATE_ADMIN_KEY`", on every start: a second start on the
+/// same SQLite file with the same kept key succeeds and adds no key.
+#[tokio::test]
+async fn readme_demo_server_imports_the_admin_key_on_every_start() {
+    assert!(README
+        .contains("It prints a Full Access admin key, or imports the one in\n`KEYGATE_ADMIN_KEY`"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.db");
+    let start = || async {
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.migrate().await.unwrap();
+        ApiKeys::builder(profiles::mailjet())
+            .store(store)
+            .pepper(pepper())
+            .build()
+            .unwrap()
+    };
+    let api = start().await;
+    let printed = http_support::app::admin_key(&api, None).await.unwrap();
+    let (public, secret) = printed.split_once(':').unwrap();
+    api.verify_pair(public, secret).await.unwrap();
+    drop(api);
+    for _ in 0..2 {
+        let api = start().await;
+        let again = http_support::app::admin_key(&api, Some(&printed))
+            .await
+            .unwrap();
+        assert_eq!(again, printed);
+        let admin = AccountId::new(http_support::app::ADMIN_ACCOUNT).unwrap();
+        let keys = api
+            .operator()
+            .list(&admin, ListOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(keys.data.len(), 1);
+        assert_eq!(keys.data[0].bundle.as_deref(), Some("full_access"));
+    }
+}
