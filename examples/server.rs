@@ -12,8 +12,9 @@
 //!
 //! It prints `admin key: <key>` (a Full Access key for a fresh account, or the
 //! key given in `KEYGATE_ADMIN_KEY`, imported) and `listening on <addr>`. The
-//! routes of each profile are listed in `examples/server_app/mod.rs` and the
-//! README's "HTTP with axum" section walks through a curl session.
+//! demo's own routes are in `examples/server_app/mod.rs`, the key-management
+//! routes come from `keygate::routes`, and the README's "HTTP with axum"
+//! section walks through a curl session.
 
 #[path = "server_app/mod.rs"]
 mod server_app;

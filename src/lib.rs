@@ -54,6 +54,7 @@
 //! | [`profiles`] | MailJawn, Mailjet, MailChannels, MailKite and a default |
 //! | [`audit`] | audit events for management actions |
 //! | `layer` | the tower layer that authenticates requests, HTTPS-only guard, error responses (feature `tower`); axum extractors (feature `axum`) |
+//! | `routes` | ready-to-mount key-management routes: create, list, get, revoke, rotate, reset, sub-accounts (feature `axum`) |
 //!
 //! ## Features
 //!
@@ -64,7 +65,7 @@
 //! | `postgres` | no | `PostgresStore` (sqlx, embedded migrations), and change notifications that [`CachedStore`] follows across instances |
 //! | `redis` | no | `RedisRateLimiter`: one quota per key shared by every instance, through Redis |
 //! | `tower` | no | `layer`: `ApiKeyLayer` for any tower service and body type, JSON error responses, an HTTPS-only guard |
-//! | `axum` | no | `tower`, plus axum extractors (`Principal`, `Require`, `JsonBody`) and `IntoResponse` for `AuthError` and `Error` |
+//! | `axum` | no | `tower`, plus axum extractors (`Principal`, `Require`, `JsonBody`), `IntoResponse` for `AuthError` and `Error`, and `routes`: the key-management routes |
 //!
 //! ## Security
 //!
@@ -90,6 +91,8 @@ pub mod key;
 pub mod layer;
 pub mod profiles;
 pub mod ratelimit;
+#[cfg(feature = "axum")]
+pub mod routes;
 pub mod scope;
 mod service;
 pub mod store;
@@ -119,7 +122,7 @@ pub use ratelimit::{RedisConnectError, RedisFailure, RedisRateLimiter, RedisRate
 pub use redis;
 pub use scope::{Requirement, ScopeCatalog, ScopeSet};
 pub use service::{
-    Actor, ApiKeys, ApiKeysBuilder, CreateKey, KeyInfo, ListOptions, Manager, NewKey,
+    Actor, ApiKeys, ApiKeysBuilder, BootstrapKey, CreateKey, KeyInfo, ListOptions, Manager, NewKey,
     NewKeyResponse, Operation, Page, Principal, Rotation, MAX_NAME_LEN, MAX_PAGE_SIZE,
     MAX_REQUEST_LIMITS, MAX_REQUEST_SCOPES,
 };

@@ -54,6 +54,45 @@ pub struct Profile {
     pub(crate) rate_limits: RatePolicy,
     pub(crate) max_sub_account_depth: usize,
     pub(crate) max_grace: Duration,
+    pub(crate) management_scopes: ManagementScopes,
+}
+
+/// The scopes a key needs to manage keys through the HTTP key-management
+/// routes (`keygate::routes`, feature `axum`): `read` to list and read keys,
+/// `write` to create, rotate, reset and revoke them and to create
+/// sub-accounts. `None` lets any valid key of the account do it (MailKite,
+/// whose one key has every scope). Whatever the scope, a key never grants
+/// more than it holds.
+///
+/// ```
+/// use keygate::profiles::{self, ManagementScopes};
+/// let scopes = profiles::mailjawn().management_scopes().clone();
+/// assert_eq!(scopes, ManagementScopes::new("api_keys:read", "api_keys:write"));
+/// assert_eq!(profiles::mailkite().management_scopes(), &ManagementScopes::any_key());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ManagementScopes {
+    /// Needed to list and read keys; `None` = any valid key.
+    pub read: Option<String>,
+    /// Needed to create, rotate, reset and revoke keys and to create
+    /// sub-accounts; `None` = any valid key.
+    pub write: Option<String>,
+}
+
+impl ManagementScopes {
+    /// Reading needs `read`, changing needs `write` (they may be the same scope).
+    pub fn new(read: impl Into<String>, write: impl Into<String>) -> Self {
+        Self {
+            read: Some(read.into()),
+            write: Some(write.into()),
+        }
+    }
+
+    /// Any valid key of the account may manage its keys.
+    pub fn any_key() -> Self {
+        Self::default()
+    }
 }
 
 /// The default [`Profile::max_grace`]: 30 days.
@@ -86,6 +125,7 @@ impl Profile {
             rate_limits: RatePolicy::new(),
             max_sub_account_depth: 0,
             max_grace: DEFAULT_MAX_GRACE,
+            management_scopes: ManagementScopes::any_key(),
         }
     }
 
@@ -156,6 +196,11 @@ impl Profile {
         self.max_grace
     }
 
+    /// The scopes a key needs for the key-management routes.
+    pub fn management_scopes(&self) -> &ManagementScopes {
+        &self.management_scopes
+    }
+
     /// Renames the profile.
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -221,6 +266,13 @@ impl Profile {
         self.max_grace = max;
         self
     }
+
+    /// Sets the scopes a key needs for the key-management routes (checked
+    /// against the catalog when the service is built).
+    pub fn with_management_scopes(mut self, scopes: ManagementScopes) -> Self {
+        self.management_scopes = scopes;
+        self
+    }
 }
 
 fn catalog(scopes: &[&str]) -> ScopeCatalog {
@@ -276,6 +328,7 @@ pub fn mailjawn() -> Profile {
         rate_limits: mailjawn_limits(),
         max_sub_account_depth: 0,
         max_grace: DEFAULT_MAX_GRACE,
+        management_scopes: ManagementScopes::new("api_keys:read", "api_keys:write"),
     }
 }
 
@@ -318,6 +371,7 @@ pub fn mailjet() -> Profile {
         rate_limits: RatePolicy::new(),
         max_sub_account_depth: 1,
         max_grace: DEFAULT_MAX_GRACE,
+        management_scopes: ManagementScopes::new("account", "account"),
     }
 }
 
@@ -339,6 +393,7 @@ pub fn mailchannels() -> Profile {
         rate_limits: RatePolicy::new(),
         max_sub_account_depth: 1,
         max_grace: DEFAULT_MAX_GRACE,
+        management_scopes: ManagementScopes::new("api", "api"),
     }
 }
 
@@ -363,6 +418,7 @@ pub fn mailkite() -> Profile {
         rate_limits: RatePolicy::new(),
         max_sub_account_depth: 0,
         max_grace: DEFAULT_MAX_GRACE,
+        management_scopes: ManagementScopes::any_key(),
     }
 }
 
@@ -385,6 +441,7 @@ pub fn default() -> Profile {
         rate_limits: RatePolicy::new(),
         max_sub_account_depth: 1,
         max_grace: DEFAULT_MAX_GRACE,
+        management_scopes: ManagementScopes::new("admin", "admin"),
     }
 }
 

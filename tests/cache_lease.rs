@@ -79,6 +79,8 @@ async fn pump(
     }
 }
 
+/// README, Running several instances, row "the notification connection
+/// hangs without closing": the cache serves from memory only within the lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_notification_connection_stops_the_cache_within_the_lease() {
     let Some(pg) = support::postgres_store().await else {

@@ -308,6 +308,8 @@ async fn a_key_created_on_one_instance_clears_the_others_negative_answer() {
     pg.cleanup().await;
 }
 
+/// README, Running several instances, row "the notification connection is
+/// lost": the cache is bypassed until the follower listens again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_notification_connection_bypasses_the_cache_until_it_is_back() {
     let Some(pg) = support::postgres_store().await else {

@@ -271,6 +271,8 @@ async fn forget_deletes_the_buckets_of_a_revoked_key() {
     assert_eq!(redis.cleanup().await, 0);
 }
 
+/// README, Running several instances, row "Redis is unreachable": fail
+/// closed by default (503).
 #[tokio::test]
 async fn fail_closed_on_a_dead_port_is_unavailable() {
     let limiter = RedisRateLimiter::builder()
@@ -300,6 +302,8 @@ async fn fail_closed_on_a_dead_port_is_unavailable() {
     assert!(api.verify(presented).await.is_ok());
 }
 
+/// README, Running several instances, row "Redis is unreachable": or, if
+/// configured, fall back to the in-process limiter.
 #[tokio::test]
 async fn fall_back_to_local_on_a_dead_port_enforces_the_local_quota() {
     let clock = ManualClock::new();

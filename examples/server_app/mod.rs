@@ -9,13 +9,11 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use keygate::layer::{error_response, ApiKeyLayer, JsonBody};
-use keygate::{
-    profiles, AccountId, ApiKeys, CreateKey, Error, KeyId, ListOptions, NewKey, Principal, Profile,
-    Rotation,
-};
+use keygate::routes::{self, ManagementRoutes};
+use keygate::{profiles, AccountId, ApiKeys, CreateKey, Error, Principal, Profile};
 use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -66,24 +64,18 @@ pub struct Options {
     pub trust_forwarded_proto: bool,
 }
 
-/// Creates a Full Access key for [`ADMIN_ACCOUNT`], or imports `import` (a key
-/// kept elsewhere, e.g. `KEYGATE_ADMIN_KEY`), and returns the text a client
-/// sends: the token, or `public:secret` for key pairs.
+/// Creates a Full Access key for [`ADMIN_ACCOUNT`], or makes sure of
+/// `import` (a key kept elsewhere, e.g. `KEYGATE_ADMIN_KEY`: every restart
+/// finds it already stored), and returns the text a client sends: the
+/// token, or `public:secret` for key pairs.
 pub async fn admin_key(api: &ApiKeys, import: Option<&str>) -> Result<String, Error> {
     let admin = AccountId::new(ADMIN_ACCOUNT)?;
     let request = CreateKey::new("admin").all_scopes();
-    match import {
-        Some(key) => {
-            // Idempotent: a restart finds the key already stored.
-            let key = key.trim();
-            api.operator().ensure_key(&admin, key, request).await?;
-            Ok(key.to_owned())
-        }
-        None => {
-            let new = api.operator().create(&admin, request).await?;
-            Ok(new.key.to_presented().to_string())
-        }
-    }
+    let key = api
+        .operator()
+        .bootstrap_key(&admin, import, request)
+        .await?;
+    Ok(key.key.to_presented().to_string())
 }
 
 /// Shared state of the demo: the key service and the demo's own resources.
@@ -92,8 +84,6 @@ pub struct AppState {
     api: ApiKeys,
     data: Arc<Mutex<Data>>,
     ids: Arc<AtomicU64>,
-    /// Scopes for sub-account keys created without any (MailChannels: `api`).
-    sub_account_scopes: &'static [&'static str],
 }
 
 #[derive(Default)]
@@ -109,79 +99,44 @@ impl AppState {
     }
 }
 
-/// The demo router for `product`, authenticating with `api`.
+/// The demo router for `product`, authenticating with `api`: the demo's own
+/// resources, and keygate's key-management routes
+/// ([`keygate::routes::ManagementRoutes`]).
 pub fn router(product: Product, api: ApiKeys, options: Options) -> Result<Router, Error> {
     let keys = ApiKeyLayer::new(api.clone()).trust_forwarded_proto(options.trust_forwarded_proto);
     let state = AppState {
         api,
         data: Arc::default(),
         ids: Arc::default(),
-        sub_account_scopes: if product == Product::MailChannels {
-            &["api"]
-        } else {
-            &[]
-        },
     };
-    let routes = match product {
-        Product::MailJawn => mailjawn(&keys)?,
-        Product::Mailjet => mailjet(&keys)?,
-        Product::MailChannels => mailchannels(&keys)?,
-        Product::MailKite => mailkite(&keys)?,
+    let management = ManagementRoutes::new(&keys);
+    let (routes, management) = match product {
+        Product::MailJawn => (mailjawn(&keys)?, management.prefix("/v1")),
+        Product::Mailjet => (mailjet(&keys)?, management.prefix("/v1")),
+        // A sub-account key created with no body may send, as in the seed's curl example.
+        Product::MailChannels => (
+            mailchannels(&keys)?,
+            management.prefix("/v1").default_scopes(["api"]),
+        ),
+        // One key per account: read it and rotate it, nothing else.
+        Product::MailKite => (
+            mailkite(&keys)?,
+            management
+                .prefix("/api")
+                .own_keys(false)
+                .current_key("/api-key"),
+        ),
     };
     let mut router = routes
-        .fallback(|| async {
-            error_response::<axum::body::Body>(StatusCode::NOT_FOUND, "not_found", "no such route")
-        })
-        .method_not_allowed_fallback(|| async {
-            error_response::<axum::body::Body>(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "method not allowed on this route",
-            )
-        })
-        .with_state(state);
+        .with_state(state)
+        .merge(management.build()?)
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed);
     if let Some(guard) = keys.https_only_layer() {
         // Sign-up and unknown routes take no key: guard them too.
         router = router.layer(guard);
     }
     Ok(router)
-}
-
-/// Key management on the caller's own account.
-fn own_keys(keys: &ApiKeyLayer, read: &str, write: &str) -> Result<Router<AppState>, Error> {
-    Ok(Router::new()
-        .route(
-            "/v1/api-keys",
-            post(create_key).route_layer(keys.require(write)?),
-        )
-        .route(
-            "/v1/api-keys",
-            get(list_keys).route_layer(keys.require(read)?),
-        )
-        .route(
-            "/v1/api-keys/{id}",
-            delete(revoke_key).route_layer(keys.require(write)?),
-        )
-        .route(
-            "/v1/api-keys/{id}/rotate",
-            post(rotate_key).route_layer(keys.require(write)?),
-        ))
-}
-
-/// A parent's management of its sub-accounts' keys.
-fn sub_account_keys(keys: &ApiKeyLayer, scope: &str) -> Result<Router<AppState>, Error> {
-    let layer = keys.require(scope)?;
-    Ok(Router::new()
-        .route("/v1/sub-account", post(create_sub_account))
-        .route(
-            "/v1/sub-account/{handle}/api-key",
-            post(create_sub_key).get(list_sub_keys),
-        )
-        .route(
-            "/v1/sub-account/{handle}/api-key/{id}",
-            delete(revoke_sub_key),
-        )
-        .route_layer(layer))
 }
 
 fn mailjawn(keys: &ApiKeyLayer) -> Result<Router<AppState>, Error> {
@@ -206,43 +161,27 @@ fn mailjawn(keys: &ApiKeyLayer) -> Result<Router<AppState>, Error> {
             "/v1/emails/send",
             post(send_email).route_layer(keys.operation("send")?.require("emails:send")?),
         )
-        .route("/mcp", post(mcp).route_layer(keys.operation("mcp")?))
-        .merge(own_keys(keys, "api_keys:read", "api_keys:write")?))
+        .route("/mcp", post(mcp).route_layer(keys.operation("mcp")?)))
 }
 
 fn mailjet(keys: &ApiKeyLayer) -> Result<Router<AppState>, Error> {
-    Ok(Router::new()
-        .route(
-            "/v3/send",
-            post(send_email).route_layer(keys.require("send")?),
-        )
-        .route(
-            "/v1/api-keys/{id}/reset-secret",
-            post(reset_secret).route_layer(keys.require("account")?),
-        )
-        .merge(own_keys(keys, "account", "account")?)
-        .merge(sub_account_keys(keys, "account")?))
+    Ok(Router::new().route(
+        "/v3/send",
+        post(send_email).route_layer(keys.require("send")?),
+    ))
 }
 
 fn mailchannels(keys: &ApiKeyLayer) -> Result<Router<AppState>, Error> {
-    Ok(Router::new()
-        .route(
-            "/tx/v1/send",
-            post(send_email).route_layer(keys.require("api")?),
-        )
-        .merge(own_keys(keys, "api", "api")?)
-        .merge(sub_account_keys(keys, "api")?))
+    Ok(Router::new().route(
+        "/tx/v1/send",
+        post(send_email).route_layer(keys.require("api")?),
+    ))
 }
 
 fn mailkite(keys: &ApiKeyLayer) -> Result<Router<AppState>, Error> {
     let domains = keys.require("domains")?;
     Ok(Router::new()
         .route("/api/auth/signup", post(signup))
-        .route("/api/api-key", get(list_keys).route_layer(keys.clone()))
-        .route(
-            "/api/api-key/rotate",
-            post(rotate_own_key).route_layer(keys.clone()),
-        )
         .route(
             "/api/domains",
             get(list_domains)
@@ -259,36 +198,8 @@ fn mailkite(keys: &ApiKeyLayer) -> Result<Router<AppState>, Error> {
 // ----- request bodies ------------------------------------------------------
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateBody {
-    #[serde(default, alias = "label")]
-    name: Option<String>,
-    #[serde(default)]
-    bundle: Option<String>,
-    #[serde(default)]
-    scopes: Vec<String>,
-}
-
-impl CreateBody {
-    /// The request, with `default_scopes` when it names neither bundle nor scopes.
-    fn into_request(self, default_name: &str, default_scopes: &[&str]) -> CreateKey {
-        let request = CreateKey::new(self.name.as_deref().unwrap_or(default_name));
-        match (self.bundle, self.scopes.is_empty()) {
-            (Some(bundle), _) => request.bundle(bundle).scopes(self.scopes),
-            (None, false) => request.scopes(self.scopes),
-            (None, true) => request.scopes(default_scopes.iter().copied()),
-        }
-    }
-}
-
-#[derive(Deserialize)]
 struct EmailBody {
     email: String,
-}
-
-#[derive(Deserialize)]
-struct HandleBody {
-    handle: String,
 }
 
 #[derive(Deserialize)]
@@ -298,157 +209,12 @@ struct DomainBody {
 
 // ----- responses -----------------------------------------------------------
 
-/// A new key as JSON, the one time its plaintext is shown.
-fn new_key_json(new: &NewKey) -> Value {
-    json!(new.response())
-}
-
 fn created(value: Value) -> Response {
     (StatusCode::CREATED, Json(value)).into_response()
 }
 
 fn bad_request(message: &str) -> Response {
     error_response(StatusCode::BAD_REQUEST, "invalid_request", message)
-}
-
-/// The caller's sub-account named `handle`: sub-account ids derive from
-/// their parent, so a path can never name the caller itself, its parent or
-/// another tenant's account.
-fn sub_account(principal: &Principal, handle: &str) -> Result<AccountId, Error> {
-    Ok(principal.account().child(handle)?)
-}
-
-// ----- key management --------------------------------------------------------
-
-async fn create_key(
-    State(state): State<AppState>,
-    principal: Principal,
-    JsonBody(body): JsonBody<CreateBody>,
-) -> Result<Response, Error> {
-    let new = state
-        .api
-        .as_key(&principal)
-        .create(principal.account(), body.into_request("API key", &[]))
-        .await?;
-    Ok(created(new_key_json(&new)))
-}
-
-async fn list_keys(
-    State(state): State<AppState>,
-    principal: Principal,
-) -> Result<Json<keygate::Page>, Error> {
-    Ok(Json(
-        state
-            .api
-            .as_key(&principal)
-            .list(principal.account(), ListOptions::default())
-            .await?,
-    ))
-}
-
-async fn revoke_key(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(id): Path<String>,
-) -> Result<StatusCode, Error> {
-    state.api.as_key(&principal).revoke(&KeyId::new(id)).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn rotate_key(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(id): Path<String>,
-) -> Result<Response, Error> {
-    let new = state
-        .api
-        .as_key(&principal)
-        .rotate(&KeyId::new(id), Rotation::Immediate)
-        .await?;
-    Ok(created(new_key_json(&new)))
-}
-
-async fn reset_secret(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, Error> {
-    let new = state
-        .api
-        .as_key(&principal)
-        .reset_secret(&KeyId::new(id))
-        .await?;
-    Ok(Json(new_key_json(&new)))
-}
-
-async fn rotate_own_key(
-    State(state): State<AppState>,
-    principal: Principal,
-) -> Result<Response, Error> {
-    let new = state
-        .api
-        .as_key(&principal)
-        .rotate(principal.key_id(), Rotation::Immediate)
-        .await?;
-    Ok(created(new_key_json(&new)))
-}
-
-// ----- sub-accounts ----------------------------------------------------------
-
-async fn create_sub_account(
-    State(state): State<AppState>,
-    principal: Principal,
-    JsonBody(body): JsonBody<HandleBody>,
-) -> Result<Response, Error> {
-    let sub = state
-        .api
-        .as_key(&principal)
-        .create_sub_account(principal.account(), &body.handle)
-        .await?;
-    Ok(created(
-        json!({ "handle": sub.handle(), "account": sub, "parent": principal.account() }),
-    ))
-}
-
-async fn create_sub_key(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(handle): Path<String>,
-    JsonBody(body): JsonBody<CreateBody>,
-) -> Result<Response, Error> {
-    let sub = sub_account(&principal, &handle)?;
-    let request = body.into_request("sub-account key", state.sub_account_scopes);
-    let new = state.api.as_key(&principal).create(&sub, request).await?;
-    Ok(created(new_key_json(&new)))
-}
-
-async fn list_sub_keys(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(handle): Path<String>,
-) -> Result<Response, Error> {
-    let sub = sub_account(&principal, &handle)?;
-    let page = state
-        .api
-        .as_key(&principal)
-        .list(&sub, ListOptions::default())
-        .await?;
-    Ok(Json(page).into_response())
-}
-
-async fn revoke_sub_key(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path((handle, id)): Path<(String, String)>,
-) -> Result<StatusCode, Error> {
-    let sub = sub_account(&principal, &handle)?;
-    let id = KeyId::new(id);
-    let keys = state.api.as_key(&principal);
-    if keys.get(&id).await?.account != sub {
-        return Err(Error::NotFound);
-    }
-    keys.revoke(&id).await?;
-    Ok(StatusCode::NO_CONTENT)
 }
 
 // ----- MailKite sign-up and domains ----------------------------------------
@@ -477,7 +243,7 @@ async fn signup(State(state): State<AppState>, JsonBody(body): JsonBody<EmailBod
         .await
     {
         Ok(new) => {
-            let mut value = new_key_json(&new);
+            let mut value = json!(new.response());
             value["email"] = Value::from(email);
             created(value)
         }

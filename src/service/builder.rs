@@ -102,6 +102,10 @@ impl ApiKeysBuilder {
         if let Some(b) = &profile.default_bundle {
             profile.catalog.bundle_set(b)?;
         }
+        let management = profile.management_scopes();
+        for scope in management.read.iter().chain(&management.write) {
+            profile.catalog.requirement(scope)?;
+        }
         if let Some(dup) = profile.rate_limits.duplicate() {
             return Err(ConfigError::Invalid(format!(
                 "rate-limit class or method '{dup}' is defined twice"

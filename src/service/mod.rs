@@ -15,6 +15,7 @@
 //! grants more than it holds.
 
 mod accounts;
+mod bootstrap;
 mod builder;
 mod manage;
 mod principal;
@@ -37,6 +38,7 @@ use crate::ratelimit::{KeyedBuckets, LocalRateLimiter, RateLimiter};
 use crate::store::{KeyId, KeyStore};
 
 pub use accounts::Actor;
+pub use bootstrap::BootstrapKey;
 pub use builder::ApiKeysBuilder;
 pub use manage::{
     CreateKey, KeyInfo, ListOptions, Manager, NewKey, NewKeyResponse, Page, Rotation, MAX_NAME_LEN,

@@ -1,0 +1,305 @@
+//! The handlers behind [`ManagementRoutes`](super::ManagementRoutes): each
+//! acts as the calling key ([`ApiKeys::as_key`](crate::ApiKeys::as_key)).
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http::header::{HeaderValue, CACHE_CONTROL};
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::extract::{PathParams, QueryParams};
+use super::{RouteState, SubAccount};
+use crate::error::Error;
+use crate::layer::{error_response, JsonBody};
+use crate::service::{CreateKey, KeyInfo, ListOptions, Manager, NewKey, Page, Principal, Rotation};
+use crate::store::{AccountId, KeyId};
+
+/// The name of a key created without one.
+const DEFAULT_NAME: &str = "API key";
+
+/// The name of a sub-account key created without one.
+const DEFAULT_SUB_NAME: &str = "sub-account key";
+
+/// `?after=…&limit=…&include_revoked=…`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListParams {
+    #[serde(default)]
+    after: Option<KeyId>,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    include_revoked: Option<bool>,
+}
+
+impl ListParams {
+    fn options(self) -> ListOptions {
+        let defaults = ListOptions::default();
+        ListOptions::default()
+            .with_after(self.after)
+            .with_limit(self.limit.unwrap_or(defaults.limit))
+            .with_include_revoked(self.include_revoked.unwrap_or(false))
+    }
+}
+
+/// A rotate body: `{}` (or none) for an immediate rotation, or
+/// `{"grace_seconds": n}` to keep the old key working for `n` seconds.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RotateBody {
+    #[serde(default)]
+    grace_seconds: Option<u64>,
+}
+
+impl RotateBody {
+    fn rotation(&self) -> Rotation {
+        match self.grace_seconds {
+            Some(secs) if secs > 0 => Rotation::Grace(Duration::from_secs(secs)),
+            _ => Rotation::Immediate,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HandleBody {
+    handle: String,
+}
+
+/// A create body: [`CreateKey`]'s JSON, with `default_name` when it names
+/// none and the routes' default scopes when it grants nothing and the
+/// profile has no default bundle. The error is the message of a 400
+/// `invalid_json`.
+fn create_request(
+    state: &RouteState,
+    mut body: Value,
+    default_name: &str,
+) -> Result<CreateKey, String> {
+    let Some(object) = body.as_object_mut() else {
+        return Err("a create request is a JSON object".to_owned());
+    };
+    if !object.contains_key("name") && !object.contains_key("label") {
+        object.insert("name".into(), Value::from(default_name));
+    }
+    let request: CreateKey =
+        serde_json::from_value(body).map_err(|e| format!("invalid JSON body: {e}"))?;
+    let profile = state.api.profile();
+    if !request.has_grant()
+        && profile.default_bundle().is_none()
+        && !state.default_scopes.is_empty()
+    {
+        return Ok(request.scopes(state.default_scopes.iter().cloned()));
+    }
+    Ok(request)
+}
+
+fn invalid_json(message: &str) -> Response {
+    error_response(StatusCode::BAD_REQUEST, "invalid_json", message)
+}
+
+/// A new key's one-time response: `status`, the key's JSON, and
+/// `Cache-Control: no-store` so no cache keeps the secret.
+fn one_time(status: StatusCode, new: &NewKey) -> Response {
+    let mut response = (status, Json(new.response())).into_response();
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn manager<'a>(state: &'a RouteState, principal: &Principal) -> Manager<'a> {
+    state.api.as_key(principal)
+}
+
+/// The caller's sub-account named `handle`: ids derive from their parent, so
+/// a path can never name the caller itself, its parent or another tenant.
+fn sub_account(principal: &Principal, handle: &str) -> Result<AccountId, Error> {
+    Ok(principal.account().child(handle)?)
+}
+
+/// Key `id` if it belongs to `account`; [`Error::NotFound`] otherwise, the
+/// same answer as for a missing key.
+async fn key_in(keys: &Manager<'_>, account: &AccountId, id: &KeyId) -> Result<KeyInfo, Error> {
+    let info = keys.get(id).await?;
+    if &info.account != account {
+        return Err(Error::NotFound);
+    }
+    Ok(info)
+}
+
+// ----- the caller's own account ----------------------------------------------
+
+pub(super) async fn create_key(
+    State(state): State<RouteState>,
+    principal: Principal,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Response, Response> {
+    let request = create_request(&state, body, DEFAULT_NAME).map_err(|m| invalid_json(&m))?;
+    let new = manager(&state, &principal)
+        .create(principal.account(), request)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok(one_time(StatusCode::CREATED, &new))
+}
+
+pub(super) async fn list_keys(
+    State(state): State<RouteState>,
+    principal: Principal,
+    QueryParams(params): QueryParams<ListParams>,
+) -> Result<Json<Page>, Error> {
+    let page = manager(&state, &principal)
+        .list(principal.account(), params.options())
+        .await?;
+    Ok(Json(page))
+}
+
+pub(super) async fn get_key(
+    State(state): State<RouteState>,
+    principal: Principal,
+    PathParams(id): PathParams<KeyId>,
+) -> Result<Json<KeyInfo>, Error> {
+    let keys = manager(&state, &principal);
+    Ok(Json(key_in(&keys, principal.account(), &id).await?))
+}
+
+pub(super) async fn revoke_key(
+    State(state): State<RouteState>,
+    principal: Principal,
+    PathParams(id): PathParams<KeyId>,
+) -> Result<StatusCode, Error> {
+    let keys = manager(&state, &principal);
+    key_in(&keys, principal.account(), &id).await?;
+    keys.revoke(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn rotate_key(
+    State(state): State<RouteState>,
+    principal: Principal,
+    PathParams(id): PathParams<KeyId>,
+    JsonBody(body): JsonBody<RotateBody>,
+) -> Result<Response, Error> {
+    let keys = manager(&state, &principal);
+    key_in(&keys, principal.account(), &id).await?;
+    let new = keys.rotate(&id, body.rotation()).await?;
+    Ok(one_time(StatusCode::CREATED, &new))
+}
+
+pub(super) async fn reset_secret(
+    State(state): State<RouteState>,
+    principal: Principal,
+    PathParams(id): PathParams<KeyId>,
+) -> Result<Response, Error> {
+    let keys = manager(&state, &principal);
+    key_in(&keys, principal.account(), &id).await?;
+    let new = keys.reset_secret(&id).await?;
+    Ok(one_time(StatusCode::OK, &new))
+}
+
+pub(super) async fn rotate_current_key(
+    State(state): State<RouteState>,
+    principal: Principal,
+    JsonBody(body): JsonBody<RotateBody>,
+) -> Result<Response, Error> {
+    let new = manager(&state, &principal)
+        .rotate(principal.key_id(), body.rotation())
+        .await?;
+    Ok(one_time(StatusCode::CREATED, &new))
+}
+
+// ----- sub-accounts ----------------------------------------------------------
+
+pub(super) async fn create_sub_account(
+    State(state): State<RouteState>,
+    principal: Principal,
+    JsonBody(body): JsonBody<HandleBody>,
+) -> Result<Response, Error> {
+    let account = manager(&state, &principal)
+        .create_sub_account(principal.account(), &body.handle)
+        .await?;
+    let created = SubAccount {
+        handle: account.handle().to_owned(),
+        parent: principal.account().clone(),
+        account,
+    };
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+pub(super) async fn create_sub_key(
+    State(state): State<RouteState>,
+    principal: Principal,
+    PathParams(handle): PathParams<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Response, Response> {
+    let sub = sub_account(&principal, &handle).map_err(IntoResponse::into_response)?;
+    let request = create_request(&state, body, DEFAULT_SUB_NAME).map_err(|m| invalid_json(&m))?;
+    let new = manager(&state, &principal)
+        .create(&sub, request)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok(one_time(StatusCode::CREATED, &new))
+}
+
+pub(super) async fn list_sub_keys(
+    State(state): State<RouteState>,
+    principal: Principal,
+    PathParams(handle): PathParams<String>,
+    QueryParams(params): QueryParams<ListParams>,
+) -> Result<Json<Page>, Error> {
+    let sub = sub_account(&principal, &handle)?;
+    let page = manager(&state, &principal)
+        .list(&sub, params.options())
+        .await?;
+    Ok(Json(page))
+}
+
+pub(super) async fn get_sub_key(
+    State(state): State<RouteState>,
+    principal: Principal,
+    PathParams((handle, id)): PathParams<(String, KeyId)>,
+) -> Result<Json<KeyInfo>, Error> {
+    let sub = sub_account(&principal, &handle)?;
+    let keys = manager(&state, &principal);
+    Ok(Json(key_in(&keys, &sub, &id).await?))
+}
+
+pub(super) async fn revoke_sub_key(
+    State(state): State<RouteState>,
+    principal: Principal,
+    PathParams((handle, id)): PathParams<(String, KeyId)>,
+) -> Result<StatusCode, Error> {
+    let sub = sub_account(&principal, &handle)?;
+    let keys = manager(&state, &principal);
+    key_in(&keys, &sub, &id).await?;
+    keys.revoke(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn rotate_sub_key(
+    State(state): State<RouteState>,
+    principal: Principal,
+    PathParams((handle, id)): PathParams<(String, KeyId)>,
+    JsonBody(body): JsonBody<RotateBody>,
+) -> Result<Response, Error> {
+    let sub = sub_account(&principal, &handle)?;
+    let keys = manager(&state, &principal);
+    key_in(&keys, &sub, &id).await?;
+    let new = keys.rotate(&id, body.rotation()).await?;
+    Ok(one_time(StatusCode::CREATED, &new))
+}
+
+pub(super) async fn reset_sub_secret(
+    State(state): State<RouteState>,
+    principal: Principal,
+    PathParams((handle, id)): PathParams<(String, KeyId)>,
+) -> Result<Response, Error> {
+    let sub = sub_account(&principal, &handle)?;
+    let keys = manager(&state, &principal);
+    key_in(&keys, &sub, &id).await?;
+    let new = keys.reset_secret(&id).await?;
+    Ok(one_time(StatusCode::OK, &new))
+}
