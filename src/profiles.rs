@@ -53,7 +53,12 @@ pub struct Profile {
     pub(crate) rate_limits: RatePolicy,
     pub(crate) max_sub_account_depth: usize,
     pub(crate) max_grace: Duration,
+    pub(crate) max_secret_age: Option<Duration>,
 }
+
+/// Mailjet's advice: reset the secret key once every 90 days
+/// ([`Profile::max_secret_age`] of [`mailjet`]).
+pub const MAILJET_MAX_SECRET_AGE: Duration = Duration::from_secs(90 * 24 * 60 * 60);
 
 /// The default [`Profile::max_grace`]: 30 days.
 pub const DEFAULT_MAX_GRACE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
@@ -62,8 +67,8 @@ impl Profile {
     /// A profile called `name` with no key format yet (add one with
     /// [`with_formats`](Self::with_formats)), credentials read from
     /// `Authorization: Bearer`, an empty scope catalog, no default bundle,
-    /// no key limit, no rate limits, no sub-accounts and a 30-day maximum
-    /// grace period.
+    /// no key limit, no rate limits, no sub-accounts, a 30-day maximum
+    /// grace period and no maximum secret age.
     ///
     /// ```
     /// use keygate::{KeyFormat, Profile, ScopeCatalog, TokenFormat};
@@ -85,6 +90,7 @@ impl Profile {
             rate_limits: RatePolicy::new(),
             max_sub_account_depth: 0,
             max_grace: DEFAULT_MAX_GRACE,
+            max_secret_age: None,
         }
     }
 
@@ -155,6 +161,14 @@ impl Profile {
         self.max_grace
     }
 
+    /// How old a key's secret may get before a reset is recommended
+    /// (`None`: never). Past it, [`KeyInfo::reset_recommended`](crate::KeyInfo::reset_recommended)
+    /// is true and [`Manager::due_for_reset`](crate::Manager::due_for_reset)
+    /// lists the key. Nothing stops working: it is advice to the key's owner.
+    pub fn max_secret_age(&self) -> Option<Duration> {
+        self.max_secret_age
+    }
+
     /// Renames the profile.
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -220,6 +234,21 @@ impl Profile {
         self.max_grace = max;
         self
     }
+
+    /// Sets how old a secret may get before a reset is recommended
+    /// (`None`: never).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use keygate::profiles;
+    /// let weekly = profiles::mailjawn().with_max_secret_age(Some(Duration::from_secs(7 * 86_400)));
+    /// assert_eq!(weekly.max_secret_age(), Some(Duration::from_secs(604_800)));
+    /// assert_eq!(profiles::mailjet().max_secret_age(), Some(profiles::MAILJET_MAX_SECRET_AGE));
+    /// ```
+    pub fn with_max_secret_age(mut self, max: Option<Duration>) -> Self {
+        self.max_secret_age = max;
+        self
+    }
 }
 
 fn catalog(scopes: &[&str]) -> ScopeCatalog {
@@ -275,6 +304,7 @@ pub fn mailjawn() -> Profile {
         rate_limits: mailjawn_limits(),
         max_sub_account_depth: 0,
         max_grace: DEFAULT_MAX_GRACE,
+        max_secret_age: None,
     }
 }
 
@@ -300,8 +330,8 @@ fn mailjawn_limits() -> RatePolicy {
 
 /// Mailjet: a public API key (always visible) and a secret key (shown once),
 /// sent as HTTP Basic `apikey:secret` (also the SMTP username and password);
-/// the secret can be reset under the same public key; sub-accounts have keys
-/// of their own.
+/// the secret can be reset under the same public key, and resetting it every
+/// 90 days is recommended; sub-accounts have keys of their own.
 pub fn mailjet() -> Profile {
     Profile {
         name: "mailjet".into(),
@@ -317,6 +347,7 @@ pub fn mailjet() -> Profile {
         rate_limits: RatePolicy::new(),
         max_sub_account_depth: 1,
         max_grace: DEFAULT_MAX_GRACE,
+        max_secret_age: Some(MAILJET_MAX_SECRET_AGE),
     }
 }
 
@@ -338,6 +369,7 @@ pub fn mailchannels() -> Profile {
         rate_limits: RatePolicy::new(),
         max_sub_account_depth: 1,
         max_grace: DEFAULT_MAX_GRACE,
+        max_secret_age: None,
     }
 }
 
@@ -362,6 +394,7 @@ pub fn mailkite() -> Profile {
         rate_limits: RatePolicy::new(),
         max_sub_account_depth: 0,
         max_grace: DEFAULT_MAX_GRACE,
+        max_secret_age: None,
     }
 }
 
@@ -387,6 +420,7 @@ pub fn default() -> Profile {
         rate_limits: RatePolicy::new(),
         max_sub_account_depth: 1,
         max_grace: DEFAULT_MAX_GRACE,
+        max_secret_age: None,
     }
 }
 
