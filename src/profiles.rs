@@ -54,6 +54,7 @@ pub struct Profile {
     pub(crate) max_sub_account_depth: usize,
     pub(crate) max_grace: Duration,
     pub(crate) max_secret_age: Option<Duration>,
+    pub(crate) one_scope_per_key: bool,
 }
 
 /// Mailjet's advice: reset the secret key once every 90 days
@@ -91,6 +92,7 @@ impl Profile {
             max_sub_account_depth: 0,
             max_grace: DEFAULT_MAX_GRACE,
             max_secret_age: None,
+            one_scope_per_key: false,
         }
     }
 
@@ -169,6 +171,14 @@ impl Profile {
         self.max_secret_age
     }
 
+    /// Whether every key carries exactly one scope of the catalog
+    /// (MailChannels: `api` or `inbound`). A request for none, several, a
+    /// wildcard or a bundle covering more than one is refused with
+    /// [`InvalidRequest::OneScopePerKey`](crate::InvalidRequest::OneScopePerKey).
+    pub fn one_scope_per_key(&self) -> bool {
+        self.one_scope_per_key
+    }
+
     /// Renames the profile.
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -232,6 +242,26 @@ impl Profile {
     /// Sets the longest grace period a rotation may give.
     pub fn with_max_grace(mut self, max: Duration) -> Self {
         self.max_grace = max;
+        self
+    }
+
+    /// Requires every key to carry exactly one scope.
+    ///
+    /// ```
+    /// use keygate::{profiles, AccountId, ApiKeys, CreateKey, Error, InvalidRequest};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let api = ApiKeys::in_memory(profiles::mailchannels())?;
+    /// assert!(api.profile().one_scope_per_key());
+    /// let org = AccountId::new("org")?;
+    /// let both = api.operator().create(&org, CreateKey::new("x").scopes(["api", "inbound"])).await;
+    /// assert!(matches!(both.unwrap_err(), Error::Invalid(InvalidRequest::OneScopePerKey { .. })));
+    /// let relaxed = ApiKeys::in_memory(profiles::mailchannels().with_one_scope_per_key(false))?;
+    /// relaxed.operator().create(&org, CreateKey::new("x").scopes(["api", "inbound"])).await?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn with_one_scope_per_key(mut self, on: bool) -> Self {
+        self.one_scope_per_key = on;
         self
     }
 
@@ -305,6 +335,7 @@ pub fn mailjawn() -> Profile {
         max_sub_account_depth: 0,
         max_grace: DEFAULT_MAX_GRACE,
         max_secret_age: None,
+        one_scope_per_key: false,
     }
 }
 
@@ -348,11 +379,12 @@ pub fn mailjet() -> Profile {
         max_sub_account_depth: 1,
         max_grace: DEFAULT_MAX_GRACE,
         max_secret_age: Some(MAILJET_MAX_SECRET_AGE),
+        one_scope_per_key: false,
     }
 }
 
-/// MailChannels: `X-Api-Key`, scope `api` (sending) or `inbound` (inbound
-/// filtering) fixed at creation, 100 active keys per account and per
+/// MailChannels: `X-Api-Key`, exactly one scope per key, `api` (sending) or
+/// `inbound` (inbound filtering), fixed at creation, 100 active keys per account and per
 /// sub-account, parents manage their sub-accounts' keys.
 pub fn mailchannels() -> Profile {
     Profile {
@@ -370,6 +402,7 @@ pub fn mailchannels() -> Profile {
         max_sub_account_depth: 1,
         max_grace: DEFAULT_MAX_GRACE,
         max_secret_age: None,
+        one_scope_per_key: true,
     }
 }
 
@@ -395,6 +428,7 @@ pub fn mailkite() -> Profile {
         max_sub_account_depth: 0,
         max_grace: DEFAULT_MAX_GRACE,
         max_secret_age: None,
+        one_scope_per_key: false,
     }
 }
 
@@ -421,6 +455,7 @@ pub fn default() -> Profile {
         max_sub_account_depth: 1,
         max_grace: DEFAULT_MAX_GRACE,
         max_secret_age: None,
+        one_scope_per_key: false,
     }
 }
 

@@ -71,7 +71,13 @@ pub struct Options {
 /// sends: the token, or `public:secret` for key pairs.
 pub async fn admin_key(api: &ApiKeys, import: Option<&str>) -> Result<String, Error> {
     let admin = AccountId::new(ADMIN_ACCOUNT)?;
-    let request = CreateKey::new("admin").all_scopes();
+    let request = if api.profile().one_scope_per_key() {
+        // MailChannels: one scope per key; `api` sends and manages keys.
+        let first = api.profile().catalog().scope_names().take(1);
+        CreateKey::new("admin").scopes(first)
+    } else {
+        CreateKey::new("admin").all_scopes()
+    };
     match import {
         Some(key) => {
             // Idempotent: a restart finds the key already stored.
@@ -204,8 +210,17 @@ fn mailjawn(keys: &ApiKeyLayer) -> Result<Router<AppState>, Error> {
             "/v1/emails/send",
             post(send_email).route_layer(keys.operation("send")?.require("emails:send")?),
         )
-        .route("/mcp", post(mcp).route_layer(keys.operation("mcp")?))
+        .route("/mcp", post(mcp).route_layer(mcp_layer(keys)?))
         .merge(own_keys(keys, "api_keys:read", "api_keys:write")?))
+}
+
+/// MailJawn's MCP server: class `mcp` (60/min), open to keys holding every
+/// scope of the MCP bundle (the MCP and Full Access bundles), not to SDK keys.
+fn mcp_layer(keys: &ApiKeyLayer) -> Result<ApiKeyLayer, Error> {
+    let catalog = keys.api().profile().catalog();
+    let mcp = catalog.bundle_set("mcp")?;
+    let requirement = catalog.all_of(catalog.names_in(&mcp))?;
+    Ok(keys.operation("mcp")?.requirement(requirement))
 }
 
 fn mailjet(keys: &ApiKeyLayer) -> Result<Router<AppState>, Error> {
@@ -229,6 +244,9 @@ fn mailchannels(keys: &ApiKeyLayer) -> Result<Router<AppState>, Error> {
             post(send_email).route_layer(keys.require("api")?),
         )
         .merge(own_keys(keys, "api", "api")?)
+        // The seed's paths (`/tx/v1/sub-account/{handle}/api-key…`), and the
+        // same routes under `/v1` as before.
+        .nest("/tx", sub_account_keys(keys, "api")?)
         .merge(sub_account_keys(keys, "api")?))
 }
 

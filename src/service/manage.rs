@@ -99,7 +99,10 @@ impl CreateKey {
     /// ```
     /// use keygate::{profiles, AccountId, ApiKeys, CreateKey};
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-    /// let api = ApiKeys::in_memory(profiles::mailchannels())?;
+    /// // MailChannels without its one-scope rule: no all-scopes bundle, so
+    /// // each scope by name.
+    /// let profile = profiles::mailchannels().with_one_scope_per_key(false);
+    /// let api = ApiKeys::in_memory(profile)?;
     /// let org = AccountId::new("org")?;
     /// let admin = api.operator().create(&org, CreateKey::new("admin").all_scopes()).await?;
     /// assert_eq!(admin.info.scopes, ["api", "inbound"]);
@@ -489,6 +492,9 @@ impl Manager<'_> {
                 .bundle_names()
                 .find(|b| profile.catalog.bundle_set(b).is_ok_and(|set| set.is_all()))
         };
+        if profile.one_scope_per_key && !request.has_grant() && !request.all_scopes {
+            return Err(one_scope(profile));
+        }
         let (bundle, scopes) = match (&request.bundle, request.scopes.is_empty()) {
             _ if request.all_scopes => match all_bundle() {
                 Some(b) => (Some(b.to_owned()), Vec::new()),
@@ -504,6 +510,11 @@ impl Manager<'_> {
             (bundle, _) => (bundle.clone(), request.scopes.clone()),
         };
         let grant = profile.catalog.compile_grant(bundle.as_deref(), &scopes)?;
+        if profile.one_scope_per_key
+            && (grant.is_all() || profile.catalog.names_in(&grant).len() != 1)
+        {
+            return Err(one_scope(profile));
+        }
         self.check_grant(grant)?;
         for (class, _) in &request.rate_limits {
             if profile.rate_limits.index_of(class).is_none() {
@@ -974,6 +985,12 @@ struct Checked {
     scopes: Vec<String>,
     rate_limits: Vec<(String, Quota)>,
     expires_at: Option<OffsetDateTime>,
+}
+
+/// The error for a request that breaks a one-scope-per-key profile.
+fn one_scope(profile: &crate::Profile) -> Error {
+    let choices = profile.catalog.scope_names().collect::<Vec<_>>().join(", ");
+    InvalidRequest::OneScopePerKey { choices }.into()
 }
 
 fn validate_name(name: &str) -> Result<String, Error> {
