@@ -54,6 +54,7 @@
 //! | [`profiles`] | MailJawn, Mailjet, MailChannels, MailKite and a default |
 //! | [`audit`] | audit events for management actions |
 //! | `http` | tower layer, axum extractors and error responses (feature `axum`) |
+//! | `smtp` | SMTP AUTH PLAIN/LOGIN for key pairs and a small submission listener (feature `smtp`) |
 //!
 //! ## Features
 //!
@@ -64,6 +65,7 @@
 //! | `postgres` | no | `PostgresStore` (sqlx, embedded migrations), and change notifications that [`CachedStore`] follows across instances |
 //! | `redis` | no | `RedisRateLimiter`: one quota per key shared by every instance, through Redis |
 //! | `axum` | no | `http`: `ApiKeyLayer`, the `Principal` extractor, JSON error responses, an HTTPS-only guard |
+//! | `smtp` | no | `smtp`: Mailjet-style key pairs as SMTP AUTH PLAIN/LOGIN credentials, an SMTP submission state machine and listener |
 //!
 //! ## Security
 //!
@@ -91,6 +93,8 @@ pub mod profiles;
 pub mod ratelimit;
 pub mod scope;
 mod service;
+#[cfg(feature = "smtp")]
+pub mod smtp;
 pub mod store;
 
 pub use audit::{AuditEvent, AuditKind, AuditSink, MemoryAudit, TracingAudit};
@@ -138,7 +142,8 @@ pub use time;
     feature = "sqlite",
     feature = "postgres",
     feature = "axum",
-    feature = "redis"
+    feature = "redis",
+    feature = "smtp"
 ))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
