@@ -316,3 +316,34 @@ async fn the_state_machine_orders_mail_rcpt_data_and_rset() {
     assert_eq!(code(s.handle(b"BOGUS").await), Some(500));
     assert_eq!(code(s.handle(&[0xff, 0xfe]).await), Some(500));
 }
+
+#[tokio::test]
+async fn an_oversized_message_is_refused_and_the_session_goes_on() {
+    let api = ApiKeys::in_memory(profiles::mailjet()).unwrap();
+    let acme = AccountId::new("acme").unwrap();
+    let key = api
+        .as_account(&acme)
+        .create(&acme, CreateKey::new("smtp"))
+        .await
+        .unwrap();
+    let mut config = SmtpConfig::default();
+    config.max_message_bytes = 16;
+    let server = SmtpServer::new(api, config);
+    let mut s = server.session(IpAddr::V4(Ipv4Addr::LOCALHOST), false);
+    let code = |step: keygate::smtp::Step| step.reply.map(|r| r.code());
+    let _ = s.handle(b"EHLO me").await;
+    use base64::Engine as _;
+    let presented = key.key.to_presented().to_string();
+    let (public, secret) = presented.split_once(':').unwrap();
+    let plain = base64::engine::general_purpose::STANDARD.encode(format!("\0{public}\0{secret}"));
+    assert_eq!(code(s.handle(b"AUTH PLAIN").await), Some(334));
+    assert_eq!(code(s.handle(plain.as_bytes()).await), Some(235));
+    for line in ["MAIL FROM:<a@x>", "RCPT TO:<b@x>", "DATA"] {
+        let _ = s.handle(line.as_bytes()).await;
+    }
+    assert_eq!(code(s.handle(b"0123456789abcdef0123").await), None);
+    let end = s.handle(b".").await;
+    assert!(end.message.is_none());
+    assert_eq!(end.reply.unwrap().code(), 552);
+    assert_eq!(code(s.handle(b"MAIL FROM:<a@x>").await), Some(250));
+}

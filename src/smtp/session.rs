@@ -434,17 +434,25 @@ impl Session {
 
     fn data_line(&mut self, line: &[u8]) -> Step {
         if line == b"." {
-            let too_big = self.oversized;
             let data = std::mem::take(&mut self.data);
-            let message = (!too_big).then(|| Message {
-                principal: self.principal.clone().expect("DATA only after AUTH"),
-                sender: self.sender.take().unwrap_or_default(),
-                recipients: std::mem::take(&mut self.recipients),
-                data,
-            });
+            // DATA is reachable only after AUTH; without a principal the
+            // message is refused rather than assumed.
+            let message = match (&self.principal, self.oversized) {
+                (Some(principal), false) => Some(Message {
+                    principal: principal.clone(),
+                    sender: self.sender.take().unwrap_or_default(),
+                    recipients: std::mem::take(&mut self.recipients),
+                    data,
+                }),
+                _ => None,
+            };
+            let too_big = self.oversized;
             self.reset();
             if too_big {
                 return Step::reply(Reply::new(552, "5.3.4 Message too big"));
+            }
+            if message.is_none() {
+                return Step::reply(Reply::new(530, "5.7.0 Authentication required"));
             }
             return Step {
                 message,
