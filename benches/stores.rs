@@ -47,6 +47,7 @@ async fn prepare(store: Arc<dyn KeyStore>) -> (ApiKeys, String) {
                 scopes: Vec::new(),
                 rate_limits: Vec::new(),
                 created_at: now,
+                secret_set_at: now,
                 expires_at: None,
                 last_used_at: None,
                 revoked_at: None,

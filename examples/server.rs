@@ -4,6 +4,7 @@
 //! cargo run --example server --features axum -- --profile mailjawn --store memory --listen 127.0.0.1:8080
 //! cargo run --example server --features axum,sqlite -- --store sqlite:keys.db
 //! cargo run --example server --features axum,postgres -- --store postgres:postgres://postgres@127.0.0.1/test
+//! cargo run --example server --features axum,smtp -- --profile mailjet --smtp 127.0.0.1:2525
 //! ```
 //!
 //! With a database store the pepper comes from `KEYGATE_PEPPER` (at least 32
@@ -26,13 +27,15 @@ use keygate::{ApiKeys, KeyStore, Pepper};
 use server_app::{Options, Product};
 
 const USAGE: &str = "usage: server [--profile mailjawn|mailjet|mailchannels|mailkite] \
-[--store memory|sqlite:PATH|postgres:URL] [--listen ADDR] [--trust-forwarded-proto]
+[--store memory|sqlite:PATH|postgres:URL] [--listen ADDR] [--trust-forwarded-proto] [--smtp ADDR]
 
   --profile NAME            product profile (default mailjawn)
   --store STORE             memory (default), sqlite:PATH (feature sqlite) or
                             postgres:URL (feature postgres)
   --listen ADDR             address to listen on (default 127.0.0.1:8080)
   --trust-forwarded-proto   trust X-Forwarded-Proto for the HTTPS-only guard
+  --smtp ADDR               also accept mail over SMTP, AUTH with the key pair
+                            (--profile mailjet, feature smtp)
   KEYGATE_ADMIN_KEY         import this key as the admin key instead of creating one
   KEYGATE_PEPPER            the hashing pepper for a database store (32+ bytes)";
 
@@ -42,6 +45,7 @@ struct Args {
     product: Product,
     store: String,
     listen: SocketAddr,
+    smtp: Option<SocketAddr>,
     options: Options,
 }
 
@@ -50,6 +54,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         product: Product::MailJawn,
         store: "memory".into(),
         listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        smtp: None,
         options: Options::default(),
     };
     while let Some(arg) = args.next() {
@@ -66,6 +71,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                 parsed.listen = addr
                     .parse()
                     .map_err(|_| format!("--listen expects HOST:PORT, got '{addr}'"))?;
+            }
+            "--smtp" => {
+                let addr = value("--smtp")?;
+                parsed.smtp = Some(
+                    addr.parse()
+                        .map_err(|_| format!("--smtp expects HOST:PORT, got '{addr}'"))?,
+                );
             }
             "--trust-forwarded-proto" => parsed.options.trust_forwarded_proto = true,
             "-h" | "--help" => return Err(String::new()),
@@ -110,6 +122,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let admin = server_app::admin_key(&api, import.as_deref()).await?;
     println!("admin key: {admin}");
 
+    if let Some(addr) = args.smtp {
+        start_smtp(args.product, &api, addr).await?;
+    }
     let router = server_app::router(args.product, api, args.options)?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("listening on {}", listener.local_addr()?);
@@ -147,4 +162,47 @@ async fn open_store(spec: &str) -> Result<Option<Arc<dyn KeyStore>>, Box<dyn std
         return Err(format!("store postgres:{url} needs --features postgres").into());
     }
     Err(format!("unknown store '{spec}': use memory, sqlite:PATH or postgres:URL").into())
+}
+
+/// Serves SMTP submission on `addr` for a key-pair product (Mailjet): the
+/// API key and secret key are the AUTH username and password. Accepted
+/// messages are printed, not sent.
+#[cfg(feature = "smtp")]
+async fn start_smtp(
+    product: Product,
+    api: &ApiKeys,
+    addr: SocketAddr,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use keygate::smtp::{SmtpConfig, SmtpServer};
+    if product != Product::Mailjet {
+        return Err("--smtp needs --profile mailjet (key pairs are the SMTP credentials)".into());
+    }
+    let server = SmtpServer::new(api.clone(), SmtpConfig::default());
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!("smtp listening on {}", listener.local_addr()?);
+    tokio::spawn(async move {
+        let served = server
+            .serve(listener, |message| {
+                println!(
+                    "smtp: message from {} ({} bytes) for {}",
+                    message.principal.account(),
+                    message.data.len(),
+                    message.recipients.join(", ")
+                );
+            })
+            .await;
+        if let Err(e) = served {
+            eprintln!("smtp listener stopped: {e}");
+        }
+    });
+    Ok(())
+}
+
+#[cfg(not(feature = "smtp"))]
+async fn start_smtp(
+    _: Product,
+    _: &ApiKeys,
+    _: SocketAddr,
+) -> Result<(), Box<dyn std::error::Error>> {
+    Err("--smtp needs --features smtp".into())
 }

@@ -236,6 +236,14 @@ pub enum InvalidRequest {
         /// The largest page.
         max: usize,
     },
+    /// The profile gives every key exactly one scope
+    /// ([`Profile::one_scope_per_key`](crate::Profile::one_scope_per_key)),
+    /// and the request asks for none or several.
+    #[error("a key carries exactly one scope: choose one of {choices}")]
+    OneScopePerKey {
+        /// The catalog's scopes, comma-separated.
+        choices: String,
+    },
     /// A grace period longer than the profile's
     /// [`max_grace`](crate::Profile::max_grace).
     #[error("grace period must be at most {} seconds", max.as_secs())]

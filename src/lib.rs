@@ -55,6 +55,7 @@
 //! | [`audit`] | audit events for management actions |
 //! | `layer` | the tower layer that authenticates requests, HTTPS-only guard, error responses (feature `tower`); axum extractors (feature `axum`) |
 //! | `routes` | ready-to-mount key-management routes: create, list, get, revoke, rotate, reset, sub-accounts (feature `axum`) |
+//! | `smtp` | SMTP AUTH PLAIN/LOGIN for key pairs and a small submission listener (feature `smtp`) |
 //!
 //! ## Features
 //!
@@ -66,6 +67,7 @@
 //! | `redis` | no | `RedisRateLimiter`: one quota per key shared by every instance, through Redis |
 //! | `tower` | no | `layer`: `ApiKeyLayer` for any tower service and body type, JSON error responses, an HTTPS-only guard |
 //! | `axum` | no | `tower`, plus axum extractors (`Principal`, `Require`, `JsonBody`), `IntoResponse` for `AuthError` and `Error`, and `routes`: the key-management routes |
+//! | `smtp` | no | `smtp`: Mailjet-style key pairs as SMTP AUTH PLAIN/LOGIN credentials, an SMTP submission state machine and listener |
 //!
 //! ## Security
 //!
@@ -95,6 +97,8 @@ pub mod ratelimit;
 pub mod routes;
 pub mod scope;
 mod service;
+#[cfg(feature = "smtp")]
+pub mod smtp;
 pub mod store;
 
 pub use audit::{AuditEvent, AuditKind, AuditSink, MemoryAudit, TracingAudit};
@@ -142,7 +146,8 @@ pub use time;
     feature = "sqlite",
     feature = "postgres",
     feature = "axum",
-    feature = "redis"
+    feature = "redis",
+    feature = "smtp"
 ))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

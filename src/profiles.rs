@@ -55,6 +55,8 @@ pub struct Profile {
     pub(crate) max_sub_account_depth: usize,
     pub(crate) max_grace: Duration,
     pub(crate) management_scopes: ManagementScopes,
+    pub(crate) max_secret_age: Option<Duration>,
+    pub(crate) one_scope_per_key: bool,
 }
 
 /// The scopes a key needs to manage keys through the HTTP key-management
@@ -95,6 +97,10 @@ impl ManagementScopes {
     }
 }
 
+/// Mailjet's advice: reset the secret key once every 90 days
+/// ([`Profile::max_secret_age`] of [`mailjet`]).
+pub const MAILJET_MAX_SECRET_AGE: Duration = Duration::from_secs(90 * 24 * 60 * 60);
+
 /// The default [`Profile::max_grace`]: 30 days.
 pub const DEFAULT_MAX_GRACE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
@@ -102,8 +108,8 @@ impl Profile {
     /// A profile called `name` with no key format yet (add one with
     /// [`with_formats`](Self::with_formats)), credentials read from
     /// `Authorization: Bearer`, an empty scope catalog, no default bundle,
-    /// no key limit, no rate limits, no sub-accounts and a 30-day maximum
-    /// grace period.
+    /// no key limit, no rate limits, no sub-accounts, a 30-day maximum
+    /// grace period and no maximum secret age.
     ///
     /// ```
     /// use keygate::{KeyFormat, Profile, ScopeCatalog, TokenFormat};
@@ -126,6 +132,8 @@ impl Profile {
             max_sub_account_depth: 0,
             max_grace: DEFAULT_MAX_GRACE,
             management_scopes: ManagementScopes::any_key(),
+            max_secret_age: None,
+            one_scope_per_key: false,
         }
     }
 
@@ -201,6 +209,22 @@ impl Profile {
         &self.management_scopes
     }
 
+    /// How old a key's secret may get before a reset is recommended
+    /// (`None`: never). Past it, [`KeyInfo::reset_recommended`](crate::KeyInfo::reset_recommended)
+    /// is true and [`Manager::due_for_reset`](crate::Manager::due_for_reset)
+    /// lists the key. Nothing stops working: it is advice to the key's owner.
+    pub fn max_secret_age(&self) -> Option<Duration> {
+        self.max_secret_age
+    }
+
+    /// Whether every key carries exactly one scope of the catalog
+    /// (MailChannels: `api` or `inbound`). A request for none, several, a
+    /// wildcard or a bundle covering more than one is refused with
+    /// [`InvalidRequest::OneScopePerKey`](crate::InvalidRequest::OneScopePerKey).
+    pub fn one_scope_per_key(&self) -> bool {
+        self.one_scope_per_key
+    }
+
     /// Renames the profile.
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -273,6 +297,41 @@ impl Profile {
         self.management_scopes = scopes;
         self
     }
+
+    /// Requires every key to carry exactly one scope.
+    ///
+    /// ```
+    /// use keygate::{profiles, AccountId, ApiKeys, CreateKey, Error, InvalidRequest};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let api = ApiKeys::in_memory(profiles::mailchannels())?;
+    /// assert!(api.profile().one_scope_per_key());
+    /// let org = AccountId::new("org")?;
+    /// let both = api.operator().create(&org, CreateKey::new("x").scopes(["api", "inbound"])).await;
+    /// assert!(matches!(both.unwrap_err(), Error::Invalid(InvalidRequest::OneScopePerKey { .. })));
+    /// let relaxed = ApiKeys::in_memory(profiles::mailchannels().with_one_scope_per_key(false))?;
+    /// relaxed.operator().create(&org, CreateKey::new("x").scopes(["api", "inbound"])).await?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn with_one_scope_per_key(mut self, on: bool) -> Self {
+        self.one_scope_per_key = on;
+        self
+    }
+
+    /// Sets how old a secret may get before a reset is recommended
+    /// (`None`: never).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use keygate::profiles;
+    /// let weekly = profiles::mailjawn().with_max_secret_age(Some(Duration::from_secs(7 * 86_400)));
+    /// assert_eq!(weekly.max_secret_age(), Some(Duration::from_secs(604_800)));
+    /// assert_eq!(profiles::mailjet().max_secret_age(), Some(profiles::MAILJET_MAX_SECRET_AGE));
+    /// ```
+    pub fn with_max_secret_age(mut self, max: Option<Duration>) -> Self {
+        self.max_secret_age = max;
+        self
+    }
 }
 
 fn catalog(scopes: &[&str]) -> ScopeCatalog {
@@ -329,6 +388,8 @@ pub fn mailjawn() -> Profile {
         max_sub_account_depth: 0,
         max_grace: DEFAULT_MAX_GRACE,
         management_scopes: ManagementScopes::new("api_keys:read", "api_keys:write"),
+        max_secret_age: None,
+        one_scope_per_key: false,
     }
 }
 
@@ -354,8 +415,8 @@ fn mailjawn_limits() -> RatePolicy {
 
 /// Mailjet: a public API key (always visible) and a secret key (shown once),
 /// sent as HTTP Basic `apikey:secret` (also the SMTP username and password);
-/// the secret can be reset under the same public key; sub-accounts have keys
-/// of their own.
+/// the secret can be reset under the same public key, and resetting it every
+/// 90 days is recommended; sub-accounts have keys of their own.
 pub fn mailjet() -> Profile {
     Profile {
         name: "mailjet".into(),
@@ -372,11 +433,13 @@ pub fn mailjet() -> Profile {
         max_sub_account_depth: 1,
         max_grace: DEFAULT_MAX_GRACE,
         management_scopes: ManagementScopes::new("account", "account"),
+        max_secret_age: Some(MAILJET_MAX_SECRET_AGE),
+        one_scope_per_key: false,
     }
 }
 
-/// MailChannels: `X-Api-Key`, scope `api` (sending) or `inbound` (inbound
-/// filtering) fixed at creation, 100 active keys per account and per
+/// MailChannels: `X-Api-Key`, exactly one scope per key, `api` (sending) or
+/// `inbound` (inbound filtering), fixed at creation, 100 active keys per account and per
 /// sub-account, parents manage their sub-accounts' keys.
 pub fn mailchannels() -> Profile {
     Profile {
@@ -394,6 +457,8 @@ pub fn mailchannels() -> Profile {
         max_sub_account_depth: 1,
         max_grace: DEFAULT_MAX_GRACE,
         management_scopes: ManagementScopes::new("api", "api"),
+        max_secret_age: None,
+        one_scope_per_key: true,
     }
 }
 
@@ -419,6 +484,8 @@ pub fn mailkite() -> Profile {
         max_sub_account_depth: 0,
         max_grace: DEFAULT_MAX_GRACE,
         management_scopes: ManagementScopes::any_key(),
+        max_secret_age: None,
+        one_scope_per_key: false,
     }
 }
 
@@ -442,6 +509,8 @@ pub fn default() -> Profile {
         max_sub_account_depth: 1,
         max_grace: DEFAULT_MAX_GRACE,
         management_scopes: ManagementScopes::new("admin", "admin"),
+        max_secret_age: None,
+        one_scope_per_key: false,
     }
 }
 

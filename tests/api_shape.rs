@@ -369,7 +369,8 @@ async fn all_scopes_uses_the_all_bundle_or_every_scope() {
         .await
         .unwrap();
     assert_eq!(admin.info.bundle.as_deref(), Some("full_access"));
-    let channels = ApiKeys::in_memory(profiles::mailchannels()).unwrap();
+    let channels =
+        ApiKeys::in_memory(profiles::mailchannels().with_one_scope_per_key(false)).unwrap();
     let admin = channels
         .operator()
         .create(&org, CreateKey::new("admin").all_scopes())

@@ -83,6 +83,7 @@ fn record(n: u32, lookup: &str) -> KeyRecord {
         scopes: Vec::new(),
         rate_limits: Vec::new(),
         created_at: OffsetDateTime::UNIX_EPOCH,
+        secret_set_at: OffsetDateTime::UNIX_EPOCH,
         expires_at: None,
         last_used_at: None,
         revoked_at: None,
@@ -551,8 +552,9 @@ impl KeyStore for LandsLate {
         id: &KeyId,
         lookup: &str,
         hash: SecretHash,
+        at: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        self.store.replace_secret(id, lookup, hash).await
+        self.store.replace_secret(id, lookup, hash, at).await
     }
 
     async fn rotate_key(

@@ -51,6 +51,7 @@ fn record(id: &str, lookup: &str, n: u64) -> KeyRecord {
         scopes: Vec::new(),
         rate_limits: Vec::new(),
         created_at: at(0),
+        secret_set_at: at(0),
         expires_at: None,
         last_used_at: None,
         revoked_at: None,
@@ -115,7 +116,7 @@ impl Attempt {
             Op::Revoke => cached.revoke_key(&self.key.id, at(1)).await,
             Op::ReplaceSecret => {
                 cached
-                    .replace_secret(&self.key.id, &self.new_lookup, hash(self.new_hash))
+                    .replace_secret(&self.key.id, &self.new_lookup, hash(self.new_hash), at(1))
                     .await
             }
             Op::Rotate => {

@@ -149,7 +149,7 @@ async fn sub_account_names_belong_to_their_parent() {
         .operator()
         .create(
             &keygate::AccountId::new("other").unwrap(),
-            keygate::CreateKey::new("other").scopes(["api", "inbound"]),
+            keygate::CreateKey::new("other").scopes(["api"]),
         )
         .await
         .unwrap();

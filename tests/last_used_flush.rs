@@ -43,6 +43,7 @@ fn key(n: usize) -> KeyRecord {
         scopes: Vec::new(),
         rate_limits: Vec::new(),
         created_at: at(0),
+        secret_set_at: at(0),
         expires_at: None,
         last_used_at: None,
         revoked_at: None,

@@ -273,6 +273,7 @@ async fn a_key_created_on_one_instance_clears_the_others_negative_answer() {
         "the negative answer is cached"
     );
 
+    let now = OffsetDateTime::now_utc();
     let record = KeyRecord {
         id: KeyId::new("key_later"),
         account: org(),
@@ -283,7 +284,8 @@ async fn a_key_created_on_one_instance_clears_the_others_negative_answer() {
         bundle: Some("sdk".into()),
         scopes: Vec::new(),
         rate_limits: Vec::new(),
-        created_at: OffsetDateTime::now_utc(),
+        created_at: now,
+        secret_set_at: now,
         expires_at: None,
         last_used_at: None,
         revoked_at: None,

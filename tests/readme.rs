@@ -394,7 +394,9 @@ async fn readme_demo_routes_table_every_row() {
         assert!(checked >= 4, "{name}: {checked} routes");
         if product == Product::MailJawn {
             assert!(r[1].contains("`POST /v1/emails/send` (class `send`)"));
-            assert!(r[1].contains("`POST /mcp` (class `mcp`)"));
+            // The bundle rule itself is replayed in `seeds_verbatim.rs`
+            // (`mailjawn_bearer_header_and_mcp_needs_the_mcp_bundle`).
+            assert!(r[1].contains("`POST /mcp` (class `mcp`, MCP or Full Access keys)"));
             for (path, limit) in [("/v1/emails/send", "10"), ("/mcp", "60")] {
                 let response = server
                     .post(path)
@@ -603,7 +605,8 @@ async fn readme_curl_sessions_replay_against_the_demo() {
     let mut sessions = 0;
     for block in README.split("```console\n").skip(1) {
         let block = block.split("```").next().unwrap();
-        if !block.contains("$ curl") {
+        if !block.contains("$ curl") || block.contains("smtp://") {
+            // The SMTP session is replayed by `readme_smtp_curl_session_sends_as_the_account`.
             continue;
         }
         sessions += 1;
@@ -1370,4 +1373,92 @@ async fn readme_demo_server_imports_the_admin_key_on_every_start() {
         assert_eq!(keys.data.len(), 1);
         assert_eq!(keys.data[0].bundle.as_deref(), Some("full_access"));
     }
+}
+
+/// README, SMTP: the console session. The demo's admin key pair is the
+/// SMTP username and password; the README's own `printf` and `curl`
+/// commands run as shown (curl speaks SMTP), with only the port changed,
+/// and the listener hands over a 41-byte message from `acct_admin` for
+/// `r@example.net`, as the README says the server prints.
+#[cfg(feature = "smtp")]
+#[tokio::test]
+async fn readme_smtp_curl_session_sends_as_the_account() {
+    use keygate::smtp::{SmtpConfig, SmtpServer};
+    let block = README
+        .split("```console\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .find(|b| b.contains("smtp://"))
+        .expect("the README shows an SMTP session");
+    let api = ApiKeys::in_memory(profiles::mailjet()).unwrap();
+    let admin = http_support::app::admin_key(&api, None).await.unwrap();
+    let shown = block
+        .lines()
+        .find_map(|l| l.strip_prefix("admin key: "))
+        .expect("the session shows the admin key");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let delivered = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let sink = Arc::clone(&delivered);
+    let server = SmtpServer::new(api, SmtpConfig::default());
+    tokio::spawn(async move {
+        server
+            .serve(listener, move |m| {
+                sink.lock().push((
+                    m.principal.account().to_string(),
+                    m.data.len(),
+                    m.recipients.join(", "),
+                ))
+            })
+            .await
+    });
+    let dir = std::env::temp_dir().join(format!("keygate-readme-smtp-{port}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut commands = Vec::new();
+    let mut lines = block.lines();
+    while let Some(line) = lines.next() {
+        let Some(command) = line.strip_prefix("$ ") else {
+            continue;
+        };
+        let mut command = command.to_owned();
+        while command.ends_with('\\') {
+            command.pop();
+            command.push_str(lines.next().unwrap().trim());
+        }
+        if !command.starts_with("cargo run") {
+            commands.push(
+                command
+                    .replace("127.0.0.1:2525", &format!("127.0.0.1:{port}"))
+                    .replace(shown, &admin),
+            );
+        }
+    }
+    assert_eq!(commands.len(), 2, "printf and curl: {commands:?}");
+    let script = commands.join(" && ");
+    let (cwd, command) = (dir.clone(), script.clone());
+    let run = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg(&command)
+            .current_dir(&cwd)
+            .env("NO_PROXY", "*")
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("bash and curl are installed");
+    assert!(
+        run.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let delivered = delivered.lock().clone();
+    assert_eq!(
+        delivered,
+        [("acct_admin".to_owned(), 41, "r@example.net".to_owned())]
+    );
+    assert!(README.contains(
+        "the server prints `smtp: message from acct_admin (41 bytes) for r@example.net`"
+    ));
+    std::fs::remove_dir_all(&dir).ok();
 }

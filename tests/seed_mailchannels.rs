@@ -228,3 +228,33 @@ async fn one_hundred_keys_per_account_and_per_sub_account() {
         .await
         .unwrap();
 }
+
+// "The API currently supports the following scopes: Sending Email (api) and
+// Managing Inbound Filtering (inbound)": a key has one of them. Both, neither,
+// a wildcard, or all scopes are refused by the profile itself, for every actor.
+#[tokio::test]
+async fn a_key_carries_exactly_one_of_api_or_inbound() {
+    let api = api();
+    let me = acct("acme");
+    for request in [
+        CreateKey::new("both").scopes(["api", "inbound"]),
+        CreateKey::new("neither"),
+        CreateKey::new("wildcard").scopes(["*"]),
+        CreateKey::new("all").all_scopes(),
+    ] {
+        let refused = api.operator().create(&me, request).await.map(drop);
+        let Err(Error::Invalid(keygate::InvalidRequest::OneScopePerKey { choices })) = refused
+        else {
+            panic!("{refused:?}");
+        };
+        assert_eq!(choices, "api, inbound");
+    }
+    for scope in ["api", "inbound"] {
+        let one = api
+            .as_account(&me)
+            .create(&me, CreateKey::new(scope).scopes([scope, scope]))
+            .await
+            .unwrap();
+        assert_eq!(one.info.scopes, [scope, scope]);
+    }
+}

@@ -432,6 +432,7 @@ async fn verify_checks_every_candidate_sharing_a_lookup_id() {
         scopes: vec![],
         rate_limits: vec![],
         created_at: now,
+        secret_set_at: now,
         expires_at: None,
         last_used_at: None,
         revoked_at: None,
@@ -686,7 +687,13 @@ impl KeyStore for DownStore {
     async fn revoke_key(&self, _: &KeyId, _: OffsetDateTime) -> Result<(), StoreError> {
         Err(StoreError::Unavailable("down".into()))
     }
-    async fn replace_secret(&self, _: &KeyId, _: &str, _: SecretHash) -> Result<(), StoreError> {
+    async fn replace_secret(
+        &self,
+        _: &KeyId,
+        _: &str,
+        _: SecretHash,
+        _: OffsetDateTime,
+    ) -> Result<(), StoreError> {
         Err(StoreError::Unavailable("down".into()))
     }
     async fn rotate_key(&self, _: &KeyId, _: KeyRecord, _: OldKey) -> Result<(), StoreError> {

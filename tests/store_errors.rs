@@ -62,6 +62,7 @@ fn key(n: u8) -> KeyRecord {
         scopes: Vec::new(),
         rate_limits: Vec::new(),
         created_at: OffsetDateTime::UNIX_EPOCH,
+        secret_set_at: OffsetDateTime::UNIX_EPOCH,
         expires_at: None,
         last_used_at: None,
         revoked_at: None,

@@ -70,7 +70,13 @@ pub struct Options {
 /// token, or `public:secret` for key pairs.
 pub async fn admin_key(api: &ApiKeys, import: Option<&str>) -> Result<String, Error> {
     let admin = AccountId::new(ADMIN_ACCOUNT)?;
-    let request = CreateKey::new("admin").all_scopes();
+    let request = if api.profile().one_scope_per_key() {
+        // MailChannels: one scope per key; `api` sends and manages keys.
+        let first = api.profile().catalog().scope_names().take(1);
+        CreateKey::new("admin").scopes(first)
+    } else {
+        CreateKey::new("admin").all_scopes()
+    };
     let key = api
         .operator()
         .bootstrap_key(&admin, import, request)
@@ -127,9 +133,17 @@ pub fn router(product: Product, api: ApiKeys, options: Options) -> Result<Router
                 .current_key("/api-key"),
         ),
     };
-    let mut router = routes
-        .with_state(state)
-        .merge(management.build()?)
+    let mut router = routes.with_state(state).merge(management.build()?);
+    if product == Product::MailChannels {
+        // The seed's own paths: `/tx/v1/sub-account/{handle}/api-key…`
+        // (the same routes also answer under `/v1`).
+        let seed_paths = ManagementRoutes::new(&keys)
+            .prefix("/tx/v1")
+            .own_keys(false)
+            .default_scopes(["api"]);
+        router = router.merge(seed_paths.build()?);
+    }
+    let mut router = router
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed);
     if let Some(guard) = keys.https_only_layer() {
@@ -161,7 +175,16 @@ fn mailjawn(keys: &ApiKeyLayer) -> Result<Router<AppState>, Error> {
             "/v1/emails/send",
             post(send_email).route_layer(keys.operation("send")?.require("emails:send")?),
         )
-        .route("/mcp", post(mcp).route_layer(keys.operation("mcp")?)))
+        .route("/mcp", post(mcp).route_layer(mcp_layer(keys)?)))
+}
+
+/// MailJawn's MCP server: class `mcp` (60/min), open to keys holding every
+/// scope of the MCP bundle (the MCP and Full Access bundles), not to SDK keys.
+fn mcp_layer(keys: &ApiKeyLayer) -> Result<ApiKeyLayer, Error> {
+    let catalog = keys.api().profile().catalog();
+    let mcp = catalog.bundle_set("mcp")?;
+    let requirement = catalog.all_of(catalog.names_in(&mcp))?;
+    Ok(keys.operation("mcp")?.requirement(requirement))
 }
 
 fn mailjet(keys: &ApiKeyLayer) -> Result<Router<AppState>, Error> {

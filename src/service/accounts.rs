@@ -226,7 +226,7 @@ impl Manager<'_> {
     /// Refuses a key actor that another `ApiKeys` verified: its scopes were
     /// compiled against another catalog, so comparing them here means
     /// nothing.
-    fn own_actor(&self) -> Result<(), Error> {
+    pub(super) fn own_actor(&self) -> Result<(), Error> {
         match self.actor.key() {
             Some(p) if !self.api.issued(p) => Err(AuthError::Invalid.into()),
             _ => Ok(()),

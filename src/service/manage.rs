@@ -12,7 +12,7 @@ use crate::audit::AuditKind;
 use crate::error::{AuthError, ConflictKind, Error, InvalidRequest};
 use crate::key::{IssuedKey, KeyFormat, ParsedKey};
 use crate::ratelimit::Quota;
-use crate::store::{AccountId, KeyId, KeyRecord, ListQuery, OldKey};
+use crate::store::{AccountId, KeyId, KeyRecord, ListQuery, OldKey, SecretAgeQuery};
 
 /// Longest key name accepted, in characters.
 pub const MAX_NAME_LEN: usize = 200;
@@ -99,7 +99,10 @@ impl CreateKey {
     /// ```
     /// use keygate::{profiles, AccountId, ApiKeys, CreateKey};
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-    /// let api = ApiKeys::in_memory(profiles::mailchannels())?;
+    /// // MailChannels without its one-scope rule: no all-scopes bundle, so
+    /// // each scope by name.
+    /// let profile = profiles::mailchannels().with_one_scope_per_key(false);
+    /// let api = ApiKeys::in_memory(profile)?;
     /// let org = AccountId::new("org")?;
     /// let admin = api.operator().create(&org, CreateKey::new("admin").all_scopes()).await?;
     /// assert_eq!(admin.info.scopes, ["api", "inbound"]);
@@ -185,6 +188,22 @@ pub struct KeyInfo {
     /// When it was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// When its current secret was set: at creation, at the last secret
+    /// reset, or by the rotation that made it.
+    #[serde(with = "time::serde::rfc3339")]
+    pub secret_set_at: OffsetDateTime,
+    /// When a secret reset becomes recommended: `secret_set_at` plus the
+    /// profile's [`max_secret_age`](crate::Profile::max_secret_age) (absent
+    /// when the profile sets none).
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub reset_due_at: Option<OffsetDateTime>,
+    /// True when the key is active and `reset_due_at` has come (Mailjet:
+    /// the secret is 90 days old): reset it with
+    /// [`Manager::reset_secret`].
+    pub reset_recommended: bool,
     /// When it expires, if ever.
     #[serde(with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
@@ -200,9 +219,18 @@ pub struct KeyInfo {
 }
 
 impl KeyInfo {
-    pub(super) fn from_record(r: KeyRecord) -> Self {
+    /// The public view of `r` at `now`, for a profile whose secrets should
+    /// be reset once they are `max_secret_age` old.
+    fn from_record(r: KeyRecord, max_secret_age: Option<Duration>, now: OffsetDateTime) -> Self {
         let public_key = (r.format == "pair").then(|| r.lookup.clone());
+        let reset_due_at = max_secret_age
+            .and_then(|max| time::Duration::try_from(max).ok())
+            .and_then(|max| r.secret_set_at.checked_add(max));
+        let reset_recommended = r.is_active(now) && reset_due_at.is_some_and(|due| due <= now);
         Self {
+            secret_set_at: r.secret_set_at,
+            reset_due_at,
+            reset_recommended,
             redacted: r.redacted(),
             public_key,
             id: r.id,
@@ -417,6 +445,7 @@ impl Manager<'_> {
             scopes: checked.scopes,
             rate_limits: checked.rate_limits,
             created_at: now,
+            secret_set_at: now,
             expires_at: checked.expires_at,
             last_used_at: None,
             revoked_at: None,
@@ -434,7 +463,7 @@ impl Manager<'_> {
                 .insert_key(record.clone(), limit, now)
                 .await?;
             api.record_audit(&actor, AuditKind::Created, &record);
-            Ok(KeyInfo::from_record(record))
+            Ok(api.info(record))
         })
         .await
     }
@@ -463,6 +492,9 @@ impl Manager<'_> {
                 .bundle_names()
                 .find(|b| profile.catalog.bundle_set(b).is_ok_and(|set| set.is_all()))
         };
+        if profile.one_scope_per_key && !request.has_grant() && !request.all_scopes {
+            return Err(one_scope(profile));
+        }
         let (bundle, scopes) = match (&request.bundle, request.scopes.is_empty()) {
             _ if request.all_scopes => match all_bundle() {
                 Some(b) => (Some(b.to_owned()), Vec::new()),
@@ -478,6 +510,11 @@ impl Manager<'_> {
             (bundle, _) => (bundle.clone(), request.scopes.clone()),
         };
         let grant = profile.catalog.compile_grant(bundle.as_deref(), &scopes)?;
+        if profile.one_scope_per_key
+            && (grant.is_all() || profile.catalog.names_in(&grant).len() != 1)
+        {
+            return Err(one_scope(profile));
+        }
         self.check_grant(grant)?;
         for (class, _) in &request.rate_limits {
             if profile.rate_limits.index_of(class).is_none() {
@@ -646,7 +683,7 @@ impl Manager<'_> {
             .then(|| records.last().map(|r| r.id.clone()))
             .flatten();
         Ok(Page {
-            data: records.into_iter().map(KeyInfo::from_record).collect(),
+            data: records.into_iter().map(|r| self.api.info(r)).collect(),
             next,
         })
     }
@@ -654,7 +691,70 @@ impl Manager<'_> {
     /// One key's info, if the actor reaches its account.
     pub async fn get(&self, id: &KeyId) -> Result<KeyInfo, Error> {
         let entry = self.reach_key(id).await?;
-        Ok(KeyInfo::from_record(entry.snapshot()))
+        Ok(self.api.info(entry.snapshot()))
+    }
+
+    /// Active keys whose secret is at least the profile's
+    /// [`max_secret_age`](crate::Profile::max_secret_age) old (Mailjet: 90
+    /// days), in id order, a page at a time: for the operator in every
+    /// account, for an account or key within its own account and
+    /// sub-accounts. Empty when the profile sets no maximum.
+    /// [`include_revoked`](ListOptions::include_revoked) is ignored: a
+    /// revoked key needs no reset.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use keygate::{profiles, AccountId, ApiKeys, CreateKey, ListOptions, ManualClock};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let clock = ManualClock::new();
+    /// let api = ApiKeys::builder(profiles::mailjet()).clock(clock.clone()).build()?;
+    /// let acme = AccountId::new("acme")?;
+    /// let key = api.as_account(&acme).create(&acme, CreateKey::new("smtp")).await?;
+    /// assert!(!key.info.reset_recommended);
+    ///
+    /// clock.advance(Duration::from_secs(90 * 86_400));
+    /// let due = api.as_account(&acme).due_for_reset(ListOptions::default()).await?;
+    /// assert_eq!(due.data[0].id, key.info.id);
+    /// assert!(due.data[0].reset_recommended);
+    ///
+    /// api.as_account(&acme).reset_secret(&key.info.id).await?;
+    /// assert!(api.as_account(&acme).due_for_reset(ListOptions::default()).await?.data.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn due_for_reset(&self, options: ListOptions) -> Result<Page, Error> {
+        self.own_actor()?;
+        if options.limit == 0 || options.limit > MAX_PAGE_SIZE {
+            return Err(InvalidRequest::PageSize { max: MAX_PAGE_SIZE }.into());
+        }
+        let inner = &*self.api.inner;
+        let now = inner.clock.now();
+        let cutoff = inner
+            .profile
+            .max_secret_age
+            .and_then(|max| time::Duration::try_from(max).ok())
+            .and_then(|max| now.checked_sub(max));
+        let Some(set_before) = cutoff else {
+            return Ok(Page {
+                data: Vec::new(),
+                next: None,
+            });
+        };
+        let query = SecretAgeQuery {
+            set_before,
+            active_at: now,
+            within: self.actor.account().cloned(),
+            after: options.after,
+            limit: options.limit,
+        };
+        let records = inner.store.list_stale_secrets(&query).await?;
+        let next = (records.len() == options.limit)
+            .then(|| records.last().map(|r| r.id.clone()))
+            .flatten();
+        Ok(Page {
+            data: records.into_iter().map(|r| self.api.info(r)).collect(),
+            next,
+        })
     }
 
     /// Revokes a key at once: the next verify fails with [`AuthError::Revoked`].
@@ -725,6 +825,7 @@ impl Manager<'_> {
             lookup: key.lookup().to_owned(),
             hash: inner.hasher.hash(key.expose_secret()),
             created_at: now,
+            secret_set_at: now,
             last_used_at: None,
             revoked_at: None,
             replaced_by: None,
@@ -741,7 +842,7 @@ impl Manager<'_> {
                 .await?;
             let replacement = record.id.clone();
             api.record_audit(&actor, AuditKind::Rotated { replacement }, entry.record());
-            Ok(KeyInfo::from_record(record))
+            Ok(api.info(record))
         })
         .await?;
         Ok(NewKey { key, info })
@@ -767,14 +868,20 @@ impl Manager<'_> {
         let mut updated = entry.snapshot();
         updated.lookup = key.lookup().to_owned();
         updated.hash = hash;
+        updated.secret_set_at = api.inner.clock.now();
         let (api, actor) = (self.api.clone(), self.actor.clone());
         let info = to_completion(async move {
             api.inner
                 .store
-                .replace_secret(&updated.id, &updated.lookup, updated.hash.clone())
+                .replace_secret(
+                    &updated.id,
+                    &updated.lookup,
+                    updated.hash.clone(),
+                    updated.secret_set_at,
+                )
                 .await?;
             api.record_audit(&actor, AuditKind::SecretReset, entry.record());
-            Ok(KeyInfo::from_record(updated))
+            Ok(api.info(updated))
         })
         .await?;
         Ok(NewKey { key, info })
@@ -793,7 +900,17 @@ impl ApiKeys {
             .ok()?
             .into_iter()
             .find(|e| self.inner.hasher.verify(secret, &e.record().hash))
-            .map(|e| KeyInfo::from_record(e.snapshot()))
+            .map(|e| self.info(e.snapshot()))
+    }
+
+    /// The public view of a stored key now, with this profile's secret-age
+    /// advice.
+    pub(super) fn info(&self, record: KeyRecord) -> KeyInfo {
+        KeyInfo::from_record(
+            record,
+            self.inner.profile.max_secret_age,
+            self.inner.clock.now(),
+        )
     }
 
     /// The configured format a stored key was made with.
@@ -866,6 +983,12 @@ struct Checked {
     scopes: Vec<String>,
     rate_limits: Vec<(String, Quota)>,
     expires_at: Option<OffsetDateTime>,
+}
+
+/// The error for a request that breaks a one-scope-per-key profile.
+fn one_scope(profile: &crate::Profile) -> Error {
+    let choices = profile.catalog.scope_names().collect::<Vec<_>>().join(", ");
+    InvalidRequest::OneScopePerKey { choices }.into()
 }
 
 fn validate_name(name: &str) -> Result<String, Error> {

@@ -31,7 +31,8 @@ use parking_lot::{Mutex, RwLock};
 use time::OffsetDateTime;
 
 use super::{
-    AccountId, AccountRecord, KeyEntry, KeyId, KeyRecord, KeyStore, ListQuery, OldKey, StoreError,
+    AccountId, AccountRecord, KeyEntry, KeyId, KeyRecord, KeyStore, ListQuery, OldKey,
+    SecretAgeQuery, StoreError,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::hash::SecretHash;
@@ -688,6 +689,7 @@ fn same_but_last_used(a: &KeyRecord, b: &KeyRecord) -> bool {
         && a.scopes == b.scopes
         && a.rate_limits == b.rate_limits
         && a.created_at == b.created_at
+        && a.secret_set_at == b.secret_set_at
         && a.replaced_by == b.replaced_by
         && a.lineage == b.lineage
 }
@@ -802,9 +804,10 @@ impl KeyStore for CachedStore {
         id: &KeyId,
         lookup: &str,
         hash: SecretHash,
+        at: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let guard = Invalidation::new(&self.shared, vec![lookup.to_owned()], vec![id]);
-        let result = self.shared.inner.replace_secret(id, lookup, hash).await;
+        let result = self.shared.inner.replace_secret(id, lookup, hash, at).await;
         guard.finish(result)
     }
 
@@ -817,6 +820,13 @@ impl KeyStore for CachedStore {
         let guard = Invalidation::new(&self.shared, vec![new.lookup.clone()], vec![old]);
         let result = self.shared.inner.rotate_key(old, new, old_key).await;
         guard.finish(result)
+    }
+
+    async fn list_stale_secrets(
+        &self,
+        query: &SecretAgeQuery,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        self.shared.inner.list_stale_secrets(query).await
     }
 
     async fn record_last_used(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
@@ -875,6 +885,7 @@ mod tests {
             scopes: Vec::new(),
             rate_limits: Vec::new(),
             created_at: OffsetDateTime::UNIX_EPOCH,
+            secret_set_at: OffsetDateTime::UNIX_EPOCH,
             expires_at: None,
             last_used_at: None,
             revoked_at: None,

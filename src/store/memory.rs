@@ -10,7 +10,8 @@ use parking_lot::RwLock;
 use time::OffsetDateTime;
 
 use super::{
-    AccountId, AccountRecord, KeyEntry, KeyId, KeyRecord, KeyStore, ListQuery, OldKey, StoreError,
+    AccountId, AccountRecord, KeyEntry, KeyId, KeyRecord, KeyStore, ListQuery, OldKey,
+    SecretAgeQuery, StoreError,
 };
 use crate::hash::SecretHash;
 
@@ -277,6 +278,7 @@ impl KeyStore for MemoryStore {
         id: &KeyId,
         lookup: &str,
         hash: SecretHash,
+        at: OffsetDateTime,
     ) -> Result<(), StoreError> {
         self.inner.write().update(id, |r| {
             if r.revoked_at.is_some() {
@@ -284,8 +286,26 @@ impl KeyStore for MemoryStore {
             }
             r.lookup = lookup.to_owned();
             r.hash = hash;
+            r.secret_set_at = at;
             Ok(())
         })
+    }
+
+    async fn list_stale_secrets(
+        &self,
+        query: &SecretAgeQuery,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let inner = self.inner.read();
+        let mut found: Vec<KeyRecord> = inner
+            .by_id
+            .values()
+            .filter(|e| query.after.as_ref().is_none_or(|a| &e.record().id > a))
+            .filter(|e| query.matches(e.record()))
+            .map(|e| e.snapshot())
+            .collect();
+        found.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        found.truncate(query.limit);
+        Ok(found)
     }
 
     async fn rotate_key(

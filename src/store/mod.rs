@@ -220,6 +220,35 @@ impl Default for ListQuery {
     }
 }
 
+/// Which keys [`KeyStore::list_stale_secrets`] returns: active keys whose
+/// secret was set at or before a time, in id order, a page at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretAgeQuery {
+    /// Keys whose secret was set at or before this time.
+    pub set_before: OffsetDateTime,
+    /// Only keys active at this time (not revoked, not expired).
+    pub active_at: OffsetDateTime,
+    /// Only keys of this account and its sub-accounts; `None` for every
+    /// account.
+    pub within: Option<AccountId>,
+    /// Return keys whose id sorts after this one (the previous page's last id).
+    pub after: Option<KeyId>,
+    /// The most keys to return.
+    pub limit: usize,
+}
+
+impl SecretAgeQuery {
+    /// True when `record` belongs in this query's answer (ignoring paging).
+    pub fn matches(&self, record: &KeyRecord) -> bool {
+        record.secret_set_at <= self.set_before
+            && record.is_active(self.active_at)
+            && self
+                .within
+                .as_ref()
+                .is_none_or(|w| record.account.is_within(w))
+    }
+}
+
 /// What happens to the old key in [`KeyStore::rotate_key`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -290,14 +319,31 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
     /// already revoked key changes nothing and succeeds.
     async fn revoke_key(&self, id: &KeyId, at: OffsetDateTime) -> Result<(), StoreError>;
 
-    /// Replaces a key's lookup id and secret hash (secret reset). The old secret
-    /// stops verifying at once. Fails with [`StoreError::Revoked`] on revoked keys.
+    /// Replaces a key's lookup id and secret hash (secret reset) and records
+    /// `at` as its [`secret_set_at`](KeyRecord::secret_set_at). The old
+    /// secret stops verifying at once. Fails with [`StoreError::Revoked`] on
+    /// revoked keys.
     async fn replace_secret(
         &self,
         id: &KeyId,
         lookup: &str,
         hash: SecretHash,
+        at: OffsetDateTime,
     ) -> Result<(), StoreError>;
+
+    /// Active keys whose secret is older than the query says, in id order
+    /// (keys due for a secret reset). The built-in stores answer it; this
+    /// default answers [`StoreError::Misconfigured`], for stores written
+    /// before it existed.
+    async fn list_stale_secrets(
+        &self,
+        query: &SecretAgeQuery,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let _ = query;
+        Err(StoreError::Misconfigured(Cause::new(
+            "this store cannot list keys by secret age",
+        )))
+    }
 
     /// Inserts `new`, records it as `old`'s successor and revokes or schedules
     /// the expiry of `old`, atomically. The account's key limit is not
@@ -386,8 +432,16 @@ impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
         id: &KeyId,
         lookup: &str,
         hash: SecretHash,
+        at: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        (**self).replace_secret(id, lookup, hash).await
+        (**self).replace_secret(id, lookup, hash, at).await
+    }
+
+    async fn list_stale_secrets(
+        &self,
+        query: &SecretAgeQuery,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        (**self).list_stale_secrets(query).await
     }
 
     async fn rotate_key(

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use super::sql::{self, AccountRow, Encoded, KeyRow};
 use super::{
     to_millis, AccountId, AccountRecord, KeyEntry, KeyId, KeyRecord, KeyStore, ListQuery, OldKey,
-    StoreError,
+    SecretAgeQuery, StoreError,
 };
 use crate::hash::SecretHash;
 
@@ -22,7 +22,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres")
 /// The key columns, JSON read back as text.
 const KEY_COLUMNS: &str = "id, account, name, format, lookup, hash, hash_version, bundle, \
      scopes::text AS scopes, rate_limits::text AS rate_limits, \
-     created_at, expires_at, last_used_at, revoked_at, replaced_by, lineage";
+     created_at, COALESCE(secret_set_at, created_at) AS secret_set_at, \
+     expires_at, last_used_at, revoked_at, replaced_by, lineage";
 
 /// How long a call waits for a pooled connection before the store reports
 /// itself unavailable (verify then answers 503).
@@ -271,9 +272,9 @@ fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded, channel: &'q str) -> Query
     sqlx::query(concat!(
         "WITH inserted AS (INSERT INTO api_keys (id, account, name, format, lookup, hash, \
          hash_version, bundle, scopes, rate_limits, created_at, expires_at, last_used_at, \
-         revoked_at, replaced_by, lineage) \
+         revoked_at, replaced_by, lineage, secret_set_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13, $14, $16, \
-         $17) \
+         $17, $18) \
          RETURNING id, lookup) \
          SELECT pg_notify($15, ",
         change!(),
@@ -296,6 +297,7 @@ fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded, channel: &'q str) -> Query
     .bind(channel)
     .bind(r.replaced_by.as_ref().map(KeyId::as_str))
     .bind(r.lineage.as_ref().map(KeyId::as_str))
+    .bind(e.secret_set_at)
 }
 
 /// Starts a transaction at READ COMMITTED whatever the database's default
@@ -368,15 +370,15 @@ async fn bulk_insert(
     sqlx::query(concat!(
         "WITH inserted AS (INSERT INTO api_keys (id, account, name, format, lookup, hash, \
          hash_version, bundle, scopes, rate_limits, created_at, expires_at, last_used_at, \
-         revoked_at, replaced_by, lineage) \
+         revoked_at, replaced_by, lineage, secret_set_at) \
          SELECT id, account, name, format, lookup, hash, hash_version, bundle, \
          scopes::jsonb, rate_limits::jsonb, created_at, expires_at, last_used_at, revoked_at, \
-         replaced_by, lineage \
+         replaced_by, lineage, secret_set_at \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], \
          $7::bigint[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], \
-         $13::bigint[], $14::bigint[], $16::text[], $17::text[]) AS t(id, account, name, format, \
-         lookup, hash, hash_version, bundle, scopes, rate_limits, created_at, expires_at, \
-         last_used_at, revoked_at, replaced_by, lineage) \
+         $13::bigint[], $14::bigint[], $16::text[], $17::text[], $18::bigint[]) AS t(id, account, \
+         name, format, lookup, hash, hash_version, bundle, scopes, rate_limits, created_at, \
+         expires_at, last_used_at, revoked_at, replaced_by, lineage, secret_set_at) \
          RETURNING id, lookup) \
          SELECT pg_notify($15, ",
         change!(),
@@ -429,6 +431,7 @@ async fn bulk_insert(
             .map(|r| r.lineage.as_ref().map(KeyId::as_str))
             .collect::<Vec<_>>(),
     )
+    .bind(encoded.iter().map(|e| e.secret_set_at).collect::<Vec<_>>())
     .execute(conn)
     .await
     .map_err(sql::map_err)?;
@@ -591,6 +594,7 @@ impl KeyStore for PostgresStore {
         id: &KeyId,
         lookup: &str,
         hash: SecretHash,
+        at: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let mut tx = begin(&self.pool).await?;
         // The row lock makes the lookup id read here the one being replaced,
@@ -606,14 +610,18 @@ impl KeyStore for PostgresStore {
             Some((_, Some(_))) => return Err(StoreError::Revoked),
             Some((old_lookup, None)) => old_lookup,
         };
-        sqlx::query("UPDATE api_keys SET lookup = $1, hash = $2, hash_version = $3 WHERE id = $4")
-            .bind(lookup)
-            .bind(hash.digest().as_slice())
-            .bind(i64::from(hash.version()))
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(sql::map_err)?;
+        sqlx::query(
+            "UPDATE api_keys SET lookup = $1, hash = $2, hash_version = $3, secret_set_at = $5 \
+             WHERE id = $4",
+        )
+        .bind(lookup)
+        .bind(hash.digest().as_slice())
+        .bind(i64::from(hash.version()))
+        .bind(id.as_str())
+        .bind(to_millis(at))
+        .execute(&mut *tx)
+        .await
+        .map_err(sql::map_err)?;
         sqlx::query(
             "SELECT pg_notify($1, json_build_object('id', $2::text, \
              'lookups', json_build_array($3::text, $4::text))::text)",
@@ -626,6 +634,29 @@ impl KeyStore for PostgresStore {
         .await
         .map_err(sql::map_err)?;
         tx.commit().await.map_err(sql::map_err)
+    }
+
+    async fn list_stale_secrets(
+        &self,
+        query: &SecretAgeQuery,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        sqlx::query_as::<_, KeyRow>(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE COALESCE(secret_set_at, created_at) <= $1 \
+             AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2) \
+             AND ($3::text IS NULL OR account = $3 OR starts_with(account, $3 || '/')) \
+             AND ($4::text IS NULL OR id > $4) ORDER BY id LIMIT $5"
+        ))
+        .bind(to_millis(query.set_before))
+        .bind(to_millis(query.active_at))
+        .bind(query.within.as_ref().map(AccountId::as_str))
+        .bind(query.after.as_ref().map(KeyId::as_str))
+        .bind(sql::sql_limit(query.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql::map_err)?
+        .into_iter()
+        .map(KeyRow::into_record)
+        .collect()
     }
 
     async fn rotate_key(

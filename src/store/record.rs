@@ -260,6 +260,11 @@ pub struct KeyRecord {
     pub rate_limits: Vec<(String, Quota)>,
     /// When the key was created.
     pub created_at: OffsetDateTime,
+    /// When the key's current secret was set: at creation (or import), at
+    /// the last [secret reset](crate::Manager::reset_secret), and for a key
+    /// made by rotation, when it was made. The profile's
+    /// [`max_secret_age`](crate::Profile::max_secret_age) counts from here.
+    pub secret_set_at: OffsetDateTime,
     /// When the key stops working, if ever.
     pub expires_at: Option<OffsetDateTime>,
     /// When the key last verified successfully, as last flushed to the store.

@@ -27,6 +27,9 @@ pub(crate) struct KeyRow {
     scopes: String,
     rate_limits: String,
     created_at: i64,
+    /// Read as `COALESCE(secret_set_at, created_at)`: rows written by a
+    /// version without the column count from their creation.
+    secret_set_at: i64,
     expires_at: Option<i64>,
     last_used_at: Option<i64>,
     revoked_at: Option<i64>,
@@ -50,6 +53,8 @@ impl KeyRow {
         let overrides: Vec<StoredQuota> =
             serde_json::from_str(&self.rate_limits).map_err(|e| json("rate limits", e))?;
         let created_at = from_millis(self.created_at).ok_or_else(|| corrupt("created_at"))?;
+        let secret_set_at =
+            from_millis(self.secret_set_at).ok_or_else(|| corrupt("secret_set_at"))?;
         let time = |ms: Option<i64>, what: &str| match ms {
             None => Ok(None),
             Some(ms) => from_millis(ms).map(Some).ok_or_else(|| corrupt(what)),
@@ -70,6 +75,7 @@ impl KeyRow {
             scopes,
             rate_limits: overrides.into_iter().map(|o| (o.class, o.quota)).collect(),
             created_at,
+            secret_set_at,
         })
     }
 }
@@ -112,6 +118,7 @@ pub(crate) struct Encoded {
     pub(crate) scopes: String,
     pub(crate) rate_limits: String,
     pub(crate) created_at: i64,
+    pub(crate) secret_set_at: i64,
     pub(crate) expires_at: Option<i64>,
     pub(crate) last_used_at: Option<i64>,
     pub(crate) revoked_at: Option<i64>,
@@ -135,6 +142,7 @@ impl Encoded {
             scopes: serde_json::to_string(&r.scopes).map_err(json)?,
             rate_limits: serde_json::to_string(&overrides).map_err(json)?,
             created_at: to_millis(r.created_at),
+            secret_set_at: to_millis(r.secret_set_at),
             expires_at: r.expires_at.map(to_millis),
             last_used_at: r.last_used_at.map(to_millis),
             revoked_at: r.revoked_at.map(to_millis),

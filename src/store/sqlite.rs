@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use super::sql::{self, AccountRow, Encoded, KeyRow};
 use super::{
     to_millis, AccountId, AccountRecord, KeyEntry, KeyId, KeyRecord, KeyStore, ListQuery, OldKey,
-    StoreError,
+    SecretAgeQuery, StoreError,
 };
 use crate::hash::SecretHash;
 
@@ -25,7 +25,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// The key columns, in the order [`KeyRow`] reads them.
 const KEY_COLUMNS: &str = "id, account, name, format, lookup, hash, hash_version, bundle, \
-     scopes, rate_limits, created_at, expires_at, last_used_at, revoked_at, replaced_by, lineage";
+     scopes, rate_limits, created_at, COALESCE(secret_set_at, created_at) AS secret_set_at, \
+     expires_at, last_used_at, revoked_at, replaced_by, lineage";
 
 /// How long a writer waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -224,8 +225,8 @@ fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded) -> Query<'q> {
     sqlx::query(
         "INSERT INTO api_keys (id, account, name, format, lookup, hash, hash_version, bundle, \
          scopes, rate_limits, created_at, expires_at, last_used_at, revoked_at, replaced_by, \
-         lineage) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         lineage, secret_set_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(r.id.as_str())
     .bind(r.account.as_str())
@@ -243,6 +244,7 @@ fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded) -> Query<'q> {
     .bind(e.revoked_at)
     .bind(r.replaced_by.as_ref().map(KeyId::as_str))
     .bind(r.lineage.as_ref().map(KeyId::as_str))
+    .bind(e.secret_set_at)
 }
 
 /// Registers a top-level account on first use; a sub-account must exist.
@@ -415,14 +417,16 @@ impl KeyStore for SqliteStore {
         id: &KeyId,
         lookup: &str,
         hash: SecretHash,
+        at: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let done = sqlx::query(
-            "UPDATE api_keys SET lookup = ?, hash = ?, hash_version = ? \
+            "UPDATE api_keys SET lookup = ?, hash = ?, hash_version = ?, secret_set_at = ? \
              WHERE id = ? AND revoked_at IS NULL",
         )
         .bind(lookup)
         .bind(hash.digest().as_slice())
         .bind(i64::from(hash.version()))
+        .bind(to_millis(at))
         .bind(id.as_str())
         .execute(&self.pool)
         .await
@@ -442,6 +446,35 @@ impl KeyStore for SqliteStore {
         } else {
             StoreError::NotFound
         })
+    }
+
+    async fn list_stale_secrets(
+        &self,
+        query: &SecretAgeQuery,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let mut text = format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE COALESCE(secret_set_at, created_at) <= ?1 \
+             AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)"
+        );
+        if query.within.is_some() {
+            text.push_str(" AND (account = ?3 OR substr(account, 1, length(?3) + 1) = ?3 || '/')");
+        }
+        if query.after.is_some() {
+            text.push_str(" AND id > ?4");
+        }
+        text.push_str(" ORDER BY id LIMIT ?5");
+        sqlx::query_as::<_, KeyRow>(&text)
+            .bind(to_millis(query.set_before))
+            .bind(to_millis(query.active_at))
+            .bind(query.within.as_ref().map(AccountId::as_str))
+            .bind(query.after.as_ref().map(KeyId::as_str))
+            .bind(sql::sql_limit(query.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql::map_err)?
+            .into_iter()
+            .map(KeyRow::into_record)
+            .collect()
     }
 
     async fn rotate_key(

@@ -107,6 +107,7 @@ mod store {
         rotate_with_grace_expires_the_old_key_later,
         rotate_is_atomic_when_the_new_id_exists,
         keys_need_their_account_and_active_keys_are_unique,
+        stale_secrets_list_by_age_reach_and_activity,
     );
 }
 
@@ -117,6 +118,7 @@ mod service {
         service_rotates_immediately_and_with_grace,
         service_enforces_the_key_limit,
         service_flush_writes_last_used,
+        service_recommends_a_secret_reset_after_90_days,
     );
 }
 

@@ -1,4 +1,37 @@
-//! `migrate()` is idempotent and safe to run from several instances at once.
+//! `migrate()` is idempotent and safe to run from several instances at once,
+//! and upgrades a database made by an earlier version with its data.
+
+/// A migrator with only the migrations of `backend` (`sqlite` or `postgres`)
+/// before `first_missing`, as an earlier version of keygate shipped them.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+async fn earlier_migrator(
+    backend: &str,
+    first_missing: &str,
+) -> (sqlx::migrate::Migrator, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.as_str() < first_missing {
+            std::fs::copy(&path, dir.path().join(name)).unwrap();
+        }
+    }
+    let migrator = sqlx::migrate::Migrator::new(dir.path()).await.unwrap();
+    (migrator, dir)
+}
+
+/// The `api_keys` row an earlier version stored: no `secret_set_at` column.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+const OLD_ROW: &str = "INSERT INTO api_keys (id, account, name, format, lookup, hash, \
+    hash_version, created_at) VALUES ('key_old', 'org_old', 'old', 'pair', 'lk_old', \
+    '0123456789abcdef0123456789abcdef', 1, 1735689600000)";
+
+/// The migration that adds secret ages.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+const SECRET_AGE: &str = "20261125000002";
 
 #[cfg(feature = "sqlite")]
 mod sqlite {
@@ -25,6 +58,31 @@ mod sqlite {
         stores[0].migrate().await.unwrap();
         let account = keygate::AccountId::new("org_1").unwrap();
         assert_eq!(stores[3].get_account(&account).await.unwrap(), None);
+    }
+
+    /// Keys stored before secret ages were recorded count from their
+    /// creation (`001_1096317fca88c73a.txt`'s 90-day advice needs a start).
+    #[tokio::test]
+    async fn secret_age_migration_backfills_from_created_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("keys.db")).await.unwrap();
+        let (earlier, _files) = super::earlier_migrator("sqlite", super::SECRET_AGE).await;
+        earlier.run(store.pool()).await.unwrap();
+        sqlx::query(&super::OLD_ROW.replace(
+            "'0123456789abcdef0123456789abcdef'",
+            "x'0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef'",
+        ))
+        .execute(store.pool())
+        .await
+        .unwrap();
+        store.migrate().await.unwrap();
+        let old = store
+            .get_key(&keygate::KeyId::new("key_old"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(old.record().secret_set_at, old.record().created_at);
+        assert_eq!(old.record().created_at.unix_timestamp(), 1_735_689_600);
     }
 
     #[tokio::test]
@@ -106,6 +164,34 @@ mod postgres {
             r.unwrap();
         }
         assert_eq!(seen, Some(account));
+    }
+
+    /// Keys stored before secret ages were recorded count from their
+    /// creation (`001_1096317fca88c73a.txt`'s 90-day advice needs a start).
+    #[tokio::test]
+    async fn secret_age_migration_backfills_from_created_at() {
+        let Some(probe) = support::postgres_store().await else {
+            return;
+        };
+        probe.cleanup().await;
+        let (url, schema) = (support::postgres_url(), support::random_schema());
+        let store = PostgresStore::connect_with_schema(&url, &schema)
+            .await
+            .unwrap();
+        let (earlier, _files) = super::earlier_migrator("postgres", super::SECRET_AGE).await;
+        earlier.run(store.pool()).await.unwrap();
+        let row = super::OLD_ROW.replace(
+            "'0123456789abcdef0123456789abcdef'",
+            "'\\x0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef'",
+        );
+        sqlx::query(&row).execute(store.pool()).await.unwrap();
+        store.migrate().await.unwrap();
+        let old = store.get_key(&keygate::KeyId::new("key_old")).await;
+        store.pool().close().await;
+        support::drop_schema(&url, &schema).await.unwrap();
+        let old = old.unwrap().unwrap();
+        assert_eq!(old.record().secret_set_at, old.record().created_at);
+        assert_eq!(old.record().created_at.unix_timestamp(), 1_735_689_600);
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use keygate::hash::SecretHash;
 use keygate::ratelimit::Quota;
-use keygate::store::{AccountRecord, KeyRecord, ListQuery, OldKey};
+use keygate::store::{AccountRecord, KeyRecord, ListQuery, OldKey, SecretAgeQuery};
 use keygate::{
     profiles, AccountId, ApiKeys, AuthError, CreateKey, Error, KeyId, KeyStore, ListOptions,
     ManualClock, Pepper, Rotation, StoreError,
@@ -49,6 +49,7 @@ fn key(account_id: &str, n: u32) -> KeyRecord {
         scopes: Vec::new(),
         rate_limits: Vec::new(),
         created_at: at(i64::from(n)),
+        secret_set_at: at(i64::from(n)),
         expires_at: None,
         last_used_at: None,
         revoked_at: None,
@@ -238,6 +239,7 @@ pub async fn inserted_keys_round_trip_every_field(store: Arc<dyn KeyStore>) {
             ("read".into(), quota(1_000, 1_000)),
         ],
         created_at: at(10),
+        secret_set_at: at(15),
         expires_at: Some(at(86_400_000)),
         last_used_at: Some(at(20)),
         revoked_at: None,
@@ -412,7 +414,7 @@ pub async fn replace_secret_swaps_lookup_and_hash(store: Arc<dyn KeyStore>) {
     insert(&store, r.clone()).await;
     let new_hash = SecretHash::from_parts(2, [0x11; 32]);
     store
-        .replace_secret(&r.id, "lk_new", new_hash.clone())
+        .replace_secret(&r.id, "lk_new", new_hash.clone(), at(50))
         .await
         .unwrap();
     assert!(store.find_by_lookup(&r.lookup).await.unwrap().is_empty());
@@ -421,6 +423,7 @@ pub async fn replace_secret_swaps_lookup_and_hash(store: Arc<dyn KeyStore>) {
     let expected = KeyRecord {
         lookup: "lk_new".into(),
         hash: new_hash,
+        secret_set_at: at(50),
         ..r.clone()
     };
     assert_eq!(found[0].record(), &expected);
@@ -428,12 +431,14 @@ pub async fn replace_secret_swaps_lookup_and_hash(store: Arc<dyn KeyStore>) {
 
     store.revoke_key(&r.id, at(5)).await.unwrap();
     assert_eq!(
-        store.replace_secret(&r.id, "lk_newer", hash(9)).await,
+        store
+            .replace_secret(&r.id, "lk_newer", hash(9), at(60))
+            .await,
         Err(StoreError::Revoked)
     );
     assert_eq!(
         store
-            .replace_secret(&KeyId::new("key_none"), "lk_x", hash(9))
+            .replace_secret(&KeyId::new("key_none"), "lk_x", hash(9), at(60))
             .await,
         Err(StoreError::NotFound)
     );
@@ -935,6 +940,90 @@ pub async fn keys_need_their_account_and_active_keys_are_unique(store: Arc<dyn K
     );
 }
 
+// ----- secret age -------------------------------------------------------------
+
+pub async fn stale_secrets_list_by_age_reach_and_activity(store: Arc<dyn KeyStore>) {
+    store
+        .create_account(AccountRecord {
+            id: account("org_1/eu"),
+            parent: Some(account("org_1")),
+            created_at: at(0),
+        })
+        .await
+        .unwrap();
+    // (account, n, secret set at, revoked, expires at)
+    let keys: [(&str, u32, i64, bool, Option<i64>); 8] = [
+        ("org_1", 1, 100, false, None),
+        ("org_1", 2, 200, false, None),
+        ("org_1", 3, 300, false, None),      // too recent
+        ("org_1", 4, 100, true, None),       // revoked
+        ("org_1", 5, 100, false, Some(150)), // expired by then
+        ("org_1/eu", 6, 100, false, None),
+        ("org_10", 7, 100, false, None), // shares a text prefix, not a parent
+        ("org_2", 8, 100, false, Some(10_000)),
+    ];
+    for (acct, n, set, revoked, expires) in keys {
+        let mut r = key(acct, n);
+        r.secret_set_at = at(set);
+        r.revoked_at = revoked.then(|| at(5));
+        r.expires_at = expires.map(at);
+        insert(&store, r).await;
+    }
+    let query = |within: Option<&str>, after: Option<&str>, limit: usize| SecretAgeQuery {
+        set_before: at(200),
+        active_at: at(250),
+        within: within.map(account),
+        after: after.map(KeyId::new),
+        limit,
+    };
+    let ids = |records: Vec<KeyRecord>| -> Vec<String> {
+        records
+            .into_iter()
+            .map(|r| r.id.as_str().to_owned())
+            .collect()
+    };
+    let all = store
+        .list_stale_secrets(&query(None, None, 100))
+        .await
+        .unwrap();
+    assert_eq!(all[0].secret_set_at, at(100));
+    assert_eq!(
+        ids(all),
+        [
+            "key_000001",
+            "key_000002",
+            "key_000006",
+            "key_000007",
+            "key_000008"
+        ]
+    );
+    let org_1 = store
+        .list_stale_secrets(&query(Some("org_1"), None, 100))
+        .await
+        .unwrap();
+    assert_eq!(ids(org_1), ["key_000001", "key_000002", "key_000006"]);
+    let eu = store
+        .list_stale_secrets(&query(Some("org_1/eu"), None, 100))
+        .await
+        .unwrap();
+    assert_eq!(ids(eu), ["key_000006"]);
+    let page = store
+        .list_stale_secrets(&query(None, Some("key_000002"), 2))
+        .await
+        .unwrap();
+    assert_eq!(ids(page), ["key_000006", "key_000007"]);
+    // A reset makes the secret new again.
+    store
+        .replace_secret(&KeyId::new("key_000001"), "lk_reset", hash(99), at(240))
+        .await
+        .unwrap();
+    let org_1 = store
+        .list_stale_secrets(&query(Some("org_1"), None, 100))
+        .await
+        .unwrap();
+    assert_eq!(ids(org_1), ["key_000002", "key_000006"]);
+}
+
 // ----- through the service ----------------------------------------------------
 
 fn service(store: Arc<dyn KeyStore>, profile: keygate::Profile) -> (ApiKeys, ManualClock) {
@@ -1133,6 +1222,102 @@ pub async fn service_flush_writes_last_used(store: Arc<dyn KeyStore>) {
             .last_used_at,
         Some(at(1_500))
     );
+}
+
+/// `001_1096317fca88c73a.txt` (Mailjet): "it is recommended the Secret key be
+/// reset once every 90 days". Every key records when its secret was set (at
+/// creation, reset and rotation), `KeyInfo` says when a reset is due, and the
+/// keys due are listed for the operator (all) and for an account (its reach).
+pub async fn service_recommends_a_secret_reset_after_90_days(store: Arc<dyn KeyStore>) {
+    const DAY: Duration = Duration::from_secs(86_400);
+    let (api, clock) = service(store, profiles::mailjet());
+    let acme = account("acme");
+    let other = account("other");
+    let keys = api.as_account(&acme);
+    let eu = keys.create_sub_account(&acme, "eu").await.unwrap();
+    let main = keys.create(&acme, CreateKey::new("main")).await.unwrap();
+    let sub = keys.create(&eu, CreateKey::new("eu")).await.unwrap();
+    let theirs = api
+        .as_account(&other)
+        .create(&other, CreateKey::new("theirs"))
+        .await
+        .unwrap();
+    assert_eq!(main.info.secret_set_at, at(0));
+    assert_eq!(main.info.reset_due_at, Some(at(0) + 90 * DAY));
+    assert!(!main.info.reset_recommended);
+
+    clock.advance(10 * DAY);
+    let rotated = keys
+        .rotate(&sub.info.id, Rotation::Immediate)
+        .await
+        .unwrap();
+    assert_eq!(rotated.info.secret_set_at, at(0) + 10 * DAY);
+
+    clock.advance(80 * DAY - Duration::from_millis(1));
+    assert!(due(api.operator()).await.is_empty());
+    assert!(!keys.get(&main.info.id).await.unwrap().reset_recommended);
+
+    // 90 days after creation: the two untouched keys are due, the rotated one is not.
+    clock.advance(Duration::from_millis(1));
+    let info = keys.get(&main.info.id).await.unwrap();
+    assert!(info.reset_recommended);
+    let listed = keys.list(&acme, ListOptions::default()).await.unwrap();
+    assert!(listed.data[0].reset_recommended);
+    let mut everyone = vec![main.info.id.clone(), theirs.info.id.clone()];
+    everyone.sort();
+    assert_eq!(due(api.operator()).await, everyone);
+    assert_eq!(
+        due(api.as_account(&acme)).await,
+        std::slice::from_ref(&main.info.id)
+    );
+    assert!(due(api.as_account(&eu)).await.is_empty());
+    assert_eq!(
+        due(api.as_account(&other)).await,
+        std::slice::from_ref(&theirs.info.id)
+    );
+
+    // A reset keeps the public key, records the new time and clears the advice.
+    let reset = keys.reset_secret(&main.info.id).await.unwrap();
+    assert_eq!(reset.info.public_key, main.info.public_key);
+    assert_eq!(reset.info.secret_set_at, at(0) + 90 * DAY);
+    assert!(!reset.info.reset_recommended);
+    assert_eq!(
+        keys.get(&main.info.id).await.unwrap().secret_set_at,
+        at(0) + 90 * DAY
+    );
+    assert!(due(api.as_account(&acme)).await.is_empty());
+
+    // The rotated sub-account key comes due 90 days after its rotation; a
+    // revoked key never does.
+    clock.advance(10 * DAY);
+    assert_eq!(
+        due(api.as_account(&acme)).await,
+        std::slice::from_ref(&rotated.info.id)
+    );
+    keys.revoke(&rotated.info.id).await.unwrap();
+    assert!(!keys.get(&rotated.info.id).await.unwrap().reset_recommended);
+    assert!(due(api.as_account(&acme)).await.is_empty());
+
+    // A profile without a maximum never recommends a reset.
+    let (plain, _) = service(
+        Arc::clone(api.store()),
+        profiles::mailjet().with_max_secret_age(None),
+    );
+    assert!(due(plain.operator()).await.is_empty());
+    assert!(
+        !plain
+            .operator()
+            .get(&theirs.info.id)
+            .await
+            .unwrap()
+            .reset_recommended
+    );
+}
+
+/// The ids of the keys `manager` sees due for a secret reset.
+async fn due(manager: keygate::Manager<'_>) -> Vec<KeyId> {
+    let page = manager.due_for_reset(ListOptions::default()).await.unwrap();
+    page.data.into_iter().map(|k| k.id).collect()
 }
 
 /// Polls `api.list` until the key shows a last-used time; fails after `limit`.

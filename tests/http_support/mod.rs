@@ -211,9 +211,10 @@ impl KeyStore for FlakyStore {
         id: &KeyId,
         lookup: &str,
         hash: SecretHash,
+        at: OffsetDateTime,
     ) -> Result<(), StoreError> {
         self.manage()?;
-        self.inner.replace_secret(id, lookup, hash).await
+        self.inner.replace_secret(id, lookup, hash, at).await
     }
 
     async fn rotate_key(

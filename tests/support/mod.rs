@@ -121,8 +121,9 @@ mod counting {
             id: &KeyId,
             lookup: &str,
             hash: SecretHash,
+            at: OffsetDateTime,
         ) -> Result<(), StoreError> {
-            self.store.replace_secret(id, lookup, hash).await
+            self.store.replace_secret(id, lookup, hash, at).await
         }
 
         async fn rotate_key(
