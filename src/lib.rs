@@ -91,11 +91,13 @@ pub mod profiles;
 pub mod ratelimit;
 pub mod scope;
 mod service;
+#[cfg(feature = "sessions")]
+pub mod session;
 pub mod store;
 
 pub use audit::{AuditEvent, AuditKind, AuditSink, MemoryAudit, TracingAudit};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{AuthError, ConfigError, ConflictKind, Error, InvalidRequest};
+pub use error::{AuthError, ConfigError, ConflictKind, Error, InvalidRequest, SessionReason};
 #[cfg(any(
     feature = "sqlite",
     feature = "postgres",
