@@ -120,7 +120,7 @@ pub use ratelimit::{RedisConnectError, RedisFailure, RedisRateLimiter, RedisRate
 pub use redis;
 pub use scope::{Requirement, ScopeCatalog, ScopeSet};
 pub use service::{
-    Actor, ApiKeys, ApiKeysBuilder, CreateKey, KeyInfo, ListOptions, Manager, NewKey,
+    Actor, ApiKeys, ApiKeysBuilder, CreateKey, CredentialKind, KeyInfo, ListOptions, Manager, NewKey,
     NewKeyResponse, Operation, Page, Principal, Rotation, MAX_NAME_LEN, MAX_PAGE_SIZE,
     MAX_REQUEST_LIMITS, MAX_REQUEST_SCOPES,
 };
