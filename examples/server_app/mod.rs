@@ -2,6 +2,9 @@
 //! profile. The HTTP tests build the same routers, so what the README's curl
 //! session shows is what the tests check.
 
+#[cfg(feature = "sessions")]
+pub mod auth;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,8 +16,8 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use keygate::http::{error_response, ApiKeyLayer, JsonBody};
 use keygate::{
-    profiles, AccountId, ApiKeys, CreateKey, Error, KeyId, ListOptions, NewKey, Principal, Profile,
-    Rotation,
+    profiles, AccountId, ApiKeys, CreateKey, CredentialKind, Error, KeyId, ListOptions, NewKey,
+    Principal, Profile, Rotation,
 };
 use parking_lot::Mutex;
 use serde::Deserialize;
@@ -100,7 +103,6 @@ pub struct AppState {
 struct Data {
     subscribers: HashMap<AccountId, Vec<Value>>,
     domains: HashMap<String, (AccountId, Value)>,
-    signups: HashMap<String, AccountId>,
 }
 
 impl AppState {
@@ -232,10 +234,11 @@ fn mailchannels(keys: &ApiKeyLayer) -> Result<Router<AppState>, Error> {
         .merge(sub_account_keys(keys, "api")?))
 }
 
+/// MailKite: the API key and, on the management API (`/api/*`), the
+/// dashboard's session tokens; sending (`/v1/send`) takes the key only.
 fn mailkite(keys: &ApiKeyLayer) -> Result<Router<AppState>, Error> {
     let domains = keys.require("domains")?;
-    Ok(Router::new()
-        .route("/api/auth/signup", post(signup))
+    let router = Router::new()
         .route("/api/api-key", get(list_keys).route_layer(keys.clone()))
         .route(
             "/api/api-key/rotate",
@@ -250,8 +253,15 @@ fn mailkite(keys: &ApiKeyLayer) -> Result<Router<AppState>, Error> {
         .route("/api/domains/{id}", get(get_domain).route_layer(domains))
         .route(
             "/v1/send",
-            post(send_email).route_layer(keys.require("send")?),
-        ))
+            post(send_email).route_layer(keys.require("send")?.accept_sessions(false)),
+        );
+    // Sign-up, login and logout need the service's sessions.
+    #[cfg(feature = "sessions")]
+    let router = match auth::routes(keys.api(), keys) {
+        Some(auth) => router.merge(auth),
+        None => router,
+    };
+    Ok(router)
 }
 
 // ----- request bodies ------------------------------------------------------
@@ -379,15 +389,27 @@ async fn reset_secret(
     Ok(Json(new_key_json(&new)))
 }
 
+/// Rotates the calling key, or for a signed-in user (a session) the
+/// account's live key.
 async fn rotate_own_key(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Response, Error> {
-    let new = state
-        .api
-        .as_key(&principal)
-        .rotate(principal.key_id(), Rotation::Immediate)
-        .await?;
+    let manager = state.api.as_key(&principal);
+    let id = match principal.credential() {
+        CredentialKind::Session => {
+            let page = manager
+                .list(principal.account(), ListOptions::default())
+                .await?;
+            page.data
+                .into_iter()
+                .find(|k| k.format == "mk_live_" && k.revoked_at.is_none())
+                .map(|k| k.id)
+                .ok_or(Error::NotFound)?
+        }
+        _ => principal.key_id().clone(),
+    };
+    let new = manager.rotate(&id, Rotation::Immediate).await?;
     Ok(created(new_key_json(&new)))
 }
 
@@ -449,39 +471,7 @@ async fn revoke_sub_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
-// ----- MailKite sign-up and domains ----------------------------------------
-
-async fn signup(State(state): State<AppState>, JsonBody(body): JsonBody<EmailBody>) -> Response {
-    let email = body.email.trim().to_ascii_lowercase();
-    if email.len() > 254 || !email.contains('@') {
-        return bad_request("email must be an email address");
-    }
-    let account = {
-        let mut data = state.data.lock();
-        if data.signups.contains_key(&email) {
-            return error_response(StatusCode::CONFLICT, "conflict", "email already registered");
-        }
-        let Ok(account) = AccountId::new(state.next_id("acct")) else {
-            return bad_request("could not create an account");
-        };
-        data.signups.insert(email.clone(), account.clone());
-        account
-    };
-    // Sign-up is server code creating a new account's first key.
-    match state
-        .api
-        .operator()
-        .create(&account, CreateKey::new("live"))
-        .await
-    {
-        Ok(new) => {
-            let mut value = new_key_json(&new);
-            value["email"] = Value::from(email);
-            created(value)
-        }
-        Err(e) => e.into_response(),
-    }
-}
+// ----- MailKite domains ------------------------------------------------------
 
 async fn list_domains(State(state): State<AppState>, principal: Principal) -> Json<Value> {
     let data = state.data.lock();

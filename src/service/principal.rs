@@ -119,6 +119,8 @@ pub struct Principal {
     pub(super) issuer: usize,
     /// Which kind of credential it came from.
     pub(super) kind: CredentialKind,
+    /// The signed-in user, for a session.
+    pub(super) subject: Option<Arc<str>>,
 }
 
 impl Principal {
@@ -126,6 +128,12 @@ impl Principal {
     /// token.
     pub fn credential(&self) -> CredentialKind {
         self.kind
+    }
+
+    /// The signed-in user a session token names (its `sub`); `None` for an
+    /// API key.
+    pub fn subject(&self) -> Option<&str> {
+        self.subject.as_deref()
     }
 
     /// The key that authenticated.

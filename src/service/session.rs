@@ -70,6 +70,7 @@ impl ApiKeys {
             charged: None,
             issuer: self.id(),
             kind: CredentialKind::Session,
+            subject: Some(claims.subject().into()),
         }
     }
 }

@@ -105,6 +105,7 @@ impl ApiKeys {
             charged: None,
             issuer: self.id(),
             kind: super::CredentialKind::ApiKey,
+            subject: None,
         })
     }
 
