@@ -54,7 +54,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Header, Validation};
+use jsonwebtoken::Validation;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -199,6 +199,14 @@ impl Audience {
             Self::Many(all) => all.iter().any(|a| a == aud),
         }
     }
+}
+
+/// The header as written.
+#[derive(Serialize)]
+struct WireHeader<'a> {
+    alg: &'a str,
+    typ: &'a str,
+    kid: &'a str,
 }
 
 /// Only the two header fields the key is chosen by.
@@ -410,13 +418,28 @@ impl Sessions {
             sep: epoch,
         };
         let key = self.inner.keys.read().signing.clone();
-        let mut header = Header::new(key.algorithm().jwt());
-        header.kid = Some(key.kid().to_owned());
         let encoding = key.encoding().ok_or_else(signing_failed)?;
-        let token = jsonwebtoken::encode(&header, &wire, encoding).map_err(|e| {
-            tracing::error!(target: "keygate", error = %e, "session token signing failed");
-            signing_failed()
-        })?;
+        // `alg` first, so every token starts `eyJhbGci`, as MailKite's do.
+        let header = WireHeader {
+            alg: key.algorithm().name(),
+            typ: "JWT",
+            kid: key.kid(),
+        };
+        let mut token = String::with_capacity(512);
+        for part in [serde_json::to_vec(&header), serde_json::to_vec(&wire)] {
+            let part = part.map_err(|_| signing_failed())?;
+            if !token.is_empty() {
+                token.push('.');
+            }
+            URL_SAFE_NO_PAD.encode_string(part, &mut token);
+        }
+        let signature = jsonwebtoken::crypto::sign(token.as_bytes(), encoding, key.algorithm().jwt())
+            .map_err(|e| {
+                tracing::error!(target: "keygate", error = %e, "session token signing failed");
+                signing_failed()
+            })?;
+        token.push('.');
+        token.push_str(&signature);
         let claims = SessionClaims {
             subject: wire.sub,
             account: account.clone(),
