@@ -53,6 +53,7 @@
 //! | [`store`] | the [`KeyStore`] trait and its backends |
 //! | [`profiles`] | MailJawn, Mailjet, MailChannels, MailKite and a default |
 //! | [`audit`] | audit events for management actions |
+//! | `session` | short-lived JWT session tokens, a second credential kind (feature `sessions`) |
 //! | `http` | tower layer, axum extractors and error responses (feature `axum`) |
 //!
 //! ## Features
@@ -64,6 +65,7 @@
 //! | `postgres` | no | `PostgresStore` (sqlx, embedded migrations), and change notifications that [`CachedStore`] follows across instances |
 //! | `redis` | no | `RedisRateLimiter`: one quota per key shared by every instance, through Redis |
 //! | `axum` | no | `http`: `ApiKeyLayer`, the `Principal` extractor, JSON error responses, an HTTPS-only guard |
+//! | `sessions` | no | `session`: issue and verify JWT session tokens (EdDSA or HS256, `kid` rotation), end a user's sessions at once on every instance; the HTTP layer takes them beside keys |
 //!
 //! ## Security
 //!
@@ -120,8 +122,8 @@ pub use ratelimit::{RedisConnectError, RedisFailure, RedisRateLimiter, RedisRate
 pub use redis;
 pub use scope::{Requirement, ScopeCatalog, ScopeSet};
 pub use service::{
-    Actor, ApiKeys, ApiKeysBuilder, CreateKey, CredentialKind, KeyInfo, ListOptions, Manager, NewKey,
-    NewKeyResponse, Operation, Page, Principal, Rotation, MAX_NAME_LEN, MAX_PAGE_SIZE,
+    Actor, ApiKeys, ApiKeysBuilder, CreateKey, CredentialKind, KeyInfo, ListOptions, Manager,
+    NewKey, NewKeyResponse, Operation, Page, Principal, Rotation, MAX_NAME_LEN, MAX_PAGE_SIZE,
     MAX_REQUEST_LIMITS, MAX_REQUEST_SCOPES,
 };
 #[cfg(feature = "postgres")]
@@ -140,7 +142,8 @@ pub use time;
     feature = "sqlite",
     feature = "postgres",
     feature = "axum",
-    feature = "redis"
+    feature = "redis",
+    feature = "sessions"
 ))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

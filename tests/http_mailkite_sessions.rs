@@ -101,16 +101,26 @@ async fn signup_login_token_on_domains_then_logout_is_401() {
     assert!(message.contains("ended"), "{message}");
     // Logout ends every session of the user, the sign-up token too.
     let signup_token = created["token"].as_str().unwrap();
-    expect_error(domains(&server, signup_token).await, 401, "invalid_session", signup_token).await;
+    expect_error(
+        domains(&server, signup_token).await,
+        401,
+        "invalid_session",
+        signup_token,
+    )
+    .await;
     // The API key is another credential: it still works.
     assert_eq!(
-        domains(&server, created["key"].as_str().unwrap()).await.status(),
+        domains(&server, created["key"].as_str().unwrap())
+            .await
+            .status(),
         200
     );
     // Logging in again gives a working token.
     let again = json(login(&server, "you@example.com", PASSWORD).await).await;
     assert_eq!(
-        domains(&server, again["token"].as_str().unwrap()).await.status(),
+        domains(&server, again["token"].as_str().unwrap())
+            .await
+            .status(),
         200
     );
 }
@@ -127,8 +137,13 @@ async fn session_token_expires_after_fifteen_minutes() {
     clock.advance(Duration::from_secs(14 * 60));
     assert_eq!(domains(&server, &token).await.status(), 200);
     clock.advance(Duration::from_secs(60));
-    let (_, message) =
-        expect_error(domains(&server, &token).await, 401, "invalid_session", &token).await;
+    let (_, message) = expect_error(
+        domains(&server, &token).await,
+        401,
+        "invalid_session",
+        &token,
+    )
+    .await;
     assert!(message.contains("expired"), "{message}");
 }
 
@@ -237,7 +252,12 @@ async fn passwords_outside_8_to_1024_bytes_and_bad_bodies_are_json_errors() {
     )
     .await;
     expect_error(bad_email, 400, "invalid_request", "").await;
-    let no_password = post_json(&server, "/api/auth/login", json!({"email": "p@example.com"})).await;
+    let no_password = post_json(
+        &server,
+        "/api/auth/login",
+        json!({"email": "p@example.com"}),
+    )
+    .await;
     expect_error(no_password, 400, "invalid_json", "").await;
     let taken = post_json(
         &server,

@@ -180,7 +180,11 @@ async fn forged_and_misconfigured_tokens_get_typed_refusals() {
     assert!(s.decode(&hs256("hs", &secret, &good)).is_ok());
 
     // alg: none, with a known kid and no signature.
-    let none = format!("{}.{}.", b64(&json!({"alg": "none", "kid": "hs"})), b64(&good));
+    let none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "kid": "hs"})),
+        b64(&good)
+    );
     assert_eq!(
         s.decode(&none).unwrap_err(),
         refused(SessionReason::Algorithm)
@@ -238,17 +242,38 @@ async fn forged_and_misconfigured_tokens_get_typed_refusals() {
         c[field] = value;
         s.decode(&hs256("hs", &secret, &c)).unwrap_err()
     };
-    assert_eq!(with("iss", json!("https://evil")), refused(SessionReason::Issuer));
-    assert_eq!(with("aud", json!("mobile")), refused(SessionReason::Audience));
+    assert_eq!(
+        with("iss", json!("https://evil")),
+        refused(SessionReason::Issuer)
+    );
+    assert_eq!(
+        with("aud", json!("mobile")),
+        refused(SessionReason::Audience)
+    );
     assert_eq!(with("exp", json!(t)), refused(SessionReason::Expired));
-    assert_eq!(with("nbf", json!(t + 60)), refused(SessionReason::NotYetValid));
-    assert_eq!(with("iat", json!(t + 60)), refused(SessionReason::NotYetValid));
-    assert_eq!(with("exp", json!("soon")), refused(SessionReason::Malformed));
+    assert_eq!(
+        with("nbf", json!(t + 60)),
+        refused(SessionReason::NotYetValid)
+    );
+    assert_eq!(
+        with("iat", json!(t + 60)),
+        refused(SessionReason::NotYetValid)
+    );
+    assert_eq!(
+        with("exp", json!("soon")),
+        refused(SessionReason::Malformed)
+    );
     assert_eq!(with("acct", json!("")), refused(SessionReason::Malformed));
     // Over 8 KiB: refused before decoding.
     let long = format!("eyJ{}.a.b", "A".repeat(MAX_TOKEN_LEN));
-    assert_eq!(s.decode(&long).unwrap_err(), refused(SessionReason::TooLong));
-    for e in [refused(SessionReason::TooLong), refused(SessionReason::Ended)] {
+    assert_eq!(
+        s.decode(&long).unwrap_err(),
+        refused(SessionReason::TooLong)
+    );
+    for e in [
+        refused(SessionReason::TooLong),
+        refused(SessionReason::Ended),
+    ] {
         assert_eq!(e.status(), 401);
         assert_eq!(e.code(), "invalid_session");
     }
@@ -351,8 +376,7 @@ async fn postgres_store_follows_logout_across_instances() {
     let b = keygate::PostgresStore::connect_with_schema(pg.url(), pg.schema())
         .await
         .unwrap();
-    logout_on_one_instance_ends_the_session_on_the_other(pg.postgres().clone(), Arc::new(b))
-        .await;
+    logout_on_one_instance_ends_the_session_on_the_other(pg.postgres().clone(), Arc::new(b)).await;
     pg.cleanup().await;
 }
 

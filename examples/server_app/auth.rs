@@ -88,10 +88,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>(
         Router::new()
             .route("/api/auth/signup", post(signup))
             .route("/api/auth/login", post(login))
-            .route(
-                "/api/auth/logout",
-                post(logout).route_layer(keys.clone()),
-            )
+            .route("/api/auth/logout", post(logout).route_layer(keys.clone()))
             .with_state(auth),
     )
 }

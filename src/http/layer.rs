@@ -183,7 +183,11 @@ impl Config {
     }
 
     /// Checks and charges an already verified principal for this route.
-    async fn refine(&self, principal: Principal, operation: &Operation) -> Result<Principal, AuthError> {
+    async fn refine(
+        &self,
+        principal: Principal,
+        operation: &Operation,
+    ) -> Result<Principal, AuthError> {
         if !self.accept_sessions && principal.credential() == CredentialKind::Session {
             return Err(AuthError::SessionNotAccepted);
         }

@@ -433,11 +433,13 @@ impl Sessions {
             }
             URL_SAFE_NO_PAD.encode_string(part, &mut token);
         }
-        let signature = jsonwebtoken::crypto::sign(token.as_bytes(), encoding, key.algorithm().jwt())
-            .map_err(|e| {
-                tracing::error!(target: "keygate", error = %e, "session token signing failed");
-                signing_failed()
-            })?;
+        let signature =
+            jsonwebtoken::crypto::sign(token.as_bytes(), encoding, key.algorithm().jwt()).map_err(
+                |e| {
+                    tracing::error!(target: "keygate", error = %e, "session token signing failed");
+                    signing_failed()
+                },
+            )?;
         token.push('.');
         token.push_str(&signature);
         let claims = SessionClaims {
@@ -629,14 +631,20 @@ mod tests {
     async fn tokens_carry_every_registered_claim() {
         let clock = ManualClock::new();
         let s = sessions(SessionKey::generate_hs256("h1").unwrap(), &clock);
-        let issued = s.issue("usr_1", &AccountId::new("acct_1").unwrap()).await.unwrap();
+        let issued = s
+            .issue("usr_1", &AccountId::new("acct_1").unwrap())
+            .await
+            .unwrap();
         let payload = issued.token.expose_secret().split('.').nth(1).unwrap();
         let json: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
         for claim in ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"] {
             assert!(json.get(claim).is_some(), "missing {claim}");
         }
-        assert_eq!(json["exp"].as_i64().unwrap() - json["iat"].as_i64().unwrap(), 900);
+        assert_eq!(
+            json["exp"].as_i64().unwrap() - json["iat"].as_i64().unwrap(),
+            900
+        );
     }
 
     #[test]

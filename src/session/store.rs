@@ -73,7 +73,8 @@ const READ: &str = "SELECT epoch FROM session_epochs WHERE subject = $1";
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 fn epoch(value: i64) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| StoreError::Corrupt(crate::store::Cause::new("negative session epoch")))
+    u64::try_from(value)
+        .map_err(|_| StoreError::Corrupt(crate::store::Cause::new("negative session epoch")))
 }
 
 #[cfg(feature = "sqlite")]
