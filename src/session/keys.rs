@@ -7,8 +7,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use ed25519_dalek::pkcs8::EncodePrivateKey;
-use jsonwebtoken::{DecodingKey, EncodingKey};
+use hmac::{Hmac, Mac};
+use jsonwebtoken::EncodingKey;
 use rand::rngs::OsRng;
+use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::error::ConfigError;
@@ -66,8 +68,16 @@ pub struct SessionKey {
     kid: Arc<str>,
     algorithm: SessionAlgorithm,
     encoding: Option<Arc<EncodingKey>>,
-    decoding: Arc<DecodingKey>,
+    verifier: Arc<Verifier>,
     public: Option<[u8; 32]>,
+}
+
+/// The verification state, prepared once per key: the HMAC state after the
+/// key block (cloned per check, so a check costs only the message's
+/// compressions), or the decoded Ed25519 point.
+enum Verifier {
+    Hmac(Hmac<Sha256>),
+    Ed25519(ed25519_dalek::VerifyingKey),
 }
 
 impl SessionKey {
@@ -93,26 +103,26 @@ impl SessionKey {
         let der = signing
             .to_pkcs8_der()
             .map_err(|_| ConfigError::Invalid("cannot encode the Ed25519 key".into()))?;
-        let public = signing.verifying_key().to_bytes();
+        let verifying = signing.verifying_key();
         Ok(Self {
             kid: checked_kid(kid)?,
             algorithm: SessionAlgorithm::EdDsa,
             encoding: Some(Arc::new(EncodingKey::from_ed_der(der.as_bytes()))),
-            decoding: Arc::new(DecodingKey::from_ed_der(&public)),
-            public: Some(public),
+            verifier: Arc::new(Verifier::Ed25519(verifying)),
+            public: Some(verifying.to_bytes()),
         })
     }
 
     /// An Ed25519 public key that verifies tokens another instance signed
     /// (this one cannot sign with it).
     pub fn ed25519_public(kid: impl Into<String>, public: [u8; 32]) -> Result<Self, ConfigError> {
-        ed25519_dalek::VerifyingKey::from_bytes(&public)
+        let verifying = ed25519_dalek::VerifyingKey::from_bytes(&public)
             .map_err(|_| ConfigError::Invalid("not an Ed25519 public key".into()))?;
         Ok(Self {
             kid: checked_kid(kid)?,
             algorithm: SessionAlgorithm::EdDsa,
             encoding: None,
-            decoding: Arc::new(DecodingKey::from_ed_der(&public)),
+            verifier: Arc::new(Verifier::Ed25519(verifying)),
             public: Some(public),
         })
     }
@@ -125,11 +135,13 @@ impl SessionKey {
                 "an HS256 secret needs at least {MIN_HMAC_SECRET_LEN} bytes"
             )));
         }
+        let mac = Hmac::<Sha256>::new_from_slice(secret)
+            .map_err(|_| ConfigError::Invalid("unusable HS256 secret".into()))?;
         Ok(Self {
             kid: checked_kid(kid)?,
             algorithm: SessionAlgorithm::Hs256,
             encoding: Some(Arc::new(EncodingKey::from_secret(secret))),
-            decoding: Arc::new(DecodingKey::from_secret(secret)),
+            verifier: Arc::new(Verifier::Hmac(mac)),
             public: None,
         })
     }
@@ -167,8 +179,18 @@ impl SessionKey {
         self.encoding.as_deref()
     }
 
-    pub(super) fn decoding(&self) -> &DecodingKey {
-        &self.decoding
+    /// True when `signature` signs `message` under this key; the HMAC
+    /// comparison is constant time, Ed25519 verification is strict.
+    pub(super) fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+        match &*self.verifier {
+            Verifier::Hmac(state) => {
+                let mut mac = state.clone();
+                mac.update(message);
+                mac.verify_slice(signature).is_ok()
+            }
+            Verifier::Ed25519(key) => ed25519_dalek::Signature::from_slice(signature)
+                .is_ok_and(|sig| key.verify_strict(message, &sig).is_ok()),
+        }
     }
 }
 
