@@ -5,7 +5,11 @@
 //! cargo run --example server --features axum,sqlite -- --store sqlite:keys.db
 //! cargo run --example server --features axum,postgres -- --store postgres:postgres://postgres@127.0.0.1/test
 //! cargo run --example server --features axum,smtp -- --profile mailjet --smtp 127.0.0.1:2525
+//! cargo run --example server --features axum,sessions -- --profile mailkite
 //! ```
+//!
+//! MailKite's sign-up, login and logout (`/api/auth/*`) need the `sessions`
+//! feature; the session signing key is generated at each start.
 //!
 //! With a database store the pepper comes from `KEYGATE_PEPPER` (at least 32
 //! bytes); without it a fixed demo pepper is used, which is never fit for
@@ -100,22 +104,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let profile = args.product.profile();
-    let api = match open_store(&args.store).await? {
-        None => ApiKeys::in_memory(profile)?,
-        Some(store) => {
-            let pepper = match std::env::var("KEYGATE_PEPPER") {
-                Ok(p) => Pepper::new(1, p.into_bytes())?,
-                Err(_) => {
-                    eprintln!("KEYGATE_PEPPER not set: using the demo pepper");
-                    Pepper::new(1, DEMO_PEPPER.to_vec())?
-                }
-            };
-            ApiKeys::builder(profile)
-                .store(store)
-                .pepper(pepper)
-                .build()?
-        }
-    };
+    let mut builder = ApiKeys::builder(profile);
+    let store = open_store(&args.store).await?;
+    if let Some(store) = store.keys() {
+        let pepper = match std::env::var("KEYGATE_PEPPER") {
+            Ok(p) => Pepper::new(1, p.into_bytes())?,
+            Err(_) => {
+                eprintln!("KEYGATE_PEPPER not set: using the demo pepper");
+                Pepper::new(1, DEMO_PEPPER.to_vec())?
+            }
+        };
+        builder = builder.store(store).pepper(pepper);
+    }
+    // MailKite's dashboard signs in with session tokens, kept beside the keys.
+    #[cfg(feature = "sessions")]
+    if args.product == Product::MailKite {
+        let sessions = keygate::session::Sessions::builder("keygate-demo", "mailkite-dashboard")
+            .signing_key(keygate::session::SessionKey::generate_ed25519("demo-1")?)
+            .store(store.sessions())
+            .build()?;
+        builder = builder.sessions(sessions);
+    }
+    let api = builder.build()?;
     #[cfg(any(feature = "sqlite", feature = "postgres"))]
     let _flusher = api.spawn_last_used_flusher(std::time::Duration::from_secs(5));
     let import = std::env::var("KEYGATE_ADMIN_KEY").ok();
@@ -136,17 +146,51 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// The store named by `--store`, migrated; `None` for memory.
-async fn open_store(spec: &str) -> Result<Option<Arc<dyn KeyStore>>, Box<dyn std::error::Error>> {
+/// The store `--store` names.
+enum Store {
+    Memory,
+    #[cfg(feature = "sqlite")]
+    Sqlite(Arc<keygate::SqliteStore>),
+    #[cfg(feature = "postgres")]
+    Postgres(Arc<keygate::PostgresStore>),
+}
+
+impl Store {
+    /// The key store; `None` for memory (the service's default).
+    fn keys(&self) -> Option<Arc<dyn KeyStore>> {
+        match self {
+            Self::Memory => None,
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(s) => Some(Arc::clone(s) as Arc<dyn KeyStore>),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(s) => Some(Arc::clone(s) as Arc<dyn KeyStore>),
+        }
+    }
+
+    /// Where session epochs are kept: the same database as the keys.
+    #[cfg(feature = "sessions")]
+    fn sessions(&self) -> Arc<dyn keygate::session::SessionStore> {
+        match self {
+            Self::Memory => Arc::new(keygate::session::MemorySessionStore::new()),
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(s) => Arc::clone(s) as Arc<dyn keygate::session::SessionStore>,
+            #[cfg(feature = "postgres")]
+            Self::Postgres(s) => Arc::clone(s) as Arc<dyn keygate::session::SessionStore>,
+        }
+    }
+}
+
+/// The store named by `--store`, migrated.
+async fn open_store(spec: &str) -> Result<Store, Box<dyn std::error::Error>> {
     if spec == "memory" {
-        return Ok(None);
+        return Ok(Store::Memory);
     }
     if let Some(path) = spec.strip_prefix("sqlite:") {
         #[cfg(feature = "sqlite")]
         {
             let store = keygate::SqliteStore::open(path).await?;
             store.migrate().await?;
-            return Ok(Some(Arc::new(store)));
+            return Ok(Store::Sqlite(Arc::new(store)));
         }
         #[cfg(not(feature = "sqlite"))]
         return Err(format!("store sqlite:{path} needs --features sqlite").into());
@@ -156,7 +200,7 @@ async fn open_store(spec: &str) -> Result<Option<Arc<dyn KeyStore>>, Box<dyn std
         {
             let store = keygate::PostgresStore::connect(url).await?;
             store.migrate().await?;
-            return Ok(Some(Arc::new(store)));
+            return Ok(Store::Postgres(Arc::new(store)));
         }
         #[cfg(not(feature = "postgres"))]
         return Err(format!("store postgres:{url} needs --features postgres").into());

@@ -47,6 +47,56 @@ pub enum AuthError {
     /// Never treated as success.
     #[error("authentication temporarily unavailable")]
     Unavailable,
+    /// A session token (a JWT) was refused; the reason says why. HTTP 401.
+    #[error("invalid session token: {reason}")]
+    Session {
+        /// Why the token was refused.
+        reason: SessionReason,
+    },
+    /// A valid session token was presented to a route that takes API keys
+    /// only. HTTP 403.
+    #[error("this route does not accept session tokens: use an api key")]
+    SessionNotAccepted,
+}
+
+/// Why a session token was refused ([`AuthError::Session`], 401). No reason
+/// carries any part of the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionReason {
+    /// Longer than the longest token accepted (8 KiB); not decoded.
+    #[error("token too long")]
+    TooLong,
+    /// Not three base64url segments of JSON, or a claim missing or of the
+    /// wrong type.
+    #[error("token is not a well-formed jwt")]
+    Malformed,
+    /// The header's `alg` is not the algorithm of the key its `kid` names
+    /// (`none`, or an HMAC token against an Ed25519 key and the reverse).
+    #[error("token algorithm not accepted")]
+    Algorithm,
+    /// The header names no `kid`, or one this service does not know.
+    #[error("unknown signing key")]
+    UnknownKey,
+    /// The signature does not match.
+    #[error("bad signature")]
+    Signature,
+    /// `exp` has passed.
+    #[error("session expired")]
+    Expired,
+    /// `nbf` (or `iat`) is in the future.
+    #[error("session not yet valid")]
+    NotYetValid,
+    /// `iss` is not this service's issuer.
+    #[error("wrong issuer")]
+    Issuer,
+    /// `aud` does not name this service's audience.
+    #[error("wrong audience")]
+    Audience,
+    /// The user's sessions were ended (logout or password change) after
+    /// this token was issued.
+    #[error("session ended")]
+    Ended,
 }
 
 impl AuthError {
@@ -63,8 +113,9 @@ impl AuthError {
             | Self::Malformed { .. }
             | Self::Invalid
             | Self::Revoked
-            | Self::Expired => 401,
-            Self::Forbidden { .. } => 403,
+            | Self::Expired
+            | Self::Session { .. } => 401,
+            Self::Forbidden { .. } | Self::SessionNotAccepted => 403,
             Self::RateLimited { .. } => 429,
             Self::Unavailable => 503,
         }
@@ -81,6 +132,8 @@ impl AuthError {
             Self::Forbidden { .. } => "insufficient_scope",
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable => "unavailable",
+            Self::Session { .. } => "invalid_session",
+            Self::SessionNotAccepted => "session_not_accepted",
         }
     }
 }
@@ -227,6 +280,10 @@ pub enum InvalidRequest {
     /// An imported key does not parse with the profile's formats.
     #[error("the key does not match this profile's key formats: {0}")]
     MalformedKey(MalformedReason),
+    /// A session subject (user id) is empty, longer than 255 bytes or has
+    /// control characters.
+    #[error("session subject must be 1 to 255 bytes without control characters")]
+    SessionSubject,
     /// `expires_at` is not in the future.
     #[error("expires_at must be in the future")]
     ExpiryInPast,

@@ -56,6 +56,7 @@
 //! | `layer` | the tower layer that authenticates requests, HTTPS-only guard, error responses (feature `tower`); axum extractors (feature `axum`) |
 //! | `routes` | ready-to-mount key-management routes: create, list, get, revoke, rotate, reset, sub-accounts (feature `axum`) |
 //! | `smtp` | SMTP AUTH PLAIN/LOGIN for key pairs and a small submission listener (feature `smtp`) |
+//! | `session` | short-lived JWT session tokens, a second credential kind (feature `sessions`) |
 //!
 //! ## Features
 //!
@@ -68,6 +69,7 @@
 //! | `tower` | no | `layer`: `ApiKeyLayer` for any tower service and body type, JSON error responses, an HTTPS-only guard |
 //! | `axum` | no | `tower`, plus axum extractors (`Principal`, `Require`, `JsonBody`), `IntoResponse` for `AuthError` and `Error`, and `routes`: the key-management routes |
 //! | `smtp` | no | `smtp`: Mailjet-style key pairs as SMTP AUTH PLAIN/LOGIN credentials, an SMTP submission state machine and listener |
+//! | `sessions` | no | `session`: issue and verify JWT session tokens (EdDSA or HS256, `kid` rotation), end a user's sessions at once on every instance; the HTTP layer takes them beside keys |
 //!
 //! ## Security
 //!
@@ -97,13 +99,15 @@ pub mod ratelimit;
 pub mod routes;
 pub mod scope;
 mod service;
+#[cfg(feature = "sessions")]
+pub mod session;
 #[cfg(feature = "smtp")]
 pub mod smtp;
 pub mod store;
 
 pub use audit::{AuditEvent, AuditKind, AuditSink, MemoryAudit, TracingAudit};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{AuthError, ConfigError, ConflictKind, Error, InvalidRequest};
+pub use error::{AuthError, ConfigError, ConflictKind, Error, InvalidRequest, SessionReason};
 #[cfg(any(
     feature = "sqlite",
     feature = "postgres",
@@ -126,9 +130,9 @@ pub use ratelimit::{RedisConnectError, RedisFailure, RedisRateLimiter, RedisRate
 pub use redis;
 pub use scope::{Requirement, ScopeCatalog, ScopeSet};
 pub use service::{
-    Actor, ApiKeys, ApiKeysBuilder, BootstrapKey, CreateKey, KeyInfo, ListOptions, Manager, NewKey,
-    NewKeyResponse, Operation, Page, Principal, Rotation, MAX_NAME_LEN, MAX_PAGE_SIZE,
-    MAX_REQUEST_LIMITS, MAX_REQUEST_SCOPES,
+    Actor, ApiKeys, ApiKeysBuilder, BootstrapKey, CreateKey, CredentialKind, KeyInfo, ListOptions,
+    Manager, NewKey, NewKeyResponse, Operation, Page, Principal, Rotation, MAX_NAME_LEN,
+    MAX_PAGE_SIZE, MAX_REQUEST_LIMITS, MAX_REQUEST_SCOPES,
 };
 #[cfg(feature = "postgres")]
 pub use store::PostgresStore;
@@ -147,7 +151,8 @@ pub use time;
     feature = "postgres",
     feature = "axum",
     feature = "redis",
-    feature = "smtp"
+    feature = "smtp",
+    feature = "sessions"
 ))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -351,7 +351,11 @@ async fn readme_demo_routes_table_every_row() {
     for r in table("| profile | routes |") {
         let name = ticked(&r[0])[0].clone();
         let product = Product::parse(&name).unwrap();
-        let (api, _) = service(product.profile());
+        // MailKite's row lists the sign-in routes, served with sessions on.
+        let (api, _) = match product {
+            Product::MailKite => http_support::mailkite_service(),
+            _ => service(product.profile()),
+        };
         let (server, admin) = start(product, &api, Options::default()).await;
         let mut checked = 0;
         for route in ticked(&r[1]) {

@@ -2,6 +2,9 @@
 //! profile. The HTTP tests build the same routers, so what the README's curl
 //! session shows is what the tests check.
 
+#[cfg(feature = "sessions")]
+pub mod auth;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,7 +16,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use keygate::layer::{error_response, ApiKeyLayer, JsonBody};
 use keygate::routes::{self, ManagementRoutes};
-use keygate::{profiles, AccountId, ApiKeys, CreateKey, Error, Principal, Profile};
+use keygate::{
+    profiles, AccountId, ApiKeys, CreateKey, CredentialKind, Error, ListOptions, Principal,
+    Profile, Rotation,
+};
 use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -96,7 +102,6 @@ pub struct AppState {
 struct Data {
     subscribers: HashMap<AccountId, Vec<Value>>,
     domains: HashMap<String, (AccountId, Value)>,
-    signups: HashMap<String, AccountId>,
 }
 
 impl AppState {
@@ -124,13 +129,14 @@ pub fn router(product: Product, api: ApiKeys, options: Options) -> Result<Router
             mailchannels(&keys)?,
             management.prefix("/v1").default_scopes(["api"]),
         ),
-        // One key per account: read it and rotate it, nothing else.
+        // One key per account, read and rotated by the key itself or by a
+        // signed-in user (a session): the demo's own `/api/api-key` routes.
         Product::MailKite => (
             mailkite(&keys)?,
             management
                 .prefix("/api")
                 .own_keys(false)
-                .current_key("/api-key"),
+                .sub_accounts(false),
         ),
     };
     let mut router = routes.with_state(state).merge(management.build()?);
@@ -201,10 +207,16 @@ fn mailchannels(keys: &ApiKeyLayer) -> Result<Router<AppState>, Error> {
     ))
 }
 
+/// MailKite: the API key and, on the management API (`/api/*`), the
+/// dashboard's session tokens; sending (`/v1/send`) takes the key only.
 fn mailkite(keys: &ApiKeyLayer) -> Result<Router<AppState>, Error> {
     let domains = keys.require("domains")?;
-    Ok(Router::new()
-        .route("/api/auth/signup", post(signup))
+    let router = Router::new()
+        .route("/api/api-key", get(list_keys).route_layer(keys.clone()))
+        .route(
+            "/api/api-key/rotate",
+            post(rotate_own_key).route_layer(keys.clone()),
+        )
         .route(
             "/api/domains",
             get(list_domains)
@@ -214,8 +226,15 @@ fn mailkite(keys: &ApiKeyLayer) -> Result<Router<AppState>, Error> {
         .route("/api/domains/{id}", get(get_domain).route_layer(domains))
         .route(
             "/v1/send",
-            post(send_email).route_layer(keys.require("send")?),
-        ))
+            post(send_email).route_layer(keys.require("send")?.accept_sessions(false)),
+        );
+    // Sign-up, login and logout need the service's sessions.
+    #[cfg(feature = "sessions")]
+    let router = match auth::routes(keys.api(), keys) {
+        Some(auth) => router.merge(auth),
+        None => router,
+    };
+    Ok(router)
 }
 
 // ----- request bodies ------------------------------------------------------
@@ -240,39 +259,47 @@ fn bad_request(message: &str) -> Response {
     error_response(StatusCode::BAD_REQUEST, "invalid_request", message)
 }
 
-// ----- MailKite sign-up and domains ----------------------------------------
+// ----- MailKite's one key ---------------------------------------------------
 
-async fn signup(State(state): State<AppState>, JsonBody(body): JsonBody<EmailBody>) -> Response {
-    let email = body.email.trim().to_ascii_lowercase();
-    if email.len() > 254 || !email.contains('@') {
-        return bad_request("email must be an email address");
-    }
-    let account = {
-        let mut data = state.data.lock();
-        if data.signups.contains_key(&email) {
-            return error_response(StatusCode::CONFLICT, "conflict", "email already registered");
-        }
-        let Ok(account) = AccountId::new(state.next_id("acct")) else {
-            return bad_request("could not create an account");
-        };
-        data.signups.insert(email.clone(), account.clone());
-        account
-    };
-    // Sign-up is server code creating a new account's first key.
-    match state
-        .api
-        .operator()
-        .create(&account, CreateKey::new("live"))
-        .await
-    {
-        Ok(new) => {
-            let mut value = json!(new.response());
-            value["email"] = Value::from(email);
-            created(value)
-        }
-        Err(e) => e.into_response(),
-    }
+/// The account's keys, for the calling key or a signed-in user (a session).
+async fn list_keys(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<keygate::Page>, Error> {
+    Ok(Json(
+        state
+            .api
+            .as_key(&principal)
+            .list(principal.account(), ListOptions::default())
+            .await?,
+    ))
 }
+
+/// Rotates the calling key, or for a signed-in user (a session) the
+/// account's live key.
+async fn rotate_own_key(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Response, Error> {
+    let manager = state.api.as_key(&principal);
+    let id = match principal.credential() {
+        CredentialKind::Session => {
+            let page = manager
+                .list(principal.account(), ListOptions::default())
+                .await?;
+            page.data
+                .into_iter()
+                .find(|k| k.format == "mk_live_" && k.revoked_at.is_none())
+                .map(|k| k.id)
+                .ok_or(Error::NotFound)?
+        }
+        _ => principal.key_id().clone(),
+    };
+    let new = manager.rotate(&id, Rotation::Immediate).await?;
+    Ok(created(json!(new.response())))
+}
+
+// ----- MailKite domains ------------------------------------------------------
 
 async fn list_domains(State(state): State<AppState>, principal: Principal) -> Json<Value> {
     let data = state.data.lock();

@@ -16,9 +16,9 @@ use super::https::{refusal, HttpsOnlyLayer};
 use super::response::{
     auth_error_response, challenges, insert_rate_limit_headers, RATELIMIT_LIMIT,
 };
-use crate::error::Error;
+use crate::error::{AuthError, Error};
 use crate::scope::Requirement;
-use crate::service::{ApiKeys, Operation, Principal};
+use crate::service::{ApiKeys, CredentialKind, Operation, Principal};
 
 /// A tower [`Layer`] that authenticates requests with API keys.
 ///
@@ -126,6 +126,8 @@ struct Config {
     https: Option<HttpsOnlyLayer>,
     trust_forwarded_proto: bool,
     operations: Operations,
+    /// Whether session tokens are taken (when the service has sessions).
+    accept_sessions: bool,
 }
 
 /// The operations requests are checked against, built at configuration time.
@@ -191,6 +193,30 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Verifies a key, or a session token where the service takes them.
+    async fn verify(&self, presented: &str, operation: &Operation) -> Result<Principal, AuthError> {
+        #[cfg(feature = "sessions")]
+        if self.api.sessions().is_some() && crate::session::looks_like_jwt(presented) {
+            let principal = self.api.verify_session(presented).await?;
+            return self.refine(principal, operation).await;
+        }
+        self.api.verify_for(presented, operation).await
+    }
+
+    /// Checks and charges an already verified principal for this route.
+    async fn refine(
+        &self,
+        principal: Principal,
+        operation: &Operation,
+    ) -> Result<Principal, AuthError> {
+        if !self.accept_sessions && principal.credential() == CredentialKind::Session {
+            return Err(AuthError::SessionNotAccepted);
+        }
+        self.api.refine(principal, operation).await
+    }
+}
+
 impl ApiKeyLayer {
     /// A layer for `api`'s profile: its credential sources, its HTTPS policy,
     /// method-based operation classes and no scope requirement.
@@ -204,6 +230,7 @@ impl ApiKeyLayer {
             https: profile.https_only.then(HttpsOnlyLayer::new),
             trust_forwarded_proto: false,
             operations: Operations::Methods(Box::new([])),
+            accept_sessions: true,
             api,
         };
         Self {
@@ -249,6 +276,17 @@ impl ApiKeyLayer {
         self.with(|c| c.https = on.then(HttpsOnlyLayer::new))
     }
 
+    /// Accepts or refuses session tokens on these routes (default: accepted
+    /// when the service has [`sessions`](crate::ApiKeysBuilder) configured).
+    /// A credential shaped like a JWT (three base64url segments starting
+    /// `eyJ`) goes to the session verifier, anything else to the key
+    /// verifier; a valid session on a route that refuses sessions is
+    /// [`AuthError::SessionNotAccepted`](crate::AuthError::SessionNotAccepted)
+    /// (403).
+    pub fn accept_sessions(&self, accept: bool) -> Self {
+        self.with(|c| c.accept_sessions = accept)
+    }
+
     /// Trusts `X-Forwarded-Proto` from a reverse proxy for the HTTPS-only
     /// guard (default: off). See [`HttpsOnlyLayer`] for how the scheme is
     /// determined.
@@ -287,6 +325,7 @@ impl fmt::Debug for ApiKeyLayer {
             )
             .field("https_only", &c.https.is_some())
             .field("trust_forwarded_proto", &c.trust_forwarded_proto)
+            .field("accept_sessions", &c.accept_sessions)
             .finish()
     }
 }
@@ -363,8 +402,8 @@ where
                     .remove::<Principal>()
                     .filter(|p| config.api.issued(p));
                 let verified = match (already, config.sources.extract(request.headers())) {
-                    (Some(principal), _) => config.api.refine(principal, &operation).await,
-                    (None, Ok(presented)) => config.api.verify_for(&presented, &operation).await,
+                    (Some(principal), _) => config.refine(principal, &operation).await,
+                    (None, Ok(presented)) => config.verify(&presented, &operation).await,
                     (None, Err(e)) => Err(e),
                 };
                 let principal = match verified {

@@ -13,7 +13,7 @@
 
 use time::OffsetDateTime;
 
-use super::{ApiKeys, Manager, Principal};
+use super::{ApiKeys, CredentialKind, Manager, Principal};
 use crate::audit::{AuditEvent, AuditKind};
 use crate::error::{AuthError, ConflictKind, Error};
 use crate::ratelimit::Quota;
@@ -53,15 +53,23 @@ pub enum Actor {
     Key(Principal),
 }
 
+/// A key principal acts as [`Actor::Key`]; a session principal (a
+/// signed-in user) as [`Actor::Account`].
 impl From<Principal> for Actor {
     fn from(p: Principal) -> Self {
-        Self::Key(p)
+        match p.credential() {
+            CredentialKind::Session => Self::Account(p.account().clone()),
+            _ => Self::Key(p),
+        }
     }
 }
 
 impl From<&Principal> for Actor {
     fn from(p: &Principal) -> Self {
-        Self::Key(p.clone())
+        match p.credential() {
+            CredentialKind::Session => Self::Account(p.account().clone()),
+            _ => Self::Key(p.clone()),
+        }
     }
 }
 
@@ -116,9 +124,11 @@ impl ApiKeys {
     }
 
     /// Management calls made by a verified key: its own account and its
-    /// sub-accounts, and never more than the key holds.
+    /// sub-accounts, and never more than the key holds. A session principal
+    /// (a signed-in user) acts as its account instead, as
+    /// [`as_account`](Self::as_account) would.
     pub fn as_key(&self, principal: &Principal) -> Manager<'_> {
-        self.manage(Actor::Key(principal.clone()))
+        self.manage(principal)
     }
 
     /// Management calls made by `actor`.

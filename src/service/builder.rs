@@ -25,6 +25,8 @@ pub struct ApiKeysBuilder {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) audit: Arc<dyn AuditSink>,
     pub(super) limiter: Option<Arc<dyn RateLimiter>>,
+    #[cfg(feature = "sessions")]
+    pub(super) sessions: Option<crate::session::Sessions>,
 }
 
 impl ApiKeysBuilder {
@@ -84,6 +86,15 @@ impl ApiKeysBuilder {
         self
     }
 
+    /// Also accepts session tokens issued by `sessions` (feature `sessions`):
+    /// [`ApiKeys::verify_session`] and the HTTP layer then take them beside
+    /// API keys.
+    #[cfg(feature = "sessions")]
+    pub fn sessions(mut self, sessions: crate::session::Sessions) -> Self {
+        self.sessions = Some(sessions);
+        self
+    }
+
     /// Checks the configuration and builds the service.
     pub fn build(self) -> Result<ApiKeys, ConfigError> {
         let profile = self.profile;
@@ -136,6 +147,8 @@ impl ApiKeysBuilder {
                 limiter,
                 detached: KeyedBuckets::new(),
                 checks: AtomicU64::new(0),
+                #[cfg(feature = "sessions")]
+                sessions: self.sessions,
             }),
         })
     }

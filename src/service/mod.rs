@@ -19,6 +19,8 @@ mod bootstrap;
 mod builder;
 mod manage;
 mod principal;
+#[cfg(feature = "sessions")]
+mod session;
 mod verify;
 
 use std::collections::HashMap;
@@ -44,7 +46,7 @@ pub use manage::{
     CreateKey, KeyInfo, ListOptions, Manager, NewKey, NewKeyResponse, Page, Rotation, MAX_NAME_LEN,
     MAX_PAGE_SIZE, MAX_REQUEST_LIMITS, MAX_REQUEST_SCOPES,
 };
-pub use principal::{Operation, Principal};
+pub use principal::{CredentialKind, Operation, Principal};
 
 /// The API-key service: create, verify, list, revoke, rotate, reset.
 ///
@@ -67,6 +69,9 @@ struct Inner {
     /// Rate-limit slots for stores whose entries do not outlive one lookup.
     detached: KeyedBuckets,
     checks: AtomicU64,
+    /// Session tokens accepted beside keys.
+    #[cfg(feature = "sessions")]
+    sessions: Option<crate::session::Sessions>,
 }
 
 /// The in-process limiter is called directly (no boxed future on the hot path).
@@ -101,6 +106,8 @@ impl ApiKeys {
             clock: Arc::new(SystemClock::new()),
             audit: Arc::new(TracingAudit),
             limiter: None,
+            #[cfg(feature = "sessions")]
+            sessions: None,
         }
     }
 

@@ -91,6 +91,20 @@ impl Operation {
     }
 }
 
+/// Which kind of credential a [`Principal`] was verified from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CredentialKind {
+    /// An API key (a token or a key pair).
+    ApiKey,
+    /// A session token (a JWT from a signed-in user, feature `sessions`).
+    /// Its principal acts with the account's full rights: [`key_id`](Principal::key_id)
+    /// is `ses_` and the token's `jti`, [`name`](Principal::name) and
+    /// [`format`](Principal::format) are `session`, and
+    /// [`expires_at`](Principal::expires_at) is the token's expiry.
+    Session,
+}
+
 /// The authenticated caller: which key, which account, what it may do.
 #[derive(Clone)]
 pub struct Principal {
@@ -103,9 +117,25 @@ pub struct Principal {
     /// principal is only ever refined by the service whose catalog and
     /// buckets it was built against.
     pub(super) issuer: usize,
+    /// Which kind of credential it came from.
+    pub(super) kind: CredentialKind,
+    /// The signed-in user, for a session.
+    pub(super) subject: Option<Arc<str>>,
 }
 
 impl Principal {
+    /// Which kind of credential authenticated: an API key or a session
+    /// token.
+    pub fn credential(&self) -> CredentialKind {
+        self.kind
+    }
+
+    /// The signed-in user a session token names (its `sub`); `None` for an
+    /// API key.
+    pub fn subject(&self) -> Option<&str> {
+        self.subject.as_deref()
+    }
+
     /// The key that authenticated.
     pub fn key_id(&self) -> &KeyId {
         &self.entry.record().id
@@ -162,6 +192,7 @@ impl Principal {
 impl fmt::Debug for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Principal")
+            .field("credential", &self.kind)
             .field("key_id", self.key_id())
             .field("account", self.account())
             .field("bundle", &self.bundle())

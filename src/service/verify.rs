@@ -101,6 +101,8 @@ impl ApiKeys {
             rate_limit: None,
             charged: None,
             issuer: self.id(),
+            kind: super::CredentialKind::ApiKey,
+            subject: None,
         })
     }
 
@@ -178,7 +180,7 @@ impl ApiKeys {
     }
 
     /// This service's identity, as recorded on the principals it verifies.
-    fn id(&self) -> usize {
+    pub(super) fn id(&self) -> usize {
         Arc::as_ptr(&self.inner) as usize
     }
 

@@ -12,7 +12,7 @@ mod memory;
 mod postgres;
 mod record;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-mod sql;
+pub(crate) mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 

@@ -86,6 +86,23 @@ pub fn service(profile: Profile) -> (ApiKeys, ManualClock) {
     (api, clock)
 }
 
+/// A MailKite service on the memory store whose keys and session tokens
+/// read one manual clock.
+#[cfg(feature = "sessions")]
+pub fn mailkite_service() -> (ApiKeys, ManualClock) {
+    let clock = ManualClock::new();
+    let sessions = keygate::session::Sessions::builder("keygate-test", "mailkite-dashboard")
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let api = ApiKeys::builder(keygate::profiles::mailkite())
+        .clock(clock.clone())
+        .sessions(sessions)
+        .build()
+        .unwrap();
+    (api, clock)
+}
+
 /// Serves the demo router of `product` on `api`; returns the server and the
 /// admin key.
 pub async fn start(product: Product, api: &ApiKeys, options: Options) -> (Server, String) {
