@@ -52,6 +52,8 @@ async fn prepare(store: Arc<dyn KeyStore>) -> (ApiKeys, String) {
                 revoked_at: None,
                 replaced_by: None,
                 lineage: None,
+                disabled_at: None,
+                metadata: Default::default(),
             }
         })
         .collect();

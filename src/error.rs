@@ -3,6 +3,7 @@
 //! No message ever contains a secret.
 
 use crate::key::{FormatError, MalformedReason};
+use crate::metadata::MetadataError;
 use crate::ratelimit::Decision;
 use crate::scope::ScopeError;
 use crate::store::{InvalidAccountId, StoreError};
@@ -30,6 +31,10 @@ pub enum AuthError {
     /// The key has expired. HTTP 401.
     #[error("api key expired")]
     Expired,
+    /// The key is disabled; unlike revocation, enabling it makes it work
+    /// again. HTTP 401.
+    #[error("api key disabled")]
+    Disabled,
     /// The key is valid but lacks a required scope. HTTP 403.
     #[error("api key lacks required scope: {required}")]
     Forbidden {
@@ -63,7 +68,8 @@ impl AuthError {
             | Self::Malformed { .. }
             | Self::Invalid
             | Self::Revoked
-            | Self::Expired => 401,
+            | Self::Expired
+            | Self::Disabled => 401,
             Self::Forbidden { .. } => 403,
             Self::RateLimited { .. } => 429,
             Self::Unavailable => 503,
@@ -78,6 +84,7 @@ impl AuthError {
             Self::Invalid => "invalid_api_key",
             Self::Revoked => "revoked_api_key",
             Self::Expired => "expired_api_key",
+            Self::Disabled => "disabled_api_key",
             Self::Forbidden { .. } => "insufficient_scope",
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable => "unavailable",
@@ -236,6 +243,16 @@ pub enum InvalidRequest {
         /// The largest page.
         max: usize,
     },
+    /// The metadata is not a JSON object or is too large.
+    #[error("{0}")]
+    Metadata(MetadataError),
+    /// The profile fixes a key's scopes at creation (MailChannels), so an
+    /// update cannot change them; create a new key instead.
+    #[error("this profile fixes a key's scopes at creation; create a new key instead")]
+    ScopesFixed,
+    /// An update that changes nothing.
+    #[error("the update names no field to change")]
+    EmptyUpdate,
     /// A grace period longer than the profile's
     /// [`max_grace`](crate::Profile::max_grace).
     #[error("grace period must be at most {} seconds", max.as_secs())]
@@ -268,6 +285,12 @@ pub enum ConflictKind {
 impl From<InvalidRequest> for Error {
     fn from(e: InvalidRequest) -> Self {
         Self::Invalid(e)
+    }
+}
+
+impl From<MetadataError> for Error {
+    fn from(e: MetadataError) -> Self {
+        Self::Invalid(InvalidRequest::Metadata(e))
     }
 }
 

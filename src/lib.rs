@@ -87,6 +87,7 @@ pub mod hash;
 #[cfg(feature = "axum")]
 pub mod http;
 pub mod key;
+mod metadata;
 pub mod profiles;
 pub mod ratelimit;
 pub mod scope;
@@ -105,6 +106,7 @@ pub use error::{AuthError, ConfigError, ConflictKind, Error, InvalidRequest};
 pub use flusher::LastUsedFlusher;
 pub use hash::{Hasher, Pepper};
 pub use key::{Credential, KeyFormat, MalformedReason, PairFormat, PlaintextKey, TokenFormat};
+pub use metadata::{Metadata, MetadataError, MAX_METADATA_BYTES};
 pub use profiles::{CredentialSource, Profile};
 pub use ratelimit::{
     Decision, LimiterUnavailable, LocalRateLimiter, Quota, QuotaError, RateLimiter, RatePolicy,
@@ -118,7 +120,7 @@ pub use ratelimit::{RedisConnectError, RedisFailure, RedisRateLimiter, RedisRate
 pub use redis;
 pub use scope::{Requirement, ScopeCatalog, ScopeSet};
 pub use service::{
-    Actor, ApiKeys, ApiKeysBuilder, CreateKey, KeyInfo, ListOptions, Manager, NewKey,
+    Actor, ApiKeys, ApiKeysBuilder, CreateKey, KeyInfo, KeyUpdate, ListOptions, Manager, NewKey,
     NewKeyResponse, Operation, Page, Principal, Rotation, MAX_NAME_LEN, MAX_PAGE_SIZE,
     MAX_REQUEST_LIMITS, MAX_REQUEST_SCOPES,
 };

@@ -53,6 +53,7 @@ pub struct Profile {
     pub(crate) rate_limits: RatePolicy,
     pub(crate) max_sub_account_depth: usize,
     pub(crate) max_grace: Duration,
+    pub(crate) fixed_scopes: bool,
 }
 
 /// The default [`Profile::max_grace`]: 30 days.
@@ -85,6 +86,7 @@ impl Profile {
             rate_limits: RatePolicy::new(),
             max_sub_account_depth: 0,
             max_grace: DEFAULT_MAX_GRACE,
+            fixed_scopes: false,
         }
     }
 
@@ -148,6 +150,21 @@ impl Profile {
     /// that cannot have their own, and so on.
     pub fn max_sub_account_depth(&self) -> usize {
         self.max_sub_account_depth
+    }
+
+    /// True when a key's scopes are fixed at creation (MailChannels): no
+    /// update may change them.
+    pub fn fixed_scopes(&self) -> bool {
+        self.fixed_scopes
+    }
+
+    /// Fixes (or frees) a key's scopes at creation: with `true`, an update
+    /// that changes a key's bundle or scopes is
+    /// [`InvalidRequest::ScopesFixed`](crate::InvalidRequest::ScopesFixed).
+    #[must_use]
+    pub fn with_fixed_scopes(mut self, on: bool) -> Self {
+        self.fixed_scopes = on;
+        self
     }
 
     /// The longest grace period a rotation may give the old key.
@@ -275,6 +292,7 @@ pub fn mailjawn() -> Profile {
         rate_limits: mailjawn_limits(),
         max_sub_account_depth: 0,
         max_grace: DEFAULT_MAX_GRACE,
+        fixed_scopes: false,
     }
 }
 
@@ -317,6 +335,7 @@ pub fn mailjet() -> Profile {
         rate_limits: RatePolicy::new(),
         max_sub_account_depth: 1,
         max_grace: DEFAULT_MAX_GRACE,
+        fixed_scopes: false,
     }
 }
 
@@ -338,6 +357,7 @@ pub fn mailchannels() -> Profile {
         rate_limits: RatePolicy::new(),
         max_sub_account_depth: 1,
         max_grace: DEFAULT_MAX_GRACE,
+        fixed_scopes: true,
     }
 }
 
@@ -362,6 +382,7 @@ pub fn mailkite() -> Profile {
         rate_limits: RatePolicy::new(),
         max_sub_account_depth: 0,
         max_grace: DEFAULT_MAX_GRACE,
+        fixed_scopes: false,
     }
 }
 
@@ -387,6 +408,7 @@ pub fn default() -> Profile {
         rate_limits: RatePolicy::new(),
         max_sub_account_depth: 1,
         max_grace: DEFAULT_MAX_GRACE,
+        fixed_scopes: false,
     }
 }
 

@@ -48,6 +48,8 @@ fn key(n: usize) -> KeyRecord {
         revoked_at: None,
         replaced_by: None,
         lineage: None,
+        disabled_at: None,
+        metadata: Default::default(),
     }
 }
 

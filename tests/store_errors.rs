@@ -67,6 +67,8 @@ fn key(n: u8) -> KeyRecord {
         revoked_at: None,
         replaced_by: None,
         lineage: None,
+        disabled_at: None,
+        metadata: Default::default(),
     }
 }
 

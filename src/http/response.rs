@@ -231,6 +231,17 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_disabled_key_is_401_disabled_api_key_with_a_challenge() {
+        let r = AuthError::Disabled.into_response();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(r.headers()[WWW_AUTHENTICATE], "Bearer realm=\"api\"");
+        let body = axum::body::to_bytes(r.into_body(), 4096).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "disabled_api_key");
+        assert_eq!(body["error"]["message"], "api key disabled");
+    }
+
+    #[tokio::test]
     async fn store_errors_hide_their_details() {
         async fn answer(e: StoreError) -> (StatusCode, serde_json::Value) {
             let r = Error::Store(e).into_response();

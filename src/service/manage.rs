@@ -11,6 +11,7 @@ use super::{Actor, ApiKeys};
 use crate::audit::AuditKind;
 use crate::error::{AuthError, ConflictKind, Error, InvalidRequest};
 use crate::key::{Credential, KeyFormat, PlaintextKey};
+use crate::metadata::Metadata;
 use crate::ratelimit::Quota;
 use crate::store::{AccountId, KeyId, KeyRecord, ListQuery, OldKey};
 
@@ -59,12 +60,14 @@ pub struct CreateKey {
     format: Option<String>,
     #[serde(default, deserialize_with = "limits_from_map")]
     rate_limits: Vec<(String, Quota)>,
+    #[serde(default)]
+    metadata: Metadata,
     #[serde(skip)]
     all_scopes: bool,
 }
 
 /// Rate-limit overrides as a JSON object: class name → quota.
-fn limits_from_map<'de, D: serde::Deserializer<'de>>(
+pub(super) fn limits_from_map<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Vec<(String, Quota)>, D::Error> {
     let map: std::collections::BTreeMap<String, Quota> = serde::Deserialize::deserialize(d)?;
@@ -144,6 +147,13 @@ impl CreateKey {
         self.rate_limits.push((class.into(), quota));
         self
     }
+
+    /// Attaches metadata, returned on every [`Principal`](crate::Principal)
+    /// the key verifies to and in its [`KeyInfo`].
+    pub fn metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
 }
 
 /// What happens to the old key when a key is rotated.
@@ -197,6 +207,11 @@ pub struct KeyInfo {
     /// The key that replaced it in a rotation, if it was rotated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replaced_by: Option<KeyId>,
+    /// When it was disabled, while it is.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub disabled_at: Option<OffsetDateTime>,
+    /// The application's JSON object for the key.
+    pub metadata: Metadata,
 }
 
 impl KeyInfo {
@@ -217,10 +232,13 @@ impl KeyInfo {
             last_used_at: r.last_used_at,
             revoked_at: r.revoked_at,
             replaced_by: r.replaced_by,
+            disabled_at: r.disabled_at,
+            metadata: r.metadata,
         }
     }
 
-    /// True when the key is neither revoked nor expired at `now`.
+    /// True when the key is neither revoked nor expired at `now`. A disabled
+    /// key is active (it counts toward limits) but does not verify.
     pub fn is_active(&self, now: OffsetDateTime) -> bool {
         self.revoked_at.is_none() && self.expires_at.is_none_or(|e| e > now)
     }
@@ -422,6 +440,8 @@ impl Manager<'_> {
             revoked_at: None,
             replaced_by: None,
             lineage: None,
+            disabled_at: None,
+            metadata: checked.metadata,
         };
         let (api, actor, limit) = (
             self.api.clone(),
@@ -497,6 +517,7 @@ impl Manager<'_> {
             scopes,
             rate_limits,
             expires_at,
+            metadata: request.metadata.clone(),
         })
     }
 
@@ -840,7 +861,7 @@ impl ApiKeys {
 /// as a task the caller awaits, so dropping the caller leaves the task
 /// running. Without a runtime (the default build, whose memory store never
 /// suspends) it runs inline.
-async fn to_completion<T: Send + 'static>(
+pub(super) async fn to_completion<T: Send + 'static>(
     write: impl std::future::Future<Output = Result<T, Error>> + Send + 'static,
 ) -> Result<T, Error> {
     #[cfg(any(
@@ -868,9 +889,10 @@ struct Checked {
     scopes: Vec<String>,
     rate_limits: Vec<(String, Quota)>,
     expires_at: Option<OffsetDateTime>,
+    metadata: Metadata,
 }
 
-fn validate_name(name: &str) -> Result<String, Error> {
+pub(super) fn validate_name(name: &str) -> Result<String, Error> {
     let name = name.trim();
     if name.is_empty() {
         return Err(InvalidRequest::EmptyName.into());

@@ -18,6 +18,7 @@ mod accounts;
 mod builder;
 mod manage;
 mod principal;
+mod update;
 mod verify;
 
 use std::collections::HashMap;
@@ -43,6 +44,7 @@ pub use manage::{
     MAX_PAGE_SIZE, MAX_REQUEST_LIMITS, MAX_REQUEST_SCOPES,
 };
 pub use principal::{Operation, Principal};
+pub use update::KeyUpdate;
 
 /// The API-key service: create, verify, list, revoke, rotate, reset.
 ///

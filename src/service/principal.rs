@@ -131,6 +131,12 @@ impl Principal {
         self.entry.record().bundle.as_deref()
     }
 
+    /// The key's metadata, read from the record verify already loaded (no
+    /// store round trip).
+    pub fn metadata(&self) -> &crate::Metadata {
+        &self.entry.record().metadata
+    }
+
     /// The key format's label (e.g. `mk_live_`).
     pub fn format(&self) -> &str {
         &self.entry.record().format

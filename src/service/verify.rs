@@ -81,6 +81,9 @@ impl ApiKeys {
         if record.revoked_at.is_some() {
             return Err(AuthError::Revoked);
         }
+        if record.disabled_at.is_some() {
+            return Err(AuthError::Disabled);
+        }
         if record.expires_at.is_some_and(|e| e <= now) {
             return Err(AuthError::Expired);
         }

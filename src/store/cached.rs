@@ -31,7 +31,8 @@ use parking_lot::{Mutex, RwLock};
 use time::OffsetDateTime;
 
 use super::{
-    AccountId, AccountRecord, KeyEntry, KeyId, KeyRecord, KeyStore, ListQuery, OldKey, StoreError,
+    AccountId, AccountRecord, KeyChange, KeyEntry, KeyId, KeyRecord, KeyStore, ListQuery, OldKey,
+    StoreError,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::hash::SecretHash;
@@ -690,6 +691,8 @@ fn same_but_last_used(a: &KeyRecord, b: &KeyRecord) -> bool {
         && a.created_at == b.created_at
         && a.replaced_by == b.replaced_by
         && a.lineage == b.lineage
+        && a.disabled_at == b.disabled_at
+        && a.metadata == b.metadata
 }
 
 /// Invalidates what a write through the cache touches when it is dropped:
@@ -808,6 +811,12 @@ impl KeyStore for CachedStore {
         guard.finish(result)
     }
 
+    async fn update_key(&self, id: &KeyId, change: &KeyChange) -> Result<KeyRecord, StoreError> {
+        let guard = Invalidation::new(&self.shared, Vec::new(), vec![id]);
+        let result = self.shared.inner.update_key(id, change).await;
+        guard.finish(result)
+    }
+
     async fn rotate_key(
         &self,
         old: &KeyId,
@@ -880,6 +889,8 @@ mod tests {
             revoked_at: None,
             replaced_by: None,
             lineage: None,
+            disabled_at: None,
+            metadata: Default::default(),
         };
         let used = KeyRecord {
             last_used_at: Some(OffsetDateTime::UNIX_EPOCH),

@@ -10,7 +10,8 @@ use parking_lot::RwLock;
 use time::OffsetDateTime;
 
 use super::{
-    AccountId, AccountRecord, KeyEntry, KeyId, KeyRecord, KeyStore, ListQuery, OldKey, StoreError,
+    AccountId, AccountRecord, KeyChange, KeyEntry, KeyId, KeyRecord, KeyStore, ListQuery, OldKey,
+    StoreError,
 };
 use crate::hash::SecretHash;
 
@@ -286,6 +287,19 @@ impl KeyStore for MemoryStore {
             r.hash = hash;
             Ok(())
         })
+    }
+
+    async fn update_key(&self, id: &KeyId, change: &KeyChange) -> Result<KeyRecord, StoreError> {
+        let mut inner = self.inner.write();
+        inner.update(id, |r| {
+            if r.revoked_at.is_some() {
+                return Err(StoreError::Revoked);
+            }
+            change.apply(r);
+            Ok(())
+        })?;
+        let entry = inner.by_id.get(id).ok_or(StoreError::NotFound)?;
+        Ok(entry.snapshot())
     }
 
     async fn rotate_key(

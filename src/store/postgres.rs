@@ -12,8 +12,8 @@ use time::OffsetDateTime;
 
 use super::sql::{self, AccountRow, Encoded, KeyRow};
 use super::{
-    to_millis, AccountId, AccountRecord, KeyEntry, KeyId, KeyRecord, KeyStore, ListQuery, OldKey,
-    StoreError,
+    to_millis, AccountId, AccountRecord, KeyChange, KeyEntry, KeyId, KeyRecord, KeyStore,
+    ListQuery, OldKey, StoreError,
 };
 use crate::hash::SecretHash;
 
@@ -22,7 +22,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres")
 /// The key columns, JSON read back as text.
 const KEY_COLUMNS: &str = "id, account, name, format, lookup, hash, hash_version, bundle, \
      scopes::text AS scopes, rate_limits::text AS rate_limits, \
-     created_at, expires_at, last_used_at, revoked_at, replaced_by, lineage";
+     created_at, expires_at, last_used_at, revoked_at, replaced_by, lineage, disabled_at, \
+     metadata";
 
 /// How long a call waits for a pooled connection before the store reports
 /// itself unavailable (verify then answers 503).
@@ -271,9 +272,9 @@ fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded, channel: &'q str) -> Query
     sqlx::query(concat!(
         "WITH inserted AS (INSERT INTO api_keys (id, account, name, format, lookup, hash, \
          hash_version, bundle, scopes, rate_limits, created_at, expires_at, last_used_at, \
-         revoked_at, replaced_by, lineage) \
+         revoked_at, replaced_by, lineage, disabled_at, metadata) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13, $14, $16, \
-         $17) \
+         $17, $18, $19) \
          RETURNING id, lookup) \
          SELECT pg_notify($15, ",
         change!(),
@@ -296,6 +297,8 @@ fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded, channel: &'q str) -> Query
     .bind(channel)
     .bind(r.replaced_by.as_ref().map(KeyId::as_str))
     .bind(r.lineage.as_ref().map(KeyId::as_str))
+    .bind(e.disabled_at)
+    .bind(e.metadata.as_str())
 }
 
 /// Starts a transaction at READ COMMITTED whatever the database's default
@@ -368,15 +371,16 @@ async fn bulk_insert(
     sqlx::query(concat!(
         "WITH inserted AS (INSERT INTO api_keys (id, account, name, format, lookup, hash, \
          hash_version, bundle, scopes, rate_limits, created_at, expires_at, last_used_at, \
-         revoked_at, replaced_by, lineage) \
+         revoked_at, replaced_by, lineage, disabled_at, metadata) \
          SELECT id, account, name, format, lookup, hash, hash_version, bundle, \
          scopes::jsonb, rate_limits::jsonb, created_at, expires_at, last_used_at, revoked_at, \
-         replaced_by, lineage \
+         replaced_by, lineage, disabled_at, metadata \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], \
          $7::bigint[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], \
-         $13::bigint[], $14::bigint[], $16::text[], $17::text[]) AS t(id, account, name, format, \
-         lookup, hash, hash_version, bundle, scopes, rate_limits, created_at, expires_at, \
-         last_used_at, revoked_at, replaced_by, lineage) \
+         $13::bigint[], $14::bigint[], $16::text[], $17::text[], $18::bigint[], $19::text[]) \
+         AS t(id, account, name, format, lookup, hash, hash_version, bundle, scopes, \
+         rate_limits, created_at, expires_at, last_used_at, revoked_at, replaced_by, lineage, \
+         disabled_at, metadata) \
          RETURNING id, lookup) \
          SELECT pg_notify($15, ",
         change!(),
@@ -427,6 +431,13 @@ async fn bulk_insert(
         records
             .iter()
             .map(|r| r.lineage.as_ref().map(KeyId::as_str))
+            .collect::<Vec<_>>(),
+    )
+    .bind(millis(|e| e.disabled_at))
+    .bind(
+        encoded
+            .iter()
+            .map(|e| e.metadata.as_str())
             .collect::<Vec<_>>(),
     )
     .execute(conn)
@@ -626,6 +637,48 @@ impl KeyStore for PostgresStore {
         .await
         .map_err(sql::map_err)?;
         tx.commit().await.map_err(sql::map_err)
+    }
+
+    async fn update_key(&self, id: &KeyId, change: &KeyChange) -> Result<KeyRecord, StoreError> {
+        // The row lock makes read, change and write one step: a concurrent
+        // update of the same key waits and then sees this one.
+        let mut tx = begin(&self.pool).await?;
+        let row = sqlx::query_as::<_, KeyRow>(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 FOR UPDATE"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(sql::map_err)?;
+        let mut record = row.ok_or(StoreError::NotFound)?.into_record()?;
+        if record.revoked_at.is_some() {
+            return Err(StoreError::Revoked);
+        }
+        change.apply(&mut record);
+        let e = Encoded::new(&record)?;
+        // One statement: the update and its notification commit together.
+        sqlx::query(concat!(
+            "WITH updated AS (UPDATE api_keys SET name = $1, bundle = $2, scopes = $3::jsonb, \
+             rate_limits = $4::jsonb, expires_at = $5, disabled_at = $6, metadata = $7 \
+             WHERE id = $8 RETURNING id, lookup) \
+             SELECT pg_notify($9, ",
+            change!(),
+            ") FROM updated"
+        ))
+        .bind(record.name.as_str())
+        .bind(record.bundle.as_deref())
+        .bind(e.scopes.as_str())
+        .bind(e.rate_limits.as_str())
+        .bind(e.expires_at)
+        .bind(e.disabled_at)
+        .bind(e.metadata.as_str())
+        .bind(id.as_str())
+        .bind(&*self.channel)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql::map_err)?;
+        tx.commit().await.map_err(sql::map_err)?;
+        Ok(record)
     }
 
     async fn rotate_key(

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::hash::SecretHash;
+use crate::metadata::Metadata;
 use crate::ratelimit::{KeyBuckets, Quota};
 use crate::scope::ScopeSet;
 
@@ -273,6 +274,12 @@ pub struct KeyRecord {
     /// rotation; `None` for a key created or imported. Rate-limit state
     /// belongs to the chain, so a rotation never refills a bucket.
     pub lineage: Option<KeyId>,
+    /// When the key was disabled; a disabled key fails verify with
+    /// [`AuthError::Disabled`](crate::AuthError::Disabled) until it is
+    /// enabled again. Unlike revocation, this is reversible.
+    pub disabled_at: Option<OffsetDateTime>,
+    /// The application's JSON object for this key.
+    pub metadata: Metadata,
 }
 
 impl KeyRecord {

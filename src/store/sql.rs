@@ -11,6 +11,7 @@ use super::{
     from_millis, to_millis, AccountId, AccountRecord, Cause, KeyEntry, KeyId, KeyRecord, StoreError,
 };
 use crate::hash::SecretHash;
+use crate::metadata::Metadata;
 use crate::ratelimit::Quota;
 
 /// One `api_keys` row as the database returns it.
@@ -32,6 +33,8 @@ pub(crate) struct KeyRow {
     revoked_at: Option<i64>,
     replaced_by: Option<String>,
     lineage: Option<String>,
+    disabled_at: Option<i64>,
+    metadata: String,
 }
 
 impl KeyRow {
@@ -54,7 +57,11 @@ impl KeyRow {
             None => Ok(None),
             Some(ms) => from_millis(ms).map(Some).ok_or_else(|| corrupt(what)),
         };
+        let metadata = Metadata::from_json(&self.metadata)
+            .map_err(|e| StoreError::Corrupt(Cause::new(message("metadata")).with_source(e)))?;
         Ok(KeyRecord {
+            disabled_at: time(self.disabled_at, "disabled_at")?,
+            metadata,
             expires_at: time(self.expires_at, "expires_at")?,
             last_used_at: time(self.last_used_at, "last_used_at")?,
             revoked_at: time(self.revoked_at, "revoked_at")?,
@@ -115,6 +122,8 @@ pub(crate) struct Encoded {
     pub(crate) expires_at: Option<i64>,
     pub(crate) last_used_at: Option<i64>,
     pub(crate) revoked_at: Option<i64>,
+    pub(crate) disabled_at: Option<i64>,
+    pub(crate) metadata: String,
 }
 
 impl Encoded {
@@ -138,6 +147,8 @@ impl Encoded {
             expires_at: r.expires_at.map(to_millis),
             last_used_at: r.last_used_at.map(to_millis),
             revoked_at: r.revoked_at.map(to_millis),
+            disabled_at: r.disabled_at.map(to_millis),
+            metadata: r.metadata.to_json(),
         })
     }
 }

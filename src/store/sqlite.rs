@@ -16,8 +16,8 @@ use time::OffsetDateTime;
 
 use super::sql::{self, AccountRow, Encoded, KeyRow};
 use super::{
-    to_millis, AccountId, AccountRecord, KeyEntry, KeyId, KeyRecord, KeyStore, ListQuery, OldKey,
-    StoreError,
+    to_millis, AccountId, AccountRecord, KeyChange, KeyEntry, KeyId, KeyRecord, KeyStore,
+    ListQuery, OldKey, StoreError,
 };
 use crate::hash::SecretHash;
 
@@ -25,7 +25,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// The key columns, in the order [`KeyRow`] reads them.
 const KEY_COLUMNS: &str = "id, account, name, format, lookup, hash, hash_version, bundle, \
-     scopes, rate_limits, created_at, expires_at, last_used_at, revoked_at, replaced_by, lineage";
+     scopes, rate_limits, created_at, expires_at, last_used_at, revoked_at, replaced_by, lineage, \
+     disabled_at, metadata";
 
 /// How long a writer waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -224,8 +225,8 @@ fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded) -> Query<'q> {
     sqlx::query(
         "INSERT INTO api_keys (id, account, name, format, lookup, hash, hash_version, bundle, \
          scopes, rate_limits, created_at, expires_at, last_used_at, revoked_at, replaced_by, \
-         lineage) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         lineage, disabled_at, metadata) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(r.id.as_str())
     .bind(r.account.as_str())
@@ -243,6 +244,8 @@ fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded) -> Query<'q> {
     .bind(e.revoked_at)
     .bind(r.replaced_by.as_ref().map(KeyId::as_str))
     .bind(r.lineage.as_ref().map(KeyId::as_str))
+    .bind(e.disabled_at)
+    .bind(e.metadata.as_str())
 }
 
 /// Registers a top-level account on first use; a sub-account must exist.
@@ -442,6 +445,42 @@ impl KeyStore for SqliteStore {
         } else {
             StoreError::NotFound
         })
+    }
+
+    async fn update_key(&self, id: &KeyId, change: &KeyChange) -> Result<KeyRecord, StoreError> {
+        // The write lock from the first statement makes read, change and
+        // write one step: a concurrent update waits and then sees this one.
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query_as::<_, KeyRow>(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(sql::map_err)?;
+        let mut record = row.ok_or(StoreError::NotFound)?.into_record()?;
+        if record.revoked_at.is_some() {
+            return Err(StoreError::Revoked);
+        }
+        change.apply(&mut record);
+        let e = Encoded::new(&record)?;
+        sqlx::query(
+            "UPDATE api_keys SET name = ?, bundle = ?, scopes = ?, rate_limits = ?, \
+             expires_at = ?, disabled_at = ?, metadata = ? WHERE id = ?",
+        )
+        .bind(record.name.as_str())
+        .bind(record.bundle.as_deref())
+        .bind(e.scopes.as_str())
+        .bind(e.rate_limits.as_str())
+        .bind(e.expires_at)
+        .bind(e.disabled_at)
+        .bind(e.metadata.as_str())
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(sql::map_err)?;
+        tx.commit().await.map_err(sql::map_err)?;
+        Ok(record)
     }
 
     async fn rotate_key(

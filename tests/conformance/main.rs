@@ -5,6 +5,7 @@
 //! `KEYGATE_TEST_POSTGRES_URL`, unless `KEYGATE_REQUIRE_SERVICES=1`.
 
 mod backend;
+mod lifecycle;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrations;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -117,6 +118,17 @@ mod service {
         service_rotates_immediately_and_with_grace,
         service_enforces_the_key_limit,
         service_flush_writes_last_used,
+    );
+}
+
+mod changes {
+    conformance!(
+        update_changes_only_the_named_fields,
+        disable_is_reversible_and_keeps_the_first_time,
+        concurrent_updates_of_different_fields_all_land,
+        service_disable_and_enable_reach_verify,
+        service_update_changes_a_key_without_reissuing,
+        service_update_refuses_scope_changes_where_the_profile_fixes_them,
     );
 }
 

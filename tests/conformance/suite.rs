@@ -14,6 +14,8 @@ use keygate::{
 };
 use time::OffsetDateTime;
 
+pub use crate::lifecycle::*;
+
 // ----- fixtures -------------------------------------------------------------
 
 pub use crate::support::at;
@@ -54,6 +56,8 @@ fn key(account_id: &str, n: u32) -> KeyRecord {
         revoked_at: None,
         replaced_by: None,
         lineage: None,
+        disabled_at: None,
+        metadata: Default::default(),
     }
 }
 
@@ -243,6 +247,8 @@ pub async fn inserted_keys_round_trip_every_field(store: Arc<dyn KeyStore>) {
         revoked_at: None,
         replaced_by: None,
         lineage: None,
+        disabled_at: None,
+        metadata: Default::default(),
     };
     let bare = KeyRecord {
         id: KeyId::new("key_bare"),
