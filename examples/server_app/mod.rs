@@ -163,7 +163,8 @@ fn own_keys(keys: &ApiKeyLayer, read: &str, write: &str) -> Result<Router<AppSta
         .route(
             "/v1/api-keys/{id}/rotate",
             post(rotate_key).route_layer(keys.require(write)?),
-        ))
+        )
+        .merge(key_changes(keys, write)?))
 }
 
 /// A parent's management of its sub-accounts' keys.
@@ -265,12 +266,15 @@ struct CreateBody {
     bundle: Option<String>,
     #[serde(default)]
     scopes: Vec<String>,
+    #[serde(default)]
+    metadata: keygate::Metadata,
 }
 
 impl CreateBody {
     /// The request, with `default_scopes` when it names neither bundle nor scopes.
     fn into_request(self, default_name: &str, default_scopes: &[&str]) -> CreateKey {
-        let request = CreateKey::new(self.name.as_deref().unwrap_or(default_name));
+        let request =
+            CreateKey::new(self.name.as_deref().unwrap_or(default_name)).metadata(self.metadata);
         match (self.bundle, self.scopes.is_empty()) {
             (Some(bundle), _) => request.bundle(bundle).scopes(self.scopes),
             (None, false) => request.scopes(self.scopes),
@@ -582,4 +586,45 @@ async fn mcp(principal: Principal, JsonBody(call): JsonBody<Value>) -> Json<Valu
         "id": call.get("id").cloned().unwrap_or(Value::Null),
         "result": { "key": principal.name(), "bundle": principal.bundle() },
     }))
+}
+
+// ----- changing a key in place: disable, enable, update ----------------------
+
+/// `POST /v1/api-keys/{id}/disable`, `POST /v1/api-keys/{id}/enable` and
+/// `PATCH /v1/api-keys/{id}` on the caller's own keys (and its
+/// sub-accounts'), answering the key's info.
+fn key_changes(keys: &ApiKeyLayer, write: &str) -> Result<Router<AppState>, Error> {
+    Ok(Router::new()
+        .route("/v1/api-keys/{id}/disable", post(disable_key))
+        .route("/v1/api-keys/{id}/enable", post(enable_key))
+        .route("/v1/api-keys/{id}", axum::routing::patch(update_key))
+        .route_layer(keys.require(write)?))
+}
+
+async fn disable_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<keygate::KeyInfo>, Error> {
+    let manager = state.api.as_key(&principal);
+    Ok(Json(manager.disable(&KeyId::new(id)).await?))
+}
+
+async fn enable_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<keygate::KeyInfo>, Error> {
+    let manager = state.api.as_key(&principal);
+    Ok(Json(manager.enable(&KeyId::new(id)).await?))
+}
+
+async fn update_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    JsonBody(update): JsonBody<keygate::KeyUpdate>,
+) -> Result<Json<keygate::KeyInfo>, Error> {
+    let manager = state.api.as_key(&principal);
+    Ok(Json(manager.update(&KeyId::new(id), update).await?))
 }
