@@ -54,6 +54,7 @@ async fn prepare(store: Arc<dyn KeyStore>) -> (ApiKeys, String) {
                 lineage: None,
                 disabled_at: None,
                 metadata: Default::default(),
+                credits: None,
             }
         })
         .collect();

@@ -48,6 +48,15 @@ pub enum AuthError {
         /// `Retry-After` headers.
         decision: Decision,
     },
+    /// The key has spent its usage credits. HTTP 429 with code
+    /// `usage_exceeded`, and `Retry-After` when a refill will allow the
+    /// request.
+    #[error("usage credits exhausted")]
+    UsageExceeded {
+        /// How long until the next refill that allows the request; `None`
+        /// when none will.
+        retry_after: Option<std::time::Duration>,
+    },
     /// The key store or shared rate limiter cannot be reached. HTTP 503.
     /// Never treated as success.
     #[error("authentication temporarily unavailable")]
@@ -71,7 +80,7 @@ impl AuthError {
             | Self::Expired
             | Self::Disabled => 401,
             Self::Forbidden { .. } => 403,
-            Self::RateLimited { .. } => 429,
+            Self::RateLimited { .. } | Self::UsageExceeded { .. } => 429,
             Self::Unavailable => 503,
         }
     }
@@ -87,6 +96,7 @@ impl AuthError {
             Self::Disabled => "disabled_api_key",
             Self::Forbidden { .. } => "insufficient_scope",
             Self::RateLimited { .. } => "rate_limited",
+            Self::UsageExceeded { .. } => "usage_exceeded",
             Self::Unavailable => "unavailable",
         }
     }
@@ -250,6 +260,9 @@ pub enum InvalidRequest {
     /// update cannot change them; create a new key instead.
     #[error("this profile fixes a key's scopes at creation; create a new key instead")]
     ScopesFixed,
+    /// A credit refill with a zero interval.
+    #[error("a refill interval must be at least one millisecond")]
+    RefillInterval,
     /// An update that changes nothing.
     #[error("the update names no field to change")]
     EmptyUpdate,

@@ -75,6 +75,7 @@
 
 pub mod audit;
 pub mod clock;
+mod credits;
 mod error;
 #[cfg(any(
     feature = "sqlite",
@@ -96,6 +97,7 @@ pub mod store;
 
 pub use audit::{AuditEvent, AuditKind, AuditSink, MemoryAudit, TracingAudit};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use credits::{Credits, Refill};
 pub use error::{AuthError, ConfigError, ConflictKind, Error, InvalidRequest};
 #[cfg(any(
     feature = "sqlite",

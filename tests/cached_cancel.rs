@@ -58,6 +58,7 @@ fn record(id: &str, lookup: &str, n: u64) -> KeyRecord {
         lineage: None,
         disabled_at: None,
         metadata: Default::default(),
+        credits: None,
     }
 }
 

@@ -138,3 +138,42 @@ async fn mailchannels_refuses_a_patch_that_changes_scopes() {
     let (_, message) = expect_error(response, 400, "invalid_request", "").await;
     assert!(message.contains("fixes a key's scopes"), "{message}");
 }
+
+#[tokio::test]
+async fn credits_show_in_a_header_and_run_out_with_429_usage_exceeded() {
+    let (api, _) = service(profiles::mailjawn());
+    let (server, admin) = start(Product::MailJawn, &api, Options::default()).await;
+    let created = create(
+        &server,
+        &admin,
+        json!({"name": "trial", "bundle": "sdk", "credits": 2,
+               "refill": {"amount": 2, "interval_ms": 86_400_000}}),
+    )
+    .await;
+    assert_eq!(created["credits"]["remaining"], 2);
+    let key = created["key"].as_str().unwrap();
+    for left in ["1", "0"] {
+        let ok = send_as(&server, key).await;
+        assert_eq!(ok.status(), 201);
+        assert_eq!(ok.headers()["credits-remaining"], left);
+    }
+    let (headers, _) = expect_error(send_as(&server, key).await, 429, "usage_exceeded", key).await;
+    assert_eq!(headers["credits-remaining"], "0");
+    assert_eq!(headers["retry-after"], "86400");
+
+    // PATCH tops the credits up without a new key.
+    let id = created["id"].as_str().unwrap();
+    let patched = server
+        .client
+        .patch(server.url(&format!("/v1/api-keys/{id}")))
+        .bearer_auth(&admin)
+        .json(&json!({"credits": {"remaining": 5}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(patched).await["credits"]["remaining"], 5);
+    assert_eq!(
+        send_as(&server, key).await.headers()["credits-remaining"],
+        "4"
+    );
+}

@@ -50,6 +50,7 @@ fn key(n: usize) -> KeyRecord {
         lineage: None,
         disabled_at: None,
         metadata: Default::default(),
+        credits: None,
     }
 }
 

@@ -69,6 +69,7 @@ fn key(n: u8) -> KeyRecord {
         lineage: None,
         disabled_at: None,
         metadata: Default::default(),
+        credits: None,
     }
 }
 

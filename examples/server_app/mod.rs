@@ -268,13 +268,23 @@ struct CreateBody {
     scopes: Vec<String>,
     #[serde(default)]
     metadata: keygate::Metadata,
+    #[serde(default)]
+    credits: Option<u64>,
+    #[serde(default)]
+    refill: Option<keygate::Refill>,
 }
 
 impl CreateBody {
     /// The request, with `default_scopes` when it names neither bundle nor scopes.
     fn into_request(self, default_name: &str, default_scopes: &[&str]) -> CreateKey {
-        let request =
+        let mut request =
             CreateKey::new(self.name.as_deref().unwrap_or(default_name)).metadata(self.metadata);
+        if let Some(credits) = self.credits {
+            request = request.credits(credits);
+        }
+        if let Some(refill) = self.refill {
+            request = request.refill(refill);
+        }
         match (self.bundle, self.scopes.is_empty()) {
             (Some(bundle), _) => request.bundle(bundle).scopes(self.scopes),
             (None, false) => request.scopes(self.scopes),

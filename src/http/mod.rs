@@ -53,6 +53,6 @@ pub use extractor::MissingLayer;
 pub use https::{HttpsOnly, HttpsOnlyFuture, HttpsOnlyLayer};
 pub use layer::{ApiKeyLayer, ApiKeyService, ResponseFuture};
 pub use response::{
-    error_response, insert_rate_limit_headers, RATELIMIT_LIMIT, RATELIMIT_REMAINING,
-    RATELIMIT_RESET,
+    error_response, insert_rate_limit_headers, CREDITS_REMAINING, RATELIMIT_LIMIT,
+    RATELIMIT_REMAINING, RATELIMIT_RESET,
 };

@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 
 use super::{Actor, ApiKeys};
 use crate::audit::AuditKind;
+use crate::credits::{Credits, Refill};
 use crate::error::{AuthError, ConflictKind, Error, InvalidRequest};
 use crate::key::{Credential, KeyFormat, PlaintextKey};
 use crate::metadata::Metadata;
@@ -62,8 +63,34 @@ pub struct CreateKey {
     rate_limits: Vec<(String, Quota)>,
     #[serde(default)]
     metadata: Metadata,
+    #[serde(default)]
+    credits: Option<CreditsRequest>,
     #[serde(skip)]
     all_scopes: bool,
+}
+
+/// Credits as a request names them: `{"remaining": 100, "refill": {"amount":
+/// 100, "interval_ms": 86400000}}` (`refill` optional).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreditsRequest {
+    pub(super) remaining: u64,
+    #[serde(default)]
+    pub(super) refill: Option<Refill>,
+}
+
+impl CreditsRequest {
+    /// The credits, counting refills from `now`.
+    pub(super) fn at(self, now: OffsetDateTime) -> Result<Credits, Error> {
+        if self.refill.is_some_and(|r| r.interval_ms == 0) {
+            return Err(InvalidRequest::RefillInterval.into());
+        }
+        Ok(Credits {
+            remaining: self.remaining,
+            refill: self.refill,
+            refilled_at: now,
+        })
+    }
 }
 
 /// Rate-limit overrides as a JSON object: class name → quota.
@@ -148,6 +175,44 @@ impl CreateKey {
         self
     }
 
+    /// Limits the key to `remaining` uses: each
+    /// [`verify_for`](crate::ApiKeys::verify_for) spends its operation's
+    /// [cost](crate::Operation::cost), and at zero the key gets
+    /// [`AuthError::UsageExceeded`] (429) until a [refill](Self::refill).
+    ///
+    /// ```
+    /// use keygate::{profiles, AccountId, ApiKeys, AuthError, CreateKey, Refill};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let api = ApiKeys::in_memory(profiles::mailjawn())?;
+    /// let org = AccountId::new("org")?;
+    /// let trial = CreateKey::new("trial").bundle("sdk").credits(2).refill(Refill::daily(2));
+    /// let key = api.operator().create(&org, trial).await?;
+    /// let read = api.operation("read")?;
+    /// let p = api.verify_for(key.key.expose_secret(), &read).await?;
+    /// assert_eq!(p.credits_remaining(), Some(1));
+    /// api.verify_for(key.key.expose_secret(), &read).await?;
+    /// let err = api.verify_for(key.key.expose_secret(), &read).await.unwrap_err();
+    /// assert!(matches!(err, AuthError::UsageExceeded { .. }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn credits(mut self, remaining: u64) -> Self {
+        let refill = self.credits.and_then(|c| c.refill);
+        self.credits = Some(CreditsRequest { remaining, refill });
+        self
+    }
+
+    /// Refills the key's credits (see [`credits`](Self::credits); without a
+    /// starting amount, the key starts full).
+    pub fn refill(mut self, refill: Refill) -> Self {
+        let remaining = self.credits.map_or(refill.amount, |c| c.remaining);
+        self.credits = Some(CreditsRequest {
+            remaining,
+            refill: Some(refill),
+        });
+        self
+    }
+
     /// Attaches metadata, returned on every [`Principal`](crate::Principal)
     /// the key verifies to and in its [`KeyInfo`].
     pub fn metadata(mut self, metadata: Metadata) -> Self {
@@ -212,6 +277,9 @@ pub struct KeyInfo {
     pub disabled_at: Option<OffsetDateTime>,
     /// The application's JSON object for the key.
     pub metadata: Metadata,
+    /// Its usage credits, if it has a usage limit (`remaining` as last
+    /// written to the store).
+    pub credits: Option<Credits>,
 }
 
 impl KeyInfo {
@@ -234,6 +302,7 @@ impl KeyInfo {
             replaced_by: r.replaced_by,
             disabled_at: r.disabled_at,
             metadata: r.metadata,
+            credits: r.credits,
         }
     }
 
@@ -442,6 +511,7 @@ impl Manager<'_> {
             lineage: None,
             disabled_at: None,
             metadata: checked.metadata,
+            credits: checked.credits,
         };
         let (api, actor, limit) = (
             self.api.clone(),
@@ -518,6 +588,7 @@ impl Manager<'_> {
             rate_limits,
             expires_at,
             metadata: request.metadata.clone(),
+            credits: request.credits.map(|c| c.at(now)).transpose()?,
         })
     }
 
@@ -890,6 +961,7 @@ struct Checked {
     rate_limits: Vec<(String, Quota)>,
     expires_at: Option<OffsetDateTime>,
     metadata: Metadata,
+    credits: Option<Credits>,
 }
 
 pub(super) fn validate_name(name: &str) -> Result<String, Error> {

@@ -19,6 +19,7 @@ mod builder;
 mod manage;
 mod principal;
 mod update;
+mod usage;
 mod verify;
 
 use std::collections::HashMap;

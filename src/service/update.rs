@@ -7,9 +7,10 @@
 
 use time::OffsetDateTime;
 
-use super::manage::{limits_from_map, to_completion, validate_name};
+use super::manage::{limits_from_map, to_completion, validate_name, CreditsRequest};
 use super::{KeyInfo, Manager, MAX_REQUEST_LIMITS, MAX_REQUEST_SCOPES};
 use crate::audit::AuditKind;
+use crate::credits::Refill;
 use crate::error::{Error, InvalidRequest};
 use crate::metadata::Metadata;
 use crate::ratelimit::Quota;
@@ -22,7 +23,9 @@ use crate::store::{KeyChange, KeyId};
 /// `{"name": "CI", "metadata": {"team": "infra"}, "expires_at": null,
 /// "rate_limits": {"send": {"limit": 5, "period_ms": 60000}}}`: `expires_at`
 /// set to `null` removes the expiry, `rate_limits` replaces every override,
-/// `bundle` and `scopes` replace the grant. Unknown fields are refused.
+/// `bundle` and `scopes` replace the grant, `credits` (`{"remaining": 100,
+/// "refill": {"amount": 100, "interval_ms": 86400000}}`, or `null` for no
+/// usage limit) replaces the credits. Unknown fields are refused.
 ///
 /// ```
 /// use keygate::{KeyUpdate, Metadata};
@@ -49,6 +52,15 @@ pub struct KeyUpdate {
     bundle: Option<String>,
     #[serde(default)]
     scopes: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present_credits")]
+    credits: Option<Option<CreditsRequest>>,
+}
+
+/// A present `credits` (an object, or `null` to remove the usage limit).
+fn present_credits<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<CreditsRequest>>, D::Error> {
+    <Option<CreditsRequest> as serde::Deserialize>::deserialize(d).map(Some)
 }
 
 /// A present `expires_at` (a time, or `null` to remove the expiry).
@@ -121,6 +133,22 @@ impl KeyUpdate {
         self
     }
 
+    /// Sets the key's credits to `remaining`, refilled by `refill` from now
+    /// on (a key without credits gets a usage limit). Replaces what is left,
+    /// whatever was spent meanwhile.
+    #[must_use]
+    pub fn credits(mut self, remaining: u64, refill: Option<Refill>) -> Self {
+        self.credits = Some(Some(CreditsRequest { remaining, refill }));
+        self
+    }
+
+    /// Removes the key's usage limit.
+    #[must_use]
+    pub fn unlimited(mut self) -> Self {
+        self.credits = Some(None);
+        self
+    }
+
     /// True when the update names no field.
     pub fn is_empty(&self) -> bool {
         self.name.is_none()
@@ -129,6 +157,7 @@ impl KeyUpdate {
             && self.rate_limits.is_none()
             && self.bundle.is_none()
             && self.scopes.is_none()
+            && self.credits.is_none()
     }
 }
 
@@ -237,6 +266,9 @@ impl Manager<'_> {
             change.name = Some(validate_name(name)?);
         }
         change.metadata = update.metadata;
+        if let Some(credits) = update.credits {
+            change.credits = Some(credits.map(|c| c.at(now)).transpose()?);
+        }
         if update.bundle.is_some() || update.scopes.is_some() {
             if profile.fixed_scopes {
                 return Err(InvalidRequest::ScopesFixed.into());

@@ -106,6 +106,7 @@ impl ApiKeys {
             scopes,
             rate_limit: None,
             charged: None,
+            credits: None,
             issuer: self.id(),
         })
     }
@@ -124,6 +125,7 @@ impl ApiKeys {
         Ok(Operation {
             class: Some((index, class.to_owned())),
             requirement: None,
+            cost: 1,
             catalog: Some(Arc::clone(&self.inner.catalog)),
         })
     }
@@ -140,6 +142,7 @@ impl ApiKeys {
                 .class_for_method(method)
                 .and_then(|i| Some((i, policy.get(i)?.name().to_owned()))),
             requirement: None,
+            cost: 1,
             catalog: Some(Arc::clone(&self.inner.catalog)),
         }
     }
@@ -179,6 +182,14 @@ impl ApiKeys {
             }
             principal.rate_limit = Some(decision);
             principal.charged = Some(*index);
+        }
+        // Credits last: only a request that passed every other check spends
+        // (one store write), and only once per request.
+        if operation.cost > 0
+            && principal.entry.record().credits.is_some()
+            && principal.credits.is_none()
+        {
+            principal.credits = self.spend_credits(&principal, operation.cost).await?;
         }
         Ok(principal)
     }

@@ -32,7 +32,7 @@ use time::OffsetDateTime;
 
 use super::{
     AccountId, AccountRecord, KeyChange, KeyEntry, KeyId, KeyRecord, KeyStore, ListQuery, OldKey,
-    StoreError,
+    Spend, StoreError,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::hash::SecretHash;
@@ -693,6 +693,7 @@ fn same_but_last_used(a: &KeyRecord, b: &KeyRecord) -> bool {
         && a.lineage == b.lineage
         && a.disabled_at == b.disabled_at
         && a.metadata == b.metadata
+        && a.credits == b.credits
 }
 
 /// Invalidates what a write through the cache touches when it is dropped:
@@ -817,6 +818,17 @@ impl KeyStore for CachedStore {
         guard.finish(result)
     }
 
+    async fn spend_credits(
+        &self,
+        id: &KeyId,
+        cost: u64,
+        now: OffsetDateTime,
+    ) -> Result<Spend, StoreError> {
+        // Credits live in the store only: a cached entry never answers for
+        // them, and spending evicts nothing.
+        self.shared.inner.spend_credits(id, cost, now).await
+    }
+
     async fn rotate_key(
         &self,
         old: &KeyId,
@@ -891,6 +903,7 @@ mod tests {
             lineage: None,
             disabled_at: None,
             metadata: Default::default(),
+            credits: None,
         };
         let used = KeyRecord {
             last_used_at: Some(OffsetDateTime::UNIX_EPOCH),

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use super::{
     AccountId, AccountRecord, KeyChange, KeyEntry, KeyId, KeyRecord, KeyStore, ListQuery, OldKey,
-    StoreError,
+    Spend, StoreError,
 };
 use crate::hash::SecretHash;
 
@@ -300,6 +300,31 @@ impl KeyStore for MemoryStore {
         })?;
         let entry = inner.by_id.get(id).ok_or(StoreError::NotFound)?;
         Ok(entry.snapshot())
+    }
+
+    async fn spend_credits(
+        &self,
+        id: &KeyId,
+        cost: u64,
+        now: OffsetDateTime,
+    ) -> Result<Spend, StoreError> {
+        // Under the write lock: the read, the refill and the spend are one
+        // step, however many tasks spend at once.
+        let mut inner = self.inner.write();
+        let entry = inner.by_id.get(id).ok_or(StoreError::NotFound)?;
+        let Some(mut credits) = entry.record().credits else {
+            return Ok(Spend::Unlimited);
+        };
+        match credits.spend(cost, now) {
+            Ok(remaining) => {
+                inner.update(id, |r| {
+                    r.credits = Some(credits);
+                    Ok(())
+                })?;
+                Ok(Spend::Spent { remaining })
+            }
+            Err(next_refill) => Ok(Spend::Exhausted { next_refill }),
+        }
     }
 
     async fn rotate_key(

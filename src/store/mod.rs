@@ -36,6 +36,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::credits::Credits;
 use crate::hash::SecretHash;
 use crate::metadata::Metadata;
 use crate::ratelimit::Quota;
@@ -257,6 +258,9 @@ pub struct KeyChange {
     /// `Some(Some(at))` disables the key (a key already disabled keeps its
     /// first time); `Some(None)` enables it.
     pub disabled: Option<Option<OffsetDateTime>>,
+    /// New credits (remaining and refill); `Some(None)` removes the usage
+    /// limit.
+    pub credits: Option<Option<Credits>>,
 }
 
 impl KeyChange {
@@ -303,6 +307,13 @@ impl KeyChange {
         self
     }
 
+    /// Sets [`credits`](Self::credits).
+    #[must_use]
+    pub fn with_credits(mut self, credits: Option<Credits>) -> Self {
+        self.credits = Some(credits);
+        self
+    }
+
     /// True when the change changes nothing.
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
@@ -334,7 +345,29 @@ impl KeyChange {
             Some(None) => record.disabled_at = None,
             None => {}
         }
+        if let Some(credits) = self.credits {
+            record.credits = credits;
+        }
     }
+}
+
+/// What [`KeyStore::spend_credits`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Spend {
+    /// The cost was spent; this many credits remain.
+    Spent {
+        /// Credits left after the spend.
+        remaining: u64,
+    },
+    /// Too few credits remain; nothing was spent.
+    Exhausted {
+        /// When the next refill that would allow the spend lands; `None`
+        /// when no refill ever will.
+        next_refill: Option<OffsetDateTime>,
+    },
+    /// The key has no usage limit.
+    Unlimited,
 }
 
 /// The storage seam. Every backend passes the same conformance suite.
@@ -413,6 +446,18 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
     /// change reaches every instance's cache (the Postgres store notifies the
     /// key's lookup id).
     async fn update_key(&self, id: &KeyId, change: &KeyChange) -> Result<KeyRecord, StoreError>;
+
+    /// Spends `cost` of a key's credits at `now`, refilling them first when
+    /// a refill is due ([`Credits::spend`] is the rule), as one atomic step:
+    /// N concurrent spends against k credits succeed exactly k times, on one
+    /// instance or many. Never read-modify-write outside the database's own
+    /// statement. [`StoreError::NotFound`] for an unknown key.
+    async fn spend_credits(
+        &self,
+        id: &KeyId,
+        cost: u64,
+        now: OffsetDateTime,
+    ) -> Result<Spend, StoreError>;
 
     /// Inserts `new`, records it as `old`'s successor and revokes or schedules
     /// the expiry of `old`, atomically. The account's key limit is not
@@ -507,6 +552,15 @@ impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
 
     async fn update_key(&self, id: &KeyId, change: &KeyChange) -> Result<KeyRecord, StoreError> {
         (**self).update_key(id, change).await
+    }
+
+    async fn spend_credits(
+        &self,
+        id: &KeyId,
+        cost: u64,
+        now: OffsetDateTime,
+    ) -> Result<Spend, StoreError> {
+        (**self).spend_credits(id, cost, now).await
     }
 
     async fn rotate_key(

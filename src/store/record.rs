@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::credits::Credits;
 use crate::hash::SecretHash;
 use crate::metadata::Metadata;
 use crate::ratelimit::{KeyBuckets, Quota};
@@ -280,6 +281,10 @@ pub struct KeyRecord {
     pub disabled_at: Option<OffsetDateTime>,
     /// The application's JSON object for this key.
     pub metadata: Metadata,
+    /// The key's usage credits; `None` for a key without a usage limit.
+    /// Spent through [`KeyStore::spend_credits`](super::KeyStore::spend_credits),
+    /// so in a cached record `remaining` may be stale.
+    pub credits: Option<Credits>,
 }
 
 impl KeyRecord {

@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use super::sql::{self, AccountRow, Encoded, KeyRow};
 use super::{
     to_millis, AccountId, AccountRecord, KeyChange, KeyEntry, KeyId, KeyRecord, KeyStore,
-    ListQuery, OldKey, StoreError,
+    ListQuery, OldKey, Spend, StoreError,
 };
 use crate::hash::SecretHash;
 
@@ -26,7 +26,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 /// The key columns, in the order [`KeyRow`] reads them.
 const KEY_COLUMNS: &str = "id, account, name, format, lookup, hash, hash_version, bundle, \
      scopes, rate_limits, created_at, expires_at, last_used_at, revoked_at, replaced_by, lineage, \
-     disabled_at, metadata";
+     disabled_at, metadata, credits_remaining, credits_refill_amount, \
+     credits_refill_interval_ms, credits_refilled_at";
 
 /// How long a writer waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -225,8 +226,9 @@ fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded) -> Query<'q> {
     sqlx::query(
         "INSERT INTO api_keys (id, account, name, format, lookup, hash, hash_version, bundle, \
          scopes, rate_limits, created_at, expires_at, last_used_at, revoked_at, replaced_by, \
-         lineage, disabled_at, metadata) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         lineage, disabled_at, metadata, credits_remaining, credits_refill_amount, \
+         credits_refill_interval_ms, credits_refilled_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(r.id.as_str())
     .bind(r.account.as_str())
@@ -246,6 +248,10 @@ fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded) -> Query<'q> {
     .bind(r.lineage.as_ref().map(KeyId::as_str))
     .bind(e.disabled_at)
     .bind(e.metadata.as_str())
+    .bind(e.credits.remaining)
+    .bind(e.credits.refill_amount)
+    .bind(e.credits.refill_interval_ms)
+    .bind(e.credits.refilled_at)
 }
 
 /// Registers a top-level account on first use; a sub-account must exist.
@@ -466,7 +472,9 @@ impl KeyStore for SqliteStore {
         let e = Encoded::new(&record)?;
         sqlx::query(
             "UPDATE api_keys SET name = ?, bundle = ?, scopes = ?, rate_limits = ?, \
-             expires_at = ?, disabled_at = ?, metadata = ? WHERE id = ?",
+             expires_at = ?, disabled_at = ?, metadata = ?, credits_remaining = ?, \
+             credits_refill_amount = ?, credits_refill_interval_ms = ?, credits_refilled_at = ? \
+             WHERE id = ?",
         )
         .bind(record.name.as_str())
         .bind(record.bundle.as_deref())
@@ -475,12 +483,44 @@ impl KeyStore for SqliteStore {
         .bind(e.expires_at)
         .bind(e.disabled_at)
         .bind(e.metadata.as_str())
+        .bind(e.credits.remaining)
+        .bind(e.credits.refill_amount)
+        .bind(e.credits.refill_interval_ms)
+        .bind(e.credits.refilled_at)
         .bind(id.as_str())
         .execute(&mut *tx)
         .await
         .map_err(sql::map_err)?;
         tx.commit().await.map_err(sql::map_err)?;
         Ok(record)
+    }
+
+    async fn spend_credits(
+        &self,
+        id: &KeyId,
+        cost: u64,
+        now: OffsetDateTime,
+    ) -> Result<Spend, StoreError> {
+        let now_ms = to_millis(now);
+        let cost_i = i64::try_from(cost).unwrap_or(i64::MAX);
+        let spent: Option<i64> = sqlx::query_scalar(&sql::SPEND_CREDITS.replace('$', "?"))
+            .bind(id.as_str())
+            .bind(now_ms)
+            .bind(cost_i)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql::map_err)?;
+        if let Some(remaining) = spent {
+            return Ok(Spend::Spent {
+                remaining: u64::try_from(remaining).unwrap_or(0),
+            });
+        }
+        let columns = sqlx::query_as::<_, sql::CreditColumns>(&sql::READ_CREDITS.replace('$', "?"))
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql::map_err)?;
+        sql::refused_spend(columns, id, cost, now)
     }
 
     async fn rotate_key(

@@ -49,6 +49,7 @@ fn record(account_id: &str, n: u32) -> KeyRecord {
         lineage: None,
         disabled_at: None,
         metadata: meta(json!({ "n": n })),
+        credits: None,
     }
 }
 

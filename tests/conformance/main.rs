@@ -5,6 +5,7 @@
 //! `KEYGATE_TEST_POSTGRES_URL`, unless `KEYGATE_REQUIRE_SERVICES=1`.
 
 mod backend;
+mod credits;
 mod lifecycle;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrations;
@@ -129,6 +130,16 @@ mod changes {
         service_disable_and_enable_reach_verify,
         service_update_changes_a_key_without_reissuing,
         service_update_refuses_scope_changes_where_the_profile_fixes_them,
+    );
+}
+
+mod usage {
+    conformance!(
+        credits_round_trip_and_change_through_update,
+        concurrent_spends_admit_exactly_the_credits,
+        refill_is_lazy_keeps_its_phase_and_applies_once_under_races,
+        service_verify_for_spends_credits_and_answers_usage_exceeded,
+        service_concurrent_requests_admit_exactly_the_credits,
     );
 }
 

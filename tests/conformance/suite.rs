@@ -14,6 +14,7 @@ use keygate::{
 };
 use time::OffsetDateTime;
 
+pub use crate::credits::*;
 pub use crate::lifecycle::*;
 
 // ----- fixtures -------------------------------------------------------------
@@ -58,6 +59,7 @@ fn key(account_id: &str, n: u32) -> KeyRecord {
         lineage: None,
         disabled_at: None,
         metadata: Default::default(),
+        credits: None,
     }
 }
 
@@ -249,6 +251,7 @@ pub async fn inserted_keys_round_trip_every_field(store: Arc<dyn KeyStore>) {
         lineage: None,
         disabled_at: None,
         metadata: Default::default(),
+        credits: None,
     };
     let bare = KeyRecord {
         id: KeyId::new("key_bare"),
