@@ -80,7 +80,26 @@ impl Operation {
         Ok(self.with_requirement(requirement))
     }
 
-    /// Adds a prepared requirement (one scope, all of, any of).
+    /// Requires a permission query such as
+    /// `emails:send AND (subscribers:read OR subscribers:write)`, compiled
+    /// once against the profile's catalog ([`ScopeCatalog::query`]).
+    ///
+    /// ```
+    /// let api = keygate::ApiKeys::in_memory(keygate::profiles::mailjawn()).unwrap();
+    /// let op = api.operation("send").unwrap()
+    ///     .require_query("emails:send AND (subscribers:read OR subscribers:write)").unwrap();
+    /// assert_eq!(op.requirement().unwrap().label(), "emails:send AND (subscribers:read OR subscribers:write)");
+    /// assert!(api.operation("send").unwrap().require_query("emails:send AND (").is_err());
+    /// ```
+    pub fn require_query(self, query: &str) -> Result<Self, Error> {
+        let requirement = match &self.catalog {
+            Some(catalog) => catalog.query(query)?,
+            None => return Err(ScopeError::UnknownScope(query.to_owned()).into()),
+        };
+        Ok(self.with_requirement(requirement))
+    }
+
+    /// Adds a prepared requirement (one scope, all of, any of, a query).
     pub fn with_requirement(mut self, requirement: Requirement) -> Self {
         self.requirement = Some(requirement);
         self
