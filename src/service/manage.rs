@@ -588,7 +588,7 @@ impl Manager<'_> {
             rate_limits,
             expires_at,
             metadata: request.metadata.clone(),
-            credits: request.credits.map(|c| c.at(now)).transpose()?,
+            credits: self.check_credits(request.credits.map(|c| c.at(now)).transpose()?, now)?,
         })
     }
 

@@ -267,7 +267,16 @@ impl Manager<'_> {
         }
         change.metadata = update.metadata;
         if let Some(credits) = update.credits {
-            change.credits = Some(credits.map(|c| c.at(now)).transpose()?);
+            let credits = credits.map(|c| c.at(now)).transpose()?;
+            let limited_actor = self
+                .actor
+                .key()
+                .is_some_and(|p| p.entry.record().credits.is_some());
+            if credits.is_none() && limited_actor {
+                // A key with a usage limit cannot lift another key's.
+                return Err(Error::InsufficientScope);
+            }
+            change.credits = Some(self.check_credits(credits, now)?);
         }
         if update.bundle.is_some() || update.scopes.is_some() {
             if profile.fixed_scopes {

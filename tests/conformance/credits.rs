@@ -273,3 +273,59 @@ pub async fn service_concurrent_requests_admit_exactly_the_credits(store: Arc<dy
     assert_eq!(left, (0..20).collect());
     assert_eq!(refused, 30);
 }
+
+/// A key never grants more than it holds: a key with a usage limit hands out
+/// at most what it has left, never a more generous refill, never no limit.
+pub async fn service_a_key_with_credits_grants_no_more_than_it_holds(store: Arc<dyn KeyStore>) {
+    let (api, _) = service(store);
+    let org = AccountId::new("org_svc_grant").unwrap();
+    let daily = Refill::daily(10);
+    let admin = api
+        .operator()
+        .create(
+            &org,
+            CreateKey::new("limited admin")
+                .bundle("full_access")
+                .credits(10)
+                .refill(daily),
+        )
+        .await
+        .unwrap();
+    let actor = api.verify(admin.key.expose_secret()).await.unwrap();
+    let manager = api.as_key(&actor);
+    // Asking for nothing inherits the actor's terms.
+    let inherited = manager
+        .create(&org, CreateKey::new("child").bundle("sdk"))
+        .await
+        .unwrap();
+    let credits = inherited.info.credits.unwrap();
+    assert_eq!((credits.remaining, credits.refill), (10, Some(daily)));
+    for refused in [
+        CreateKey::new("more").bundle("sdk").credits(11),
+        CreateKey::new("faster")
+            .bundle("sdk")
+            .credits(5)
+            .refill(Refill::every(10, Duration::from_secs(60))),
+        CreateKey::new("bigger")
+            .bundle("sdk")
+            .credits(5)
+            .refill(Refill::daily(11)),
+    ] {
+        let err = manager.create(&org, refused).await.unwrap_err();
+        assert_eq!(err, keygate::Error::InsufficientScope);
+    }
+    let fewer = manager
+        .create(&org, CreateKey::new("fewer").bundle("sdk").credits(3))
+        .await
+        .unwrap();
+    assert_eq!(fewer.info.credits.unwrap().remaining, 3);
+    let lift = manager
+        .update(&fewer.info.id, KeyUpdate::new().unlimited())
+        .await;
+    assert_eq!(lift.unwrap_err(), keygate::Error::InsufficientScope);
+    // The operator may.
+    api.operator()
+        .update(&fewer.info.id, KeyUpdate::new().unlimited())
+        .await
+        .unwrap();
+}

@@ -140,6 +140,7 @@ mod usage {
         refill_is_lazy_keeps_its_phase_and_applies_once_under_races,
         service_verify_for_spends_credits_and_answers_usage_exceeded,
         service_concurrent_requests_admit_exactly_the_credits,
+        service_a_key_with_credits_grants_no_more_than_it_holds,
     );
 }
 
