@@ -53,6 +53,9 @@ async fn prepare(store: Arc<dyn KeyStore>) -> (ApiKeys, String) {
                 revoked_at: None,
                 replaced_by: None,
                 lineage: None,
+                disabled_at: None,
+                metadata: Default::default(),
+                credits: None,
             }
         })
         .collect();

@@ -1,5 +1,6 @@
 //! How long verify takes on the in-memory store: a valid key among 10,000, a
-//! well-formed key that is not stored, a key with a bad checksum, and creation.
+//! well-formed key that is not stored, a key with a bad checksum, and creation;
+//! and `verify_for` on a key with usage credits beside one without.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use keygate::{profiles, AccountId, ApiKeys, CreateKey, TokenFormat};
@@ -63,5 +64,39 @@ fn verify(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, verify);
+/// `verify_for` with an operation that has no rate-limit class, so the only
+/// difference between the two rows is spending a credit.
+fn verify_for(c: &mut Criterion) {
+    let rt = runtime();
+    let api = ApiKeys::in_memory(profiles::mailjawn()).expect("profile");
+    let org = AccountId::new("org_bench").expect("account");
+    let (plain, metered) = rt.block_on(async {
+        let create = |request: CreateKey| async {
+            let key = api.operator().create(&org, request).await.expect("create");
+            key.key.expose_secret().to_owned()
+        };
+        (
+            create(CreateKey::new("plain").bundle("sdk")).await,
+            create(
+                CreateKey::new("metered")
+                    .bundle("sdk")
+                    .credits(u64::MAX / 2),
+            )
+            .await,
+        )
+    });
+    let op = keygate::Operation::unrestricted();
+    let mut group = c.benchmark_group("verify_for");
+    group.bench_function("no_credits", |b| {
+        b.to_async(&rt)
+            .iter(|| async { api.verify_for(black_box(&plain), &op).await.expect("ok") })
+    });
+    group.bench_function("credits", |b| {
+        b.to_async(&rt)
+            .iter(|| async { api.verify_for(black_box(&metered), &op).await.expect("ok") })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, verify, verify_for);
 criterion_main!(benches);

@@ -28,6 +28,12 @@ pub enum AuditKind {
     },
     /// A key's secret was reset under the same id.
     SecretReset,
+    /// A key was disabled (reversible).
+    Disabled,
+    /// A disabled key was enabled again.
+    Enabled,
+    /// A key's name, metadata, expiry, limits or scopes changed.
+    Updated,
 }
 
 /// One management action on one key.

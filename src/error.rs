@@ -3,6 +3,7 @@
 //! No message ever contains a secret.
 
 use crate::key::{FormatError, MalformedReason};
+use crate::metadata::MetadataError;
 use crate::ratelimit::Decision;
 use crate::scope::ScopeError;
 use crate::store::{InvalidAccountId, StoreError};
@@ -30,6 +31,10 @@ pub enum AuthError {
     /// The key has expired. HTTP 401.
     #[error("api key expired")]
     Expired,
+    /// The key is disabled; unlike revocation, enabling it makes it work
+    /// again. HTTP 401.
+    #[error("api key disabled")]
+    Disabled,
     /// The key is valid but lacks a required scope. HTTP 403.
     #[error("api key lacks required scope: {required}")]
     Forbidden {
@@ -42,6 +47,15 @@ pub enum AuthError {
         /// The limiter's decision, with the values for `RateLimit-*` and
         /// `Retry-After` headers.
         decision: Decision,
+    },
+    /// The key has spent its usage credits. HTTP 429 with code
+    /// `usage_exceeded`, and `Retry-After` when a refill will allow the
+    /// request.
+    #[error("usage credits exhausted")]
+    UsageExceeded {
+        /// How long until the next refill that allows the request; `None`
+        /// when none will.
+        retry_after: Option<std::time::Duration>,
     },
     /// The key store or shared rate limiter cannot be reached. HTTP 503.
     /// Never treated as success.
@@ -114,9 +128,10 @@ impl AuthError {
             | Self::Invalid
             | Self::Revoked
             | Self::Expired
-            | Self::Session { .. } => 401,
+            | Self::Session { .. }
+            | Self::Disabled => 401,
             Self::Forbidden { .. } | Self::SessionNotAccepted => 403,
-            Self::RateLimited { .. } => 429,
+            Self::RateLimited { .. } | Self::UsageExceeded { .. } => 429,
             Self::Unavailable => 503,
         }
     }
@@ -129,8 +144,10 @@ impl AuthError {
             Self::Invalid => "invalid_api_key",
             Self::Revoked => "revoked_api_key",
             Self::Expired => "expired_api_key",
+            Self::Disabled => "disabled_api_key",
             Self::Forbidden { .. } => "insufficient_scope",
             Self::RateLimited { .. } => "rate_limited",
+            Self::UsageExceeded { .. } => "usage_exceeded",
             Self::Unavailable => "unavailable",
             Self::Session { .. } => "invalid_session",
             Self::SessionNotAccepted => "session_not_accepted",
@@ -301,6 +318,19 @@ pub enum InvalidRequest {
         /// The catalog's scopes, comma-separated.
         choices: String,
     },
+    /// The metadata is not a JSON object or is too large.
+    #[error("{0}")]
+    Metadata(MetadataError),
+    /// The profile fixes a key's scopes at creation (MailChannels), so an
+    /// update cannot change them; create a new key instead.
+    #[error("this profile fixes a key's scopes at creation; create a new key instead")]
+    ScopesFixed,
+    /// A credit refill with a zero interval.
+    #[error("a refill interval must be at least one millisecond")]
+    RefillInterval,
+    /// An update that changes nothing.
+    #[error("the update names no field to change")]
+    EmptyUpdate,
     /// A grace period longer than the profile's
     /// [`max_grace`](crate::Profile::max_grace).
     #[error("grace period must be at most {} seconds", max.as_secs())]
@@ -333,6 +363,12 @@ pub enum ConflictKind {
 impl From<InvalidRequest> for Error {
     fn from(e: InvalidRequest) -> Self {
         Self::Invalid(e)
+    }
+}
+
+impl From<MetadataError> for Error {
+    fn from(e: MetadataError) -> Self {
+        Self::Invalid(InvalidRequest::Metadata(e))
     }
 }
 

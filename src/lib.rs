@@ -81,6 +81,7 @@
 
 pub mod audit;
 pub mod clock;
+mod credits;
 mod error;
 #[cfg(any(
     feature = "sqlite",
@@ -93,6 +94,7 @@ pub mod hash;
 pub mod key;
 #[cfg(feature = "tower")]
 pub mod layer;
+mod metadata;
 pub mod profiles;
 pub mod ratelimit;
 #[cfg(feature = "axum")]
@@ -107,6 +109,7 @@ pub mod store;
 
 pub use audit::{AuditEvent, AuditKind, AuditSink, MemoryAudit, TracingAudit};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use credits::{Credits, Refill};
 pub use error::{AuthError, ConfigError, ConflictKind, Error, InvalidRequest, SessionReason};
 #[cfg(any(
     feature = "sqlite",
@@ -117,6 +120,7 @@ pub use error::{AuthError, ConfigError, ConflictKind, Error, InvalidRequest, Ses
 pub use flusher::LastUsedFlusher;
 pub use hash::{Hasher, Pepper};
 pub use key::{IssuedKey, KeyFormat, MalformedReason, PairFormat, ParsedKey, TokenFormat};
+pub use metadata::{Metadata, MetadataError, MAX_METADATA_BYTES};
 pub use profiles::{KeyLocation, Profile};
 pub use ratelimit::{
     Decision, LimiterUnavailable, LocalRateLimiter, Quota, QuotaError, RateLimiter, RatePolicy,
@@ -130,9 +134,9 @@ pub use ratelimit::{RedisConnectError, RedisFailure, RedisRateLimiter, RedisRate
 pub use redis;
 pub use scope::{Requirement, ScopeCatalog, ScopeSet};
 pub use service::{
-    Actor, ApiKeys, ApiKeysBuilder, BootstrapKey, CreateKey, CredentialKind, KeyInfo, ListOptions,
-    Manager, NewKey, NewKeyResponse, Operation, Page, Principal, Rotation, MAX_NAME_LEN,
-    MAX_PAGE_SIZE, MAX_REQUEST_LIMITS, MAX_REQUEST_SCOPES,
+    Actor, ApiKeys, ApiKeysBuilder, BootstrapKey, CreateKey, CredentialKind, KeyInfo, KeyUpdate,
+    ListOptions, Manager, NewKey, NewKeyResponse, Operation, Page, Principal, Rotation,
+    MAX_NAME_LEN, MAX_PAGE_SIZE, MAX_REQUEST_LIMITS, MAX_REQUEST_SCOPES,
 };
 #[cfg(feature = "postgres")]
 pub use store::PostgresStore;

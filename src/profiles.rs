@@ -57,6 +57,7 @@ pub struct Profile {
     pub(crate) management_scopes: ManagementScopes,
     pub(crate) max_secret_age: Option<Duration>,
     pub(crate) one_scope_per_key: bool,
+    pub(crate) fixed_scopes: bool,
 }
 
 /// The scopes a key needs to manage keys through the HTTP key-management
@@ -134,6 +135,7 @@ impl Profile {
             management_scopes: ManagementScopes::any_key(),
             max_secret_age: None,
             one_scope_per_key: false,
+            fixed_scopes: false,
         }
     }
 
@@ -197,6 +199,21 @@ impl Profile {
     /// that cannot have their own, and so on.
     pub fn max_sub_account_depth(&self) -> usize {
         self.max_sub_account_depth
+    }
+
+    /// True when a key's scopes are fixed at creation (MailChannels): no
+    /// update may change them.
+    pub fn fixed_scopes(&self) -> bool {
+        self.fixed_scopes
+    }
+
+    /// Fixes (or frees) a key's scopes at creation: with `true`, an update
+    /// that changes a key's bundle or scopes is
+    /// [`InvalidRequest::ScopesFixed`](crate::InvalidRequest::ScopesFixed).
+    #[must_use]
+    pub fn with_fixed_scopes(mut self, on: bool) -> Self {
+        self.fixed_scopes = on;
+        self
     }
 
     /// The longest grace period a rotation may give the old key.
@@ -390,6 +407,7 @@ pub fn mailjawn() -> Profile {
         management_scopes: ManagementScopes::new("api_keys:read", "api_keys:write"),
         max_secret_age: None,
         one_scope_per_key: false,
+        fixed_scopes: false,
     }
 }
 
@@ -435,6 +453,7 @@ pub fn mailjet() -> Profile {
         management_scopes: ManagementScopes::new("account", "account"),
         max_secret_age: Some(MAILJET_MAX_SECRET_AGE),
         one_scope_per_key: false,
+        fixed_scopes: false,
     }
 }
 
@@ -459,6 +478,7 @@ pub fn mailchannels() -> Profile {
         management_scopes: ManagementScopes::new("api", "api"),
         max_secret_age: None,
         one_scope_per_key: true,
+        fixed_scopes: true,
     }
 }
 
@@ -486,6 +506,7 @@ pub fn mailkite() -> Profile {
         management_scopes: ManagementScopes::any_key(),
         max_secret_age: None,
         one_scope_per_key: false,
+        fixed_scopes: false,
     }
 }
 
@@ -511,6 +532,7 @@ pub fn default() -> Profile {
         management_scopes: ManagementScopes::new("admin", "admin"),
         max_secret_age: None,
         one_scope_per_key: false,
+        fixed_scopes: false,
     }
 }
 

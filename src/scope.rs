@@ -4,10 +4,17 @@
 //! `emails:send`, …) and its named bundles (`sdk`, `mcp`, `full_access`). Names,
 //! wildcards (`subscribers:*`, `*`) and bundles compile into a [`ScopeSet`]. A
 //! bundle defined as *all scopes* also covers scopes added to the catalog later.
-//! A key's scopes are fixed when it is created; there is no update call.
+//! Requirements are one scope, all or any of several, or a permission query
+//! (`emails:send AND (domains:read OR domains:write)`) compiled to the same
+//! bitset form.
+
+mod query;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
+
+pub use query::{MAX_QUERY_LEN, MAX_QUERY_TERMS};
 
 /// The largest number of scopes one catalog can define.
 pub const MAX_SCOPES: usize = 128;
@@ -31,6 +38,15 @@ pub enum ScopeError {
     /// A scope name is empty, contains `*` or whitespace.
     #[error("invalid scope name '{0}'")]
     InvalidName(String),
+    /// A permission query ([`ScopeCatalog::query`]) does not parse, names
+    /// an unknown scope, or is too long or complex.
+    #[error("invalid permission query at character {at}: {reason}")]
+    InvalidQuery {
+        /// Where the problem is: a 1-based character (byte) position.
+        at: usize,
+        /// What is wrong there.
+        reason: String,
+    },
 }
 
 /// A compiled set of scopes. Checking a [`Requirement`] against it is one AND.
@@ -64,9 +80,10 @@ impl ScopeSet {
         if self.all {
             return true;
         }
-        match requirement.kind {
+        match &requirement.kind {
             Kind::All => self.bits & requirement.bits == requirement.bits,
             Kind::Any => self.bits & requirement.bits != 0,
+            Kind::Terms(terms) => terms.iter().any(|t| self.bits & t == *t),
         }
     }
 
@@ -115,16 +132,23 @@ impl fmt::Debug for ScopeSet {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug)]
 enum Kind {
+    /// Every bit.
     All,
+    /// At least one bit.
     Any,
+    /// Every bit of at least one term (a compiled permission query).
+    Terms(Arc<[u128]>),
 }
 
-/// What a route or operation needs: one scope, all of several, or any of several.
+/// What a route or operation needs: one scope, all of several, any of
+/// several, or a permission query combining them with `AND`, `OR` and
+/// parentheses.
 ///
 /// Build it once from the catalog ([`ScopeCatalog::requirement`],
-/// [`ScopeCatalog::all_of`], [`ScopeCatalog::any_of`]) and check it per request.
+/// [`ScopeCatalog::all_of`], [`ScopeCatalog::any_of`],
+/// [`ScopeCatalog::query`] / [`Requirement::parse`]) and check it per request.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Requirement {
     bits: u128,

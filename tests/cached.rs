@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keygate::hash::SecretHash;
-use keygate::store::{AccountRecord, KeyEntry, KeyRecord, ListQuery, OldKey};
+use keygate::store::{AccountRecord, KeyChange, KeyEntry, KeyRecord, ListQuery, OldKey, Spend};
 use keygate::{
     profiles, AccountId, ApiKeys, AuthError, CacheConfig, CachedStore, Clock, CreateKey, KeyId,
     KeyStore, ManualClock, Pepper, Profile, Quota, Rotation, StoreError,
@@ -89,6 +89,9 @@ fn record(n: u32, lookup: &str) -> KeyRecord {
         revoked_at: None,
         replaced_by: None,
         lineage: None,
+        disabled_at: None,
+        metadata: Default::default(),
+        credits: None,
     }
 }
 
@@ -564,6 +567,19 @@ impl KeyStore for LandsLate {
         old_key: OldKey,
     ) -> Result<(), StoreError> {
         self.store.rotate_key(old, new, old_key).await
+    }
+
+    async fn update_key(&self, id: &KeyId, change: &KeyChange) -> Result<KeyRecord, StoreError> {
+        self.store.update_key(id, change).await
+    }
+
+    async fn spend_credits(
+        &self,
+        id: &KeyId,
+        cost: u64,
+        now: OffsetDateTime,
+    ) -> Result<Spend, StoreError> {
+        self.store.spend_credits(id, cost, now).await
     }
 
     async fn record_last_used(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {

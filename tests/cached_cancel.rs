@@ -57,6 +57,9 @@ fn record(id: &str, lookup: &str, n: u64) -> KeyRecord {
         revoked_at: None,
         replaced_by: None,
         lineage: None,
+        disabled_at: None,
+        metadata: Default::default(),
+        credits: None,
     }
 }
 

@@ -49,6 +49,9 @@ fn key(n: usize) -> KeyRecord {
         revoked_at: None,
         replaced_by: None,
         lineage: None,
+        disabled_at: None,
+        metadata: Default::default(),
+        credits: None,
     }
 }
 

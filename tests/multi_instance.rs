@@ -195,6 +195,97 @@ async fn a_revocation_on_one_instance_fails_the_key_on_the_other_within_100ms() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disable_and_enable_on_one_instance_reach_the_other_within_100ms() {
+    let Some(pg) = support::postgres_store().await else {
+        return;
+    };
+    let (a, b) = pair(&pg, profiles::mailjawn()).await;
+    let key = a
+        .api
+        .as_account(&org())
+        .create(&org(), CreateKey::new("ci").bundle("sdk"))
+        .await
+        .unwrap();
+    let presented = Presented::of(&key);
+    warm(&a, &presented).await;
+    warm(&b, &presented).await;
+
+    a.api
+        .as_account(&org())
+        .disable(&key.info.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        presented.verify(&a.api).await.unwrap_err(),
+        AuthError::Disabled
+    );
+    fails_within_propagation(&b, &presented, AuthError::Disabled).await;
+
+    a.api.as_account(&org()).enable(&key.info.id).await.unwrap();
+    let start = Instant::now();
+    while presented.verify(&b.api).await.is_err() {
+        assert!(
+            start.elapsed() < PROPAGATION,
+            "the other instance still refuses the enabled key"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+
+    a.stop().await;
+    b.stop().await;
+    pg.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_spending_one_keys_credits_admit_exactly_the_credits() {
+    let Some(pg) = support::postgres_store().await else {
+        return;
+    };
+    let (a, b) = pair(&pg, profiles::mailjawn()).await;
+    let key = a
+        .api
+        .as_account(&org())
+        .create(&org(), CreateKey::new("trial").bundle("sdk").credits(30))
+        .await
+        .unwrap();
+    let presented = key.key.expose_secret().to_owned();
+    warm(&a, &Presented::of(&key)).await;
+    warm(&b, &Presented::of(&key)).await;
+    // Plain verifies spend nothing; each request below spends one credit.
+    let op = keygate::Operation::unrestricted();
+    let mut tasks = Vec::new();
+    for n in 0..80 {
+        let api = if n % 2 == 0 {
+            a.api.clone()
+        } else {
+            b.api.clone()
+        };
+        let (op, presented) = (op.clone(), presented.clone());
+        tasks.push(tokio::spawn(async move {
+            api.verify_for(&presented, &op).await
+        }));
+    }
+    let mut left = std::collections::BTreeSet::new();
+    let mut refused = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(p) => assert!(
+                left.insert(p.credits_remaining().unwrap()),
+                "a credit spent twice"
+            ),
+            Err(AuthError::UsageExceeded { .. }) => refused += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(left, (0..30).collect());
+    assert_eq!(refused, 50);
+
+    a.stop().await;
+    b.stop().await;
+    pg.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_reset_on_one_instance_fails_the_old_secret_on_the_other_within_100ms() {
     let Some(pg) = support::postgres_store().await else {
         return;
@@ -291,6 +382,9 @@ async fn a_key_created_on_one_instance_clears_the_others_negative_answer() {
         revoked_at: None,
         replaced_by: None,
         lineage: None,
+        disabled_at: None,
+        metadata: Default::default(),
+        credits: None,
     };
     a.cached
         .insert_key(record, None, OffsetDateTime::now_utc())

@@ -374,6 +374,7 @@ async fn readme_demo_routes_table_every_row() {
                     "GET" => server.client.get(url),
                     "POST" => server.client.post(url).json(&json!({})),
                     "DELETE" => server.client.delete(url),
+                    "PATCH" => server.client.patch(url).json(&json!({})),
                     other => panic!("{other}"),
                 };
                 let request = match product {

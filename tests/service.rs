@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use keygate::hash::SecretHash;
-use keygate::store::{AccountRecord, KeyEntry, KeyRecord, ListQuery, OldKey};
+use keygate::store::{AccountRecord, KeyChange, KeyEntry, KeyRecord, ListQuery, OldKey, Spend};
 use keygate::{
     profiles, AccountId, ApiKeys, AuditKind, AuthError, Clock, CreateKey, Error, KeyId, KeyStore,
     ListOptions, MalformedReason, ManualClock, MemoryAudit, MemoryStore, Rotation, StoreError,
@@ -438,6 +438,9 @@ async fn verify_checks_every_candidate_sharing_a_lookup_id() {
         revoked_at: None,
         replaced_by: None,
         lineage: None,
+        disabled_at: None,
+        metadata: Default::default(),
+        credits: None,
     };
     store.insert_key(decoy, None, now).await.unwrap();
     assert_eq!(
@@ -697,6 +700,17 @@ impl KeyStore for DownStore {
         Err(StoreError::Unavailable("down".into()))
     }
     async fn rotate_key(&self, _: &KeyId, _: KeyRecord, _: OldKey) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn update_key(&self, _: &KeyId, _: &KeyChange) -> Result<KeyRecord, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn spend_credits(
+        &self,
+        _: &KeyId,
+        _: u64,
+        _: OffsetDateTime,
+    ) -> Result<Spend, StoreError> {
         Err(StoreError::Unavailable("down".into()))
     }
     async fn record_last_used(&self, _: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {

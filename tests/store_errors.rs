@@ -68,6 +68,9 @@ fn key(n: u8) -> KeyRecord {
         revoked_at: None,
         replaced_by: None,
         lineage: None,
+        disabled_at: None,
+        metadata: Default::default(),
+        credits: None,
     }
 }
 

@@ -68,7 +68,7 @@ pub use extract::{extract_key, PresentedKey, MAX_PRESENTED_KEY_LEN};
 pub use extractor::{MissingLayer, Require, RequireRejection, RequiredScope};
 pub use https::{HttpsOnly, HttpsOnlyFuture, HttpsOnlyLayer};
 pub use response::{
-    error_response, insert_rate_limit_headers, RATELIMIT_LIMIT, RATELIMIT_REMAINING,
-    RATELIMIT_RESET,
+    error_response, insert_rate_limit_headers, CREDITS_REMAINING, RATELIMIT_LIMIT,
+    RATELIMIT_REMAINING, RATELIMIT_RESET,
 };
 pub use service::{ApiKeyLayer, ApiKeyService, ResponseFuture};

@@ -22,6 +22,10 @@ pub const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-r
 /// `RateLimit-Reset`: seconds until the bucket is full again.
 pub const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
+/// `Credits-Remaining`: the key's usage credits left after this request, on
+/// responses to keys with a usage limit.
+pub const CREDITS_REMAINING: HeaderName = HeaderName::from_static("credits-remaining");
+
 /// The challenge [`AuthError`]'s own `IntoResponse` sends on 401. The
 /// [`ApiKeyLayer`](super::ApiKeyLayer) sends the profile's own instead.
 #[cfg(feature = "axum")]
@@ -140,15 +144,26 @@ pub(crate) fn auth_error_response<B: From<String>>(
             headers.append(WWW_AUTHENTICATE, challenge.clone());
         }
     }
-    if let AuthError::RateLimited { decision } = error {
-        insert_rate_limit_headers(headers, decision);
+    match error {
+        AuthError::RateLimited { decision } => insert_rate_limit_headers(headers, decision),
+        AuthError::UsageExceeded { retry_after } => {
+            headers.insert(CREDITS_REMAINING, number(0));
+            if let Some(wait) = retry_after {
+                // Whole seconds, rounded up, so a client never retries early.
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                headers.insert(RETRY_AFTER, number(secs));
+            }
+        }
+        _ => {}
     }
     response
 }
 
 /// The error's status and a JSON body with its [`code`](AuthError::code) and
-/// message, `WWW-Authenticate: Bearer realm="api"` on 401, and the
-/// `RateLimit-*` and `Retry-After` headers on 429. The message never contains
+/// message, `WWW-Authenticate: Bearer realm="api"` on 401, the
+/// `RateLimit-*` and `Retry-After` headers on 429 `rate_limited`, and
+/// `Credits-Remaining: 0` with `Retry-After` (when a refill will come) on 429
+/// `usage_exceeded`. The message never contains
 /// the presented key.
 ///
 /// Handlers can return `Result<_, AuthError>` and use `?`, e.g. on
@@ -257,6 +272,36 @@ mod tests {
         assert_eq!(r.headers()[RETRY_AFTER], "6");
 
         assert_eq!(AuthError::Unavailable.into_response().status(), 503);
+    }
+
+    #[cfg(feature = "axum")]
+    #[test]
+    fn exhausted_credits_are_429_usage_exceeded_with_retry_after_to_the_refill() {
+        use axum::response::IntoResponse;
+        let r = AuthError::UsageExceeded {
+            retry_after: Some(Duration::from_millis(3_600_001)),
+        }
+        .into_response();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[RETRY_AFTER], "3601");
+        assert_eq!(r.headers()[CREDITS_REMAINING], "0");
+        assert!(r.headers().get(RATELIMIT_LIMIT).is_none());
+        let never = AuthError::UsageExceeded { retry_after: None }.into_response();
+        assert_eq!(never.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(never.headers().get(RETRY_AFTER).is_none());
+    }
+
+    #[cfg(feature = "axum")]
+    #[tokio::test]
+    async fn a_disabled_key_is_401_disabled_api_key_with_a_challenge() {
+        use axum::response::IntoResponse;
+        let r = AuthError::Disabled.into_response();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(r.headers()[WWW_AUTHENTICATE], "Bearer realm=\"api\"");
+        let body = axum::body::to_bytes(r.into_body(), 4096).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "disabled_api_key");
+        assert_eq!(body["error"]["message"], "api key disabled");
     }
 
     #[cfg(feature = "axum")]

@@ -14,7 +14,7 @@ use tower::{Layer, Service};
 use super::extract::Sources;
 use super::https::{refusal, HttpsOnlyLayer};
 use super::response::{
-    auth_error_response, challenges, insert_rate_limit_headers, RATELIMIT_LIMIT,
+    auth_error_response, challenges, insert_rate_limit_headers, CREDITS_REMAINING, RATELIMIT_LIMIT,
 };
 use crate::error::{AuthError, Error};
 use crate::scope::Requirement;
@@ -411,6 +411,7 @@ where
                     Err(e) => return Ok(auth_error_response(&e, &config.challenges)),
                 };
                 let decision = principal.rate_limit().copied();
+                let credits = principal.credits_remaining();
                 request.extensions_mut().insert(principal);
                 let mut response = inner.call(request).await?;
                 // An inner layer's narrower decision, already on the
@@ -418,6 +419,13 @@ where
                 if let Some(decision) = decision {
                     if !response.headers().contains_key(RATELIMIT_LIMIT) {
                         insert_rate_limit_headers(response.headers_mut(), &decision);
+                    }
+                }
+                if let Some(left) = credits {
+                    if !response.headers().contains_key(CREDITS_REMAINING) {
+                        response
+                            .headers_mut()
+                            .insert(CREDITS_REMAINING, http::HeaderValue::from(left));
                     }
                 }
                 Ok(response)

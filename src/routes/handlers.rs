@@ -15,7 +15,9 @@ use super::extract::{PathParams, QueryParams};
 use super::{RouteState, SubAccount};
 use crate::error::Error;
 use crate::layer::{error_response, JsonBody};
-use crate::service::{CreateKey, KeyInfo, ListOptions, Manager, NewKey, Page, Principal, Rotation};
+use crate::service::{
+    CreateKey, KeyInfo, KeyUpdate, ListOptions, Manager, NewKey, Page, Principal, Rotation,
+};
 use crate::store::{AccountId, KeyId};
 
 /// The name of a key created without one.
@@ -302,4 +304,92 @@ pub(super) async fn reset_sub_secret(
     key_in(&keys, &sub, &id).await?;
     let new = keys.reset_secret(&id).await?;
     Ok(one_time(StatusCode::OK, &new))
+}
+
+// ----- changing a key in place: disable, enable, update ----------------------
+
+/// What a disable, enable or update route does to a key it has found.
+enum Change {
+    Disable,
+    Enable,
+    Update(KeyUpdate),
+}
+
+/// Finds `id` among `account`'s keys and changes it, answering its info.
+async fn change_key(
+    state: &RouteState,
+    principal: &Principal,
+    account: &AccountId,
+    id: &KeyId,
+    change: Change,
+) -> Result<Json<KeyInfo>, Error> {
+    let keys = manager(state, principal);
+    key_in(&keys, account, id).await?;
+    let info = match change {
+        Change::Disable => keys.disable(id).await?,
+        Change::Enable => keys.enable(id).await?,
+        Change::Update(update) => keys.update(id, update).await?,
+    };
+    Ok(Json(info))
+}
+
+pub(super) async fn disable_key(
+    State(state): State<RouteState>,
+    principal: Principal,
+    PathParams(id): PathParams<KeyId>,
+) -> Result<Json<KeyInfo>, Error> {
+    change_key(
+        &state,
+        &principal,
+        principal.account(),
+        &id,
+        Change::Disable,
+    )
+    .await
+}
+
+pub(super) async fn enable_key(
+    State(state): State<RouteState>,
+    principal: Principal,
+    PathParams(id): PathParams<KeyId>,
+) -> Result<Json<KeyInfo>, Error> {
+    change_key(&state, &principal, principal.account(), &id, Change::Enable).await
+}
+
+pub(super) async fn update_key(
+    State(state): State<RouteState>,
+    principal: Principal,
+    PathParams(id): PathParams<KeyId>,
+    JsonBody(update): JsonBody<KeyUpdate>,
+) -> Result<Json<KeyInfo>, Error> {
+    let change = Change::Update(update);
+    change_key(&state, &principal, principal.account(), &id, change).await
+}
+
+pub(super) async fn disable_sub_key(
+    State(state): State<RouteState>,
+    principal: Principal,
+    PathParams((handle, id)): PathParams<(String, KeyId)>,
+) -> Result<Json<KeyInfo>, Error> {
+    let sub = sub_account(&principal, &handle)?;
+    change_key(&state, &principal, &sub, &id, Change::Disable).await
+}
+
+pub(super) async fn enable_sub_key(
+    State(state): State<RouteState>,
+    principal: Principal,
+    PathParams((handle, id)): PathParams<(String, KeyId)>,
+) -> Result<Json<KeyInfo>, Error> {
+    let sub = sub_account(&principal, &handle)?;
+    change_key(&state, &principal, &sub, &id, Change::Enable).await
+}
+
+pub(super) async fn update_sub_key(
+    State(state): State<RouteState>,
+    principal: Principal,
+    PathParams((handle, id)): PathParams<(String, KeyId)>,
+    JsonBody(update): JsonBody<KeyUpdate>,
+) -> Result<Json<KeyInfo>, Error> {
+    let sub = sub_account(&principal, &handle)?;
+    change_key(&state, &principal, &sub, &id, Change::Update(update)).await
 }

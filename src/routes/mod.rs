@@ -30,18 +30,16 @@
 //! | `DELETE /v1/api-keys/{id}` | write | revoke at once | 204 |
 //! | `POST /v1/api-keys/{id}/rotate` | write | a successor; the old key stops now or after `{"grace_seconds": n}` | 201, [`NewKey::response`] |
 //! | `POST /v1/api-keys/{id}/reset-secret` | write | a new secret under the same id (key pairs keep their public key) | 200, [`NewKey::response`] |
+//! | `PATCH /v1/api-keys/{id}` | write | change name, metadata, expiry, rate limits, credits or scopes without reissuing ([`KeyUpdate`](crate::KeyUpdate)) | 200, [`KeyInfo`] |
+//! | `POST /v1/api-keys/{id}/disable`, `…/enable` | write | refuse the key until enabled again (401 `disabled_api_key`) | 200, [`KeyInfo`] |
 //! | `POST /v1/sub-account` `{"handle": …}` | write | create a sub-account (profiles with sub-accounts) | 201, [`SubAccount`] |
 //! | `POST`, `GET /v1/sub-account/{handle}/api-key` | write, read | create, list a sub-account's keys | as above |
 //! | `GET`, `DELETE /v1/sub-account/{handle}/api-key/{id}` | read, write | get, revoke one | as above |
-//! | `POST /v1/sub-account/{handle}/api-key/{id}/rotate`, `…/reset-secret` | write | rotate, reset one | as above |
+//! | `POST /v1/sub-account/{handle}/api-key/{id}/rotate`, `…/reset-secret`, `…/disable`, `…/enable`; `PATCH …/{id}` | write | rotate, reset, disable, enable, update one | as above |
 //! | `GET`, `POST …/rotate` on [`current_key`](ManagementRoutes::current_key) | read, write | list the account's keys, rotate the calling key | as above |
 //!
-//! Updating a key in place and disabling or enabling it are not offered:
-//! the service has no such calls yet, and they will be mounted here, beside
-//! rotate and reset, when it does.
-//!
 //! A create body is [`CreateKey`]'s JSON (`name` or `label`, `bundle`,
-//! `scopes`, `expires_at`, `format`, `rate_limits`); every field may be left
+//! `scopes`, `expires_at`, `format`, `rate_limits`, `metadata`, `credits`); every field may be left
 //! out, and an empty body is `{}`. Lists take `after` (the previous page's
 //! `next`), `limit` (1 to [`MAX_PAGE_SIZE`](crate::MAX_PAGE_SIZE), default
 //! 100) and `include_revoked`. Bodies are read with
@@ -57,7 +55,7 @@ mod handlers;
 use std::sync::Arc;
 
 use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 use axum::Router;
 use http::StatusCode;
 use serde::Serialize;
@@ -202,6 +200,18 @@ impl ManagementRoutes {
                 .route(
                     &format!("{keys}/{{id}}/reset-secret"),
                     post(handlers::reset_secret).route_layer(write.clone()),
+                )
+                .route(
+                    &format!("{keys}/{{id}}"),
+                    patch(handlers::update_key).route_layer(write.clone()),
+                )
+                .route(
+                    &format!("{keys}/{{id}}/disable"),
+                    post(handlers::disable_key).route_layer(write.clone()),
+                )
+                .route(
+                    &format!("{keys}/{{id}}/enable"),
+                    post(handlers::enable_key).route_layer(write.clone()),
                 );
         }
         if self.sub_accounts {
@@ -235,6 +245,18 @@ impl ManagementRoutes {
                 .route(
                     &format!("{keys}/{{id}}/reset-secret"),
                     post(handlers::reset_sub_secret).route_layer(write.clone()),
+                )
+                .route(
+                    &format!("{keys}/{{id}}"),
+                    patch(handlers::update_sub_key).route_layer(write.clone()),
+                )
+                .route(
+                    &format!("{keys}/{{id}}/disable"),
+                    post(handlers::disable_sub_key).route_layer(write.clone()),
+                )
+                .route(
+                    &format!("{keys}/{{id}}/enable"),
+                    post(handlers::enable_sub_key).route_layer(write.clone()),
                 );
         }
         if let Some(path) = &self.current_key {

@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 
 use super::{ApiKeys, CredentialKind, Manager, Principal};
 use crate::audit::{AuditEvent, AuditKind};
+use crate::credits::Credits;
 use crate::error::{AuthError, ConflictKind, Error};
 use crate::ratelimit::Quota;
 use crate::scope::ScopeSet;
@@ -284,6 +285,37 @@ impl Manager<'_> {
             }
         }
         Ok(())
+    }
+
+    /// For a key actor with a usage limit: the credits a key it creates or
+    /// updates may have. None requested means the actor's own terms (as last
+    /// read); more than it has left, no limit at all, or a more generous
+    /// refill is [`Error::InsufficientScope`]. Other actors pass `wanted`
+    /// through.
+    pub(super) fn check_credits(
+        &self,
+        wanted: Option<Credits>,
+        now: OffsetDateTime,
+    ) -> Result<Option<Credits>, Error> {
+        let Some(own) = self.actor.key().and_then(|p| p.entry.record().credits) else {
+            return Ok(wanted);
+        };
+        let own = own.at(now);
+        let Some(wanted) = wanted else {
+            return Ok(Some(Credits {
+                refilled_at: now,
+                ..own
+            }));
+        };
+        let refill_ok = match (wanted.refill, own.refill) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(w), Some(o)) => w.amount <= o.amount && w.interval_ms >= o.interval_ms,
+        };
+        if wanted.remaining > own.remaining || !refill_ok {
+            return Err(Error::InsufficientScope);
+        }
+        Ok(Some(wanted))
     }
 
     /// For a key actor: the rate limits and expiry a new key inherits, so

@@ -9,8 +9,10 @@ use time::OffsetDateTime;
 
 use super::{Actor, ApiKeys};
 use crate::audit::AuditKind;
+use crate::credits::{Credits, Refill};
 use crate::error::{AuthError, ConflictKind, Error, InvalidRequest};
 use crate::key::{IssuedKey, KeyFormat, ParsedKey};
+use crate::metadata::Metadata;
 use crate::ratelimit::Quota;
 use crate::store::{AccountId, KeyId, KeyRecord, ListQuery, OldKey, SecretAgeQuery};
 
@@ -59,12 +61,40 @@ pub struct CreateKey {
     format: Option<String>,
     #[serde(default, deserialize_with = "limits_from_map")]
     rate_limits: Vec<(String, Quota)>,
+    #[serde(default)]
+    metadata: Metadata,
+    #[serde(default)]
+    credits: Option<CreditsRequest>,
     #[serde(skip)]
     all_scopes: bool,
 }
 
+/// Credits as a request names them: `{"remaining": 100, "refill": {"amount":
+/// 100, "interval_ms": 86400000}}` (`refill` optional).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreditsRequest {
+    pub(super) remaining: u64,
+    #[serde(default)]
+    pub(super) refill: Option<Refill>,
+}
+
+impl CreditsRequest {
+    /// The credits, counting refills from `now`.
+    pub(super) fn at(self, now: OffsetDateTime) -> Result<Credits, Error> {
+        if self.refill.is_some_and(|r| r.interval_ms == 0) {
+            return Err(InvalidRequest::RefillInterval.into());
+        }
+        Ok(Credits {
+            remaining: self.remaining,
+            refill: self.refill,
+            refilled_at: now,
+        })
+    }
+}
+
 /// Rate-limit overrides as a JSON object: class name → quota.
-fn limits_from_map<'de, D: serde::Deserializer<'de>>(
+pub(super) fn limits_from_map<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Vec<(String, Quota)>, D::Error> {
     let map: std::collections::BTreeMap<String, Quota> = serde::Deserialize::deserialize(d)?;
@@ -147,6 +177,51 @@ impl CreateKey {
         self.rate_limits.push((class.into(), quota));
         self
     }
+
+    /// Limits the key to `remaining` uses: each
+    /// [`verify_for`](crate::ApiKeys::verify_for) spends its operation's
+    /// [cost](crate::Operation::cost), and at zero the key gets
+    /// [`AuthError::UsageExceeded`] (429) until a [refill](Self::refill).
+    ///
+    /// ```
+    /// use keygate::{profiles, AccountId, ApiKeys, AuthError, CreateKey, Refill};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let api = ApiKeys::in_memory(profiles::mailjawn())?;
+    /// let org = AccountId::new("org")?;
+    /// let trial = CreateKey::new("trial").bundle("sdk").credits(2).refill(Refill::daily(2));
+    /// let key = api.operator().create(&org, trial).await?;
+    /// let read = api.operation("read")?;
+    /// let p = api.verify_for(key.key.expose_secret(), &read).await?;
+    /// assert_eq!(p.credits_remaining(), Some(1));
+    /// api.verify_for(key.key.expose_secret(), &read).await?;
+    /// let err = api.verify_for(key.key.expose_secret(), &read).await.unwrap_err();
+    /// assert!(matches!(err, AuthError::UsageExceeded { .. }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn credits(mut self, remaining: u64) -> Self {
+        let refill = self.credits.and_then(|c| c.refill);
+        self.credits = Some(CreditsRequest { remaining, refill });
+        self
+    }
+
+    /// Refills the key's credits (see [`credits`](Self::credits); without a
+    /// starting amount, the key starts full).
+    pub fn refill(mut self, refill: Refill) -> Self {
+        let remaining = self.credits.map_or(refill.amount, |c| c.remaining);
+        self.credits = Some(CreditsRequest {
+            remaining,
+            refill: Some(refill),
+        });
+        self
+    }
+
+    /// Attaches metadata, returned on every [`Principal`](crate::Principal)
+    /// the key verifies to and in its [`KeyInfo`].
+    pub fn metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
 }
 
 /// What happens to the old key when a key is rotated.
@@ -216,6 +291,14 @@ pub struct KeyInfo {
     /// The key that replaced it in a rotation, if it was rotated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replaced_by: Option<KeyId>,
+    /// When it was disabled, while it is.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub disabled_at: Option<OffsetDateTime>,
+    /// The application's JSON object for the key.
+    pub metadata: Metadata,
+    /// Its usage credits, if it has a usage limit (`remaining` as last
+    /// written to the store).
+    pub credits: Option<Credits>,
 }
 
 impl KeyInfo {
@@ -245,10 +328,14 @@ impl KeyInfo {
             last_used_at: r.last_used_at,
             revoked_at: r.revoked_at,
             replaced_by: r.replaced_by,
+            disabled_at: r.disabled_at,
+            metadata: r.metadata,
+            credits: r.credits,
         }
     }
 
-    /// True when the key is neither revoked nor expired at `now`.
+    /// True when the key is neither revoked nor expired at `now`. A disabled
+    /// key is active (it counts toward limits) but does not verify.
     pub fn is_active(&self, now: OffsetDateTime) -> bool {
         self.revoked_at.is_none() && self.expires_at.is_none_or(|e| e > now)
     }
@@ -451,6 +538,9 @@ impl Manager<'_> {
             revoked_at: None,
             replaced_by: None,
             lineage: None,
+            disabled_at: None,
+            metadata: checked.metadata,
+            credits: checked.credits,
         };
         let (api, actor, limit) = (
             self.api.clone(),
@@ -534,6 +624,8 @@ impl Manager<'_> {
             scopes,
             rate_limits,
             expires_at,
+            metadata: request.metadata.clone(),
+            credits: self.check_credits(request.credits.map(|c| c.at(now)).transpose()?, now)?,
         })
     }
 
@@ -955,7 +1047,7 @@ impl ApiKeys {
 /// as a task the caller awaits, so dropping the caller leaves the task
 /// running. Without a runtime (the default build, whose memory store never
 /// suspends) it runs inline.
-async fn to_completion<T: Send + 'static>(
+pub(super) async fn to_completion<T: Send + 'static>(
     write: impl std::future::Future<Output = Result<T, Error>> + Send + 'static,
 ) -> Result<T, Error> {
     #[cfg(any(
@@ -983,6 +1075,8 @@ struct Checked {
     scopes: Vec<String>,
     rate_limits: Vec<(String, Quota)>,
     expires_at: Option<OffsetDateTime>,
+    metadata: Metadata,
+    credits: Option<Credits>,
 }
 
 /// The error for a request that breaks a one-scope-per-key profile.
@@ -991,7 +1085,7 @@ fn one_scope(profile: &crate::Profile) -> Error {
     InvalidRequest::OneScopePerKey { choices }.into()
 }
 
-fn validate_name(name: &str) -> Result<String, Error> {
+pub(super) fn validate_name(name: &str) -> Result<String, Error> {
     let name = name.trim();
     if name.is_empty() {
         return Err(InvalidRequest::EmptyName.into());

@@ -21,6 +21,8 @@ mod manage;
 mod principal;
 #[cfg(feature = "sessions")]
 mod session;
+mod update;
+mod usage;
 mod verify;
 
 use std::collections::HashMap;
@@ -47,6 +49,7 @@ pub use manage::{
     MAX_PAGE_SIZE, MAX_REQUEST_LIMITS, MAX_REQUEST_SCOPES,
 };
 pub use principal::{CredentialKind, Operation, Principal};
+pub use update::KeyUpdate;
 
 /// The API-key service: create, verify, list, revoke, rotate, reset.
 ///

@@ -25,13 +25,17 @@ use crate::store::{AccountId, KeyEntry, KeyId};
 pub struct Operation {
     pub(super) class: Option<(usize, String)>,
     pub(super) requirement: Option<Requirement>,
+    /// Credits a request spends from a key that has a usage limit.
+    pub(super) cost: u64,
     /// The catalog [`require`](Self::require) resolves scope names in.
     pub(super) catalog: Option<Arc<ScopeCatalog>>,
 }
 
 impl PartialEq for Operation {
     fn eq(&self, other: &Self) -> bool {
-        self.class == other.class && self.requirement == other.requirement
+        self.class == other.class
+            && self.requirement == other.requirement
+            && self.cost == other.cost
     }
 }
 
@@ -42,6 +46,7 @@ impl fmt::Debug for Operation {
         f.debug_struct("Operation")
             .field("class", &self.class())
             .field("requirement", &self.requirement)
+            .field("cost", &self.cost)
             .finish()
     }
 }
@@ -54,6 +59,7 @@ impl Operation {
         Self {
             class: None,
             requirement: None,
+            cost: 1,
             catalog: None,
         }
     }
@@ -74,10 +80,48 @@ impl Operation {
         Ok(self.with_requirement(requirement))
     }
 
-    /// Adds a prepared requirement (one scope, all of, any of).
+    /// Requires a permission query such as
+    /// `emails:send AND (subscribers:read OR subscribers:write)`, compiled
+    /// once against the profile's catalog ([`ScopeCatalog::query`]).
+    ///
+    /// ```
+    /// let api = keygate::ApiKeys::in_memory(keygate::profiles::mailjawn()).unwrap();
+    /// let op = api.operation("send").unwrap()
+    ///     .require_query("emails:send AND (subscribers:read OR subscribers:write)").unwrap();
+    /// assert_eq!(op.requirement().unwrap().label(), "emails:send AND (subscribers:read OR subscribers:write)");
+    /// assert!(api.operation("send").unwrap().require_query("emails:send AND (").is_err());
+    /// ```
+    pub fn require_query(self, query: &str) -> Result<Self, Error> {
+        let requirement = match &self.catalog {
+            Some(catalog) => catalog.query(query)?,
+            None => return Err(ScopeError::UnknownScope(query.to_owned()).into()),
+        };
+        Ok(self.with_requirement(requirement))
+    }
+
+    /// Adds a prepared requirement (one scope, all of, any of, a query).
     pub fn with_requirement(mut self, requirement: Requirement) -> Self {
         self.requirement = Some(requirement);
         self
+    }
+
+    /// Makes each request spend `cost` credits (1 by default) from keys with
+    /// a usage limit; 0 spends none.
+    ///
+    /// ```
+    /// let api = keygate::ApiKeys::in_memory(keygate::profiles::mailjawn()).unwrap();
+    /// let bulk = api.operation("send").unwrap().with_cost(10);
+    /// assert_eq!(bulk.cost(), 10);
+    /// ```
+    #[must_use]
+    pub fn with_cost(mut self, cost: u64) -> Self {
+        self.cost = cost;
+        self
+    }
+
+    /// The credits a request spends.
+    pub fn cost(&self) -> u64 {
+        self.cost
     }
 
     /// The operation class name, if the request is rate limited.
@@ -113,6 +157,8 @@ pub struct Principal {
     pub(super) rate_limit: Option<Decision>,
     /// The operation class a token was taken from for this request, if any.
     pub(super) charged: Option<usize>,
+    /// Credits left after this request spent some, if it did.
+    pub(super) credits: Option<u64>,
     /// Which service verified it (the address of its shared state), so a
     /// principal is only ever refined by the service whose catalog and
     /// buckets it was built against.
@@ -161,6 +207,12 @@ impl Principal {
         self.entry.record().bundle.as_deref()
     }
 
+    /// The key's metadata, read from the record verify already loaded (no
+    /// store round trip).
+    pub fn metadata(&self) -> &crate::Metadata {
+        &self.entry.record().metadata
+    }
+
     /// The key format's label (e.g. `mk_live_`).
     pub fn format(&self) -> &str {
         &self.entry.record().format
@@ -175,6 +227,15 @@ impl Principal {
     /// is limited: the values for `RateLimit-*` response headers.
     pub fn rate_limit(&self) -> Option<&Decision> {
         self.rate_limit.as_ref()
+    }
+
+    /// The key's remaining usage credits: after
+    /// [`verify_for`](super::ApiKeys::verify_for) spent some, what is left;
+    /// otherwise as last read from the store. `None` for a key without a
+    /// usage limit.
+    pub fn credits_remaining(&self) -> Option<u64> {
+        self.credits
+            .or_else(|| self.entry.record().credits.map(|c| c.remaining))
     }
 
     /// Checks a requirement; [`AuthError::Forbidden`] (403) when unmet.

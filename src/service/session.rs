@@ -63,12 +63,16 @@ impl ApiKeys {
             revoked_at: None,
             replaced_by: None,
             lineage: Some(KeyId::new(format!("session:{}", claims.subject()))),
+            disabled_at: None,
+            metadata: Default::default(),
+            credits: None,
         };
         Principal {
             entry: Arc::new(KeyEntry::new(record)),
             scopes: ScopeSet::ALL,
             rate_limit: None,
             charged: None,
+            credits: None,
             issuer: self.id(),
             kind: CredentialKind::Session,
             subject: Some(claims.subject().into()),

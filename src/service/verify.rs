@@ -78,6 +78,9 @@ impl ApiKeys {
         if record.revoked_at.is_some() {
             return Err(AuthError::Revoked);
         }
+        if record.disabled_at.is_some() {
+            return Err(AuthError::Disabled);
+        }
         if record.expires_at.is_some_and(|e| e <= now) {
             return Err(AuthError::Expired);
         }
@@ -100,6 +103,7 @@ impl ApiKeys {
             scopes,
             rate_limit: None,
             charged: None,
+            credits: None,
             issuer: self.id(),
             kind: super::CredentialKind::ApiKey,
             subject: None,
@@ -120,6 +124,7 @@ impl ApiKeys {
         Ok(Operation {
             class: Some((index, class.to_owned())),
             requirement: None,
+            cost: 1,
             catalog: Some(Arc::clone(&self.inner.catalog)),
         })
     }
@@ -136,6 +141,7 @@ impl ApiKeys {
                 .class_for_method(method)
                 .and_then(|i| Some((i, policy.get(i)?.name().to_owned()))),
             requirement: None,
+            cost: 1,
             catalog: Some(Arc::clone(&self.inner.catalog)),
         }
     }
@@ -175,6 +181,14 @@ impl ApiKeys {
             }
             principal.rate_limit = Some(decision);
             principal.charged = Some(*index);
+        }
+        // Credits last: only a request that passed every other check spends
+        // (one store write), and only once per request.
+        if operation.cost > 0
+            && principal.entry.record().credits.is_some()
+            && principal.credits.is_none()
+        {
+            principal.credits = self.spend_credits(&principal, operation.cost).await?;
         }
         Ok(principal)
     }

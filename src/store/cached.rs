@@ -31,8 +31,8 @@ use parking_lot::{Mutex, RwLock};
 use time::OffsetDateTime;
 
 use super::{
-    AccountId, AccountRecord, KeyEntry, KeyId, KeyRecord, KeyStore, ListQuery, OldKey,
-    SecretAgeQuery, StoreError,
+    AccountId, AccountRecord, KeyChange, KeyEntry, KeyId, KeyRecord, KeyStore, ListQuery, OldKey,
+    SecretAgeQuery, Spend, StoreError,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::hash::SecretHash;
@@ -692,6 +692,9 @@ fn same_but_last_used(a: &KeyRecord, b: &KeyRecord) -> bool {
         && a.secret_set_at == b.secret_set_at
         && a.replaced_by == b.replaced_by
         && a.lineage == b.lineage
+        && a.disabled_at == b.disabled_at
+        && a.metadata == b.metadata
+        && a.credits == b.credits
 }
 
 /// Invalidates what a write through the cache touches when it is dropped:
@@ -811,6 +814,23 @@ impl KeyStore for CachedStore {
         guard.finish(result)
     }
 
+    async fn update_key(&self, id: &KeyId, change: &KeyChange) -> Result<KeyRecord, StoreError> {
+        let guard = Invalidation::new(&self.shared, Vec::new(), vec![id]);
+        let result = self.shared.inner.update_key(id, change).await;
+        guard.finish(result)
+    }
+
+    async fn spend_credits(
+        &self,
+        id: &KeyId,
+        cost: u64,
+        now: OffsetDateTime,
+    ) -> Result<Spend, StoreError> {
+        // Credits live in the store only: a cached entry never answers for
+        // them, and spending evicts nothing.
+        self.shared.inner.spend_credits(id, cost, now).await
+    }
+
     async fn rotate_key(
         &self,
         old: &KeyId,
@@ -891,6 +911,9 @@ mod tests {
             revoked_at: None,
             replaced_by: None,
             lineage: None,
+            disabled_at: None,
+            metadata: Default::default(),
+            credits: None,
         };
         let used = KeyRecord {
             last_used_at: Some(OffsetDateTime::UNIX_EPOCH),

@@ -10,8 +10,8 @@ use parking_lot::RwLock;
 use time::OffsetDateTime;
 
 use super::{
-    AccountId, AccountRecord, KeyEntry, KeyId, KeyRecord, KeyStore, ListQuery, OldKey,
-    SecretAgeQuery, StoreError,
+    AccountId, AccountRecord, KeyChange, KeyEntry, KeyId, KeyRecord, KeyStore, ListQuery, OldKey,
+    SecretAgeQuery, Spend, StoreError,
 };
 use crate::hash::SecretHash;
 
@@ -306,6 +306,44 @@ impl KeyStore for MemoryStore {
         found.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         found.truncate(query.limit);
         Ok(found)
+    }
+
+    async fn update_key(&self, id: &KeyId, change: &KeyChange) -> Result<KeyRecord, StoreError> {
+        let mut inner = self.inner.write();
+        inner.update(id, |r| {
+            if r.revoked_at.is_some() {
+                return Err(StoreError::Revoked);
+            }
+            change.apply(r);
+            Ok(())
+        })?;
+        let entry = inner.by_id.get(id).ok_or(StoreError::NotFound)?;
+        Ok(entry.snapshot())
+    }
+
+    async fn spend_credits(
+        &self,
+        id: &KeyId,
+        cost: u64,
+        now: OffsetDateTime,
+    ) -> Result<Spend, StoreError> {
+        // Under the write lock: the read, the refill and the spend are one
+        // step, however many tasks spend at once.
+        let mut inner = self.inner.write();
+        let entry = inner.by_id.get(id).ok_or(StoreError::NotFound)?;
+        let Some(mut credits) = entry.record().credits else {
+            return Ok(Spend::Unlimited);
+        };
+        match credits.spend(cost, now) {
+            Ok(remaining) => {
+                inner.update(id, |r| {
+                    r.credits = Some(credits);
+                    Ok(())
+                })?;
+                Ok(Spend::Spent { remaining })
+            }
+            Err(next_refill) => Ok(Spend::Exhausted { next_refill }),
+        }
     }
 
     async fn rotate_key(

@@ -36,7 +36,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::credits::Credits;
 use crate::hash::SecretHash;
+use crate::metadata::Metadata;
+use crate::ratelimit::Quota;
 
 /// What a store operation can fail with.
 ///
@@ -259,6 +262,143 @@ pub enum OldKey {
     ExpireAt(OffsetDateTime),
 }
 
+/// Changes to a stored key's mutable fields, for [`KeyStore::update_key`].
+/// A `None` field is left as it is. The secret, lookup id, account, format
+/// and history (created, revoked, rotated) never change through it.
+///
+/// ```
+/// use keygate::store::KeyChange;
+/// let rename = KeyChange::default().with_name("CI (old)");
+/// assert_eq!(rename.name.as_deref(), Some("CI (old)"));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KeyChange {
+    /// A new name.
+    pub name: Option<String>,
+    /// New metadata (replaces the whole object).
+    pub metadata: Option<Metadata>,
+    /// A new expiry; `Some(None)` removes it.
+    pub expires_at: Option<Option<OffsetDateTime>>,
+    /// New per-class rate-limit overrides (replace all of them).
+    pub rate_limits: Option<Vec<(String, Quota)>>,
+    /// A new grant: bundle and scopes (replace both).
+    pub grant: Option<(Option<String>, Vec<String>)>,
+    /// `Some(Some(at))` disables the key (a key already disabled keeps its
+    /// first time); `Some(None)` enables it.
+    pub disabled: Option<Option<OffsetDateTime>>,
+    /// New credits (remaining and refill); `Some(None)` removes the usage
+    /// limit.
+    pub credits: Option<Option<Credits>>,
+}
+
+impl KeyChange {
+    /// Sets [`name`](Self::name).
+    #[must_use]
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Sets [`metadata`](Self::metadata).
+    #[must_use]
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = Some(metadata);
+        self
+    }
+
+    /// Sets [`expires_at`](Self::expires_at).
+    #[must_use]
+    pub fn with_expires_at(mut self, expires_at: Option<OffsetDateTime>) -> Self {
+        self.expires_at = Some(expires_at);
+        self
+    }
+
+    /// Sets [`rate_limits`](Self::rate_limits).
+    #[must_use]
+    pub fn with_rate_limits(mut self, rate_limits: Vec<(String, Quota)>) -> Self {
+        self.rate_limits = Some(rate_limits);
+        self
+    }
+
+    /// Sets [`grant`](Self::grant).
+    #[must_use]
+    pub fn with_grant(mut self, bundle: Option<String>, scopes: Vec<String>) -> Self {
+        self.grant = Some((bundle, scopes));
+        self
+    }
+
+    /// Sets [`disabled`](Self::disabled): disabled since `at`, or enabled
+    /// with `None`.
+    #[must_use]
+    pub fn with_disabled(mut self, at: Option<OffsetDateTime>) -> Self {
+        self.disabled = Some(at);
+        self
+    }
+
+    /// Sets [`credits`](Self::credits).
+    #[must_use]
+    pub fn with_credits(mut self, credits: Option<Credits>) -> Self {
+        self.credits = Some(credits);
+        self
+    }
+
+    /// True when the change changes nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Applies the change to a record (what every store does under its
+    /// row lock).
+    pub fn apply(&self, record: &mut KeyRecord) {
+        if let Some(name) = &self.name {
+            record.name.clone_from(name);
+        }
+        if let Some(metadata) = &self.metadata {
+            record.metadata = metadata.clone();
+        }
+        if let Some(expires_at) = self.expires_at {
+            record.expires_at = expires_at;
+        }
+        if let Some(limits) = &self.rate_limits {
+            record.rate_limits.clone_from(limits);
+        }
+        if let Some((bundle, scopes)) = &self.grant {
+            record.bundle.clone_from(bundle);
+            record.scopes.clone_from(scopes);
+        }
+        match self.disabled {
+            Some(Some(at)) => {
+                record.disabled_at.get_or_insert(at);
+            }
+            Some(None) => record.disabled_at = None,
+            None => {}
+        }
+        if let Some(credits) = self.credits {
+            record.credits = credits;
+        }
+    }
+}
+
+/// What [`KeyStore::spend_credits`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Spend {
+    /// The cost was spent; this many credits remain.
+    Spent {
+        /// Credits left after the spend.
+        remaining: u64,
+    },
+    /// Too few credits remain; nothing was spent.
+    Exhausted {
+        /// When the next refill that would allow the spend lands; `None`
+        /// when no refill ever will.
+        next_refill: Option<OffsetDateTime>,
+    },
+    /// The key has no usage limit.
+    Unlimited,
+}
+
 /// The storage seam. Every backend passes the same conformance suite.
 ///
 /// Implementations must make [`insert_key`](Self::insert_key)'s limit check and
@@ -344,6 +484,26 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
             "this store cannot list keys by secret age",
         )))
     }
+
+    /// Applies `change` to a key atomically (under the key's row lock, so
+    /// concurrent updates never lose one another's fields) and returns the
+    /// updated record. Fails with [`StoreError::NotFound`] for an unknown key
+    /// and [`StoreError::Revoked`] for a revoked one. Like revocation, the
+    /// change reaches every instance's cache (the Postgres store notifies the
+    /// key's lookup id).
+    async fn update_key(&self, id: &KeyId, change: &KeyChange) -> Result<KeyRecord, StoreError>;
+
+    /// Spends `cost` of a key's credits at `now`, refilling them first when
+    /// a refill is due ([`Credits::spend`] is the rule), as one atomic step:
+    /// N concurrent spends against k credits succeed exactly k times, on one
+    /// instance or many. Never read-modify-write outside the database's own
+    /// statement. [`StoreError::NotFound`] for an unknown key.
+    async fn spend_credits(
+        &self,
+        id: &KeyId,
+        cost: u64,
+        now: OffsetDateTime,
+    ) -> Result<Spend, StoreError>;
 
     /// Inserts `new`, records it as `old`'s successor and revokes or schedules
     /// the expiry of `old`, atomically. The account's key limit is not
@@ -442,6 +602,19 @@ impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
         query: &SecretAgeQuery,
     ) -> Result<Vec<KeyRecord>, StoreError> {
         (**self).list_stale_secrets(query).await
+    }
+
+    async fn update_key(&self, id: &KeyId, change: &KeyChange) -> Result<KeyRecord, StoreError> {
+        (**self).update_key(id, change).await
+    }
+
+    async fn spend_credits(
+        &self,
+        id: &KeyId,
+        cost: u64,
+        now: OffsetDateTime,
+    ) -> Result<Spend, StoreError> {
+        (**self).spend_credits(id, cost, now).await
     }
 
     async fn rotate_key(

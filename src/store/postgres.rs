@@ -12,8 +12,8 @@ use time::OffsetDateTime;
 
 use super::sql::{self, AccountRow, Encoded, KeyRow};
 use super::{
-    to_millis, AccountId, AccountRecord, KeyEntry, KeyId, KeyRecord, KeyStore, ListQuery, OldKey,
-    SecretAgeQuery, StoreError,
+    to_millis, AccountId, AccountRecord, KeyChange, KeyEntry, KeyId, KeyRecord, KeyStore,
+    ListQuery, OldKey, SecretAgeQuery, Spend, StoreError,
 };
 use crate::hash::SecretHash;
 
@@ -23,7 +23,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres")
 const KEY_COLUMNS: &str = "id, account, name, format, lookup, hash, hash_version, bundle, \
      scopes::text AS scopes, rate_limits::text AS rate_limits, \
      created_at, COALESCE(secret_set_at, created_at) AS secret_set_at, \
-     expires_at, last_used_at, revoked_at, replaced_by, lineage";
+     expires_at, last_used_at, revoked_at, replaced_by, lineage, disabled_at, \
+     metadata, credits_remaining, credits_refill_amount, credits_refill_interval_ms, \
+     credits_refilled_at";
 
 /// How long a call waits for a pooled connection before the store reports
 /// itself unavailable (verify then answers 503).
@@ -272,9 +274,11 @@ fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded, channel: &'q str) -> Query
     sqlx::query(concat!(
         "WITH inserted AS (INSERT INTO api_keys (id, account, name, format, lookup, hash, \
          hash_version, bundle, scopes, rate_limits, created_at, expires_at, last_used_at, \
-         revoked_at, replaced_by, lineage, secret_set_at) \
+         revoked_at, replaced_by, lineage, secret_set_at, disabled_at, metadata, \
+         credits_remaining, credits_refill_amount, credits_refill_interval_ms, \
+         credits_refilled_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13, $14, $16, \
-         $17, $18) \
+         $17, $18, $19, $20, $21, $22, $23, $24) \
          RETURNING id, lookup) \
          SELECT pg_notify($15, ",
         change!(),
@@ -298,6 +302,12 @@ fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded, channel: &'q str) -> Query
     .bind(r.replaced_by.as_ref().map(KeyId::as_str))
     .bind(r.lineage.as_ref().map(KeyId::as_str))
     .bind(e.secret_set_at)
+    .bind(e.disabled_at)
+    .bind(e.metadata.as_str())
+    .bind(e.credits.remaining)
+    .bind(e.credits.refill_amount)
+    .bind(e.credits.refill_interval_ms)
+    .bind(e.credits.refilled_at)
 }
 
 /// Starts a transaction at READ COMMITTED whatever the database's default
@@ -370,15 +380,21 @@ async fn bulk_insert(
     sqlx::query(concat!(
         "WITH inserted AS (INSERT INTO api_keys (id, account, name, format, lookup, hash, \
          hash_version, bundle, scopes, rate_limits, created_at, expires_at, last_used_at, \
-         revoked_at, replaced_by, lineage, secret_set_at) \
+         revoked_at, replaced_by, lineage, secret_set_at, disabled_at, metadata, \
+         credits_remaining, credits_refill_amount, credits_refill_interval_ms, \
+         credits_refilled_at) \
          SELECT id, account, name, format, lookup, hash, hash_version, bundle, \
          scopes::jsonb, rate_limits::jsonb, created_at, expires_at, last_used_at, revoked_at, \
-         replaced_by, lineage, secret_set_at \
+         replaced_by, lineage, secret_set_at, disabled_at, metadata, credits_remaining, \
+         credits_refill_amount, credits_refill_interval_ms, credits_refilled_at \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], \
          $7::bigint[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], \
-         $13::bigint[], $14::bigint[], $16::text[], $17::text[], $18::bigint[]) AS t(id, account, \
-         name, format, lookup, hash, hash_version, bundle, scopes, rate_limits, created_at, \
-         expires_at, last_used_at, revoked_at, replaced_by, lineage, secret_set_at) \
+         $13::bigint[], $14::bigint[], $16::text[], $17::text[], $18::bigint[], $19::bigint[], \
+         $20::text[], $21::bigint[], $22::bigint[], $23::bigint[], $24::bigint[]) \
+         AS t(id, account, name, format, lookup, hash, hash_version, bundle, scopes, \
+         rate_limits, created_at, expires_at, last_used_at, revoked_at, replaced_by, lineage, \
+         secret_set_at, disabled_at, metadata, credits_remaining, credits_refill_amount, \
+         credits_refill_interval_ms, credits_refilled_at) \
          RETURNING id, lookup) \
          SELECT pg_notify($15, ",
         change!(),
@@ -432,6 +448,17 @@ async fn bulk_insert(
             .collect::<Vec<_>>(),
     )
     .bind(encoded.iter().map(|e| e.secret_set_at).collect::<Vec<_>>())
+    .bind(millis(|e| e.disabled_at))
+    .bind(
+        encoded
+            .iter()
+            .map(|e| e.metadata.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(millis(|e| e.credits.remaining))
+    .bind(millis(|e| e.credits.refill_amount))
+    .bind(millis(|e| e.credits.refill_interval_ms))
+    .bind(millis(|e| e.credits.refilled_at))
     .execute(conn)
     .await
     .map_err(sql::map_err)?;
@@ -657,6 +684,86 @@ impl KeyStore for PostgresStore {
         .into_iter()
         .map(KeyRow::into_record)
         .collect()
+    }
+
+    async fn update_key(&self, id: &KeyId, change: &KeyChange) -> Result<KeyRecord, StoreError> {
+        // The row lock makes read, change and write one step: a concurrent
+        // update of the same key waits and then sees this one.
+        let mut tx = begin(&self.pool).await?;
+        let row = sqlx::query_as::<_, KeyRow>(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 FOR UPDATE"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(sql::map_err)?;
+        let mut record = row.ok_or(StoreError::NotFound)?.into_record()?;
+        if record.revoked_at.is_some() {
+            return Err(StoreError::Revoked);
+        }
+        change.apply(&mut record);
+        let e = Encoded::new(&record)?;
+        // One statement: the update and its notification commit together.
+        sqlx::query(concat!(
+            "WITH updated AS (UPDATE api_keys SET name = $1, bundle = $2, scopes = $3::jsonb, \
+             rate_limits = $4::jsonb, expires_at = $5, disabled_at = $6, metadata = $7, \
+             credits_remaining = $10, credits_refill_amount = $11, \
+             credits_refill_interval_ms = $12, credits_refilled_at = $13 \
+             WHERE id = $8 RETURNING id, lookup) \
+             SELECT pg_notify($9, ",
+            change!(),
+            ") FROM updated"
+        ))
+        .bind(record.name.as_str())
+        .bind(record.bundle.as_deref())
+        .bind(e.scopes.as_str())
+        .bind(e.rate_limits.as_str())
+        .bind(e.expires_at)
+        .bind(e.disabled_at)
+        .bind(e.metadata.as_str())
+        .bind(id.as_str())
+        .bind(&*self.channel)
+        .bind(e.credits.remaining)
+        .bind(e.credits.refill_amount)
+        .bind(e.credits.refill_interval_ms)
+        .bind(e.credits.refilled_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql::map_err)?;
+        tx.commit().await.map_err(sql::map_err)?;
+        Ok(record)
+    }
+
+    async fn spend_credits(
+        &self,
+        id: &KeyId,
+        cost: u64,
+        now: OffsetDateTime,
+    ) -> Result<Spend, StoreError> {
+        // One statement at READ COMMITTED whatever the default: a concurrent
+        // spend on the same row waits for this one and re-checks the
+        // condition on the row it left, so no spend is lost or doubled (and
+        // none fails to serialize).
+        let mut tx = begin(&self.pool).await?;
+        let spent: Option<i64> = sqlx::query_scalar(sql::SPEND_CREDITS)
+            .bind(id.as_str())
+            .bind(to_millis(now))
+            .bind(i64::try_from(cost).unwrap_or(i64::MAX))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(sql::map_err)?;
+        tx.commit().await.map_err(sql::map_err)?;
+        if let Some(remaining) = spent {
+            return Ok(Spend::Spent {
+                remaining: u64::try_from(remaining).unwrap_or(0),
+            });
+        }
+        let columns = sqlx::query_as::<_, sql::CreditColumns>(sql::READ_CREDITS)
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql::map_err)?;
+        sql::refused_spend(columns, id, cost, now)
     }
 
     async fn rotate_key(

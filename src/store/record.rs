@@ -7,7 +7,9 @@ use std::sync::{Arc, OnceLock};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::credits::Credits;
 use crate::hash::SecretHash;
+use crate::metadata::Metadata;
 use crate::ratelimit::{KeyBuckets, Quota};
 use crate::scope::ScopeSet;
 
@@ -278,6 +280,16 @@ pub struct KeyRecord {
     /// rotation; `None` for a key created or imported. Rate-limit state
     /// belongs to the chain, so a rotation never refills a bucket.
     pub lineage: Option<KeyId>,
+    /// When the key was disabled; a disabled key fails verify with
+    /// [`AuthError::Disabled`](crate::AuthError::Disabled) until it is
+    /// enabled again. Unlike revocation, this is reversible.
+    pub disabled_at: Option<OffsetDateTime>,
+    /// The application's JSON object for this key.
+    pub metadata: Metadata,
+    /// The key's usage credits; `None` for a key without a usage limit.
+    /// Spent through [`KeyStore::spend_credits`](super::KeyStore::spend_credits),
+    /// so in a cached record `remaining` may be stale.
+    pub credits: Option<Credits>,
 }
 
 impl KeyRecord {

@@ -8,9 +8,12 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::{
-    from_millis, to_millis, AccountId, AccountRecord, Cause, KeyEntry, KeyId, KeyRecord, StoreError,
+    from_millis, to_millis, AccountId, AccountRecord, Cause, KeyEntry, KeyId, KeyRecord, Spend,
+    StoreError,
 };
+use crate::credits::{Credits, Refill};
 use crate::hash::SecretHash;
+use crate::metadata::Metadata;
 use crate::ratelimit::Quota;
 
 /// One `api_keys` row as the database returns it.
@@ -35,6 +38,12 @@ pub(crate) struct KeyRow {
     revoked_at: Option<i64>,
     replaced_by: Option<String>,
     lineage: Option<String>,
+    disabled_at: Option<i64>,
+    metadata: String,
+    credits_remaining: Option<i64>,
+    credits_refill_amount: Option<i64>,
+    credits_refill_interval_ms: Option<i64>,
+    credits_refilled_at: Option<i64>,
 }
 
 impl KeyRow {
@@ -59,7 +68,20 @@ impl KeyRow {
             None => Ok(None),
             Some(ms) => from_millis(ms).map(Some).ok_or_else(|| corrupt(what)),
         };
+        let metadata = Metadata::from_json(&self.metadata)
+            .map_err(|e| StoreError::Corrupt(Cause::new(message("metadata")).with_source(e)))?;
+        let credits = CreditColumns {
+            remaining: self.credits_remaining,
+            refill_amount: self.credits_refill_amount,
+            refill_interval_ms: self.credits_refill_interval_ms,
+            refilled_at: self.credits_refilled_at,
+        }
+        .decode()
+        .ok_or_else(|| corrupt("credits"))?;
         Ok(KeyRecord {
+            credits,
+            disabled_at: time(self.disabled_at, "disabled_at")?,
+            metadata,
             expires_at: time(self.expires_at, "expires_at")?,
             last_used_at: time(self.last_used_at, "last_used_at")?,
             revoked_at: time(self.revoked_at, "revoked_at")?,
@@ -122,6 +144,9 @@ pub(crate) struct Encoded {
     pub(crate) expires_at: Option<i64>,
     pub(crate) last_used_at: Option<i64>,
     pub(crate) revoked_at: Option<i64>,
+    pub(crate) disabled_at: Option<i64>,
+    pub(crate) metadata: String,
+    pub(crate) credits: CreditColumns,
 }
 
 impl Encoded {
@@ -146,8 +171,110 @@ impl Encoded {
             expires_at: r.expires_at.map(to_millis),
             last_used_at: r.last_used_at.map(to_millis),
             revoked_at: r.revoked_at.map(to_millis),
+            disabled_at: r.disabled_at.map(to_millis),
+            metadata: r.metadata.to_json(),
+            credits: CreditColumns::encode(r.credits.as_ref()),
         })
     }
+}
+
+/// A key's credits as its four nullable columns.
+#[derive(sqlx::FromRow, Debug, Clone, Copy, Default)]
+pub(crate) struct CreditColumns {
+    #[sqlx(rename = "credits_remaining")]
+    pub(crate) remaining: Option<i64>,
+    #[sqlx(rename = "credits_refill_amount")]
+    pub(crate) refill_amount: Option<i64>,
+    #[sqlx(rename = "credits_refill_interval_ms")]
+    pub(crate) refill_interval_ms: Option<i64>,
+    #[sqlx(rename = "credits_refilled_at")]
+    pub(crate) refilled_at: Option<i64>,
+}
+
+/// Counts beyond `i64::MAX` are stored as `i64::MAX` (never reached in practice).
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl CreditColumns {
+    pub(crate) fn encode(credits: Option<&Credits>) -> Self {
+        let Some(c) = credits else {
+            return Self::default();
+        };
+        Self {
+            remaining: Some(count(c.remaining)),
+            refill_amount: c.refill.map(|r| count(r.amount)),
+            refill_interval_ms: c.refill.map(|r| count(r.interval_ms)),
+            refilled_at: Some(to_millis(c.refilled_at)),
+        }
+    }
+
+    /// The credits, `Some(None)` when there is no usage limit, `None` when
+    /// the columns do not make sense together.
+    pub(crate) fn decode(self) -> Option<Option<Credits>> {
+        let Some(remaining) = self.remaining else {
+            return Some(None);
+        };
+        let refill = match (self.refill_amount, self.refill_interval_ms) {
+            (None, None) => None,
+            (Some(amount), Some(interval)) if interval > 0 => Some(Refill {
+                amount: u64::try_from(amount).ok()?,
+                interval_ms: u64::try_from(interval).ok()?,
+            }),
+            _ => return None,
+        };
+        Some(Some(Credits {
+            remaining: u64::try_from(remaining).ok()?,
+            refill,
+            refilled_at: from_millis(self.refilled_at?)?,
+        }))
+    }
+}
+
+/// The spend of [`KeyStore::spend_credits`](super::KeyStore::spend_credits)
+/// as one conditional statement, in PostgreSQL's placeholders (`$1` the key
+/// id, `$2` now in milliseconds, `$3` the cost); SQLite takes the same text
+/// with `?` for `$`. Every right-hand side reads the row as it was before
+/// the statement, and the database applies concurrent statements to a row
+/// one after another, re-checking the condition each time: exactly as many
+/// spends succeed as the credits allow, with no read-modify-write.
+pub(crate) const SPEND_CREDITS: &str = "UPDATE api_keys SET \
+     credits_remaining = (CASE WHEN credits_refill_interval_ms IS NOT NULL \
+       AND $2 - credits_refilled_at >= credits_refill_interval_ms \
+       THEN credits_refill_amount ELSE credits_remaining END) - $3, \
+     credits_refilled_at = CASE WHEN credits_refill_interval_ms IS NOT NULL \
+       AND $2 - credits_refilled_at >= credits_refill_interval_ms \
+       THEN credits_refilled_at + (($2 - credits_refilled_at) / credits_refill_interval_ms) \
+         * credits_refill_interval_ms \
+       ELSE credits_refilled_at END \
+     WHERE id = $1 AND credits_remaining IS NOT NULL \
+       AND (CASE WHEN credits_refill_interval_ms IS NOT NULL \
+         AND $2 - credits_refilled_at >= credits_refill_interval_ms \
+         THEN credits_refill_amount ELSE credits_remaining END) >= $3 \
+     RETURNING credits_remaining";
+
+/// Reads a key's credits after a refused spend, to say why.
+pub(crate) const READ_CREDITS: &str = "SELECT credits_remaining, credits_refill_amount, \
+     credits_refill_interval_ms, credits_refilled_at FROM api_keys WHERE id = $1";
+
+/// What a refused spend means, from the key's credit columns (`None` when
+/// the key does not exist).
+pub(crate) fn refused_spend(
+    columns: Option<CreditColumns>,
+    id: &KeyId,
+    cost: u64,
+    now: OffsetDateTime,
+) -> Result<Spend, StoreError> {
+    let columns = columns.ok_or(StoreError::NotFound)?;
+    let credits = columns
+        .decode()
+        .ok_or_else(|| StoreError::Corrupt(format!("key {id}: credits").into()))?;
+    Ok(match credits {
+        None => Spend::Unlimited,
+        Some(c) => Spend::Exhausted {
+            next_refill: c.at(now).next_refill_for(cost),
+        },
+    })
 }
 
 /// Collapses a last-used batch to one time per key (the latest), sorted by id

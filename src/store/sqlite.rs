@@ -16,8 +16,8 @@ use time::OffsetDateTime;
 
 use super::sql::{self, AccountRow, Encoded, KeyRow};
 use super::{
-    to_millis, AccountId, AccountRecord, KeyEntry, KeyId, KeyRecord, KeyStore, ListQuery, OldKey,
-    SecretAgeQuery, StoreError,
+    to_millis, AccountId, AccountRecord, KeyChange, KeyEntry, KeyId, KeyRecord, KeyStore,
+    ListQuery, OldKey, SecretAgeQuery, Spend, StoreError,
 };
 use crate::hash::SecretHash;
 
@@ -26,7 +26,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 /// The key columns, in the order [`KeyRow`] reads them.
 const KEY_COLUMNS: &str = "id, account, name, format, lookup, hash, hash_version, bundle, \
      scopes, rate_limits, created_at, COALESCE(secret_set_at, created_at) AS secret_set_at, \
-     expires_at, last_used_at, revoked_at, replaced_by, lineage";
+     expires_at, last_used_at, revoked_at, replaced_by, lineage, \
+     disabled_at, metadata, credits_remaining, credits_refill_amount, \
+     credits_refill_interval_ms, credits_refilled_at";
 
 /// How long a writer waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -225,8 +227,9 @@ fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded) -> Query<'q> {
     sqlx::query(
         "INSERT INTO api_keys (id, account, name, format, lookup, hash, hash_version, bundle, \
          scopes, rate_limits, created_at, expires_at, last_used_at, revoked_at, replaced_by, \
-         lineage, secret_set_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         lineage, secret_set_at, disabled_at, metadata, credits_remaining, credits_refill_amount, \
+         credits_refill_interval_ms, credits_refilled_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(r.id.as_str())
     .bind(r.account.as_str())
@@ -245,6 +248,12 @@ fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded) -> Query<'q> {
     .bind(r.replaced_by.as_ref().map(KeyId::as_str))
     .bind(r.lineage.as_ref().map(KeyId::as_str))
     .bind(e.secret_set_at)
+    .bind(e.disabled_at)
+    .bind(e.metadata.as_str())
+    .bind(e.credits.remaining)
+    .bind(e.credits.refill_amount)
+    .bind(e.credits.refill_interval_ms)
+    .bind(e.credits.refilled_at)
 }
 
 /// Registers a top-level account on first use; a sub-account must exist.
@@ -475,6 +484,76 @@ impl KeyStore for SqliteStore {
             .into_iter()
             .map(KeyRow::into_record)
             .collect()
+    }
+
+    async fn update_key(&self, id: &KeyId, change: &KeyChange) -> Result<KeyRecord, StoreError> {
+        // The write lock from the first statement makes read, change and
+        // write one step: a concurrent update waits and then sees this one.
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query_as::<_, KeyRow>(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(sql::map_err)?;
+        let mut record = row.ok_or(StoreError::NotFound)?.into_record()?;
+        if record.revoked_at.is_some() {
+            return Err(StoreError::Revoked);
+        }
+        change.apply(&mut record);
+        let e = Encoded::new(&record)?;
+        sqlx::query(
+            "UPDATE api_keys SET name = ?, bundle = ?, scopes = ?, rate_limits = ?, \
+             expires_at = ?, disabled_at = ?, metadata = ?, credits_remaining = ?, \
+             credits_refill_amount = ?, credits_refill_interval_ms = ?, credits_refilled_at = ? \
+             WHERE id = ?",
+        )
+        .bind(record.name.as_str())
+        .bind(record.bundle.as_deref())
+        .bind(e.scopes.as_str())
+        .bind(e.rate_limits.as_str())
+        .bind(e.expires_at)
+        .bind(e.disabled_at)
+        .bind(e.metadata.as_str())
+        .bind(e.credits.remaining)
+        .bind(e.credits.refill_amount)
+        .bind(e.credits.refill_interval_ms)
+        .bind(e.credits.refilled_at)
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(sql::map_err)?;
+        tx.commit().await.map_err(sql::map_err)?;
+        Ok(record)
+    }
+
+    async fn spend_credits(
+        &self,
+        id: &KeyId,
+        cost: u64,
+        now: OffsetDateTime,
+    ) -> Result<Spend, StoreError> {
+        let now_ms = to_millis(now);
+        let cost_i = i64::try_from(cost).unwrap_or(i64::MAX);
+        let spent: Option<i64> = sqlx::query_scalar(&sql::SPEND_CREDITS.replace('$', "?"))
+            .bind(id.as_str())
+            .bind(now_ms)
+            .bind(cost_i)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql::map_err)?;
+        if let Some(remaining) = spent {
+            return Ok(Spend::Spent {
+                remaining: u64::try_from(remaining).unwrap_or(0),
+            });
+        }
+        let columns = sqlx::query_as::<_, sql::CreditColumns>(&sql::READ_CREDITS.replace('$', "?"))
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql::map_err)?;
+        sql::refused_spend(columns, id, cost, now)
     }
 
     async fn rotate_key(

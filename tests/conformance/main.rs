@@ -5,6 +5,8 @@
 //! `KEYGATE_TEST_POSTGRES_URL`, unless `KEYGATE_REQUIRE_SERVICES=1`.
 
 mod backend;
+mod credits;
+mod lifecycle;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrations;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -119,6 +121,28 @@ mod service {
         service_enforces_the_key_limit,
         service_flush_writes_last_used,
         service_recommends_a_secret_reset_after_90_days,
+    );
+}
+
+mod changes {
+    conformance!(
+        update_changes_only_the_named_fields,
+        disable_is_reversible_and_keeps_the_first_time,
+        concurrent_updates_of_different_fields_all_land,
+        service_disable_and_enable_reach_verify,
+        service_update_changes_a_key_without_reissuing,
+        service_update_refuses_scope_changes_where_the_profile_fixes_them,
+    );
+}
+
+mod usage {
+    conformance!(
+        credits_round_trip_and_change_through_update,
+        concurrent_spends_admit_exactly_the_credits,
+        refill_is_lazy_keeps_its_phase_and_applies_once_under_races,
+        service_verify_for_spends_credits_and_answers_usage_exceeded,
+        service_concurrent_requests_admit_exactly_the_credits,
+        service_a_key_with_credits_grants_no_more_than_it_holds,
     );
 }
 

@@ -14,6 +14,9 @@ use keygate::{
 };
 use time::OffsetDateTime;
 
+pub use crate::credits::*;
+pub use crate::lifecycle::*;
+
 // ----- fixtures -------------------------------------------------------------
 
 pub use crate::support::at;
@@ -55,6 +58,9 @@ fn key(account_id: &str, n: u32) -> KeyRecord {
         revoked_at: None,
         replaced_by: None,
         lineage: None,
+        disabled_at: None,
+        metadata: Default::default(),
+        credits: None,
     }
 }
 
@@ -245,6 +251,9 @@ pub async fn inserted_keys_round_trip_every_field(store: Arc<dyn KeyStore>) {
         revoked_at: None,
         replaced_by: None,
         lineage: None,
+        disabled_at: None,
+        metadata: Default::default(),
+        credits: None,
     };
     let bare = KeyRecord {
         id: KeyId::new("key_bare"),

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use axum::extract::{ConnectInfo, Request};
 use axum::Router;
 use keygate::hash::SecretHash;
-use keygate::store::{AccountRecord, KeyEntry, KeyRecord, ListQuery, OldKey};
+use keygate::store::{AccountRecord, KeyChange, KeyEntry, KeyRecord, ListQuery, OldKey, Spend};
 use keygate::{AccountId, ApiKeys, KeyId, KeyStore, ManualClock, MemoryStore, Profile, StoreError};
 use reqwest::header::HeaderMap;
 use serde_json::Value;
@@ -242,6 +242,20 @@ impl KeyStore for FlakyStore {
     ) -> Result<(), StoreError> {
         self.manage()?;
         self.inner.rotate_key(old, new, old_key).await
+    }
+
+    async fn update_key(&self, id: &KeyId, change: &KeyChange) -> Result<KeyRecord, StoreError> {
+        self.manage()?;
+        self.inner.update_key(id, change).await
+    }
+
+    async fn spend_credits(
+        &self,
+        id: &KeyId,
+        cost: u64,
+        now: OffsetDateTime,
+    ) -> Result<Spend, StoreError> {
+        self.inner.spend_credits(id, cost, now).await
     }
 
     async fn record_last_used(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {

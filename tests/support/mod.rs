@@ -24,7 +24,7 @@ mod counting {
 
     use async_trait::async_trait;
     use keygate::hash::SecretHash;
-    use keygate::store::{AccountRecord, KeyEntry, KeyRecord, ListQuery, OldKey};
+    use keygate::store::{AccountRecord, KeyChange, KeyEntry, KeyRecord, ListQuery, OldKey, Spend};
     use keygate::{AccountId, KeyId, KeyStore, MemoryStore, StoreError};
     use time::OffsetDateTime;
     use tokio::sync::oneshot;
@@ -133,6 +133,23 @@ mod counting {
             old_key: OldKey,
         ) -> Result<(), StoreError> {
             self.store.rotate_key(old, new, old_key).await
+        }
+
+        async fn update_key(
+            &self,
+            id: &KeyId,
+            change: &KeyChange,
+        ) -> Result<KeyRecord, StoreError> {
+            self.store.update_key(id, change).await
+        }
+
+        async fn spend_credits(
+            &self,
+            id: &KeyId,
+            cost: u64,
+            now: OffsetDateTime,
+        ) -> Result<Spend, StoreError> {
+            self.store.spend_credits(id, cost, now).await
         }
 
         async fn record_last_used(

@@ -1,0 +1,179 @@
+//! Changing a key in place over HTTP, on the demo router of
+//! `examples/server_app`: `POST /v1/api-keys/{id}/disable` and `/enable`,
+//! and `PATCH /v1/api-keys/{id}` (name, metadata, expiry, limits), as the
+//! README's curl session shows them.
+#![cfg(feature = "axum")]
+
+mod http_support;
+
+use http_support::{expect_error, json, service, start, Options, Product, Server};
+use keygate::profiles;
+use serde_json::{json, Value};
+
+async fn create(server: &Server, admin: &str, body: Value) -> Value {
+    let response = server
+        .post("/v1/api-keys")
+        .bearer_auth(admin)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    json(response).await
+}
+
+async fn send_as(server: &Server, key: &str) -> reqwest::Response {
+    server
+        .post("/v1/subscribers")
+        .bearer_auth(key)
+        .json(&json!({"email": "ada@example.com"}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn disable_answers_401_disabled_api_key_until_enabled() {
+    let (api, _) = service(profiles::mailjawn());
+    let (server, admin) = start(Product::MailJawn, &api, Options::default()).await;
+    let created = create(&server, &admin, json!({"name": "ci", "bundle": "sdk"})).await;
+    let (id, key) = (
+        created["id"].as_str().unwrap(),
+        created["key"].as_str().unwrap(),
+    );
+    assert_eq!(send_as(&server, key).await.status(), 201);
+
+    let disabled = server
+        .post(&format!("/v1/api-keys/{id}/disable"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(disabled.status(), 200);
+    assert!(json(disabled).await["disabled_at"].is_string());
+    let (headers, _) =
+        expect_error(send_as(&server, key).await, 401, "disabled_api_key", key).await;
+    assert!(headers.contains_key("www-authenticate"));
+
+    let enabled = server
+        .post(&format!("/v1/api-keys/{id}/enable"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(enabled.status(), 200);
+    assert!(json(enabled).await["disabled_at"].is_null());
+    assert_eq!(send_as(&server, key).await.status(), 201);
+
+    // Another tenant's key id is not found.
+    let missing = server
+        .post("/v1/api-keys/key_nope/disable")
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    expect_error(missing, 404, "not_found", "").await;
+}
+
+#[tokio::test]
+async fn patch_changes_name_and_metadata_and_refuses_oversized_metadata() {
+    let (api, _) = service(profiles::mailjawn());
+    let (server, admin) = start(Product::MailJawn, &api, Options::default()).await;
+    let created = create(
+        &server,
+        &admin,
+        json!({"name": "ci", "bundle": "sdk", "metadata": {"team": "infra"}}),
+    )
+    .await;
+    assert_eq!(created["metadata"], json!({"team": "infra"}));
+    let id = created["id"].as_str().unwrap();
+    let patch = |body: Value| {
+        server
+            .client
+            .patch(server.url(&format!("/v1/api-keys/{id}")))
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+    };
+    let updated = patch(json!({"name": "deploy", "metadata": {"team": "platform"}}))
+        .await
+        .unwrap();
+    assert_eq!(updated.status(), 200);
+    let updated = json(updated).await;
+    assert_eq!(updated["name"], "deploy");
+    assert_eq!(updated["metadata"], json!({"team": "platform"}));
+    assert_eq!(updated["id"], created["id"]);
+
+    let big = json!({"metadata": {"note": "x".repeat(5000)}});
+    let (_, message) = expect_error(patch(big).await.unwrap(), 400, "invalid_json", "").await;
+    assert!(message.contains("limit is 4096"), "{message}");
+    let (_, message) =
+        expect_error(patch(json!({})).await.unwrap(), 400, "invalid_request", "").await;
+    assert!(message.contains("names no field"), "{message}");
+}
+
+/// `002_335bf4731ad6bd38.txt`: a MailChannels key's scope "cannot be changed
+/// afterwards": a PATCH naming scopes is a clear 400.
+#[tokio::test]
+async fn mailchannels_refuses_a_patch_that_changes_scopes() {
+    let (api, _) = service(profiles::mailchannels());
+    let (server, admin) = start(Product::MailChannels, &api, Options::default()).await;
+    let created = server
+        .post("/v1/api-keys")
+        .header("x-api-key", &admin)
+        .json(&json!({"name": "sender", "scopes": ["api"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let id = json(created).await["id"].as_str().unwrap().to_owned();
+    let response = server
+        .client
+        .patch(server.url(&format!("/v1/api-keys/{id}")))
+        .header("x-api-key", &admin)
+        .json(&json!({"scopes": ["inbound"]}))
+        .send()
+        .await
+        .unwrap();
+    let (_, message) = expect_error(response, 400, "invalid_request", "").await;
+    assert!(message.contains("fixes a key's scopes"), "{message}");
+}
+
+#[tokio::test]
+async fn credits_show_in_a_header_and_run_out_with_429_usage_exceeded() {
+    let (api, _) = service(profiles::mailjawn());
+    let (server, admin) = start(Product::MailJawn, &api, Options::default()).await;
+    let created = create(
+        &server,
+        &admin,
+        json!({"name": "trial", "bundle": "sdk", "credits":
+               {"remaining": 2, "refill": {"amount": 2, "interval_ms": 86_400_000}}}),
+    )
+    .await;
+    assert_eq!(created["credits"]["remaining"], 2);
+    let key = created["key"].as_str().unwrap();
+    for left in ["1", "0"] {
+        let ok = send_as(&server, key).await;
+        assert_eq!(ok.status(), 201);
+        assert_eq!(ok.headers()["credits-remaining"], left);
+    }
+    let (headers, _) = expect_error(send_as(&server, key).await, 429, "usage_exceeded", key).await;
+    assert_eq!(headers["credits-remaining"], "0");
+    assert_eq!(headers["retry-after"], "86400");
+
+    // PATCH tops the credits up without a new key.
+    let id = created["id"].as_str().unwrap();
+    let patched = server
+        .client
+        .patch(server.url(&format!("/v1/api-keys/{id}")))
+        .bearer_auth(&admin)
+        .json(&json!({"credits": {"remaining": 5}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(patched).await["credits"]["remaining"], 5);
+    assert_eq!(
+        send_as(&server, key).await.headers()["credits-remaining"],
+        "4"
+    );
+}
