@@ -431,3 +431,53 @@ async fn mailkite_api_key_on_the_domains_curl() {
     .await;
     assert_eq!(refused.status, 401);
 }
+
+/// `003_ce8d37cf50e3a0d1.txt`, "Session tokens (dashboard)": the seed's own
+/// login curl (its body verbatim, the password `••••••••` included) and its
+/// domains curl with the token in place of `eyJhbGci…`, after a sign-up
+/// with `{ email, password }` ("it returns a token too"). The answer has the
+/// shape the seed shows: `token` starting `eyJhbGci` and `user` with `id`
+/// (`usr_…`), `email` and `isAdmin: false`.
+#[cfg(feature = "sessions")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mailkite_session_login_and_token_curls_run_verbatim() {
+    const LOGIN: &str = r#"curl https://api.mailkite.dev/api/auth/login \
+-H "Content-Type: application/json" \
+-d '{ "email": "you@example.com", "password": "••••••••" }'"#;
+    const DOMAINS: &str = r#"curl https://api.mailkite.dev/api/domains \
+-H "Authorization: Bearer eyJhbGci…""#;
+    let (api, _) = http_support::mailkite_service();
+    let (server, _) = start(Product::MailKite, &api, Options::default()).await;
+    let signup = server
+        .post("/api/auth/signup")
+        .json(&json!({ "email": "you@example.com", "password": "••••••••" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signup.status(), 201);
+    let signed_up = json(signup).await;
+    assert!(signed_up["token"].as_str().unwrap().starts_with("eyJhbGci"));
+
+    let login = localize(LOGIN, "https://api.mailkite.dev", &server, "localhost");
+    let answer = run(login.clone(), vec![]).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let body = answer.json();
+    let token = body["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("eyJhbGci"), "{token}");
+    assert!(body["user"]["id"].as_str().unwrap().starts_with("usr_"));
+    assert_eq!(body["user"]["email"], "you@example.com");
+    assert_eq!(body["user"]["isAdmin"], false);
+
+    let domains = localize(DOMAINS, "https://api.mailkite.dev", &server, "localhost")
+        .replace("eyJhbGci…", &token);
+    let listed = run(domains.clone(), vec![]).await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert_eq!(listed.json()["data"], json!([]));
+
+    // The seed's login with another password is refused, and so is a
+    // token that is not one.
+    let wrong = run(login.replace("••••••••", "wrong password"), vec![]).await;
+    assert_eq!(wrong.status, 401, "{}", wrong.body);
+    let forged = run(domains.replace(&token, &format!("{token}x")), vec![]).await;
+    assert_eq!(forged.status, 401, "{}", forged.body);
+}

@@ -73,13 +73,14 @@ pub(super) struct HandleBody {
 }
 
 /// A create body: [`CreateKey`]'s JSON, with `default_name` when it names
-/// none and the routes' default scopes when it grants nothing and the
-/// profile has no default bundle. The error is the message of a 400
-/// `invalid_json`.
+/// none and, where `defaults` says so (a sub-account key), the routes'
+/// default scopes when it grants nothing and the profile has no default
+/// bundle. The error is the message of a 400 `invalid_json`.
 fn create_request(
     state: &RouteState,
     mut body: Value,
     default_name: &str,
+    defaults: bool,
 ) -> Result<CreateKey, String> {
     let Some(object) = body.as_object_mut() else {
         return Err("a create request is a JSON object".to_owned());
@@ -90,7 +91,8 @@ fn create_request(
     let request: CreateKey =
         serde_json::from_value(body).map_err(|e| format!("invalid JSON body: {e}"))?;
     let profile = state.api.profile();
-    if !request.has_grant()
+    if defaults
+        && !request.has_grant()
         && profile.default_bundle().is_none()
         && !state.default_scopes.is_empty()
     {
@@ -140,7 +142,7 @@ pub(super) async fn create_key(
     principal: Principal,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, Response> {
-    let request = create_request(&state, body, DEFAULT_NAME).map_err(|m| invalid_json(&m))?;
+    let request = create_request(&state, body, DEFAULT_NAME, false).map_err(|m| invalid_json(&m))?;
     let new = manager(&state, &principal)
         .create(principal.account(), request)
         .await
@@ -238,7 +240,7 @@ pub(super) async fn create_sub_key(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, Response> {
     let sub = sub_account(&principal, &handle).map_err(IntoResponse::into_response)?;
-    let request = create_request(&state, body, DEFAULT_SUB_NAME).map_err(|m| invalid_json(&m))?;
+    let request = create_request(&state, body, DEFAULT_SUB_NAME, true).map_err(|m| invalid_json(&m))?;
     let new = manager(&state, &principal)
         .create(&sub, request)
         .await

@@ -151,10 +151,12 @@ impl ManagementRoutes {
         self
     }
 
-    /// Scopes for a key created through these routes with neither bundle
-    /// nor scopes, when the profile has no default bundle (MailChannels:
-    /// `api`, as a sub-account key created with no body has). Without it
-    /// such a request is 400 `invalid_request`.
+    /// Scopes for a sub-account key created through these routes with
+    /// neither bundle nor scopes, when the profile has no default bundle
+    /// (MailChannels: `api`, as a sub-account key created with no body
+    /// has). Without it, and always for the caller's own keys, such a
+    /// request is 400 `invalid_request`: a key's scope is chosen when it is
+    /// made.
     #[must_use]
     pub fn default_scopes<I, S>(mut self, scopes: I) -> Self
     where
