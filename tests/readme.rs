@@ -569,9 +569,7 @@ impl Learned {
             // A session token shown cut short (`eyJhbGci…`): this run's token
             // starts the same way and is what the shortened form means from
             // here on (the most recent token shown so).
-            (Value::String(s), Value::String(a))
-                if at.ends_with(".token") && s.ends_with('…') =>
-            {
+            (Value::String(s), Value::String(a)) if at.ends_with(".token") && s.ends_with('…') => {
                 let prefix = s.trim_end_matches('…');
                 assert!(a.starts_with(prefix), "{at}: {a} does not start {prefix}");
                 assert!(a.len() > prefix.len(), "{at}: {a} is not cut short");
@@ -645,7 +643,10 @@ async fn readme_curl_sessions_replay_against_the_demo() {
         sessions += 1;
         replay(block, section, &mut session).await;
     }
-    assert!(sessions >= 4, "{sessions} curl sessions found in the README");
+    assert!(
+        sessions >= 4,
+        "{sessions} curl sessions found in the README"
+    );
 }
 
 /// A running demo and what a README session has shown of it so far.
