@@ -161,7 +161,8 @@ async fn credits_show_in_a_header_and_run_out_with_429_usage_exceeded() {
     assert_eq!(headers["credits-remaining"], "0");
     assert_eq!(headers["retry-after"], "86400");
 
-    // PATCH tops the credits up without a new key.
+    // PATCH tops the credits up without a new key; `credits` replaces them
+    // whole, so a body naming no refill leaves none (README, Credits).
     let id = created["id"].as_str().unwrap();
     let patched = server
         .client
@@ -171,7 +172,9 @@ async fn credits_show_in_a_header_and_run_out_with_429_usage_exceeded() {
         .send()
         .await
         .unwrap();
-    assert_eq!(json(patched).await["credits"]["remaining"], 5);
+    let patched = json(patched).await;
+    assert_eq!(patched["credits"]["remaining"], 5);
+    assert!(patched["credits"].get("refill").is_none(), "{patched}");
     assert_eq!(
         send_as(&server, key).await.headers()["credits-remaining"],
         "4"

@@ -1,7 +1,7 @@
 //! The README's claims, under test: each table row is a test named after it
 //! (`readme_<table>_<row>`), reading the row from README.md itself where it
 //! states something checkable (a status, a code, a route), and the README's
-//! curl session is parsed and replayed against the demo router.
+//! curl sessions are parsed and replayed against the demo router.
 //!
 //! Rows checked elsewhere, by tests whose docs cite them: the "Running
 //! several instances" rows on a lost, hung or stopped notification
@@ -12,7 +12,8 @@
     feature = "axum",
     feature = "sqlite",
     feature = "postgres",
-    feature = "redis"
+    feature = "redis",
+    feature = "sessions"
 ))]
 
 mod http_support;
@@ -27,6 +28,7 @@ use axum::Router;
 use http_support::{expect_error, serve, service, start, FlakyStore, Options, Product, Server};
 use keygate::layer::{ApiKeyLayer, MAX_PRESENTED_KEY_LEN};
 use keygate::routes::ManagementRoutes;
+use keygate::session::{SessionKey, Sessions};
 use keygate::{
     profiles, AccountId, Actor, ApiKeys, AuthError, CacheConfig, CachedStore, CreateKey, Error,
     KeyFormat, KeyId, KeyLocation, KeyStore, ListOptions, MalformedReason, ManualClock,
@@ -564,6 +566,15 @@ impl Learned {
                     self.check(s, a, &format!("{at}[{i}]"));
                 }
             }
+            // A session token shown cut short (`eyJhbGci…`): this run's token
+            // starts the same way and is what the shortened form means from
+            // here on (the most recent token shown so).
+            (Value::String(s), Value::String(a)) if at.ends_with(".token") && s.ends_with('…') => {
+                let prefix = s.trim_end_matches('…');
+                assert!(a.starts_with(prefix), "{at}: {a} does not start {prefix}");
+                assert!(a.len() > prefix.len(), "{at}: {a} is not cut short");
+                self.0.insert(s.clone(), a.clone());
+            }
             (Value::String(s), got) if self.0.contains_key(s) => {
                 assert_eq!(got.as_str(), Some(self.0[s].as_str()), "{at}");
             }
@@ -600,66 +611,151 @@ fn shown_json(text: &str) -> Value {
     serde_json::from_str(&cleaned).unwrap_or_else(|e| panic!("README JSON ({e}): {cleaned}"))
 }
 
-/// README, The demo server: every `console` session is replayed step by step
-/// against the demo router. Each curl command is sent as curl sends it
-/// (`-d` as a form body), and its answer must match what the README shows:
-/// the status line, each header shown, and the JSON body (fields the README
-/// elides with `...` are not compared; ids, keys and times vary by run).
+/// README, The demo server, Sessions and Changing keys in place: every
+/// `console` session is replayed step by step against the demo router. A
+/// session starts the demo server (`cargo run --example server … --profile
+/// X`, with sessions for MailKite when its features name `sessions`) and
+/// learns the admin key it prints; a later block of the same `##` section
+/// that starts no server goes on with the same server, variables and
+/// learned values. Each curl command is sent as curl sends it (`-d` as a
+/// form body unless a `Content-Type` is given), and its answer must match
+/// what the README shows: the status line, each header shown, and the JSON
+/// body (fields the README elides with `...` are not compared; ids, keys,
+/// tokens and times vary by run).
 #[tokio::test]
 async fn readme_curl_sessions_replay_against_the_demo() {
-    let mut sessions = 0;
-    for block in README.split("```console\n").skip(1) {
+    let mut replayed: HashMap<&str, usize> = HashMap::new();
+    let mut session: Option<Session> = None;
+    for (at, _) in README.match_indices("```console\n") {
+        let block = &README[at + "```console\n".len()..];
         let block = block.split("```").next().unwrap();
         if !block.contains("$ curl") || block.contains("smtp://") {
             // The SMTP session is replayed by `readme_smtp_curl_session_sends_as_the_account`.
             continue;
         }
-        sessions += 1;
-        replay(block).await;
+        let section = README[..at]
+            .rfind("\n## ")
+            .map(|h| README[h + 1..].lines().next().unwrap())
+            .unwrap_or_default();
+        if session.as_ref().is_some_and(|s| s.section != section) {
+            session = None;
+        }
+        *replayed.entry(section).or_insert(0) += 1;
+        replay(block, section, &mut session).await;
     }
-    assert!(sessions >= 1, "no curl session found in the README");
+    // The demo session, MailKite's sign-in, and the four blocks of changing
+    // keys in place are all replayed (none left as unchecked text).
+    for (section, blocks) in [
+        ("## HTTP with tower and axum", 1),
+        ("## Sessions", 1),
+        ("## Changing keys in place", 4),
+    ] {
+        assert_eq!(
+            replayed.get(section),
+            Some(&blocks),
+            "{section}: {replayed:?}"
+        );
+    }
 }
 
-async fn replay(block: &str) {
-    // Commands (continuation lines joined) and the output each shows.
+/// A running demo and what a README session has shown of it so far.
+struct Session {
+    section: &'static str,
+    server: Server,
+    clock: ManualClock,
+    vars: HashMap<String, String>,
+    learned: Learned,
+}
+
+/// The service the demo server builds for `command` (its `--profile` and
+/// `--features`): MailKite with sessions signs tokens as the demo does
+/// (`EdDSA`, kid `demo-1`), on the replay's manual clock.
+fn demo_service(command: &[String]) -> (Product, ApiKeys, ManualClock) {
+    let flag = |name: &str| {
+        command
+            .iter()
+            .skip_while(|w| *w != name)
+            .nth(1)
+            .map(String::as_str)
+    };
+    let product = Product::parse(flag("--profile").expect("--profile")).unwrap();
+    let with_sessions = flag("--features").is_some_and(|f| f.split(',').any(|f| f == "sessions"));
+    if product != Product::MailKite || !with_sessions {
+        let (api, clock) = service(product.profile());
+        return (product, api, clock);
+    }
+    let clock = ManualClock::new();
+    let sessions = Sessions::builder("keygate-demo", "mailkite-dashboard")
+        .signing_key(SessionKey::generate_ed25519("demo-1").unwrap())
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let api = ApiKeys::builder(product.profile())
+        .clock(clock.clone())
+        .sessions(sessions)
+        .build()
+        .unwrap();
+    (product, api, clock)
+}
+
+/// The block's commands (continuation lines joined, a single-quoted word
+/// spanning lines kept whole) and the output each shows.
+fn steps(block: &str) -> Vec<(String, Vec<&str>)> {
     let mut steps: Vec<(String, Vec<&str>)> = Vec::new();
-    let mut lines = block.lines().peekable();
+    let mut lines = block.lines();
     while let Some(line) = lines.next() {
         if let Some(command) = line.strip_prefix("$ ") {
             let mut command = command.to_owned();
-            while command.ends_with('\\') {
-                command.pop();
-                command.push(' ');
-                command.push_str(lines.next().unwrap().trim());
+            loop {
+                if command.matches('\'').count() % 2 == 1 {
+                    command.push('\n');
+                    command.push_str(lines.next().expect("a closing quote"));
+                } else if command.ends_with('\\') {
+                    command.pop();
+                    command.push(' ');
+                    command.push_str(lines.next().unwrap().trim());
+                } else {
+                    break;
+                }
             }
             steps.push((command, Vec::new()));
         } else if let Some((_, output)) = steps.last_mut() {
             output.push(line);
         }
     }
-    let mut vars = HashMap::new();
-    let mut learned = Learned::default();
-    let mut server: Option<(Server, ManualClock)> = None;
-    for (command, output) in steps {
+    steps
+}
+
+async fn replay(block: &str, section: &'static str, session: &mut Option<Session>) {
+    for (command, output) in steps(block) {
         let output = output.join("\n").trim().to_owned();
         if command.starts_with("cargo run --example server") {
-            let words = shell_words(&command, &vars);
-            let profile = words
-                .iter()
-                .skip_while(|w| *w != "--profile")
-                .nth(1)
-                .unwrap();
-            let product = Product::parse(profile).unwrap();
-            let (api, clock) = service(product.profile());
-            let (s, admin) = start(product, &api, Options::default()).await;
+            let (product, api, clock) = demo_service(&shell_words(&command, &HashMap::new()));
+            let (server, admin) = start(product, &api, Options::default()).await;
             let shown = output
                 .lines()
                 .find_map(|l| l.strip_prefix("admin key: "))
                 .expect("the session shows the admin key");
+            let mut learned = Learned::default();
             learned.learn(shown, &admin);
-            server = Some((s, clock));
+            *session = Some(Session {
+                section,
+                server,
+                clock,
+                vars: HashMap::new(),
+                learned,
+            });
             continue;
         }
+        let Session {
+            server,
+            clock,
+            vars,
+            learned,
+            ..
+        } = session
+            .as_mut()
+            .unwrap_or_else(|| panic!("{section}: the session starts the server first"));
         if let Some((name, value)) = command
             .split_once('=')
             .filter(|(n, _)| n.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
@@ -669,10 +765,9 @@ async fn replay(block: &str) {
             continue;
         }
         assert!(command.starts_with("curl "), "unknown step {command}");
-        let (server, clock) = server.as_ref().expect("the server is started first");
         // A person types commands seconds apart.
         clock.advance(Duration::from_secs(1));
-        let curl = parse_curl(&shell_words(&learned.apply(&command), &vars));
+        let curl = parse_curl(&shell_words(&learned.apply(&command), vars));
         let url = curl.url.replace("localhost:8080", &server.addr.to_string());
         let mut request = server
             .client
@@ -681,9 +776,15 @@ async fn replay(block: &str) {
             request = request.header(name, value);
         }
         if let Some(data) = &curl.data {
-            request = request
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(data.clone());
+            // curl's own content type, unless the command names one.
+            if !curl
+                .headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+            {
+                request = request.header("content-type", "application/x-www-form-urlencoded");
+            }
+            request = request.body(data.clone());
         }
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
@@ -696,7 +797,10 @@ async fn replay(block: &str) {
             assert_eq!(status_in(status_line), status, "{command}: {body}");
             for line in head {
                 let (name, value) = line.split_once(": ").unwrap();
-                assert_eq!(headers[name], value, "{command}: header {name}");
+                let got = headers
+                    .get(name)
+                    .unwrap_or_else(|| panic!("{command}: no header {name}"));
+                assert_eq!(got, value, "{command}: header {name}");
             }
             rest.trim().to_owned()
         } else {
