@@ -142,7 +142,8 @@ pub(super) async fn create_key(
     principal: Principal,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, Response> {
-    let request = create_request(&state, body, DEFAULT_NAME, false).map_err(|m| invalid_json(&m))?;
+    let request =
+        create_request(&state, body, DEFAULT_NAME, false).map_err(|m| invalid_json(&m))?;
     let new = manager(&state, &principal)
         .create(principal.account(), request)
         .await
@@ -240,7 +241,8 @@ pub(super) async fn create_sub_key(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, Response> {
     let sub = sub_account(&principal, &handle).map_err(IntoResponse::into_response)?;
-    let request = create_request(&state, body, DEFAULT_SUB_NAME, true).map_err(|m| invalid_json(&m))?;
+    let request =
+        create_request(&state, body, DEFAULT_SUB_NAME, true).map_err(|m| invalid_json(&m))?;
     let new = manager(&state, &principal)
         .create(&sub, request)
         .await
