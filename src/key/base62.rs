@@ -1,6 +1,5 @@
 //! Base62 alphabet, uniform random strings and the 6-character checksum encoding.
 
-use rand::rngs::OsRng;
 use rand::RngCore;
 
 /// The base62 alphabet in the order used for encoding: digits, upper, lower.
@@ -10,15 +9,28 @@ pub(crate) const ALPHABET: &[u8; 62] =
 /// Bits of entropy carried by one uniformly random base62 character (log2 62).
 pub(crate) const BITS_PER_CHAR: f64 = 5.954_196_310_386_876;
 
-/// Appends `len` uniformly random base62 characters drawn from the OS CSPRNG.
+/// The random source for secrets: rand's `ThreadRng`, a ChaCha12 CSPRNG per
+/// thread, seeded from the OS CSPRNG and reseeded from it every 64 KiB of
+/// output. It is as unpredictable as the OS source without a system call per
+/// key (a key's 32 characters take about 33 of its bytes).
+fn rng() -> rand::rngs::ThreadRng {
+    rand::thread_rng()
+}
+
+/// Appends `len` uniformly random base62 characters drawn from a CSPRNG
+/// seeded by the OS ([`rng`]).
 ///
 /// Bytes >= 248 are rejected so `byte % 62` is unbiased.
 pub(crate) fn push_random(out: &mut String, len: usize) {
+    let mut rng = rng();
     let mut buf = [0u8; 64];
     let mut produced = 0;
     while produced < len {
-        OsRng.fill_bytes(&mut buf);
-        for &b in &buf {
+        // Only as many bytes as are still needed, plus a few for rejections.
+        let want = (len - produced + 4).min(buf.len());
+        let buf = &mut buf[..want];
+        rng.fill_bytes(buf);
+        for &b in buf.iter() {
             if produced == len {
                 break;
             }
@@ -31,13 +43,14 @@ pub(crate) fn push_random(out: &mut String, len: usize) {
     buf.iter_mut().for_each(|b| *b = 0);
 }
 
-/// Appends `len` random lowercase hex characters from the OS CSPRNG.
+/// Appends `len` random lowercase hex characters from the CSPRNG ([`rng`]).
 pub(crate) fn push_random_hex(out: &mut String, len: usize) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut rng = rng();
     let mut buf = [0u8; 32];
     let mut produced = 0;
     while produced < len {
-        OsRng.fill_bytes(&mut buf);
+        rng.fill_bytes(&mut buf);
         for &b in &buf {
             for nibble in [b >> 4, b & 0x0f] {
                 if produced < len {

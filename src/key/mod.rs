@@ -180,7 +180,7 @@ impl KeyFormat {
         }
     }
 
-    /// Generates a new random key in this format from the OS CSPRNG.
+    /// Generates a new random key in this format from a CSPRNG seeded by the OS (rand's `ThreadRng`).
     pub fn generate(&self) -> IssuedKey {
         match self {
             Self::Token(t) => t.generate(),
@@ -302,7 +302,7 @@ impl TokenFormat {
         Ok(())
     }
 
-    /// Generates a new key from the OS CSPRNG.
+    /// Generates a new key from a CSPRNG seeded by the OS (rand's `ThreadRng`).
     pub fn generate(&self) -> IssuedKey {
         let mut s = String::with_capacity(self.token_len());
         s.push_str(&self.prefix);
@@ -414,7 +414,7 @@ impl PairFormat {
         Ok(())
     }
 
-    /// Generates a new public key and secret from the OS CSPRNG.
+    /// Generates a new public key and secret from a CSPRNG seeded by the OS (rand's `ThreadRng`).
     pub fn generate(&self) -> IssuedKey {
         let mut public = String::with_capacity(self.public_len);
         base62::push_random_hex(&mut public, self.public_len);

@@ -239,6 +239,19 @@ impl KeyStore for MemoryStore {
             .unwrap_or_default())
     }
 
+    fn find_now(
+        &self,
+        lookup: &str,
+        accept: &mut dyn FnMut(&KeyEntry) -> bool,
+    ) -> Option<Option<Arc<KeyEntry>>> {
+        let inner = self.inner.read();
+        let found = inner
+            .by_lookup
+            .get(lookup)
+            .and_then(|list| list.iter().find(|e| accept(e)).cloned());
+        Some(found)
+    }
+
     async fn get_key(&self, id: &KeyId) -> Result<Option<Arc<KeyEntry>>, StoreError> {
         Ok(self.inner.read().by_id.get(id).cloned())
     }

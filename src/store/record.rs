@@ -298,6 +298,9 @@ impl KeyRecord {
 /// stamp), so a verify needs no second lookup.
 pub struct KeyEntry {
     record: KeyRecord,
+    /// `record.expires_at` in Unix nanoseconds (saturated), so the verify
+    /// path compares two integers.
+    expires_nanos: Option<i64>,
     last_used_ms: AtomicI64,
     pub(crate) scopes: OnceLock<ScopeSet>,
     pub(crate) buckets: OnceLock<Arc<KeyBuckets>>,
@@ -309,8 +312,16 @@ impl KeyEntry {
     /// Wraps a record with fresh in-process state.
     pub fn new(record: KeyRecord) -> Self {
         let last = record.last_used_at.map_or(NEVER, to_millis);
+        let expires_nanos = record.expires_at.map(|e| {
+            i64::try_from(e.unix_timestamp_nanos()).unwrap_or(if e.year() < 1970 {
+                i64::MIN
+            } else {
+                i64::MAX
+            })
+        });
         Self {
             record,
+            expires_nanos,
             last_used_ms: AtomicI64::new(last),
             scopes: OnceLock::new(),
             buckets: OnceLock::new(),
@@ -350,9 +361,30 @@ impl KeyEntry {
     /// Stamps a use at `now`; returns true when the stamp moved to a new second,
     /// i.e. when it is worth recording in the store.
     pub(crate) fn touch(&self, now: OffsetDateTime) -> bool {
-        let ms = to_millis(now);
+        self.touch_ms(to_millis(now))
+    }
+
+    /// [`touch`](Self::touch) at `now_nanos`, Unix nanoseconds.
+    #[inline]
+    pub(crate) fn touch_at(&self, now_nanos: i64) -> bool {
+        self.touch_ms(now_nanos.div_euclid(1_000_000))
+    }
+
+    #[inline]
+    fn touch_ms(&self, ms: i64) -> bool {
+        // A plain load first: within the same millisecond (most verifies of
+        // a busy key) the shared cache line is only read, never written.
+        if self.last_used_ms.load(Ordering::Relaxed) >= ms {
+            return false;
+        }
         let prev = self.last_used_ms.fetch_max(ms, Ordering::Relaxed);
         prev == NEVER || prev.div_euclid(1000) < ms.div_euclid(1000)
+    }
+
+    /// True when the key has expired at `now_nanos` (Unix nanoseconds).
+    #[inline]
+    pub(crate) fn expired_at(&self, now_nanos: i64) -> bool {
+        self.expires_nanos.is_some_and(|e| e <= now_nanos)
     }
 }
 
@@ -367,6 +399,13 @@ impl fmt::Debug for KeyEntry {
 /// Milliseconds since the Unix epoch, the unit keygate stores times in.
 pub(crate) fn to_millis(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// Unix nanoseconds as a time (the epoch for values out of `time`'s range,
+/// which an `i64` of nanoseconds never is).
+pub(crate) fn from_unix_nanos(nanos: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 /// The inverse of [`to_millis`]; `None` for values outside the supported range.
