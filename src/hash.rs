@@ -247,6 +247,19 @@ fn mac_digest(prepared: &HmacSha256, secret: &str) -> [u8; 32] {
 mod tests {
     use super::*;
 
+    #[test]
+    fn digests_differing_in_any_bit_are_unequal() {
+        let a = [0x5au8; 32];
+        assert!(digests_equal(&a, &a));
+        for byte in 0..32 {
+            for bit in 0..8 {
+                let mut b = a;
+                b[byte] ^= 1 << bit;
+                assert!(!digests_equal(&a, &b), "byte {byte} bit {bit}");
+            }
+        }
+    }
+
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len())
             .step_by(2)

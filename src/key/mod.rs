@@ -329,17 +329,21 @@ impl TokenFormat {
         if !bytes.is_ascii() {
             return Err(MalformedReason::Encoding);
         }
-        if !bytes.starts_with(self.prefix.as_bytes()) {
+        let (prefix, body) = bytes.split_at(self.prefix.len());
+        // Byte by byte: prefixes are a few bytes, shorter than a call to memcmp.
+        if prefix
+            .iter()
+            .zip(self.prefix.as_bytes())
+            .any(|(a, b)| a != b)
+        {
             return Err(MalformedReason::Prefix);
         }
-        let body = &bytes[self.prefix.len()..];
         if !base62::is_base62(body) {
             return Err(MalformedReason::Alphabet);
         }
         if self.checksum {
-            let split = bytes.len() - base62::CHECKSUM_LEN;
-            let expected = base62::checksum(&bytes[..split]);
-            if expected != bytes[split..] {
+            let (data, sum) = bytes.split_at(bytes.len() - base62::CHECKSUM_LEN);
+            if !base62::checksum_matches(data, sum) {
                 return Err(MalformedReason::Checksum);
             }
         }

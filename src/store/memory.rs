@@ -1,7 +1,9 @@
 //! The in-process store: the default backend, for tests, demos and services
 //! that keep keys for the life of the process.
 
-use std::collections::{BTreeSet, HashMap};
+use std::borrow::Borrow;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -37,14 +39,102 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    by_id: HashMap<KeyId, Arc<KeyEntry>>,
-    by_lookup: HashMap<String, Vec<Arc<KeyEntry>>>,
+    by_id: HashSet<ById, Seeded>,
+    by_lookup: HashSet<ByLookup, Seeded>,
     by_account: HashMap<AccountId, BTreeSet<KeyId>>,
     accounts: HashMap<AccountId, AccountRecord>,
     /// Secret digests of active (not revoked) keys, as the SQL stores'
     /// unique index on active hashes.
     active_hashes: std::collections::HashSet<[u8; 32]>,
 }
+
+/// The hasher of the indexes: foldhash, seeded at random per process. Stored
+/// lookup ids and key ids are random (a client cannot place entries where it
+/// likes), so a fast seeded hash is as safe here as SipHash, at a fifth of
+/// the cost of hashing a lookup id on every verify.
+type Seeded = foldhash::quality::RandomState;
+
+/// An entry in the by-id index, hashed and compared by its key id, so the id
+/// is not stored a second time as a map key.
+#[derive(Debug)]
+struct ById(Arc<KeyEntry>);
+
+impl ById {
+    fn id(&self) -> &str {
+        self.0.record().id.as_str()
+    }
+}
+
+impl Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        self.id()
+    }
+}
+
+impl Hash for ById {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.id().hash(state);
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+    }
+}
+
+impl Eq for ById {}
+
+/// The entries sharing one lookup id (almost always one), hashed and
+/// compared by that lookup id, which is read from the first entry rather
+/// than stored again; no allocation beyond the first entry.
+#[derive(Debug)]
+struct ByLookup {
+    first: Arc<KeyEntry>,
+    rest: Vec<Arc<KeyEntry>>,
+}
+
+impl ByLookup {
+    fn lookup(&self) -> &str {
+        &self.first.record().lookup
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Arc<KeyEntry>> {
+        std::iter::once(&self.first).chain(&self.rest)
+    }
+
+    /// The group without the entry of key `id`; `None` when nothing is left.
+    fn without(self, id: &KeyId) -> Option<Self> {
+        let mut left = std::iter::once(self.first)
+            .chain(self.rest)
+            .filter(|e| &e.record().id != id);
+        let first = left.next()?;
+        Some(Self {
+            first,
+            rest: left.collect(),
+        })
+    }
+}
+
+impl Borrow<str> for ByLookup {
+    fn borrow(&self) -> &str {
+        self.lookup()
+    }
+}
+
+impl Hash for ByLookup {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.lookup().hash(state);
+    }
+}
+
+impl PartialEq for ByLookup {
+    fn eq(&self, other: &Self) -> bool {
+        self.lookup() == other.lookup()
+    }
+}
+
+impl Eq for ByLookup {}
 
 impl MemoryStore {
     /// An empty store.
@@ -86,15 +176,18 @@ impl Inner {
     /// Refuses a record whose id, secret or (for key pairs) public key is
     /// already held by an active key.
     fn check_unique(&self, record: &KeyRecord) -> Result<(), StoreError> {
-        if self.by_id.contains_key(&record.id) {
+        if self.by_id.contains(record.id.as_str()) {
             return Err(StoreError::Conflict(format!("key {} exists", record.id)));
         }
         let active = record.revoked_at.is_none();
         let pair_clash = record.format == "pair"
-            && self.by_lookup.get(&record.lookup).is_some_and(|list| {
-                list.iter()
-                    .any(|e| e.record().revoked_at.is_none() && e.record().format == "pair")
-            });
+            && self
+                .by_lookup
+                .get(record.lookup.as_str())
+                .is_some_and(|list| {
+                    list.iter()
+                        .any(|e| e.record().revoked_at.is_none() && e.record().format == "pair")
+                });
         let clash = active && (self.active_hashes.contains(record.hash.digest()) || pair_clash);
         if clash {
             return Err(StoreError::Conflict("the key is already stored".into()));
@@ -105,7 +198,8 @@ impl Inner {
     fn count_active(&self, account: &AccountId, format: &str, now: OffsetDateTime) -> usize {
         self.by_account.get(account).map_or(0, |ids| {
             ids.iter()
-                .filter_map(|id| self.by_id.get(id))
+                .filter_map(|id| self.by_id.get(id.as_str()))
+                .map(|e| &e.0)
                 .filter(|e| e.record().format == format && e.record().is_active(now))
                 .count()
         })
@@ -122,12 +216,23 @@ impl Inner {
             .entry(r.account.clone())
             .or_default()
             .insert(r.id.clone());
-        self.by_lookup
-            .entry(r.lookup.clone())
-            .or_default()
-            .push(Arc::clone(&entry));
-        self.by_id.insert(r.id.clone(), entry);
+        self.push_lookup(Arc::clone(&entry));
+        self.by_id.insert(ById(entry));
         Ok(())
+    }
+
+    fn push_lookup(&mut self, entry: Arc<KeyEntry>) {
+        let group = match self.by_lookup.take(entry.record().lookup.as_str()) {
+            Some(mut group) => {
+                group.rest.push(entry);
+                group
+            }
+            None => ByLookup {
+                first: entry,
+                rest: Vec::new(),
+            },
+        };
+        self.by_lookup.insert(group);
     }
 
     /// Applies `change` to a key's record, swapping in a successor entry that
@@ -137,7 +242,7 @@ impl Inner {
         id: &KeyId,
         change: impl FnOnce(&mut KeyRecord) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let old = self.by_id.get(id).ok_or(StoreError::NotFound)?;
+        let old = &self.by_id.get(id.as_str()).ok_or(StoreError::NotFound)?.0;
         let mut record = old.record().clone();
         change(&mut record)?;
         if record.revoked_at.is_none()
@@ -154,17 +259,15 @@ impl Inner {
         }
         let next = Arc::new(old.succeed(record));
         let old_lookup = old.record().lookup.clone();
-        if let Some(list) = self.by_lookup.get_mut(&old_lookup) {
-            list.retain(|e| &e.record().id != id);
-            if list.is_empty() {
-                self.by_lookup.remove(&old_lookup);
-            }
+        if let Some(rest) = self
+            .by_lookup
+            .take(old_lookup.as_str())
+            .and_then(|group| group.without(id))
+        {
+            self.by_lookup.insert(rest);
         }
-        self.by_lookup
-            .entry(next.record().lookup.clone())
-            .or_default()
-            .push(Arc::clone(&next));
-        self.by_id.insert(id.clone(), next);
+        self.push_lookup(Arc::clone(&next));
+        self.by_id.replace(ById(next));
         Ok(())
     }
 }
@@ -235,7 +338,7 @@ impl KeyStore for MemoryStore {
             .read()
             .by_lookup
             .get(lookup)
-            .cloned()
+            .map(|group| group.iter().cloned().collect())
             .unwrap_or_default())
     }
 
@@ -253,7 +356,12 @@ impl KeyStore for MemoryStore {
     }
 
     async fn get_key(&self, id: &KeyId) -> Result<Option<Arc<KeyEntry>>, StoreError> {
-        Ok(self.inner.read().by_id.get(id).cloned())
+        Ok(self
+            .inner
+            .read()
+            .by_id
+            .get(id.as_str())
+            .map(|e| Arc::clone(&e.0)))
     }
 
     async fn list_keys(
@@ -271,7 +379,8 @@ impl KeyStore for MemoryStore {
         };
         Ok(ids
             .range::<KeyId, _>((start, Bound::Unbounded))
-            .filter_map(|id| inner.by_id.get(id))
+            .filter_map(|id| inner.by_id.get(id.as_str()))
+            .map(|e| &e.0)
             .filter(|e| query.include_revoked || e.record().revoked_at.is_none())
             .take(query.limit)
             .map(|e| e.snapshot())
@@ -308,7 +417,7 @@ impl KeyStore for MemoryStore {
         old_key: OldKey,
     ) -> Result<(), StoreError> {
         let mut inner = self.inner.write();
-        match inner.by_id.get(old) {
+        match inner.by_id.get(old.as_str()).map(|e| &e.0) {
             None => return Err(StoreError::NotFound),
             Some(e) if e.record().revoked_at.is_some() => return Err(StoreError::Revoked),
             Some(e) if e.record().replaced_by.is_some() => return Err(StoreError::Rotated),
@@ -332,7 +441,7 @@ impl KeyStore for MemoryStore {
     async fn record_last_used(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
         let inner = self.inner.read();
         for (id, at) in uses {
-            if let Some(e) = inner.by_id.get(id) {
+            if let Some(ById(e)) = inner.by_id.get(id.as_str()) {
                 e.touch(*at);
             }
         }

@@ -420,6 +420,56 @@ pub(crate) fn from_millis(ms: i64) -> Option<OffsetDateTime> {
 mod tests {
     use super::*;
 
+    fn record(expires_at: Option<OffsetDateTime>) -> KeyRecord {
+        KeyRecord {
+            id: KeyId::new("key_1"),
+            account: AccountId::new("acct").unwrap(),
+            name: "k".into(),
+            format: "mj_".into(),
+            lookup: "mj_abcde".into(),
+            hash: SecretHash::from_parts(1, [0; 32]),
+            bundle: None,
+            scopes: Vec::new(),
+            rate_limits: Vec::new(),
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            expires_at,
+            last_used_at: None,
+            revoked_at: None,
+            replaced_by: None,
+            lineage: None,
+        }
+    }
+
+    #[test]
+    fn expiry_in_nanoseconds_matches_the_record() {
+        let at = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap();
+        let nanos = 1_700_000_000_123_456_789_i64;
+        let entry = KeyEntry::new(record(Some(at)));
+        assert!(!entry.expired_at(nanos - 1));
+        assert!(entry.expired_at(nanos));
+        assert!(entry.expired_at(nanos + 1));
+        assert!(!KeyEntry::new(record(None)).expired_at(i64::MAX));
+        // Past the i64 range of nanoseconds: never expired before 2262.
+        let far = OffsetDateTime::from_unix_timestamp(253_370_764_800).unwrap();
+        assert!(!KeyEntry::new(record(Some(far))).expired_at(i64::MAX - 1));
+        let early = OffsetDateTime::from_unix_timestamp(-10_000_000_000).unwrap();
+        assert!(KeyEntry::new(record(Some(early))).expired_at(i64::MIN));
+    }
+
+    #[test]
+    fn touch_reports_each_new_second_once() {
+        let entry = KeyEntry::new(record(None));
+        let sec = 1_000_000_000_i64;
+        assert!(entry.touch_at(5 * sec));
+        assert!(!entry.touch_at(5 * sec));
+        assert!(!entry.touch_at(5 * sec + 999_000_000));
+        assert_eq!(entry.last_used(), from_millis(5_999));
+        assert!(entry.touch_at(6 * sec));
+        // An older stamp never moves it back.
+        assert!(!entry.touch_at(sec));
+        assert_eq!(entry.last_used(), from_millis(6_000));
+    }
+
     fn id(s: &str) -> AccountId {
         AccountId::new(s).unwrap()
     }
