@@ -11,10 +11,13 @@
 //!   a key from the cloned keyed state: the least a keyed-hash verify costs.
 //! - `peers_reject`: a key with a bad checksum, and a well-formed key that is
 //!   not stored (10k keys stored).
-//! - `peers_limiter`: one rate-limit decision for a key in hand. keygate:
-//!   `ApiKeys::admit` on a verified principal (the class's quota, the GCRA
-//!   bucket kept beside the key record, one clock read); governor: a direct
-//!   limiter's `check()`.
+//! - `peers_limiter`: one rate-limit decision with the bucket in hand.
+//!   `keygate_bucket`: a `ratelimit::Bucket` checked at `SystemClock`'s
+//!   monotonic time, like `governor_direct`, a direct limiter's `check()`
+//!   (one clock read and one GCRA step each). `keygate_admit` is the whole
+//!   step `ApiKeys::admit` takes for a verified principal (the class's
+//!   quota, the bucket kept beside the key record, the decision on the
+//!   principal).
 //! - `peers_create`: keygate's `create` on the memory store against the
 //!   peer's `generate_key_and_hash`.
 //!
@@ -29,7 +32,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use keygate::hash::Hasher;
-use keygate::{profiles, AccountId, ApiKeys, CreateKey, Quota, TokenFormat};
+use keygate::ratelimit::Bucket;
+use keygate::{profiles, AccountId, ApiKeys, Clock, CreateKey, Quota, SystemClock, TokenFormat};
 use prefixed_api_key::{PrefixedApiKey, PrefixedApiKeyController};
 
 const SIZES: [usize; 4] = [1_000, 10_000, 100_000, 1_000_000];
@@ -162,6 +166,15 @@ fn limiter(c: &mut Criterion) {
     let read = api.operation("read").expect("class");
     group.bench_function("keygate_admit", |b| {
         b.iter(|| ready(api.admit(black_box(principal.clone()), &read)).is_ok())
+    });
+    let clock = SystemClock::new();
+    let bucket = Bucket::new();
+    group.bench_function("keygate_bucket", |b| {
+        b.iter(|| {
+            black_box(&bucket)
+                .check(&quota, clock.monotonic_nanos())
+                .allowed
+        })
     });
     let direct = governor::RateLimiter::direct(governor::Quota::per_second(per_second));
     group.bench_function("governor_direct", |b| {

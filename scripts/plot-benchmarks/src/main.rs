@@ -4,8 +4,12 @@
 //!
 //! ```console
 //! cargo bench --bench peers
-//! cargo run --example plot_benchmarks -- target/criterion benches/verify_vs_keys.png
+//! cargo run --release --manifest-path scripts/plot-benchmarks/Cargo.toml -- \
+//!     target/criterion verify_vs_keys.png
 //! ```
+//!
+//! A crate of its own, outside keygate's dependency graph: plotters' font
+//! features would otherwise reach the plotters inside criterion.
 //!
 //! Arguments: criterion's output folder (default `target/criterion`, or
 //! `$CARGO_TARGET_DIR/criterion`) and the PNG to write (default
@@ -125,14 +129,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )?;
     }
     if let Some(floor) = floor {
-        let grey = RGBColor(120, 120, 120);
+        let green = RGBColor(0, 140, 0);
         chart
             .draw_series(LineSeries::new(
                 [(500, floor), (2_000_000, floor)],
-                grey.stroke_width(1),
+                green.stroke_width(2),
             ))?
             .label("one HMAC-SHA256 (floor)")
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey));
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], green));
     }
     chart
         .configure_series_labels()
