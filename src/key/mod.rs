@@ -151,7 +151,10 @@ impl fmt::Debug for ParsedKey<'_> {
 /// assert_eq!(keygate::key::redact("mj_Ab3dE"), "mj_Ab3dE…");
 /// ```
 pub fn redact(lookup: &str) -> String {
-    format!("{lookup}…")
+    let mut redacted = String::with_capacity(lookup.len() + '…'.len_utf8());
+    redacted.push_str(lookup);
+    redacted.push('…');
+    redacted
 }
 
 /// How one product's keys look.

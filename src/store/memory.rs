@@ -41,11 +41,11 @@ pub struct MemoryStore {
 struct Inner {
     by_id: HashSet<ById, Seeded>,
     by_lookup: HashSet<ByLookup, Seeded>,
-    by_account: HashMap<AccountId, BTreeSet<KeyId>>,
-    accounts: HashMap<AccountId, AccountRecord>,
+    by_account: HashMap<AccountId, BTreeSet<KeyId>, Seeded>,
+    accounts: HashMap<AccountId, AccountRecord, Seeded>,
     /// Secret digests of active (not revoked) keys, as the SQL stores'
     /// unique index on active hashes.
-    active_hashes: std::collections::HashSet<[u8; 32]>,
+    active_hashes: HashSet<[u8; 32], Seeded>,
 }
 
 /// The hasher of the indexes: foldhash, seeded at random per process. Stored
@@ -212,10 +212,16 @@ impl Inner {
         if r.revoked_at.is_none() {
             self.active_hashes.insert(*r.hash.digest());
         }
-        self.by_account
-            .entry(r.account.clone())
-            .or_default()
-            .insert(r.id.clone());
+        // The account's set exists after its first key: no clone of its id.
+        match self.by_account.get_mut(&r.account) {
+            Some(ids) => {
+                ids.insert(r.id.clone());
+            }
+            None => {
+                self.by_account
+                    .insert(r.account.clone(), BTreeSet::from([r.id.clone()]));
+            }
+        }
         self.push_lookup(Arc::clone(&entry));
         self.by_id.insert(ById(entry));
         Ok(())

@@ -44,8 +44,15 @@ impl KeyId {
     /// A new id: `key_`, 12 hex digits of the creation time in milliseconds, then
     /// 16 random base62 characters.
     pub fn generate(now: OffsetDateTime) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let millis = u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-        let mut s = format!("key_{:012x}", millis & 0xffff_ffff_ffff);
+        let mut s = String::with_capacity(4 + 12 + 16);
+        s.push_str("key_");
+        // 12 lowercase hex digits, as `{:012x}` of the low 48 bits, without
+        // the formatting machinery.
+        for shift in (0..12).rev() {
+            s.push(char::from(HEX[((millis >> (shift * 4)) & 0xf) as usize]));
+        }
         crate::key::push_random_base62(&mut s, 16);
         Self(s)
     }
@@ -438,6 +445,19 @@ mod tests {
             replaced_by: None,
             lineage: None,
         }
+    }
+
+    #[test]
+    fn generated_ids_start_with_the_creation_time_in_hex() {
+        let at = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap();
+        let id = KeyId::generate(at);
+        let millis: u64 = 1_700_000_000_123;
+        assert_eq!(
+            &id.as_str()[..16],
+            format!("key_{:012x}", millis & 0xffff_ffff_ffff)
+        );
+        assert_eq!(id.as_str().len(), 32);
+        assert_ne!(id, KeyId::generate(at));
     }
 
     #[test]
