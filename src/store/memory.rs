@@ -41,7 +41,8 @@ pub struct MemoryStore {
 struct Inner {
     by_id: HashSet<ById, Seeded>,
     by_lookup: HashSet<ByLookup, Seeded>,
-    by_account: HashMap<AccountId, BTreeSet<KeyId>, Seeded>,
+    /// Each account's keys in id order (the listing order).
+    by_account: HashMap<AccountId, BTreeSet<ById>, Seeded>,
     accounts: HashMap<AccountId, AccountRecord, Seeded>,
     /// Secret digests of active (not revoked) keys, as the SQL stores'
     /// unique index on active hashes.
@@ -54,8 +55,8 @@ struct Inner {
 /// the cost of hashing a lookup id on every verify.
 type Seeded = foldhash::quality::RandomState;
 
-/// An entry in the by-id index, hashed and compared by its key id, so the id
-/// is not stored a second time as a map key.
+/// An entry in the by-id index and an account's key set, hashed, compared
+/// and ordered by its key id, so the id is not stored again as a key.
 #[derive(Debug)]
 struct ById(Arc<KeyEntry>);
 
@@ -84,6 +85,19 @@ impl PartialEq for ById {
 }
 
 impl Eq for ById {}
+
+impl PartialOrd for ById {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Bytewise by id, as `KeyId` and `str` order (so `Borrow<str>` ranges work).
+impl Ord for ById {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.id().cmp(other.id())
+    }
+}
 
 /// The entries sharing one lookup id (almost always one), hashed and
 /// compared by that lookup id, which is read from the first entry rather
@@ -198,7 +212,6 @@ impl Inner {
     fn count_active(&self, account: &AccountId, format: &str, now: OffsetDateTime) -> usize {
         self.by_account.get(account).map_or(0, |ids| {
             ids.iter()
-                .filter_map(|id| self.by_id.get(id.as_str()))
                 .map(|e| &e.0)
                 .filter(|e| e.record().format == format && e.record().is_active(now))
                 .count()
@@ -213,13 +226,14 @@ impl Inner {
             self.active_hashes.insert(*r.hash.digest());
         }
         // The account's set exists after its first key: no clone of its id.
+        let in_account = ById(Arc::clone(&entry));
         match self.by_account.get_mut(&r.account) {
-            Some(ids) => {
-                ids.insert(r.id.clone());
+            Some(keys) => {
+                keys.insert(in_account);
             }
             None => {
                 self.by_account
-                    .insert(r.account.clone(), BTreeSet::from([r.id.clone()]));
+                    .insert(r.account.clone(), BTreeSet::from([in_account]));
             }
         }
         self.push_lookup(Arc::clone(&entry));
@@ -265,6 +279,7 @@ impl Inner {
         }
         let next = Arc::new(old.succeed(record));
         let old_lookup = old.record().lookup.clone();
+        let old_account = old.record().account.clone();
         if let Some(rest) = self
             .by_lookup
             .take(old_lookup.as_str())
@@ -273,6 +288,15 @@ impl Inner {
             self.by_lookup.insert(rest);
         }
         self.push_lookup(Arc::clone(&next));
+        // The account's set holds the successor in place of the old entry
+        // (under its new account, should a change ever move it).
+        if let Some(keys) = self.by_account.get_mut(&old_account) {
+            keys.remove(id.as_str());
+        }
+        self.by_account
+            .entry(next.record().account.clone())
+            .or_default()
+            .insert(ById(Arc::clone(&next)));
         self.by_id.replace(ById(next));
         Ok(())
     }
@@ -380,12 +404,11 @@ impl KeyStore for MemoryStore {
             return Ok(Vec::new());
         };
         let start = match &query.after {
-            Some(after) => Bound::Excluded(after),
+            Some(after) => Bound::Excluded(after.as_str()),
             None => Bound::Unbounded,
         };
         Ok(ids
-            .range::<KeyId, _>((start, Bound::Unbounded))
-            .filter_map(|id| inner.by_id.get(id.as_str()))
+            .range::<str, _>((start, Bound::Unbounded))
             .map(|e| &e.0)
             .filter(|e| query.include_revoked || e.record().revoked_at.is_none())
             .take(query.limit)
