@@ -74,8 +74,8 @@
 //! ## Security
 //!
 //! Secrets never appear in `Debug` output, errors or serialized values; hashes
-//! are compared in constant time; randomness comes from the OS CSPRNG; the
-//! crate forbids `unsafe`.
+//! are compared in constant time; randomness comes from a CSPRNG seeded by
+//! the OS (rand's `ThreadRng`); the crate forbids `unsafe`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

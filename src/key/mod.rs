@@ -151,7 +151,10 @@ impl fmt::Debug for ParsedKey<'_> {
 /// assert_eq!(keygate::key::redact("mj_Ab3dE"), "mj_Ab3dE…");
 /// ```
 pub fn redact(lookup: &str) -> String {
-    format!("{lookup}…")
+    let mut redacted = String::with_capacity(lookup.len() + '…'.len_utf8());
+    redacted.push_str(lookup);
+    redacted.push('…');
+    redacted
 }
 
 /// How one product's keys look.
@@ -180,7 +183,7 @@ impl KeyFormat {
         }
     }
 
-    /// Generates a new random key in this format from the OS CSPRNG.
+    /// Generates a new random key in this format from a CSPRNG seeded by the OS (rand's `ThreadRng`).
     pub fn generate(&self) -> IssuedKey {
         match self {
             Self::Token(t) => t.generate(),
@@ -302,7 +305,7 @@ impl TokenFormat {
         Ok(())
     }
 
-    /// Generates a new key from the OS CSPRNG.
+    /// Generates a new key from a CSPRNG seeded by the OS (rand's `ThreadRng`).
     pub fn generate(&self) -> IssuedKey {
         let mut s = String::with_capacity(self.token_len());
         s.push_str(&self.prefix);
@@ -329,17 +332,21 @@ impl TokenFormat {
         if !bytes.is_ascii() {
             return Err(MalformedReason::Encoding);
         }
-        if !bytes.starts_with(self.prefix.as_bytes()) {
+        let (prefix, body) = bytes.split_at(self.prefix.len());
+        // Byte by byte: prefixes are a few bytes, shorter than a call to memcmp.
+        if prefix
+            .iter()
+            .zip(self.prefix.as_bytes())
+            .any(|(a, b)| a != b)
+        {
             return Err(MalformedReason::Prefix);
         }
-        let body = &bytes[self.prefix.len()..];
         if !base62::is_base62(body) {
             return Err(MalformedReason::Alphabet);
         }
         if self.checksum {
-            let split = bytes.len() - base62::CHECKSUM_LEN;
-            let expected = base62::checksum(&bytes[..split]);
-            if expected != bytes[split..] {
+            let (data, sum) = bytes.split_at(bytes.len() - base62::CHECKSUM_LEN);
+            if !base62::checksum_matches(data, sum) {
                 return Err(MalformedReason::Checksum);
             }
         }
@@ -414,7 +421,7 @@ impl PairFormat {
         Ok(())
     }
 
-    /// Generates a new public key and secret from the OS CSPRNG.
+    /// Generates a new public key and secret from a CSPRNG seeded by the OS (rand's `ThreadRng`).
     pub fn generate(&self) -> IssuedKey {
         let mut public = String::with_capacity(self.public_len);
         base62::push_random_hex(&mut public, self.public_len);

@@ -23,8 +23,28 @@ use super::{Decision, Quota};
 ///
 /// The bucket does not remember its quota: always check it against the same
 /// one (changing quotas is allowed and takes effect from the next check).
+///
+/// [`ApiKeys`](crate::ApiKeys) keeps one per key and operation class; it is
+/// public so that a single limit (one client, one endpoint) can use the same
+/// eight bytes and the same arithmetic, like `governor`'s direct limiter:
+///
+/// ```
+/// use keygate::ratelimit::Bucket;
+/// use keygate::{Clock, Quota, SystemClock};
+/// use std::num::NonZeroU32;
+///
+/// let clock = SystemClock::new();
+/// let bucket = Bucket::new();
+/// let quota = Quota::per_second(NonZeroU32::new(2).unwrap()).unwrap();
+/// let now = clock.monotonic_nanos();
+/// assert!(bucket.check(&quota, now).allowed);
+/// assert!(bucket.check(&quota, now).allowed);
+/// let denied = bucket.check(&quota, now);
+/// assert!(!denied.allowed);
+/// assert_eq!(denied.retry_after, Some(std::time::Duration::from_millis(500)));
+/// ```
 #[derive(Debug, Default)]
-pub(crate) struct Bucket {
+pub struct Bucket {
     /// Theoretical arrival time in monotonic nanoseconds; at or before now
     /// means the bucket is full, so 0 is always fresh.
     tat: AtomicU64,
@@ -32,7 +52,7 @@ pub(crate) struct Bucket {
 
 impl Bucket {
     /// A full bucket.
-    pub(crate) const fn new() -> Self {
+    pub const fn new() -> Self {
         Self {
             tat: AtomicU64::new(0),
         }
@@ -47,7 +67,7 @@ impl Bucket {
     /// end of the monotonic clock, some 584 years in) is denied, with a
     /// `retry_after` of [`Duration::MAX`]: time cannot reach it.
     #[inline]
-    pub(crate) fn check(&self, quota: &Quota, now_nanos: u64) -> Decision {
+    pub fn check(&self, quota: &Quota, now_nanos: u64) -> Decision {
         let interval = quota.interval_nanos();
         let tolerance = quota.tolerance_nanos();
         // Relaxed is enough: the bucket is a single word and publishes no
@@ -91,7 +111,7 @@ impl Bucket {
 
     /// Whether the bucket is full at `now_nanos`, i.e. indistinguishable from
     /// a fresh [`Bucket::new`] for every quota.
-    pub(crate) fn is_idle(&self, now_nanos: u64) -> bool {
+    pub fn is_idle(&self, now_nanos: u64) -> bool {
         self.tat.load(Ordering::Relaxed) <= now_nanos
     }
 }

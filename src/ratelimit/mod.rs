@@ -27,6 +27,7 @@ mod redis;
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisConnectError, RedisFailure, RedisRateLimiter, RedisRateLimiterBuilder};
 pub use decision::Decision;
+pub use gcra::Bucket;
 pub(crate) use gcra::KeyBuckets;
 pub(crate) use keyed::KeyedBuckets;
 pub use limiter::{LimiterUnavailable, RateLimiter};

@@ -1019,14 +1019,19 @@ impl ApiKeys {
     async fn generate(&self, format: &KeyFormat) -> Result<IssuedKey, Error> {
         for _ in 0..LOOKUP_RETRIES {
             let key = format.generate();
-            if !self.inner.profile.unique_lookup
-                || self
+            if !self.inner.profile.unique_lookup {
+                return Ok(key);
+            }
+            let taken = match self.inner.store.find_now(key.lookup(), &mut |_| true) {
+                Some(found) => found.is_some(),
+                None => !self
                     .inner
                     .store
                     .find_by_lookup(key.lookup())
                     .await?
-                    .is_empty()
-            {
+                    .is_empty(),
+            };
+            if !taken {
                 return Ok(key);
             }
         }

@@ -13,7 +13,7 @@ use crate::error::{AuthError, Error, InvalidRequest};
 use crate::key::{KeyFormat, MalformedReason, ParsedKey};
 use crate::ratelimit::{Decision, Quota};
 use crate::scope::{Requirement, ScopeSet};
-use crate::store::{KeyEntry, KeyId, KeyRecord};
+use crate::store::{from_unix_nanos, KeyEntry, KeyId, KeyRecord};
 
 impl ApiKeys {
     /// Parses a presented key against the profile's formats, without I/O.
@@ -60,20 +60,26 @@ impl ApiKeys {
     /// Verifies a key already parsed with [`parse`](Self::parse).
     pub async fn verify_parsed(&self, credential: ParsedKey<'_>) -> Result<Principal, AuthError> {
         let inner = &*self.inner;
-        let candidates = inner
-            .store
-            .find_by_lookup(credential.lookup())
-            .await
-            .map_err(|e| {
-                tracing::warn!(target: "keygate", error = %e, "key store failed during verify");
-                AuthError::Unavailable
-            })?;
         let secret = credential.expose_secret();
-        let entry = candidates
-            .into_iter()
-            .find(|e| inner.hasher.verify(secret, &e.record().hash))
-            .ok_or(AuthError::Invalid)?;
-        let now = inner.clock.now();
+        let mut accept = |e: &KeyEntry| inner.hasher.verify(secret, &e.record().hash);
+        // From memory when the store can answer so (no allocation), else
+        // through the store's future.
+        let found = match inner.store.find_now(credential.lookup(), &mut accept) {
+            Some(found) => found,
+            None => inner
+                .store
+                .find_by_lookup(credential.lookup())
+                .await
+                .map_err(|e| {
+                    tracing::warn!(target: "keygate", error = %e, "key store failed during verify");
+                    AuthError::Unavailable
+                })?
+                .into_iter()
+                .find(|e| accept(e)),
+        };
+        let entry = found.ok_or(AuthError::Invalid)?;
+        // One clock read, as integer nanoseconds (see `Clock::unix_nanos`).
+        let now = inner.clock.unix_nanos();
         let record = entry.record();
         if record.revoked_at.is_some() {
             return Err(AuthError::Revoked);
@@ -81,11 +87,14 @@ impl ApiKeys {
         if record.disabled_at.is_some() {
             return Err(AuthError::Disabled);
         }
-        if record.expires_at.is_some_and(|e| e <= now) {
+        if entry.expired_at(now) {
             return Err(AuthError::Expired);
         }
-        if entry.touch(now) && inner.store.needs_last_used_flush() {
-            inner.pending.lock().insert(record.id.clone(), now);
+        if entry.touch_at(now) && inner.store.needs_last_used_flush() {
+            inner
+                .pending
+                .lock()
+                .insert(record.id.clone(), from_unix_nanos(now));
         }
         let scopes = *entry.scopes.get_or_init(|| {
             inner

@@ -490,6 +490,27 @@ impl Shared {
         self.bypass.fetch_sub(FEED_DOWN, Ordering::SeqCst);
     }
 
+    /// The entry `accept` takes from a fresh cached answer, counted as a
+    /// hit; `None` (nothing counted) when the lookup must go to `find`.
+    fn find_now(
+        &self,
+        lookup: &str,
+        accept: &mut dyn FnMut(&KeyEntry) -> bool,
+    ) -> Option<Option<Arc<KeyEntry>>> {
+        let now = self.clock.monotonic_nanos();
+        if self.bypass.load(Ordering::SeqCst) != 0 || !self.leased(now) {
+            return None;
+        }
+        let shard = self.shard(lookup);
+        let slots = shard.slots.read();
+        let slot = slots.by_lookup.get(lookup)?;
+        if slot.fresh_until <= now {
+            return None;
+        }
+        shard.hits.fetch_add(1, Ordering::Relaxed);
+        Some(slot.entries.iter().find(|e| accept(e)).cloned())
+    }
+
     async fn find(&self, lookup: &str) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
         let shard = self.shard(lookup);
         let now = self.clock.monotonic_nanos();
@@ -782,6 +803,16 @@ impl KeyStore for CachedStore {
 
     async fn find_by_lookup(&self, lookup: &str) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
         self.shared.find(lookup).await
+    }
+
+    /// A fresh cache hit, without waiting; a miss is left to
+    /// [`find_by_lookup`](KeyStore::find_by_lookup).
+    fn find_now(
+        &self,
+        lookup: &str,
+        accept: &mut dyn FnMut(&KeyEntry) -> bool,
+    ) -> Option<Option<Arc<KeyEntry>>> {
+        self.shared.find_now(lookup, accept)
     }
 
     async fn get_key(&self, id: &KeyId) -> Result<Option<Arc<KeyEntry>>, StoreError> {

@@ -22,6 +22,7 @@ pub use cached::{ChangeFollower, FollowConfig};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresStore, DEFAULT_CHANNEL};
+pub(crate) use record::from_unix_nanos;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use record::{from_millis, to_millis};
 pub use record::{
@@ -445,6 +446,24 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
     /// Every key whose lookup id equals `lookup`, revoked ones included.
     async fn find_by_lookup(&self, lookup: &str) -> Result<Vec<Arc<KeyEntry>>, StoreError>;
 
+    /// Answers a lookup from memory without waiting, when the store can:
+    /// `Some(found)`, where `found` is the first of
+    /// [`find_by_lookup`](Self::find_by_lookup)'s candidates that `accept`
+    /// takes (verify passes the hash check), or `None` when only
+    /// `find_by_lookup` can answer. The default is `None`.
+    ///
+    /// Verify tries this first: it costs no allocation and no boxed future,
+    /// which is most of a verify's cost beyond its one hash on an in-memory
+    /// store or a cache hit.
+    fn find_now(
+        &self,
+        lookup: &str,
+        accept: &mut dyn FnMut(&KeyEntry) -> bool,
+    ) -> Option<Option<Arc<KeyEntry>>> {
+        let _ = (lookup, accept);
+        None
+    }
+
     /// One key by id.
     async fn get_key(&self, id: &KeyId) -> Result<Option<Arc<KeyEntry>>, StoreError>;
 
@@ -569,6 +588,14 @@ impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
 
     async fn find_by_lookup(&self, lookup: &str) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
         (**self).find_by_lookup(lookup).await
+    }
+
+    fn find_now(
+        &self,
+        lookup: &str,
+        accept: &mut dyn FnMut(&KeyEntry) -> bool,
+    ) -> Option<Option<Arc<KeyEntry>>> {
+        (**self).find_now(lookup, accept)
     }
 
     async fn get_key(&self, id: &KeyId) -> Result<Option<Arc<KeyEntry>>, StoreError> {

@@ -46,8 +46,15 @@ impl KeyId {
     /// A new id: `key_`, 12 hex digits of the creation time in milliseconds, then
     /// 16 random base62 characters.
     pub fn generate(now: OffsetDateTime) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let millis = u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-        let mut s = format!("key_{:012x}", millis & 0xffff_ffff_ffff);
+        let mut s = String::with_capacity(4 + 12 + 16);
+        s.push_str("key_");
+        // 12 lowercase hex digits, as `{:012x}` of the low 48 bits, without
+        // the formatting machinery.
+        for shift in (0..12).rev() {
+            s.push(char::from(HEX[((millis >> (shift * 4)) & 0xf) as usize]));
+        }
         crate::key::push_random_base62(&mut s, 16);
         Self(s)
     }
@@ -315,6 +322,9 @@ impl KeyRecord {
 /// stamp), so a verify needs no second lookup.
 pub struct KeyEntry {
     record: KeyRecord,
+    /// `record.expires_at` in Unix nanoseconds (saturated), so the verify
+    /// path compares two integers.
+    expires_nanos: Option<i64>,
     last_used_ms: AtomicI64,
     pub(crate) scopes: OnceLock<ScopeSet>,
     pub(crate) buckets: OnceLock<Arc<KeyBuckets>>,
@@ -326,8 +336,16 @@ impl KeyEntry {
     /// Wraps a record with fresh in-process state.
     pub fn new(record: KeyRecord) -> Self {
         let last = record.last_used_at.map_or(NEVER, to_millis);
+        let expires_nanos = record.expires_at.map(|e| {
+            i64::try_from(e.unix_timestamp_nanos()).unwrap_or(if e.year() < 1970 {
+                i64::MIN
+            } else {
+                i64::MAX
+            })
+        });
         Self {
             record,
+            expires_nanos,
             last_used_ms: AtomicI64::new(last),
             scopes: OnceLock::new(),
             buckets: OnceLock::new(),
@@ -367,9 +385,30 @@ impl KeyEntry {
     /// Stamps a use at `now`; returns true when the stamp moved to a new second,
     /// i.e. when it is worth recording in the store.
     pub(crate) fn touch(&self, now: OffsetDateTime) -> bool {
-        let ms = to_millis(now);
+        self.touch_ms(to_millis(now))
+    }
+
+    /// [`touch`](Self::touch) at `now_nanos`, Unix nanoseconds.
+    #[inline]
+    pub(crate) fn touch_at(&self, now_nanos: i64) -> bool {
+        self.touch_ms(now_nanos.div_euclid(1_000_000))
+    }
+
+    #[inline]
+    fn touch_ms(&self, ms: i64) -> bool {
+        // A plain load first: within the same millisecond (most verifies of
+        // a busy key) the shared cache line is only read, never written.
+        if self.last_used_ms.load(Ordering::Relaxed) >= ms {
+            return false;
+        }
         let prev = self.last_used_ms.fetch_max(ms, Ordering::Relaxed);
         prev == NEVER || prev.div_euclid(1000) < ms.div_euclid(1000)
+    }
+
+    /// True when the key has expired at `now_nanos` (Unix nanoseconds).
+    #[inline]
+    pub(crate) fn expired_at(&self, now_nanos: i64) -> bool {
+        self.expires_nanos.is_some_and(|e| e <= now_nanos)
     }
 }
 
@@ -386,6 +425,13 @@ pub(crate) fn to_millis(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
+/// Unix nanoseconds as a time (the epoch for values out of `time`'s range,
+/// which an `i64` of nanoseconds never is).
+pub(crate) fn from_unix_nanos(nanos: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
 /// The inverse of [`to_millis`]; `None` for values outside the supported range.
 pub(crate) fn from_millis(ms: i64) -> Option<OffsetDateTime> {
     if ms == NEVER {
@@ -397,6 +443,73 @@ pub(crate) fn from_millis(ms: i64) -> Option<OffsetDateTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(expires_at: Option<OffsetDateTime>) -> KeyRecord {
+        KeyRecord {
+            id: KeyId::new("key_1"),
+            account: AccountId::new("acct").unwrap(),
+            name: "k".into(),
+            format: "mj_".into(),
+            lookup: "mj_abcde".into(),
+            hash: SecretHash::from_parts(1, [0; 32]),
+            bundle: None,
+            scopes: Vec::new(),
+            rate_limits: Vec::new(),
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            secret_set_at: OffsetDateTime::UNIX_EPOCH,
+            expires_at,
+            last_used_at: None,
+            revoked_at: None,
+            replaced_by: None,
+            lineage: None,
+            disabled_at: None,
+            metadata: Metadata::default(),
+            credits: None,
+        }
+    }
+
+    #[test]
+    fn generated_ids_start_with_the_creation_time_in_hex() {
+        let at = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap();
+        let id = KeyId::generate(at);
+        let millis: u64 = 1_700_000_000_123;
+        assert_eq!(
+            &id.as_str()[..16],
+            format!("key_{:012x}", millis & 0xffff_ffff_ffff)
+        );
+        assert_eq!(id.as_str().len(), 32);
+        assert_ne!(id, KeyId::generate(at));
+    }
+
+    #[test]
+    fn expiry_in_nanoseconds_matches_the_record() {
+        let at = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap();
+        let nanos = 1_700_000_000_123_456_789_i64;
+        let entry = KeyEntry::new(record(Some(at)));
+        assert!(!entry.expired_at(nanos - 1));
+        assert!(entry.expired_at(nanos));
+        assert!(entry.expired_at(nanos + 1));
+        assert!(!KeyEntry::new(record(None)).expired_at(i64::MAX));
+        // Past the i64 range of nanoseconds: never expired before 2262.
+        let far = OffsetDateTime::from_unix_timestamp(253_370_764_800).unwrap();
+        assert!(!KeyEntry::new(record(Some(far))).expired_at(i64::MAX - 1));
+        let early = OffsetDateTime::from_unix_timestamp(-10_000_000_000).unwrap();
+        assert!(KeyEntry::new(record(Some(early))).expired_at(i64::MIN));
+    }
+
+    #[test]
+    fn touch_reports_each_new_second_once() {
+        let entry = KeyEntry::new(record(None));
+        let sec = 1_000_000_000_i64;
+        assert!(entry.touch_at(5 * sec));
+        assert!(!entry.touch_at(5 * sec));
+        assert!(!entry.touch_at(5 * sec + 999_000_000));
+        assert_eq!(entry.last_used(), from_millis(5_999));
+        assert!(entry.touch_at(6 * sec));
+        // An older stamp never moves it back.
+        assert!(!entry.touch_at(sec));
+        assert_eq!(entry.last_used(), from_millis(6_000));
+    }
 
     fn id(s: &str) -> AccountId {
         AccountId::new(s).unwrap()

@@ -94,6 +94,7 @@ mod store {
         inserted_keys_round_trip_every_field,
         duplicate_key_ids_conflict,
         find_by_lookup_returns_every_colliding_candidate,
+        find_now_agrees_with_find_by_lookup,
         list_excludes_revoked_keys_unless_asked,
         list_is_per_account_in_id_order,
         revoke_is_soft_and_keeps_the_first_time,

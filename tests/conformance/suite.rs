@@ -326,6 +326,73 @@ pub async fn find_by_lookup_returns_every_colliding_candidate(store: Arc<dyn Key
     assert!(store.find_by_lookup("").await.unwrap().is_empty());
 }
 
+/// `find_now`, where a store answers it, picks the same entry as the first
+/// accepted candidate of `find_by_lookup`, before and after the entries
+/// sharing a lookup id change (the memory store keeps them as one group).
+pub async fn find_now_agrees_with_find_by_lookup(store: Arc<dyn KeyStore>) {
+    /// The id of the entry `find_by_lookup` gives for `lookup` whose id is
+    /// `want`, after checking that `find_now`, when it answers, agrees.
+    async fn found(store: &Arc<dyn KeyStore>, lookup: &str, want: Option<&KeyId>) -> Option<KeyId> {
+        let mut accept = |e: &keygate::store::KeyEntry| Some(&e.record().id) == want;
+        let slow = store
+            .find_by_lookup(lookup)
+            .await
+            .unwrap()
+            .iter()
+            .find(|e| accept(e))
+            .map(|e| e.record().id.clone());
+        // A cache answers from memory only once it has seen the lookup, so
+        // ask again after a `find_by_lookup`.
+        for _ in 0..2 {
+            if let Some(now) = store.find_now(lookup, &mut accept) {
+                assert_eq!(now.map(|e| e.record().id.clone()), slow, "{lookup}");
+            }
+            let _ = store.find_by_lookup(lookup).await.unwrap();
+        }
+        slow
+    }
+    let a = key("org_1", 1);
+    let mut b = key("org_2", 2);
+    b.lookup = a.lookup.clone();
+    for r in [&a, &b] {
+        insert(&store, r.clone()).await;
+    }
+    assert_eq!(
+        found(&store, &a.lookup, Some(&a.id)).await,
+        Some(a.id.clone())
+    );
+    assert_eq!(
+        found(&store, &a.lookup, Some(&b.id)).await,
+        Some(b.id.clone())
+    );
+    assert_eq!(found(&store, &a.lookup, None).await, None);
+    assert_eq!(found(&store, "lk_nothing", Some(&a.id)).await, None);
+    // Revoked entries stay candidates (verify says why they fail).
+    store.revoke_key(&a.id, at(5)).await.unwrap();
+    assert_eq!(
+        found(&store, &a.lookup, Some(&a.id)).await,
+        Some(a.id.clone())
+    );
+    assert_eq!(
+        found(&store, &a.lookup, Some(&b.id)).await,
+        Some(b.id.clone())
+    );
+    // A secret reset moves b to a lookup id of its own.
+    store
+        .replace_secret(&b.id, "lk_moved", b.hash.clone(), at(70))
+        .await
+        .unwrap();
+    assert_eq!(found(&store, &a.lookup, Some(&b.id)).await, None);
+    assert_eq!(
+        found(&store, "lk_moved", Some(&b.id)).await,
+        Some(b.id.clone())
+    );
+    assert_eq!(
+        found(&store, &a.lookup, Some(&a.id)).await,
+        Some(a.id.clone())
+    );
+}
+
 pub async fn list_excludes_revoked_keys_unless_asked(store: Arc<dyn KeyStore>) {
     for n in 1..=4 {
         insert(&store, key("org_1", n)).await;
