@@ -54,6 +54,17 @@ async fn logout(server: &Server, token: &str) -> reqwest::Response {
         .unwrap()
 }
 
+/// Sends mail to `a@example.com` with the bearer `credential`.
+async fn send_mail(server: &Server, credential: &str) -> reqwest::Response {
+    server
+        .post("/v1/send")
+        .bearer_auth(credential)
+        .json(&json!({"to": "a@example.com"}))
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn domains(server: &Server, token: &str) -> reqwest::Response {
     server
         .get("/api/domains")
@@ -184,21 +195,9 @@ async fn session_token_lists_and_rotates_the_key_but_cannot_send() {
     expect_error(domains(&server, old).await, 401, "revoked_api_key", old).await;
     assert_eq!(domains(&server, &new).await.status(), 200);
 
-    let send = server
-        .post("/v1/send")
-        .bearer_auth(token)
-        .json(&json!({"to": "a@example.com"}))
-        .send()
-        .await
-        .unwrap();
+    let send = send_mail(&server, token).await;
     expect_error(send, 403, "session_not_accepted", token).await;
-    let send = server
-        .post("/v1/send")
-        .bearer_auth(&new)
-        .json(&json!({"to": "a@example.com"}))
-        .send()
-        .await
-        .unwrap();
+    let send = send_mail(&server, &new).await;
     assert_eq!(send.status(), 202);
 
     // After logout the token is refused on key management too.
