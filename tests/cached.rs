@@ -73,25 +73,15 @@ async fn new_key(api: &ApiKeys) -> keygate::NewKey {
 /// A stored key with lookup id `lookup`.
 fn record(n: u32, lookup: &str) -> KeyRecord {
     KeyRecord {
-        id: KeyId::new(format!("key_{n:06}")),
-        account: org(),
-        name: format!("key {n}"),
-        format: "mj_".into(),
-        lookup: lookup.into(),
-        hash: SecretHash::from_parts(1, [n as u8; 32]),
-        bundle: None,
-        scopes: Vec::new(),
-        rate_limits: Vec::new(),
         created_at: OffsetDateTime::UNIX_EPOCH,
         secret_set_at: OffsetDateTime::UNIX_EPOCH,
-        expires_at: None,
-        last_used_at: None,
-        revoked_at: None,
-        replaced_by: None,
-        lineage: None,
-        disabled_at: None,
-        metadata: Default::default(),
-        credits: None,
+        ..support::key_record(
+            KeyId::new(format!("key_{n:06}")),
+            org(),
+            format!("key {n}"),
+            lookup.into(),
+            SecretHash::from_parts(1, [n as u8; 32]),
+        )
     }
 }
 

@@ -40,27 +40,13 @@ fn hash(n: u64) -> SecretHash {
 }
 
 fn record(id: &str, lookup: &str, n: u64) -> KeyRecord {
-    KeyRecord {
-        id: KeyId::new(id),
-        account: AccountId::new("org_cancel").expect("valid account id"),
-        name: format!("key {n}"),
-        format: "mj_".into(),
-        lookup: lookup.into(),
-        hash: hash(n),
-        bundle: None,
-        scopes: Vec::new(),
-        rate_limits: Vec::new(),
-        created_at: at(0),
-        secret_set_at: at(0),
-        expires_at: None,
-        last_used_at: None,
-        revoked_at: None,
-        replaced_by: None,
-        lineage: None,
-        disabled_at: None,
-        metadata: Default::default(),
-        credits: None,
-    }
+    support::key_record(
+        KeyId::new(id),
+        AccountId::new("org_cancel").expect("valid account id"),
+        format!("key {n}"),
+        lookup.into(),
+        hash(n),
+    )
 }
 
 /// Runs `fut` until it completes or `budget` has passed, polling it again

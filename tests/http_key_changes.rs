@@ -6,42 +6,22 @@
 
 mod http_support;
 
-use http_support::{expect_error, json, service, start, Options, Product, Server};
+use http_support::{
+    add_subscriber, create_key, expect_error, json, service, start, Options, Product,
+};
 use keygate::profiles;
 use serde_json::{json, Value};
-
-async fn create(server: &Server, admin: &str, body: Value) -> Value {
-    let response = server
-        .post("/v1/api-keys")
-        .bearer_auth(admin)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    json(response).await
-}
-
-async fn send_as(server: &Server, key: &str) -> reqwest::Response {
-    server
-        .post("/v1/subscribers")
-        .bearer_auth(key)
-        .json(&json!({"email": "ada@example.com"}))
-        .send()
-        .await
-        .unwrap()
-}
 
 #[tokio::test]
 async fn disable_answers_401_disabled_api_key_until_enabled() {
     let (api, _) = service(profiles::mailjawn());
     let (server, admin) = start(Product::MailJawn, &api, Options::default()).await;
-    let created = create(&server, &admin, json!({"name": "ci", "bundle": "sdk"})).await;
+    let created = create_key(&server, &admin, json!({"name": "ci", "bundle": "sdk"})).await;
     let (id, key) = (
         created["id"].as_str().unwrap(),
         created["key"].as_str().unwrap(),
     );
-    assert_eq!(send_as(&server, key).await.status(), 201);
+    assert_eq!(add_subscriber(&server, key).await.status(), 201);
 
     let disabled = server
         .post(&format!("/v1/api-keys/{id}/disable"))
@@ -51,8 +31,13 @@ async fn disable_answers_401_disabled_api_key_until_enabled() {
         .unwrap();
     assert_eq!(disabled.status(), 200);
     assert!(json(disabled).await["disabled_at"].is_string());
-    let (headers, _) =
-        expect_error(send_as(&server, key).await, 401, "disabled_api_key", key).await;
+    let (headers, _) = expect_error(
+        add_subscriber(&server, key).await,
+        401,
+        "disabled_api_key",
+        key,
+    )
+    .await;
     assert!(headers.contains_key("www-authenticate"));
 
     let enabled = server
@@ -63,7 +48,7 @@ async fn disable_answers_401_disabled_api_key_until_enabled() {
         .unwrap();
     assert_eq!(enabled.status(), 200);
     assert!(json(enabled).await["disabled_at"].is_null());
-    assert_eq!(send_as(&server, key).await.status(), 201);
+    assert_eq!(add_subscriber(&server, key).await.status(), 201);
 
     // Another tenant's key id is not found.
     let missing = server
@@ -79,7 +64,7 @@ async fn disable_answers_401_disabled_api_key_until_enabled() {
 async fn patch_changes_name_and_metadata_and_refuses_oversized_metadata() {
     let (api, _) = service(profiles::mailjawn());
     let (server, admin) = start(Product::MailJawn, &api, Options::default()).await;
-    let created = create(
+    let created = create_key(
         &server,
         &admin,
         json!({"name": "ci", "bundle": "sdk", "metadata": {"team": "infra"}}),
@@ -143,7 +128,7 @@ async fn mailchannels_refuses_a_patch_that_changes_scopes() {
 async fn credits_show_in_a_header_and_run_out_with_429_usage_exceeded() {
     let (api, _) = service(profiles::mailjawn());
     let (server, admin) = start(Product::MailJawn, &api, Options::default()).await;
-    let created = create(
+    let created = create_key(
         &server,
         &admin,
         json!({"name": "trial", "bundle": "sdk", "credits":
@@ -153,11 +138,17 @@ async fn credits_show_in_a_header_and_run_out_with_429_usage_exceeded() {
     assert_eq!(created["credits"]["remaining"], 2);
     let key = created["key"].as_str().unwrap();
     for left in ["1", "0"] {
-        let ok = send_as(&server, key).await;
+        let ok = add_subscriber(&server, key).await;
         assert_eq!(ok.status(), 201);
         assert_eq!(ok.headers()["credits-remaining"], left);
     }
-    let (headers, _) = expect_error(send_as(&server, key).await, 429, "usage_exceeded", key).await;
+    let (headers, _) = expect_error(
+        add_subscriber(&server, key).await,
+        429,
+        "usage_exceeded",
+        key,
+    )
+    .await;
     assert_eq!(headers["credits-remaining"], "0");
     assert_eq!(headers["retry-after"], "86400");
 
@@ -176,7 +167,7 @@ async fn credits_show_in_a_header_and_run_out_with_429_usage_exceeded() {
     assert_eq!(patched["credits"]["remaining"], 5);
     assert!(patched["credits"].get("refill").is_none(), "{patched}");
     assert_eq!(
-        send_as(&server, key).await.headers()["credits-remaining"],
+        add_subscriber(&server, key).await.headers()["credits-remaining"],
         "4"
     );
 }

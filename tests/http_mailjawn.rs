@@ -7,7 +7,10 @@ mod http_support;
 
 use std::time::Duration;
 
-use http_support::{expect_error, header, json, service, start, Options, Product, Server};
+use http_support::{
+    add_subscriber, create_key, expect_error, header, json, service, start, Options, Product,
+    Server,
+};
 use keygate::{profiles, ApiKeys, ManualClock};
 use serde_json::{json, Value};
 
@@ -17,24 +20,12 @@ async fn mailjawn() -> (Server, String, ApiKeys, ManualClock) {
     (server, admin, api, clock)
 }
 
-async fn create(server: &Server, admin: &str, body: Value) -> Value {
-    let response = server
-        .post("/v1/api-keys")
-        .bearer_auth(admin)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    json(response).await
-}
-
 // "MailJawn generates a key that starts with mj_ and displays it exactly once"
 // and "Include the API key in the Authorization header ... Bearer".
 #[tokio::test]
 async fn created_key_is_shown_once_and_authenticates_as_bearer() {
     let (server, admin, _, _) = mailjawn().await;
-    let created = create(&server, &admin, json!({"name": "ios app", "bundle": "sdk"})).await;
+    let created = create_key(&server, &admin, json!({"name": "ios app", "bundle": "sdk"})).await;
     let key = created["key"].as_str().unwrap().to_owned();
     assert!(key.starts_with("mj_"));
     assert_eq!(created["name"], "ios app");
@@ -43,13 +34,7 @@ async fn created_key_is_shown_once_and_authenticates_as_bearer() {
     assert!(created["id"].as_str().unwrap().starts_with("key_"));
     assert!(created["created_at"].is_string());
 
-    let response = server
-        .post("/v1/subscribers")
-        .bearer_auth(&key)
-        .json(&json!({"email": "ada@example.com"}))
-        .send()
-        .await
-        .unwrap();
+    let response = add_subscriber(&server, &key).await;
     assert_eq!(response.status(), 201);
 
     // The list never shows the key again: name, bundle, dates and the prefix only.
@@ -79,7 +64,7 @@ async fn created_key_is_shown_once_and_authenticates_as_bearer() {
 #[tokio::test]
 async fn bundles_decide_which_routes_a_key_reaches() {
     let (server, admin, _, _) = mailjawn().await;
-    let sdk = create(&server, &admin, json!({"name": "sdk", "bundle": "sdk"})).await;
+    let sdk = create_key(&server, &admin, json!({"name": "sdk", "bundle": "sdk"})).await;
     let sdk = sdk["key"].as_str().unwrap();
 
     let tracked = server
@@ -110,7 +95,7 @@ async fn bundles_decide_which_routes_a_key_reaches() {
         assert!(headers.get("www-authenticate").is_none());
     }
 
-    let mcp = create(&server, &admin, json!({"name": "claude", "bundle": "mcp"})).await;
+    let mcp = create_key(&server, &admin, json!({"name": "claude", "bundle": "mcp"})).await;
     let mcp = mcp["key"].as_str().unwrap();
     let sent = server
         .post("/v1/emails/send")
@@ -245,7 +230,7 @@ async fn send_and_mcp_routes_count_against_their_own_classes() {
 #[tokio::test]
 async fn revoked_key_gets_401_on_its_next_request() {
     let (server, admin, _, _) = mailjawn().await;
-    let created = create(
+    let created = create_key(
         &server,
         &admin,
         json!({"name": "tmp", "bundle": "full_access"}),
@@ -300,7 +285,7 @@ async fn revoked_key_gets_401_on_its_next_request() {
 #[tokio::test]
 async fn rotation_returns_a_new_key_and_the_old_one_stops() {
     let (server, admin, _, _) = mailjawn().await;
-    let created = create(&server, &admin, json!({"name": "ci", "bundle": "mcp"})).await;
+    let created = create_key(&server, &admin, json!({"name": "ci", "bundle": "mcp"})).await;
     let old = created["key"].as_str().unwrap().to_owned();
     let rotated = server
         .post(&format!(
@@ -398,7 +383,7 @@ async fn bad_bodies_are_400_in_the_json_error_shape() {
 #[tokio::test]
 async fn keys_created_with_granular_scopes_work() {
     let (server, admin, _, _) = mailjawn().await;
-    let created = create(
+    let created = create_key(
         &server,
         &admin,
         json!({"name": "reader", "scopes": ["subscribers:read", "campaigns:*"]}),

@@ -45,6 +45,26 @@ async fn login(server: &Server, email: &str, password: &str) -> reqwest::Respons
     .await
 }
 
+async fn logout(server: &Server, token: &str) -> reqwest::Response {
+    server
+        .post("/api/auth/logout")
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Sends mail to `a@example.com` with the bearer `credential`.
+async fn send_mail(server: &Server, credential: &str) -> reqwest::Response {
+    server
+        .post("/v1/send")
+        .bearer_auth(credential)
+        .json(&json!({"to": "a@example.com"}))
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn domains(server: &Server, token: &str) -> reqwest::Response {
     server
         .get("/api/domains")
@@ -89,12 +109,7 @@ async fn signup_login_token_on_domains_then_logout_is_401() {
         .unwrap();
     assert_eq!(added.status(), 201);
 
-    let out = server
-        .post("/api/auth/logout")
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let out = logout(&server, &token).await;
     assert_eq!(out.status(), 204);
     let after = domains(&server, &token).await;
     let (_, message) = expect_error(after, 401, "invalid_session", &token).await;
@@ -180,30 +195,13 @@ async fn session_token_lists_and_rotates_the_key_but_cannot_send() {
     expect_error(domains(&server, old).await, 401, "revoked_api_key", old).await;
     assert_eq!(domains(&server, &new).await.status(), 200);
 
-    let send = server
-        .post("/v1/send")
-        .bearer_auth(token)
-        .json(&json!({"to": "a@example.com"}))
-        .send()
-        .await
-        .unwrap();
+    let send = send_mail(&server, token).await;
     expect_error(send, 403, "session_not_accepted", token).await;
-    let send = server
-        .post("/v1/send")
-        .bearer_auth(&new)
-        .json(&json!({"to": "a@example.com"}))
-        .send()
-        .await
-        .unwrap();
+    let send = send_mail(&server, &new).await;
     assert_eq!(send.status(), 202);
 
     // After logout the token is refused on key management too.
-    let out = server
-        .post("/api/auth/logout")
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    let out = logout(&server, token).await;
     assert_eq!(out.status(), 204);
     let listed = server
         .get("/api/api-key")
@@ -245,27 +243,32 @@ async fn passwords_outside_8_to_1024_bytes_and_bad_bodies_are_json_errors() {
     )
     .await;
     assert_eq!(ok.status(), 201);
-    let bad_email = post_json(
-        &server,
-        "/api/auth/signup",
-        json!({"email": "not-an-email", "password": PASSWORD}),
-    )
-    .await;
-    expect_error(bad_email, 400, "invalid_request", "").await;
-    let no_password = post_json(
-        &server,
-        "/api/auth/login",
-        json!({"email": "p@example.com"}),
-    )
-    .await;
-    expect_error(no_password, 400, "invalid_json", "").await;
-    let taken = post_json(
-        &server,
-        "/api/auth/signup",
-        json!({"email": "P@example.com", "password": PASSWORD}),
-    )
-    .await;
-    expect_error(taken, 409, "conflict", "").await;
+    let refused = [
+        // A bad email.
+        (
+            "/api/auth/signup",
+            json!({"email": "not-an-email", "password": PASSWORD}),
+            400,
+            "invalid_request",
+        ),
+        // No password.
+        (
+            "/api/auth/login",
+            json!({"email": "p@example.com"}),
+            400,
+            "invalid_json",
+        ),
+        // The email is taken, whatever its case.
+        (
+            "/api/auth/signup",
+            json!({"email": "P@example.com", "password": PASSWORD}),
+            409,
+            "conflict",
+        ),
+    ];
+    for (path, body, status, code) in refused {
+        expect_error(post_json(&server, path, body).await, status, code, "").await;
+    }
     let anonymous = server.post("/api/auth/logout").send().await.unwrap();
     expect_error(anonymous, 401, "missing_api_key", "").await;
 }

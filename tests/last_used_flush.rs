@@ -32,27 +32,13 @@ fn key_id(n: usize) -> KeyId {
 fn key(n: usize) -> KeyRecord {
     let mut digest = [0u8; 32];
     digest[..8].copy_from_slice(&(n as u64).to_be_bytes());
-    KeyRecord {
-        id: key_id(n),
-        account: AccountId::new("org_flush").expect("valid account id"),
-        name: format!("key {n}"),
-        format: "mj_".into(),
-        lookup: format!("lk{n:06}"),
-        hash: SecretHash::from_parts(1, digest),
-        bundle: None,
-        scopes: Vec::new(),
-        rate_limits: Vec::new(),
-        created_at: at(0),
-        secret_set_at: at(0),
-        expires_at: None,
-        last_used_at: None,
-        revoked_at: None,
-        replaced_by: None,
-        lineage: None,
-        disabled_at: None,
-        metadata: Default::default(),
-        credits: None,
-    }
+    support::key_record(
+        key_id(n),
+        AccountId::new("org_flush").expect("valid account id"),
+        format!("key {n}"),
+        format!("lk{n:06}"),
+        SecretHash::from_parts(1, digest),
+    )
 }
 
 /// What one flusher did: the errors it saw, and the latest time it wrote

@@ -118,6 +118,32 @@ fn org() -> AccountId {
     AccountId::new("org_multi").unwrap()
 }
 
+/// Creates a key for [`org`] on `instance`.
+async fn create(instance: &Instance, request: CreateKey) -> NewKey {
+    instance
+        .api
+        .as_account(&org())
+        .create(&org(), request)
+        .await
+        .unwrap()
+}
+
+/// Creates a key on `a` and warms both caches with it.
+async fn warmed_on_both(a: &Instance, b: &Instance, request: CreateKey) -> (NewKey, Presented) {
+    let key = create(a, request).await;
+    let presented = Presented::of(&key);
+    warm(a, &presented).await;
+    warm(b, &presented).await;
+    (key, presented)
+}
+
+/// Stops both instances and drops the schema.
+async fn stop_both(pg: support::TestPostgres, a: Instance, b: Instance) {
+    a.stop().await;
+    b.stop().await;
+    pg.cleanup().await;
+}
+
 /// Verifies on `instance` until an answer comes from its cache. (The first
 /// answer may be evicted again by the notification of the key's creation.)
 async fn warm(instance: &Instance, presented: &Presented) {
@@ -154,6 +180,24 @@ async fn fails_within_propagation(instance: &Instance, presented: &Presented, ex
     }
 }
 
+/// Polls `condition` every 2 ms; panics if it does not hold after
+/// [`PROPAGATION`].
+async fn within_propagation<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !condition().await {
+        assert!(
+            start.elapsed() < PROPAGATION,
+            "after {:?} still not: {what}",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// Polls `condition` every 5 ms; panics after [`LISTEN_BOUND`].
 async fn wait_until(what: &str, condition: impl Fn() -> bool) {
     let start = Instant::now();
@@ -172,15 +216,7 @@ async fn a_revocation_on_one_instance_fails_the_key_on_the_other_within_100ms() 
         return;
     };
     let (a, b) = pair(&pg, profiles::mailjawn()).await;
-    let key = a
-        .api
-        .as_account(&org())
-        .create(&org(), CreateKey::new("ci").bundle("sdk"))
-        .await
-        .unwrap();
-    let presented = Presented::of(&key);
-    warm(&a, &presented).await;
-    warm(&b, &presented).await;
+    let (key, presented) = warmed_on_both(&a, &b, CreateKey::new("ci").bundle("sdk")).await;
 
     a.api.as_account(&org()).revoke(&key.info.id).await.unwrap();
     assert_eq!(
@@ -189,9 +225,7 @@ async fn a_revocation_on_one_instance_fails_the_key_on_the_other_within_100ms() 
     );
     fails_within_propagation(&b, &presented, AuthError::Revoked).await;
 
-    a.stop().await;
-    b.stop().await;
-    pg.cleanup().await;
+    stop_both(pg, a, b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,15 +234,7 @@ async fn a_disable_and_enable_on_one_instance_reach_the_other_within_100ms() {
         return;
     };
     let (a, b) = pair(&pg, profiles::mailjawn()).await;
-    let key = a
-        .api
-        .as_account(&org())
-        .create(&org(), CreateKey::new("ci").bundle("sdk"))
-        .await
-        .unwrap();
-    let presented = Presented::of(&key);
-    warm(&a, &presented).await;
-    warm(&b, &presented).await;
+    let (key, presented) = warmed_on_both(&a, &b, CreateKey::new("ci").bundle("sdk")).await;
 
     a.api
         .as_account(&org())
@@ -222,18 +248,12 @@ async fn a_disable_and_enable_on_one_instance_reach_the_other_within_100ms() {
     fails_within_propagation(&b, &presented, AuthError::Disabled).await;
 
     a.api.as_account(&org()).enable(&key.info.id).await.unwrap();
-    let start = Instant::now();
-    while presented.verify(&b.api).await.is_err() {
-        assert!(
-            start.elapsed() < PROPAGATION,
-            "the other instance still refuses the enabled key"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    within_propagation("the other instance accepts the enabled key", || async {
+        presented.verify(&b.api).await.is_ok()
+    })
+    .await;
 
-    a.stop().await;
-    b.stop().await;
-    pg.cleanup().await;
+    stop_both(pg, a, b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,15 +262,8 @@ async fn two_instances_spending_one_keys_credits_admit_exactly_the_credits() {
         return;
     };
     let (a, b) = pair(&pg, profiles::mailjawn()).await;
-    let key = a
-        .api
-        .as_account(&org())
-        .create(&org(), CreateKey::new("trial").bundle("sdk").credits(30))
-        .await
-        .unwrap();
+    let (key, _) = warmed_on_both(&a, &b, CreateKey::new("trial").bundle("sdk").credits(30)).await;
     let presented = key.key.expose_secret().to_owned();
-    warm(&a, &Presented::of(&key)).await;
-    warm(&b, &Presented::of(&key)).await;
     // Plain verifies spend nothing; each request below spends one credit.
     let op = keygate::Operation::unrestricted();
     let mut tasks = Vec::new();
@@ -280,9 +293,7 @@ async fn two_instances_spending_one_keys_credits_admit_exactly_the_credits() {
     assert_eq!(left, (0..30).collect());
     assert_eq!(refused, 50);
 
-    a.stop().await;
-    b.stop().await;
-    pg.cleanup().await;
+    stop_both(pg, a, b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,15 +302,7 @@ async fn a_secret_reset_on_one_instance_fails_the_old_secret_on_the_other_within
         return;
     };
     let (a, b) = pair(&pg, profiles::mailjet()).await;
-    let key = a
-        .api
-        .as_account(&org())
-        .create(&org(), CreateKey::new("main"))
-        .await
-        .unwrap();
-    let old = Presented::of(&key);
-    warm(&a, &old).await;
-    warm(&b, &old).await;
+    let (key, old) = warmed_on_both(&a, &b, CreateKey::new("main")).await;
 
     let reset = a
         .api
@@ -312,9 +315,7 @@ async fn a_secret_reset_on_one_instance_fails_the_old_secret_on_the_other_within
     let p = Presented::of(&reset).verify(&b.api).await.unwrap();
     assert_eq!(p.key_id(), &key.info.id);
 
-    a.stop().await;
-    b.stop().await;
-    pg.cleanup().await;
+    stop_both(pg, a, b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,15 +324,7 @@ async fn a_rotation_on_one_instance_fails_the_old_key_on_the_other_within_100ms(
         return;
     };
     let (a, b) = pair(&pg, profiles::mailjawn()).await;
-    let first = a
-        .api
-        .as_account(&org())
-        .create(&org(), CreateKey::new("ci").bundle("sdk"))
-        .await
-        .unwrap();
-    let old = Presented::of(&first);
-    warm(&a, &old).await;
-    warm(&b, &old).await;
+    let (first, old) = warmed_on_both(&a, &b, CreateKey::new("ci").bundle("sdk")).await;
 
     let second = a
         .api
@@ -343,9 +336,7 @@ async fn a_rotation_on_one_instance_fails_the_old_key_on_the_other_within_100ms(
     let p = Presented::of(&second).verify(&b.api).await.unwrap();
     assert_eq!(p.name(), "ci");
 
-    a.stop().await;
-    b.stop().await;
-    pg.cleanup().await;
+    stop_both(pg, a, b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -366,42 +357,27 @@ async fn a_key_created_on_one_instance_clears_the_others_negative_answer() {
 
     let now = OffsetDateTime::now_utc();
     let record = KeyRecord {
-        id: KeyId::new("key_later"),
-        account: org(),
-        name: "later".into(),
-        format: "mj_".into(),
-        lookup: lookup.into(),
-        hash: keygate::hash::SecretHash::from_parts(1, [3; 32]),
         bundle: Some("sdk".into()),
-        scopes: Vec::new(),
-        rate_limits: Vec::new(),
         created_at: now,
         secret_set_at: now,
-        expires_at: None,
-        last_used_at: None,
-        revoked_at: None,
-        replaced_by: None,
-        lineage: None,
-        disabled_at: None,
-        metadata: Default::default(),
-        credits: None,
+        ..support::key_record(
+            KeyId::new("key_later"),
+            org(),
+            "later".into(),
+            lookup.into(),
+            keygate::hash::SecretHash::from_parts(1, [3; 32]),
+        )
     };
     a.cached
         .insert_key(record, None, OffsetDateTime::now_utc())
         .await
         .unwrap();
-    let start = Instant::now();
-    while b.cached.find_by_lookup(lookup).await.unwrap().is_empty() {
-        assert!(
-            start.elapsed() < PROPAGATION,
-            "the new key is still unknown"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    within_propagation("the new key is known", || async {
+        !b.cached.find_by_lookup(lookup).await.unwrap().is_empty()
+    })
+    .await;
 
-    a.stop().await;
-    b.stop().await;
-    pg.cleanup().await;
+    stop_both(pg, a, b).await;
 }
 
 /// README, Running several instances, row "the notification connection is
@@ -420,12 +396,7 @@ async fn a_lost_notification_connection_bypasses_the_cache_until_it_is_back() {
     let store = pg.postgres();
     let mut keys = Vec::new();
     for name in ["one", "two"] {
-        let key = b
-            .api
-            .as_account(&org())
-            .create(&org(), CreateKey::new(name).bundle("sdk"))
-            .await
-            .unwrap();
+        let key = create(&b, CreateKey::new(name).bundle("sdk")).await;
         warm(&b, &Presented::of(&key)).await;
         keys.push(key);
     }
@@ -474,12 +445,7 @@ async fn heartbeats_on_a_quiet_connection_keep_the_cache_in_use() {
     let follow = FollowConfig::default().with_heartbeat(Duration::from_millis(5));
     let a = Instance::start(&pg, profiles::mailjawn(), follow.clone()).await;
     let b = Instance::start(&pg, profiles::mailjawn(), follow).await;
-    let key = a
-        .api
-        .as_account(&org())
-        .create(&org(), CreateKey::new("ci").bundle("sdk"))
-        .await
-        .unwrap();
+    let key = create(&a, CreateKey::new("ci").bundle("sdk")).await;
     let presented = Presented::of(&key);
     warm(&b, &presented).await;
     // Quiet for many heartbeats: each is a round trip on the listener's
@@ -490,9 +456,7 @@ async fn heartbeats_on_a_quiet_connection_keep_the_cache_in_use() {
     a.api.as_account(&org()).revoke(&key.info.id).await.unwrap();
     fails_within_propagation(&b, &presented, AuthError::Revoked).await;
 
-    a.stop().await;
-    b.stop().await;
-    pg.cleanup().await;
+    stop_both(pg, a, b).await;
 }
 
 /// Two instances on one Postgres schema sharing one Redis key prefix.
@@ -525,18 +489,14 @@ async fn shared_pair() -> Option<(
 /// A key whose `send` quota is 10 per minute, so no token refills during a test.
 #[cfg(feature = "redis")]
 async fn ten_per_minute(a: &Instance) -> String {
-    let key = a
-        .api
-        .as_account(&org())
-        .create(
-            &org(),
-            CreateKey::new("sender").bundle("full_access").rate_limit(
-                "send",
-                keygate::Quota::per_minute(std::num::NonZeroU32::new(10).unwrap()),
-            ),
-        )
-        .await
-        .unwrap();
+    let key = create(
+        a,
+        CreateKey::new("sender").bundle("full_access").rate_limit(
+            "send",
+            keygate::Quota::per_minute(std::num::NonZeroU32::new(10).unwrap()),
+        ),
+    )
+    .await;
     key.key.expose_secret().to_owned()
 }
 

@@ -422,25 +422,16 @@ async fn verify_checks_every_candidate_sharing_a_lookup_id() {
     // A decoy that shares the lookup id but hashes something else, inserted first.
     let now = OffsetDateTime::now_utc();
     let decoy = KeyRecord {
-        id: KeyId::new("key_decoy"),
-        account: acct("other"),
-        name: "decoy".into(),
-        format: "mj_".into(),
-        lookup: real.key.lookup().to_owned(),
-        hash: SecretHash::sha256("something else"),
         bundle: Some("full_access".into()),
-        scopes: vec![],
-        rate_limits: vec![],
         created_at: now,
         secret_set_at: now,
-        expires_at: None,
-        last_used_at: None,
-        revoked_at: None,
-        replaced_by: None,
-        lineage: None,
-        disabled_at: None,
-        metadata: Default::default(),
-        credits: None,
+        ..support::key_record(
+            KeyId::new("key_decoy"),
+            acct("other"),
+            "decoy".into(),
+            real.key.lookup().to_owned(),
+            SecretHash::sha256("something else"),
+        )
     };
     store.insert_key(decoy, None, now).await.unwrap();
     assert_eq!(

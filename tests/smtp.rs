@@ -40,6 +40,32 @@ async fn start(config: SmtpConfig) -> Smtp {
     }
 }
 
+/// A key for the account `acme`, made on `api`.
+async fn acme_key(api: &ApiKeys) -> (AccountId, NewKey) {
+    let acme = AccountId::new("acme").unwrap();
+    let key = api
+        .as_account(&acme)
+        .create(&acme, CreateKey::new("smtp"))
+        .await
+        .unwrap();
+    (acme, key)
+}
+
+fn b64(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// The base64 initial response of `AUTH PLAIN` for `public` and `secret`.
+fn plain_response(public: &str, secret: &str) -> String {
+    b64(&format!("\0{public}\0{secret}"))
+}
+
+/// The reply code of one step of a session, if it replies.
+fn step_code(step: keygate::smtp::Step) -> Option<u16> {
+    step.reply.map(|r| r.code())
+}
+
 fn pair(key: &NewKey) -> (String, String) {
     let presented = key.key.to_presented().to_string();
     let (public, secret) = presented.split_once(':').unwrap();
@@ -73,13 +99,7 @@ fn code(e: &lettre::transport::smtp::Error) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lettre_sends_with_the_account_key_pair_and_not_with_a_reset_secret() {
     let smtp = start(SmtpConfig::default()).await;
-    let acme = AccountId::new("acme").unwrap();
-    let key = smtp
-        .api
-        .as_account(&acme)
-        .create(&acme, CreateKey::new("smtp"))
-        .await
-        .unwrap();
+    let (acme, key) = acme_key(&smtp.api).await;
     let old = pair(&key);
     for mechanism in [Mechanism::Plain, Mechanism::Login] {
         send(smtp.port, &old, mechanism).await.unwrap();
@@ -211,22 +231,9 @@ async fn failed_auth_is_limited_per_connection_and_per_address() {
     let mut config = SmtpConfig::default();
     config.address_failures = keygate::Quota::per_minute(std::num::NonZeroU32::new(4).unwrap());
     let smtp = start(config).await;
-    let acme = AccountId::new("acme").unwrap();
-    let key = smtp
-        .api
-        .as_account(&acme)
-        .create(&acme, CreateKey::new("smtp"))
-        .await
-        .unwrap();
+    let (_, key) = acme_key(&smtp.api).await;
     let (public, _) = pair(&key);
-    let wrong = {
-        use base64::Engine as _;
-        let text = format!("\0{public}\0{}", "0".repeat(32));
-        format!(
-            "AUTH PLAIN {}",
-            base64::engine::general_purpose::STANDARD.encode(text)
-        )
-    };
+    let wrong = format!("AUTH PLAIN {}", plain_response(&public, &"0".repeat(32)));
     let mut raw = Raw::connect(smtp.port).await;
     raw.send(b"EHLO client.example").await;
     assert!(raw.send(wrong.as_bytes()).await.starts_with("535 5.7.8"));
@@ -241,14 +248,8 @@ async fn failed_auth_is_limited_per_connection_and_per_address() {
     raw.send(b"EHLO client.example").await;
     assert!(raw.send(wrong.as_bytes()).await.starts_with("535 5.7.8"));
     let right = {
-        use base64::Engine as _;
-        let presented = key.key.to_presented().to_string();
-        let (p, s) = presented.split_once(':').unwrap();
-        let text = format!("\0{p}\0{s}");
-        format!(
-            "AUTH PLAIN {}",
-            base64::engine::general_purpose::STANDARD.encode(text)
-        )
+        let (p, s) = pair(&key);
+        format!("AUTH PLAIN {}", plain_response(&p, &s))
     };
     assert!(raw.send(right.as_bytes()).await.starts_with("454 4.7.0"));
 }
@@ -277,73 +278,66 @@ async fn auth_over_plaintext_is_refused_except_from_loopback() {
 #[tokio::test]
 async fn the_state_machine_orders_mail_rcpt_data_and_rset() {
     let api = ApiKeys::in_memory(profiles::mailjet()).unwrap();
-    let acme = AccountId::new("acme").unwrap();
-    let key = api
-        .as_account(&acme)
-        .create(&acme, CreateKey::new("smtp"))
-        .await
-        .unwrap();
+    let (_, key) = acme_key(&api).await;
     let server = SmtpServer::new(api, SmtpConfig::default());
     let mut s = server.session(IpAddr::V4(Ipv4Addr::LOCALHOST), false);
-    let code = |step: keygate::smtp::Step| step.reply.map(|r| r.code());
-    assert_eq!(code(s.handle(b"AUTH LOGIN").await), Some(503), "EHLO first");
-    assert_eq!(code(s.handle(b"EHLO me").await), Some(250));
-    let presented = key.key.to_presented().to_string();
-    let (public, secret) = presented.split_once(':').unwrap();
-    use base64::Engine as _;
-    let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
-    let login = format!("AUTH LOGIN {}", b64(public));
-    assert_eq!(code(s.handle(login.as_bytes()).await), Some(334));
-    assert_eq!(code(s.handle(b64(secret).as_bytes()).await), Some(235));
-    assert_eq!(code(s.handle(b"AUTH LOGIN").await), Some(503));
-    assert_eq!(code(s.handle(b"RCPT TO:<b@x>").await), Some(503));
-    assert_eq!(code(s.handle(b"DATA").await), Some(503));
-    assert_eq!(code(s.handle(b"MAIL FROM:<a@x> SIZE=10").await), Some(250));
-    assert_eq!(code(s.handle(b"RSET").await), Some(250));
-    assert_eq!(code(s.handle(b"RCPT TO:<b@x>").await), Some(503));
-    assert_eq!(code(s.handle(b"MAIL FROM:a@x").await), Some(501));
-    assert_eq!(code(s.handle(b"mail from:<a@x>").await), Some(250));
-    assert_eq!(code(s.handle(b"RCPT TO:<b@x>").await), Some(250));
-    assert_eq!(code(s.handle(b"NOOP").await), Some(250));
-    assert_eq!(code(s.handle(b"DATA").await), Some(354));
-    assert_eq!(code(s.handle(b"Subject: hi").await), None);
-    assert_eq!(code(s.handle(b"..leading dot").await), None);
+    assert_eq!(
+        step_code(s.handle(b"AUTH LOGIN").await),
+        Some(503),
+        "EHLO first"
+    );
+    assert_eq!(step_code(s.handle(b"EHLO me").await), Some(250));
+    let (public, secret) = pair(&key);
+    let login = format!("AUTH LOGIN {}", b64(&public));
+    assert_eq!(step_code(s.handle(login.as_bytes()).await), Some(334));
+    assert_eq!(
+        step_code(s.handle(b64(&secret).as_bytes()).await),
+        Some(235)
+    );
+    assert_eq!(step_code(s.handle(b"AUTH LOGIN").await), Some(503));
+    assert_eq!(step_code(s.handle(b"RCPT TO:<b@x>").await), Some(503));
+    assert_eq!(step_code(s.handle(b"DATA").await), Some(503));
+    assert_eq!(
+        step_code(s.handle(b"MAIL FROM:<a@x> SIZE=10").await),
+        Some(250)
+    );
+    assert_eq!(step_code(s.handle(b"RSET").await), Some(250));
+    assert_eq!(step_code(s.handle(b"RCPT TO:<b@x>").await), Some(503));
+    assert_eq!(step_code(s.handle(b"MAIL FROM:a@x").await), Some(501));
+    assert_eq!(step_code(s.handle(b"mail from:<a@x>").await), Some(250));
+    assert_eq!(step_code(s.handle(b"RCPT TO:<b@x>").await), Some(250));
+    assert_eq!(step_code(s.handle(b"NOOP").await), Some(250));
+    assert_eq!(step_code(s.handle(b"DATA").await), Some(354));
+    assert_eq!(step_code(s.handle(b"Subject: hi").await), None);
+    assert_eq!(step_code(s.handle(b"..leading dot").await), None);
     let end = s.handle(b".").await;
     let message = end.message.unwrap();
     assert_eq!(message.data, b"Subject: hi\r\n.leading dot\r\n");
     assert_eq!(message.recipients, ["b@x"]);
     assert_eq!(end.reply.unwrap().code(), 250);
-    assert_eq!(code(s.handle(b"BOGUS").await), Some(500));
-    assert_eq!(code(s.handle(&[0xff, 0xfe]).await), Some(500));
+    assert_eq!(step_code(s.handle(b"BOGUS").await), Some(500));
+    assert_eq!(step_code(s.handle(&[0xff, 0xfe]).await), Some(500));
 }
 
 #[tokio::test]
 async fn an_oversized_message_is_refused_and_the_session_goes_on() {
     let api = ApiKeys::in_memory(profiles::mailjet()).unwrap();
-    let acme = AccountId::new("acme").unwrap();
-    let key = api
-        .as_account(&acme)
-        .create(&acme, CreateKey::new("smtp"))
-        .await
-        .unwrap();
+    let (_, key) = acme_key(&api).await;
     let mut config = SmtpConfig::default();
     config.max_message_bytes = 16;
     let server = SmtpServer::new(api, config);
     let mut s = server.session(IpAddr::V4(Ipv4Addr::LOCALHOST), false);
-    let code = |step: keygate::smtp::Step| step.reply.map(|r| r.code());
     let _ = s.handle(b"EHLO me").await;
-    use base64::Engine as _;
-    let presented = key.key.to_presented().to_string();
-    let (public, secret) = presented.split_once(':').unwrap();
-    let plain = base64::engine::general_purpose::STANDARD.encode(format!("\0{public}\0{secret}"));
-    assert_eq!(code(s.handle(b"AUTH PLAIN").await), Some(334));
-    assert_eq!(code(s.handle(plain.as_bytes()).await), Some(235));
+    let (public, secret) = pair(&key);
+    let plain = plain_response(&public, &secret);
+    assert_eq!(step_code(s.handle(b"AUTH PLAIN").await), Some(334));
+    assert_eq!(step_code(s.handle(plain.as_bytes()).await), Some(235));
     for line in ["MAIL FROM:<a@x>", "RCPT TO:<b@x>", "DATA"] {
         let _ = s.handle(line.as_bytes()).await;
     }
-    assert_eq!(code(s.handle(b"0123456789abcdef0123").await), None);
+    assert_eq!(step_code(s.handle(b"0123456789abcdef0123").await), None);
     let end = s.handle(b".").await;
     assert!(end.message.is_none());
     assert_eq!(end.reply.unwrap().code(), 552);
-    assert_eq!(code(s.handle(b"MAIL FROM:<a@x>").await), Some(250));
+    assert_eq!(step_code(s.handle(b"MAIL FROM:<a@x>").await), Some(250));
 }

@@ -52,25 +52,16 @@ fn key(n: u8) -> KeyRecord {
     let mut digest = [0u8; 32];
     digest[0] = n;
     KeyRecord {
-        id: KeyId::new(format!("key_{n:03}")),
-        account: AccountId::new("org_dup").unwrap(),
-        name: format!("key {n}"),
-        format: "mj_".into(),
-        lookup: format!("lk{n:03}"),
-        hash: SecretHash::from_parts(1, digest),
         bundle: Some("sdk".into()),
-        scopes: Vec::new(),
-        rate_limits: Vec::new(),
         created_at: OffsetDateTime::UNIX_EPOCH,
         secret_set_at: OffsetDateTime::UNIX_EPOCH,
-        expires_at: None,
-        last_used_at: None,
-        revoked_at: None,
-        replaced_by: None,
-        lineage: None,
-        disabled_at: None,
-        metadata: Default::default(),
-        credits: None,
+        ..support::key_record(
+            KeyId::new(format!("key_{n:03}")),
+            AccountId::new("org_dup").unwrap(),
+            format!("key {n}"),
+            format!("lk{n:03}"),
+            SecretHash::from_parts(1, digest),
+        )
     }
 }
 

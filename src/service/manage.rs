@@ -759,6 +759,18 @@ impl Manager<'_> {
         Err(Error::Conflict(ConflictKind::KeyInUse))
     }
 
+    /// A page of `records`, read with `limit`: a full page names its last
+    /// key as where the next one starts.
+    fn page(&self, records: Vec<KeyRecord>, limit: usize) -> Page {
+        let next = (records.len() == limit)
+            .then(|| records.last().map(|r| r.id.clone()))
+            .flatten();
+        Page {
+            data: records.into_iter().map(|r| self.api.info(r)).collect(),
+            next,
+        }
+    }
+
     /// Lists `account`'s keys (redacted, never the secret).
     pub async fn list(&self, account: &AccountId, options: ListOptions) -> Result<Page, Error> {
         self.reach(account).await?;
@@ -771,13 +783,7 @@ impl Manager<'_> {
             limit: options.limit,
         };
         let records = self.api.inner.store.list_keys(account, &query).await?;
-        let next = (records.len() == options.limit)
-            .then(|| records.last().map(|r| r.id.clone()))
-            .flatten();
-        Ok(Page {
-            data: records.into_iter().map(|r| self.api.info(r)).collect(),
-            next,
-        })
+        Ok(self.page(records, options.limit))
     }
 
     /// One key's info, if the actor reaches its account.
@@ -840,13 +846,7 @@ impl Manager<'_> {
             limit: options.limit,
         };
         let records = inner.store.list_stale_secrets(&query).await?;
-        let next = (records.len() == options.limit)
-            .then(|| records.last().map(|r| r.id.clone()))
-            .flatten();
-        Ok(Page {
-            data: records.into_iter().map(|r| self.api.info(r)).collect(),
-            next,
-        })
+        Ok(self.page(records, options.limit))
     }
 
     /// Revokes a key at once: the next verify fails with [`AuthError::Revoked`].

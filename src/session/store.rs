@@ -77,46 +77,36 @@ fn epoch(value: i64) -> Result<u64, StoreError> {
         .map_err(|_| StoreError::Corrupt(crate::store::Cause::new("negative session epoch")))
 }
 
-#[cfg(feature = "sqlite")]
-#[async_trait]
-impl SessionStore for crate::store::SqliteStore {
-    async fn session_epoch(&self, subject: &str) -> Result<u64, StoreError> {
-        let row: Option<(i64,)> = sqlx::query_as(READ)
-            .bind(subject)
-            .fetch_optional(self.pool())
-            .await
-            .map_err(crate::store::sql::map_err)?;
-        row.map_or(Ok(0), |(e,)| epoch(e))
-    }
+/// Implements [`SessionStore`] on a SQL store with [`READ`] and [`BUMP`],
+/// which both dialects accept as they are.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+macro_rules! sql_session_store {
+    ($store:ty) => {
+        #[async_trait]
+        impl SessionStore for $store {
+            async fn session_epoch(&self, subject: &str) -> Result<u64, StoreError> {
+                let row: Option<(i64,)> = sqlx::query_as(READ)
+                    .bind(subject)
+                    .fetch_optional(self.pool())
+                    .await
+                    .map_err(crate::store::sql::map_err)?;
+                row.map_or(Ok(0), |(e,)| epoch(e))
+            }
 
-    async fn end_sessions(&self, subject: &str) -> Result<u64, StoreError> {
-        let (e,): (i64,) = sqlx::query_as(BUMP)
-            .bind(subject)
-            .fetch_one(self.pool())
-            .await
-            .map_err(crate::store::sql::map_err)?;
-        epoch(e)
-    }
+            async fn end_sessions(&self, subject: &str) -> Result<u64, StoreError> {
+                let (e,): (i64,) = sqlx::query_as(BUMP)
+                    .bind(subject)
+                    .fetch_one(self.pool())
+                    .await
+                    .map_err(crate::store::sql::map_err)?;
+                epoch(e)
+            }
+        }
+    };
 }
+
+#[cfg(feature = "sqlite")]
+sql_session_store!(crate::store::SqliteStore);
 
 #[cfg(feature = "postgres")]
-#[async_trait]
-impl SessionStore for crate::store::PostgresStore {
-    async fn session_epoch(&self, subject: &str) -> Result<u64, StoreError> {
-        let row: Option<(i64,)> = sqlx::query_as(READ)
-            .bind(subject)
-            .fetch_optional(self.pool())
-            .await
-            .map_err(crate::store::sql::map_err)?;
-        row.map_or(Ok(0), |(e,)| epoch(e))
-    }
-
-    async fn end_sessions(&self, subject: &str) -> Result<u64, StoreError> {
-        let (e,): (i64,) = sqlx::query_as(BUMP)
-            .bind(subject)
-            .fetch_one(self.pool())
-            .await
-            .map_err(crate::store::sql::map_err)?;
-        epoch(e)
-    }
-}
+sql_session_store!(crate::store::PostgresStore);

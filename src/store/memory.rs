@@ -462,13 +462,7 @@ impl KeyStore for MemoryStore {
 
     async fn update_key(&self, id: &KeyId, change: &KeyChange) -> Result<KeyRecord, StoreError> {
         let mut inner = self.inner.write();
-        inner.update(id, |r| {
-            if r.revoked_at.is_some() {
-                return Err(StoreError::Revoked);
-            }
-            change.apply(r);
-            Ok(())
-        })?;
+        inner.update(id, |r| change.apply_unless_revoked(r))?;
         let entry = inner
             .by_id
             .get(id.as_str())

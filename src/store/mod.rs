@@ -349,6 +349,17 @@ impl KeyChange {
         *self == Self::default()
     }
 
+    /// Applies the change to a record that is not revoked, as every store's
+    /// `update_key` does under its row lock; a revoked record is left as it
+    /// is and answers [`StoreError::Revoked`].
+    pub(crate) fn apply_unless_revoked(&self, record: &mut KeyRecord) -> Result<(), StoreError> {
+        if record.revoked_at.is_some() {
+            return Err(StoreError::Revoked);
+        }
+        self.apply(record);
+        Ok(())
+    }
+
     /// Applies the change to a record (what every store does under its
     /// row lock).
     pub fn apply(&self, record: &mut KeyRecord) {

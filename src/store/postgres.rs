@@ -697,11 +697,7 @@ impl KeyStore for PostgresStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(sql::map_err)?;
-        let mut record = row.ok_or(StoreError::NotFound)?.into_record()?;
-        if record.revoked_at.is_some() {
-            return Err(StoreError::Revoked);
-        }
-        change.apply(&mut record);
+        let record = sql::changed_record(row, change)?;
         let e = Encoded::new(&record)?;
         // One statement: the update and its notification commit together.
         sqlx::query(concat!(

@@ -8,13 +8,25 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::{
-    from_millis, to_millis, AccountId, AccountRecord, Cause, KeyEntry, KeyId, KeyRecord, Spend,
-    StoreError,
+    from_millis, to_millis, AccountId, AccountRecord, Cause, KeyChange, KeyEntry, KeyId, KeyRecord,
+    Spend, StoreError,
 };
 use crate::credits::{Credits, Refill};
 use crate::hash::SecretHash;
 use crate::metadata::Metadata;
 use crate::ratelimit::Quota;
+
+/// The record of a row read for `update_key`, with `change` applied:
+/// [`StoreError::NotFound`] without a row, [`StoreError::Revoked`] for a
+/// revoked key.
+pub(crate) fn changed_record(
+    row: Option<KeyRow>,
+    change: &KeyChange,
+) -> Result<KeyRecord, StoreError> {
+    let mut record = row.ok_or(StoreError::NotFound)?.into_record()?;
+    change.apply_unless_revoked(&mut record)?;
+    Ok(record)
+}
 
 /// One `api_keys` row as the database returns it.
 #[derive(sqlx::FromRow)]

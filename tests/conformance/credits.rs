@@ -12,32 +12,22 @@ use keygate::{
     ManualClock, Pepper, Refill, StoreError,
 };
 
-use crate::support::at;
+use crate::support::{at, key_record};
 
 fn record(n: u32, credits: Option<Credits>) -> KeyRecord {
     let mut digest = [0u8; 32];
     digest[..4].copy_from_slice(&n.to_be_bytes());
     digest[31] = 0xc3;
     KeyRecord {
-        id: KeyId::new(format!("key_c{n:05}")),
-        account: AccountId::new("org_credits").unwrap(),
-        name: format!("key {n}"),
-        format: "mj_".into(),
-        lookup: format!("lc{n:06}"),
-        hash: keygate::hash::SecretHash::from_parts(1, digest),
         bundle: Some("sdk".into()),
-        scopes: Vec::new(),
-        rate_limits: Vec::new(),
-        created_at: at(0),
-        secret_set_at: at(0),
-        expires_at: None,
-        last_used_at: None,
-        revoked_at: None,
-        replaced_by: None,
-        lineage: None,
-        disabled_at: None,
-        metadata: Default::default(),
         credits,
+        ..key_record(
+            KeyId::new(format!("key_c{n:05}")),
+            AccountId::new("org_credits").unwrap(),
+            format!("key {n}"),
+            format!("lc{n:06}"),
+            keygate::hash::SecretHash::from_parts(1, digest),
+        )
     }
 }
 

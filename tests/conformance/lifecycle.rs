@@ -32,25 +32,19 @@ fn record(account_id: &str, n: u32) -> KeyRecord {
     digest[..4].copy_from_slice(&n.to_be_bytes());
     digest[31] = 0x5a;
     KeyRecord {
-        id: KeyId::new(format!("key_u{n:05}")),
-        account: account(account_id),
-        name: format!("key {n}"),
-        format: "mj_".into(),
-        lookup: format!("lu{n:06}"),
-        hash: keygate::hash::SecretHash::from_parts(1, digest),
         bundle: Some("sdk".into()),
-        scopes: Vec::new(),
         rate_limits: vec![("read".into(), quota(7, 60_000))],
         created_at: at(i64::from(n)),
         secret_set_at: at(i64::from(n)),
         expires_at: Some(at(1_000_000)),
-        last_used_at: None,
-        revoked_at: None,
-        replaced_by: None,
-        lineage: None,
-        disabled_at: None,
         metadata: meta(json!({ "n": n })),
-        credits: None,
+        ..crate::support::key_record(
+            KeyId::new(format!("key_u{n:05}")),
+            account(account_id),
+            format!("key {n}"),
+            format!("lu{n:06}"),
+            keygate::hash::SecretHash::from_parts(1, digest),
+        )
     }
 }
 

@@ -42,25 +42,16 @@ fn hash(n: u32) -> SecretHash {
 /// A plain active key: id `key_<n>`, lookup `lk<n>`, format `mj_`.
 fn key(account_id: &str, n: u32) -> KeyRecord {
     KeyRecord {
-        id: KeyId::new(format!("key_{n:06}")),
-        account: account(account_id),
-        name: format!("key {n}"),
-        format: "mj_".into(),
-        lookup: format!("lk{n:06}"),
-        hash: hash(n),
         bundle: Some("sdk".into()),
-        scopes: Vec::new(),
-        rate_limits: Vec::new(),
         created_at: at(i64::from(n)),
         secret_set_at: at(i64::from(n)),
-        expires_at: None,
-        last_used_at: None,
-        revoked_at: None,
-        replaced_by: None,
-        lineage: None,
-        disabled_at: None,
-        metadata: Default::default(),
-        credits: None,
+        ..crate::support::key_record(
+            KeyId::new(format!("key_{n:06}")),
+            account(account_id),
+            format!("key {n}"),
+            format!("lk{n:06}"),
+            hash(n),
+        )
     }
 }
 

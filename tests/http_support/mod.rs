@@ -117,6 +117,31 @@ pub async fn json(response: reqwest::Response) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
+/// Creates a key on the demo router as the bearer `admin`, expecting 201, and
+/// returns the body.
+pub async fn create_key(server: &Server, admin: &str, body: Value) -> Value {
+    let response = server
+        .post("/v1/api-keys")
+        .bearer_auth(admin)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    json(response).await
+}
+
+/// Adds the subscriber `ada@example.com` with the bearer `key`.
+pub async fn add_subscriber(server: &Server, key: &str) -> reqwest::Response {
+    server
+        .post("/v1/subscribers")
+        .bearer_auth(key)
+        .json(&serde_json::json!({"email": "ada@example.com"}))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Asserts that `response` is keygate's JSON error with this status and code,
 /// that its body does not contain `presented` (nor its secret part), and
 /// returns its headers and message.

@@ -18,6 +18,39 @@ pub fn at(offset_ms: i64) -> time::OffsetDateTime {
         .expect("in range")
 }
 
+/// A plain active `mj_` key created and last given its secret at `at(0)`:
+/// no bundle, scopes, limits, expiry, use, revocation, lineage, metadata or
+/// credits. Tests change what they need with `KeyRecord { .., ..key_record() }`.
+pub fn key_record(
+    id: keygate::KeyId,
+    account: keygate::AccountId,
+    name: String,
+    lookup: String,
+    hash: keygate::hash::SecretHash,
+) -> keygate::store::KeyRecord {
+    keygate::store::KeyRecord {
+        id,
+        account,
+        name,
+        format: "mj_".into(),
+        lookup,
+        hash,
+        bundle: None,
+        scopes: Vec::new(),
+        rate_limits: Vec::new(),
+        created_at: at(0),
+        secret_set_at: at(0),
+        expires_at: None,
+        last_used_at: None,
+        revoked_at: None,
+        replaced_by: None,
+        lineage: None,
+        disabled_at: None,
+        metadata: Default::default(),
+        credits: None,
+    }
+}
+
 mod counting {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
