@@ -56,6 +56,7 @@ async fn prepare(store: Arc<dyn KeyStore>) -> (ApiKeys, String) {
                 disabled_at: None,
                 metadata: Default::default(),
                 credits: None,
+                identity: None,
             }
         })
         .collect();

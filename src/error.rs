@@ -331,6 +331,11 @@ pub enum InvalidRequest {
     /// An update that changes nothing.
     #[error("the update names no field to change")]
     EmptyUpdate,
+    /// An identity's external id is empty, longer than
+    /// [`MAX_EXTERNAL_ID_LEN`](crate::MAX_EXTERNAL_ID_LEN) bytes or has
+    /// control characters.
+    #[error("external id must be 1 to 255 bytes without control characters")]
+    ExternalId,
     /// A grace period longer than the profile's
     /// [`max_grace`](crate::Profile::max_grace).
     #[error("grace period must be at most {} seconds", max.as_secs())]

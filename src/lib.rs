@@ -91,6 +91,7 @@ mod error;
 ))]
 mod flusher;
 pub mod hash;
+mod identity;
 pub mod key;
 #[cfg(feature = "tower")]
 pub mod layer;
@@ -119,6 +120,7 @@ pub use error::{AuthError, ConfigError, ConflictKind, Error, InvalidRequest, Ses
 ))]
 pub use flusher::LastUsedFlusher;
 pub use hash::{Hasher, Pepper};
+pub use identity::{Identity, IdentityChange, IdentityId, MAX_EXTERNAL_ID_LEN};
 pub use key::{IssuedKey, KeyFormat, MalformedReason, PairFormat, ParsedKey, TokenFormat};
 pub use metadata::{Metadata, MetadataError, MAX_METADATA_BYTES};
 pub use profiles::{KeyLocation, Profile};
@@ -134,7 +136,8 @@ pub use ratelimit::{RedisConnectError, RedisFailure, RedisRateLimiter, RedisRate
 pub use redis;
 pub use scope::{Requirement, ScopeCatalog, ScopeSet};
 pub use service::{
-    Actor, ApiKeys, ApiKeysBuilder, BootstrapKey, CreateKey, CredentialKind, KeyInfo, KeyUpdate,
+    Actor, ApiKeys, ApiKeysBuilder, BootstrapKey, CreateIdentity, CreateKey, CredentialKind,
+    IdentityUpdate, KeyInfo, KeyUpdate,
     ListOptions, Manager, NewKey, NewKeyResponse, Operation, Page, Principal, Rotation,
     MAX_NAME_LEN, MAX_PAGE_SIZE, MAX_REQUEST_LIMITS, MAX_REQUEST_SCOPES,
 };

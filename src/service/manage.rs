@@ -12,6 +12,7 @@ use crate::audit::AuditKind;
 use crate::credits::{Credits, Refill};
 use crate::error::{AuthError, ConflictKind, Error, InvalidRequest};
 use crate::key::{IssuedKey, KeyFormat, ParsedKey};
+use crate::identity::IdentityId;
 use crate::metadata::Metadata;
 use crate::ratelimit::Quota;
 use crate::store::{AccountId, KeyId, KeyRecord, ListQuery, OldKey, SecretAgeQuery};
@@ -65,6 +66,8 @@ pub struct CreateKey {
     metadata: Metadata,
     #[serde(default)]
     credits: Option<CreditsRequest>,
+    #[serde(default)]
+    identity: Option<IdentityId>,
     #[serde(skip)]
     all_scopes: bool,
 }
@@ -216,6 +219,16 @@ impl CreateKey {
         self
     }
 
+    /// Attaches the key to an [identity](crate::Identity) of the key's own
+    /// account: the identity's credits and rate limits are shared by all its
+    /// keys. A key actor on an identity creates keys on that identity only
+    /// (the default when none is named); naming another is
+    /// [`Error::InsufficientScope`].
+    pub fn identity(mut self, identity: IdentityId) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
     /// Attaches metadata, returned on every [`Principal`](crate::Principal)
     /// the key verifies to and in its [`KeyInfo`].
     pub fn metadata(mut self, metadata: Metadata) -> Self {
@@ -299,6 +312,9 @@ pub struct KeyInfo {
     /// Its usage credits, if it has a usage limit (`remaining` as last
     /// written to the store).
     pub credits: Option<Credits>,
+    /// The identity it belongs to, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentityId>,
 }
 
 impl KeyInfo {
@@ -331,6 +347,7 @@ impl KeyInfo {
             disabled_at: r.disabled_at,
             metadata: r.metadata,
             credits: r.credits,
+            identity: r.identity,
         }
     }
 
@@ -487,7 +504,10 @@ impl Manager<'_> {
         self.reach(account).await?;
         let api = self.api;
         let now = api.inner.clock.now();
-        let checked = self.check_request(&request, now)?;
+        let mut checked = self.check_request(&request, now)?;
+        checked.identity = self
+            .identity_for_new_key(account, request.identity.as_ref())
+            .await?;
         let format = match &request.format {
             Some(label) => api
                 .inner
@@ -541,6 +561,7 @@ impl Manager<'_> {
             disabled_at: None,
             metadata: checked.metadata,
             credits: checked.credits,
+            identity: checked.identity,
         };
         let (api, actor, limit) = (
             self.api.clone(),
@@ -626,6 +647,7 @@ impl Manager<'_> {
             expires_at,
             metadata: request.metadata.clone(),
             credits: self.check_credits(request.credits.map(|c| c.at(now)).transpose()?, now)?,
+            identity: None,
         })
     }
 
@@ -675,7 +697,10 @@ impl Manager<'_> {
             AuthError::Malformed { reason } => Error::from(InvalidRequest::MalformedKey(reason)),
             other => Error::Auth(other),
         })?;
-        let checked = self.check_request(&request, now)?;
+        let mut checked = self.check_request(&request, now)?;
+        checked.identity = self
+            .identity_for_new_key(account, request.identity.as_ref())
+            .await?;
         let format = &inner.profile.formats[credential.format_index()];
         if let Some(label) = &request.format {
             if label != format.label() {
@@ -1082,6 +1107,7 @@ struct Checked {
     expires_at: Option<OffsetDateTime>,
     metadata: Metadata,
     credits: Option<Credits>,
+    identity: Option<IdentityId>,
 }
 
 /// The error for a request that breaks a one-scope-per-key profile.

@@ -17,6 +17,7 @@
 mod accounts;
 mod bootstrap;
 mod builder;
+mod identities;
 mod manage;
 mod principal;
 #[cfg(feature = "sessions")]
@@ -44,6 +45,7 @@ use crate::store::{KeyId, KeyStore};
 pub use accounts::Actor;
 pub use bootstrap::BootstrapKey;
 pub use builder::ApiKeysBuilder;
+pub use identities::{CreateIdentity, IdentityUpdate};
 pub use manage::{
     CreateKey, KeyInfo, ListOptions, Manager, NewKey, NewKeyResponse, Page, Rotation, MAX_NAME_LEN,
     MAX_PAGE_SIZE, MAX_REQUEST_LIMITS, MAX_REQUEST_SCOPES,

@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::error::{AuthError, Error};
+use crate::identity::{Identity, IdentityId};
 use crate::ratelimit::Decision;
 use crate::scope::{Requirement, ScopeCatalog, ScopeError, ScopeSet};
 use crate::store::{AccountId, KeyEntry, KeyId};
@@ -159,6 +160,8 @@ pub struct Principal {
     pub(super) charged: Option<usize>,
     /// Credits left after this request spent some, if it did.
     pub(super) credits: Option<u64>,
+    /// The identity's credits left after this request spent some, if it did.
+    pub(super) identity_credits: Option<u64>,
     /// Which service verified it (the address of its shared state), so a
     /// principal is only ever refined by the service whose catalog and
     /// buckets it was built against.
@@ -236,6 +239,29 @@ impl Principal {
     pub fn credits_remaining(&self) -> Option<u64> {
         self.credits
             .or_else(|| self.entry.record().credits.map(|c| c.remaining))
+    }
+
+    /// The identity the key belongs to, if any, as read with the key (no
+    /// store round trip): its id, external id, metadata and shared limits.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.entry.identity().map(|i| &**i)
+    }
+
+    /// The identity's id, if the key belongs to one.
+    pub fn identity_id(&self) -> Option<&IdentityId> {
+        self.entry.record().identity.as_ref()
+    }
+
+    /// The identity's remaining shared credits: after
+    /// [`verify_for`](super::ApiKeys::verify_for) spent some, what is left;
+    /// otherwise as last read. `None` without an identity or when the
+    /// identity has no usage limit.
+    pub fn identity_credits_remaining(&self) -> Option<u64> {
+        self.identity_credits.or_else(|| {
+            self.entry
+                .identity()
+                .and_then(|i| i.credits.map(|c| c.remaining))
+        })
     }
 
     /// Checks a requirement; [`AuthError::Forbidden`] (403) when unmet.

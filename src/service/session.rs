@@ -66,6 +66,7 @@ impl ApiKeys {
             disabled_at: None,
             metadata: Default::default(),
             credits: None,
+            identity: None,
         };
         Principal {
             entry: Arc::new(KeyEntry::new(record)),
@@ -73,6 +74,7 @@ impl ApiKeys {
             rate_limit: None,
             charged: None,
             credits: None,
+            identity_credits: None,
             issuer: self.id(),
             kind: CredentialKind::Session,
             subject: Some(claims.subject().into()),

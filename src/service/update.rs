@@ -12,6 +12,7 @@ use super::{KeyInfo, Manager, MAX_REQUEST_LIMITS, MAX_REQUEST_SCOPES};
 use crate::audit::AuditKind;
 use crate::credits::Refill;
 use crate::error::{Error, InvalidRequest};
+use crate::identity::IdentityId;
 use crate::metadata::Metadata;
 use crate::ratelimit::Quota;
 use crate::store::{KeyChange, KeyId};
@@ -54,6 +55,15 @@ pub struct KeyUpdate {
     scopes: Option<Vec<String>>,
     #[serde(default, deserialize_with = "present_credits")]
     credits: Option<Option<CreditsRequest>>,
+    #[serde(default, deserialize_with = "present_identity")]
+    identity: Option<Option<IdentityId>>,
+}
+
+/// A present `identity` (an id, or `null` to detach the key).
+fn present_identity<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<IdentityId>>, D::Error> {
+    <Option<IdentityId> as serde::Deserialize>::deserialize(d).map(Some)
 }
 
 /// A present `credits` (an object, or `null` to remove the usage limit).
@@ -158,6 +168,16 @@ impl KeyUpdate {
             && self.bundle.is_none()
             && self.scopes.is_none()
             && self.credits.is_none()
+            && self.identity.is_none()
+    }
+
+    /// Moves the key to an [identity](crate::Identity) of its account, or
+    /// detaches it with `None`. Only the operator and account actors may;
+    /// a key actor gets [`Error::InsufficientScope`], since moving a key off
+    /// an identity would escape the identity's shared budget.
+    pub fn identity(mut self, identity: Option<IdentityId>) -> Self {
+        self.identity = Some(identity);
+        self
     }
 }
 
@@ -252,7 +272,14 @@ impl Manager<'_> {
         if entry.record().revoked_at.is_some() {
             return Err(Error::Revoked);
         }
-        let change = self.check_update(update)?;
+        let identity = update.identity.clone();
+        let mut change = self.check_update(update)?;
+        if let Some(identity) = identity {
+            change.identity = Some(
+                self.identity_for_update(&entry.record().account, identity)
+                    .await?,
+            );
+        }
         self.write(id, change, AuditKind::Updated).await
     }
 

@@ -36,4 +36,38 @@ impl ApiKeys {
             Spend::Unlimited => Ok(None),
         }
     }
+
+    /// Spends `cost` of the key's credits and its identity's together (both
+    /// or neither); what remains of each, or [`AuthError::UsageExceeded`]
+    /// when either has too few.
+    pub(super) async fn spend_shared(
+        &self,
+        principal: &Principal,
+        cost: u64,
+    ) -> Result<(Option<u64>, Option<u64>), AuthError> {
+        let inner = &*self.inner;
+        let Some(identity) = principal.identity_id() else {
+            return Ok((self.spend_credits(principal, cost).await?, None));
+        };
+        let now = inner.clock.now();
+        let spent = inner
+            .store
+            .spend_shared_credits(principal.key_id(), identity, cost, now)
+            .await
+            .map_err(|e| {
+                tracing::warn!(target: "keygate", error = %e, "key store failed spending credits");
+                AuthError::Unavailable
+            })?;
+        let left = |spend: Spend| -> Result<Option<u64>, AuthError> {
+            match spend {
+                Spend::Spent { remaining } => Ok(Some(remaining)),
+                Spend::Exhausted { next_refill } => Err(AuthError::UsageExceeded {
+                    retry_after: next_refill
+                        .map(|at| std::time::Duration::try_from(at - now).unwrap_or_default()),
+                }),
+                _ => Ok(None),
+            }
+        };
+        Ok((left(spent.key)?, left(spent.identity)?))
+    }
 }

@@ -113,6 +113,7 @@ impl ApiKeys {
             rate_limit: None,
             charged: None,
             credits: None,
+            identity_credits: None,
             issuer: self.id(),
             kind: super::CredentialKind::ApiKey,
             subject: None,
@@ -188,15 +189,47 @@ impl ApiKeys {
             if !decision.allowed {
                 return Err(AuthError::RateLimited { decision });
             }
-            principal.rate_limit = Some(decision);
+            // Then the identity's shared bucket, for a class it limits: a key
+            // over its own limit never takes a token its siblings share. The
+            // stricter answer is the one reported.
+            let mut reported = decision;
+            if let Some(identity) = principal.entry.identity() {
+                if let Some(quota) = identity.quota(name) {
+                    let shared = self.take_identity_token(identity, *index, name, quota).await?;
+                    if !shared.allowed {
+                        return Err(AuthError::RateLimited { decision: shared });
+                    }
+                    if shared.remaining < reported.remaining {
+                        reported = shared;
+                    }
+                }
+            }
+            principal.rate_limit = Some(reported);
             principal.charged = Some(*index);
         }
-        // Credits last: only a request that passed every other check spends
-        // (one store write), and only once per request.
-        if operation.cost > 0
-            && principal.entry.record().credits.is_some()
-            && principal.credits.is_none()
+        self.admit_credits(principal, operation).await
+    }
+
+    /// Spends the request's credits, last: only a request that passed every
+    /// other check spends (one store write), and only once per request.
+    async fn admit_credits(
+        &self,
+        mut principal: Principal,
+        operation: &Operation,
+    ) -> Result<Principal, AuthError> {
+        if operation.cost == 0 || principal.credits.is_some() || principal.identity_credits.is_some()
         {
+            return Ok(principal);
+        }
+        let shared = principal
+            .entry
+            .identity()
+            .is_some_and(|i| i.credits.is_some());
+        if shared {
+            let (key, identity) = self.spend_shared(&principal, operation.cost).await?;
+            principal.credits = key;
+            principal.identity_credits = identity;
+        } else if principal.entry.record().credits.is_some() {
             principal.credits = self.spend_credits(&principal, operation.cost).await?;
         }
         Ok(principal)
@@ -268,6 +301,32 @@ impl ApiKeys {
                 local.check_slot(slot, index, quota)
             }
             Limiter::Shared(shared) => shared.check(lineage, class, quota).await,
+        };
+        result.map_err(|e| {
+            tracing::warn!(target: "keygate", error = %e, "rate limiter failed");
+            AuthError::Unavailable
+        })
+    }
+
+    /// Takes a token from an identity's shared bucket for a class, kept
+    /// under the identity's id (ids start `idn_`, never a key's `key_`).
+    async fn take_identity_token(
+        &self,
+        identity: &crate::Identity,
+        index: usize,
+        class: &str,
+        quota: &Quota,
+    ) -> Result<Decision, AuthError> {
+        let inner = &*self.inner;
+        let id = identity.id.as_str();
+        let result = match &inner.limiter {
+            Limiter::Local(local) => {
+                let slot = inner
+                    .detached
+                    .get_or_insert(id, inner.profile.rate_limits.len());
+                local.check_slot(&slot, index, quota)
+            }
+            Limiter::Shared(shared) => shared.check(id, class, quota).await,
         };
         result.map_err(|e| {
             tracing::warn!(target: "keygate", error = %e, "rate limiter failed");

@@ -32,10 +32,11 @@ use time::OffsetDateTime;
 
 use super::{
     AccountId, AccountRecord, KeyChange, KeyEntry, KeyId, KeyRecord, KeyStore, ListQuery, OldKey,
-    SecretAgeQuery, Spend, StoreError,
+    SecretAgeQuery, SharedSpend, Spend, StoreError,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::hash::SecretHash;
+use crate::identity::{Identity, IdentityChange, IdentityId};
 
 /// The most shards a cache is split into.
 const MAX_SHARDS: usize = 32;
@@ -683,14 +684,14 @@ fn carry_over(previous: &[Arc<KeyEntry>], found: Vec<Arc<KeyEntry>>) -> Vec<Arc<
             else {
                 return new;
             };
-            if same_but_last_used(old.record(), new.record()) {
+            if same_but_last_used(old.record(), new.record()) && old.identity() == new.identity() {
                 if let Some(at) = new.record().last_used_at {
                     old.touch(at);
                 }
                 Arc::clone(old)
             } else {
                 // `succeed` drops the buckets of a key that is now revoked.
-                Arc::new(old.succeed(new.record().clone()))
+                Arc::new(old.succeed_with(new.record().clone(), new.identity().cloned()))
             }
         })
         .collect()
@@ -716,6 +717,7 @@ fn same_but_last_used(a: &KeyRecord, b: &KeyRecord) -> bool {
         && a.disabled_at == b.disabled_at
         && a.metadata == b.metadata
         && a.credits == b.credits
+        && a.identity == b.identity
 }
 
 /// Invalidates what a write through the cache touches when it is dropped:
@@ -770,6 +772,16 @@ impl Drop for Invalidation<'_> {
         for lookup in &self.lookups {
             shared.invalidate_lookup(lookup);
         }
+    }
+}
+
+/// Drops every cached answer when it is dropped: for writes that change
+/// entries the cache cannot name one by one (an identity's keys).
+struct InvalidateAll<'a>(&'a Shared);
+
+impl Drop for InvalidateAll<'_> {
+    fn drop(&mut self) {
+        self.0.invalidate_all();
     }
 }
 
@@ -862,6 +874,53 @@ impl KeyStore for CachedStore {
         self.shared.inner.spend_credits(id, cost, now).await
     }
 
+    async fn create_identity(&self, identity: Identity) -> Result<(), StoreError> {
+        self.shared.inner.create_identity(identity).await
+    }
+
+    async fn get_identity(&self, id: &IdentityId) -> Result<Option<Identity>, StoreError> {
+        self.shared.inner.get_identity(id).await
+    }
+
+    async fn list_identities(
+        &self,
+        account: &AccountId,
+        after: Option<&IdentityId>,
+        limit: usize,
+    ) -> Result<Vec<Identity>, StoreError> {
+        self.shared.inner.list_identities(account, after, limit).await
+    }
+
+    async fn update_identity(
+        &self,
+        id: &IdentityId,
+        change: &IdentityChange,
+    ) -> Result<Identity, StoreError> {
+        // Cached entries hold the identity as it was: drop them all when the
+        // call ends, or wherever its future is dropped.
+        let _guard = InvalidateAll(&self.shared);
+        self.shared.inner.update_identity(id, change).await
+    }
+
+    async fn delete_identity(&self, id: &IdentityId) -> Result<(), StoreError> {
+        let _guard = InvalidateAll(&self.shared);
+        self.shared.inner.delete_identity(id).await
+    }
+
+    async fn spend_shared_credits(
+        &self,
+        key: &KeyId,
+        identity: &IdentityId,
+        cost: u64,
+        now: OffsetDateTime,
+    ) -> Result<SharedSpend, StoreError> {
+        // Credits live in the store only, as for `spend_credits`.
+        self.shared
+            .inner
+            .spend_shared_credits(key, identity, cost, now)
+            .await
+    }
+
     async fn rotate_key(
         &self,
         old: &KeyId,
@@ -945,6 +1004,7 @@ mod tests {
             disabled_at: None,
             metadata: Default::default(),
             credits: None,
+            identity: None,
         };
         let used = KeyRecord {
             last_used_at: Some(OffsetDateTime::UNIX_EPOCH),

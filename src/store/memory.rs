@@ -13,9 +13,11 @@ use time::OffsetDateTime;
 
 use super::{
     AccountId, AccountRecord, KeyChange, KeyEntry, KeyId, KeyRecord, KeyStore, ListQuery, OldKey,
-    SecretAgeQuery, Spend, StoreError,
+    SecretAgeQuery, SharedSpend, Spend, StoreError,
 };
+use crate::credits::Credits;
 use crate::hash::SecretHash;
+use crate::identity::{Identity, IdentityChange, IdentityId};
 
 /// Keys and accounts in memory, behind one reader-writer lock. Reads (every
 /// verify) share the lock; writes are short.
@@ -48,6 +50,12 @@ struct Inner {
     /// Secret digests of active (not revoked) keys, as the SQL stores'
     /// unique index on active hashes.
     active_hashes: HashSet<[u8; 32], Seeded>,
+    /// Identities by id, as handed to the entries of their keys. Their
+    /// credits are kept apart, in `identity_credits`, so a spend does not
+    /// rebuild the entries of every key of the identity.
+    identities: HashMap<IdentityId, Arc<Identity>, Seeded>,
+    /// Each identity's current credits.
+    identity_credits: HashMap<IdentityId, Credits, Seeded>,
 }
 
 /// The hasher of the indexes: foldhash, seeded at random per process. Stored
@@ -219,9 +227,39 @@ impl Inner {
         })
     }
 
+    /// The identity a record names, which must be one of the record's own
+    /// account: [`StoreError::NotFound`] otherwise, as the SQL stores'
+    /// foreign key answers.
+    fn identity_of(&self, record: &KeyRecord) -> Result<Option<Arc<Identity>>, StoreError> {
+        let Some(id) = &record.identity else {
+            return Ok(None);
+        };
+        match self.identities.get(id) {
+            Some(identity) if identity.account == record.account => Ok(Some(Arc::clone(identity))),
+            _ => Err(StoreError::NotFound),
+        }
+    }
+
+    /// The ids of an identity's keys.
+    fn keys_of(&self, identity: &IdentityId) -> Vec<KeyId> {
+        self.by_id
+            .iter()
+            .filter(|e| e.0.record().identity.as_ref() == Some(identity))
+            .map(|e| e.0.record().id.clone())
+            .collect()
+    }
+
+    /// An identity with its current credits.
+    fn identity_now(&self, id: &IdentityId) -> Option<Identity> {
+        let mut identity = Identity::clone(self.identities.get(id)?);
+        identity.credits = self.identity_credits.get(id).copied();
+        Some(identity)
+    }
+
     fn add(&mut self, record: KeyRecord) -> Result<(), StoreError> {
         self.check_unique(&record)?;
-        let entry = Arc::new(KeyEntry::new(record));
+        let identity = self.identity_of(&record)?;
+        let entry = Arc::new(KeyEntry::with_identity(record, identity));
         let r = entry.record();
         if r.revoked_at.is_none() {
             self.active_hashes.insert(*r.hash.digest());
@@ -266,6 +304,7 @@ impl Inner {
         let old = &self.by_id.get(id.as_str()).ok_or(StoreError::NotFound)?.0;
         let mut record = old.record().clone();
         change(&mut record)?;
+        let identity = self.identity_of(&record)?;
         if record.revoked_at.is_none()
             && record.hash != old.record().hash
             && self.active_hashes.contains(record.hash.digest())
@@ -278,7 +317,7 @@ impl Inner {
         if record.revoked_at.is_none() {
             self.active_hashes.insert(*record.hash.digest());
         }
-        let next = Arc::new(old.succeed(record));
+        let next = Arc::new(old.succeed_with(record, identity));
         let old_lookup = old.record().lookup.clone();
         let old_account = old.record().account.clone();
         if let Some(rest) = self
@@ -498,6 +537,142 @@ impl KeyStore for MemoryStore {
             }
             Err(next_refill) => Ok(Spend::Exhausted { next_refill }),
         }
+    }
+
+    async fn create_identity(&self, identity: Identity) -> Result<(), StoreError> {
+        let mut inner = self.inner.write();
+        inner.ensure_account(&identity.account, identity.created_at)?;
+        let taken = inner.identities.contains_key(&identity.id)
+            || inner.identities.values().any(|i| {
+                i.account == identity.account && i.external_id == identity.external_id
+            });
+        if taken {
+            return Err(StoreError::Conflict(
+                "an identity with this external id exists".into(),
+            ));
+        }
+        if let Some(credits) = identity.credits {
+            inner.identity_credits.insert(identity.id.clone(), credits);
+        }
+        inner
+            .identities
+            .insert(identity.id.clone(), Arc::new(identity));
+        Ok(())
+    }
+
+    async fn get_identity(&self, id: &IdentityId) -> Result<Option<Identity>, StoreError> {
+        Ok(self.inner.read().identity_now(id))
+    }
+
+    async fn list_identities(
+        &self,
+        account: &AccountId,
+        after: Option<&IdentityId>,
+        limit: usize,
+    ) -> Result<Vec<Identity>, StoreError> {
+        let inner = self.inner.read();
+        let mut ids: Vec<&IdentityId> = inner
+            .identities
+            .values()
+            .filter(|i| &i.account == account && after.is_none_or(|a| &i.id > a))
+            .map(|i| &i.id)
+            .collect();
+        ids.sort_unstable();
+        Ok(ids
+            .into_iter()
+            .take(limit)
+            .filter_map(|id| inner.identity_now(id))
+            .collect())
+    }
+
+    async fn update_identity(
+        &self,
+        id: &IdentityId,
+        change: &IdentityChange,
+    ) -> Result<Identity, StoreError> {
+        let mut inner = self.inner.write();
+        let mut identity = inner.identity_now(id).ok_or(StoreError::NotFound)?;
+        change.apply(&mut identity);
+        match identity.credits {
+            Some(c) => inner.identity_credits.insert(id.clone(), c),
+            None => inner.identity_credits.remove(id),
+        };
+        inner.identities.insert(id.clone(), Arc::new(identity.clone()));
+        // The identity's keys get entries holding the new identity.
+        for key in inner.keys_of(id) {
+            inner.update(&key, |_| Ok(()))?;
+        }
+        Ok(identity)
+    }
+
+    async fn delete_identity(&self, id: &IdentityId) -> Result<(), StoreError> {
+        let mut inner = self.inner.write();
+        if !inner.identities.contains_key(id) {
+            return Err(StoreError::NotFound);
+        }
+        for key in inner.keys_of(id) {
+            inner.update(&key, |r| {
+                r.identity = None;
+                Ok(())
+            })?;
+        }
+        inner.identities.remove(id);
+        inner.identity_credits.remove(id);
+        Ok(())
+    }
+
+    async fn spend_shared_credits(
+        &self,
+        key: &KeyId,
+        identity: &IdentityId,
+        cost: u64,
+        now: OffsetDateTime,
+    ) -> Result<SharedSpend, StoreError> {
+        // Under the write lock: both reads, refills and spends are one step.
+        let mut inner = self.inner.write();
+        let entry = inner
+            .by_id
+            .get(key.as_str())
+            .map(|e| &e.0)
+            .ok_or(StoreError::NotFound)?;
+        let mut key_credits = entry.record().credits;
+        let key_spend = match &mut key_credits {
+            None => Spend::Unlimited,
+            Some(c) => match c.spend(cost, now) {
+                Ok(remaining) => Spend::Spent { remaining },
+                Err(next_refill) => {
+                    let refused = Spend::Exhausted { next_refill };
+                    return Ok(SharedSpend::new(refused, Spend::Unlimited));
+                }
+            },
+        };
+        // Only the identity the key is attached to now.
+        let attached = entry.record().identity.as_ref() == Some(identity);
+        let mut shared = inner
+            .identity_credits
+            .get(identity)
+            .copied()
+            .filter(|_| attached);
+        let identity_spend = match &mut shared {
+            None => Spend::Unlimited,
+            Some(c) => match c.spend(cost, now) {
+                Ok(remaining) => Spend::Spent { remaining },
+                Err(next_refill) => {
+                    let refused = Spend::Exhausted { next_refill };
+                    return Ok(SharedSpend::new(key_spend, refused));
+                }
+            },
+        };
+        if let Some(c) = shared {
+            inner.identity_credits.insert(identity.clone(), c);
+        }
+        if key_credits.is_some() {
+            inner.update(key, |r| {
+                r.credits = key_credits;
+                Ok(())
+            })?;
+        }
+        Ok(SharedSpend::new(key_spend, identity_spend))
     }
 
     async fn rotate_key(

@@ -39,6 +39,7 @@ use time::OffsetDateTime;
 
 use crate::credits::Credits;
 use crate::hash::SecretHash;
+use crate::identity::{Identity, IdentityChange, IdentityId};
 use crate::metadata::Metadata;
 use crate::ratelimit::Quota;
 
@@ -291,6 +292,11 @@ pub struct KeyChange {
     /// New credits (remaining and refill); `Some(None)` removes the usage
     /// limit.
     pub credits: Option<Option<Credits>>,
+    /// A new identity; `Some(None)` detaches the key from its identity. The
+    /// identity must belong to the key's account (the SQL stores enforce it
+    /// with a foreign key on `(identity_id, account)`), else
+    /// [`StoreError::NotFound`].
+    pub identity: Option<Option<IdentityId>>,
 }
 
 impl KeyChange {
@@ -344,6 +350,13 @@ impl KeyChange {
         self
     }
 
+    /// Sets [`identity`](Self::identity).
+    #[must_use]
+    pub fn with_identity(mut self, identity: Option<IdentityId>) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
     /// True when the change changes nothing.
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
@@ -389,7 +402,35 @@ impl KeyChange {
         if let Some(credits) = self.credits {
             record.credits = credits;
         }
+        if let Some(identity) = &self.identity {
+            record.identity.clone_from(identity);
+        }
     }
+}
+
+/// What [`KeyStore::spend_shared_credits`] did: the key's spend and its
+/// identity's, made together. When either is
+/// [`Exhausted`](Spend::Exhausted), neither was spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SharedSpend {
+    /// The key's own credits.
+    pub key: Spend,
+    /// The identity's credits ([`Spend::Unlimited`] when it has none, or
+    /// when the key's spend was refused and the identity was not tried).
+    pub identity: Spend,
+}
+
+impl SharedSpend {
+    /// The outcome of the two spends.
+    pub fn new(key: Spend, identity: Spend) -> Self {
+        Self { key, identity }
+    }
+}
+
+/// What a store without identities answers to identity calls.
+fn no_identities() -> StoreError {
+    StoreError::Misconfigured(Cause::new("this store does not keep identities"))
 }
 
 /// What [`KeyStore::spend_credits`] did.
@@ -535,6 +576,70 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
         now: OffsetDateTime,
     ) -> Result<Spend, StoreError>;
 
+    /// Stores a new identity. A top-level account is registered with it; a
+    /// sub-account must be registered ([`StoreError::NotFound`]). A second
+    /// identity with the same external id in the same account is
+    /// [`StoreError::Conflict`]. The built-in stores keep identities; this
+    /// default answers [`StoreError::Misconfigured`].
+    async fn create_identity(&self, identity: Identity) -> Result<(), StoreError> {
+        let _ = identity;
+        Err(no_identities())
+    }
+
+    /// One identity by id.
+    async fn get_identity(&self, id: &IdentityId) -> Result<Option<Identity>, StoreError> {
+        let _ = id;
+        Err(no_identities())
+    }
+
+    /// An account's identities ordered by id, after `after`, at most `limit`.
+    async fn list_identities(
+        &self,
+        account: &AccountId,
+        after: Option<&IdentityId>,
+        limit: usize,
+    ) -> Result<Vec<Identity>, StoreError> {
+        let _ = (account, after, limit);
+        Err(no_identities())
+    }
+
+    /// Applies `change` to an identity atomically and returns it; every
+    /// instance's cached keys of the identity see the change, as with
+    /// [`update_key`](Self::update_key). [`StoreError::NotFound`] for an
+    /// unknown identity.
+    async fn update_identity(
+        &self,
+        id: &IdentityId,
+        change: &IdentityChange,
+    ) -> Result<Identity, StoreError> {
+        let _ = (id, change);
+        Err(no_identities())
+    }
+
+    /// Deletes an identity, detaching its keys (revoked ones included) in
+    /// the same step: they keep working on their own limits.
+    /// [`StoreError::NotFound`] for an unknown identity.
+    async fn delete_identity(&self, id: &IdentityId) -> Result<(), StoreError> {
+        let _ = id;
+        Err(no_identities())
+    }
+
+    /// Spends `cost` of a key's credits and of its identity's in one atomic
+    /// step ([`Credits::spend`] is the rule for each): both or neither. N
+    /// concurrent spends against an identity with k credits succeed exactly
+    /// k times, whichever of its keys they come through.
+    /// [`StoreError::NotFound`] for an unknown key.
+    async fn spend_shared_credits(
+        &self,
+        key: &KeyId,
+        identity: &IdentityId,
+        cost: u64,
+        now: OffsetDateTime,
+    ) -> Result<SharedSpend, StoreError> {
+        let _ = (key, identity, cost, now);
+        Err(no_identities())
+    }
+
     /// Inserts `new`, records it as `old`'s successor and revokes or schedules
     /// the expiry of `old`, atomically. The account's key limit is not
     /// checked: a rotation replaces a key, and a key has at most one
@@ -653,6 +758,45 @@ impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
         now: OffsetDateTime,
     ) -> Result<Spend, StoreError> {
         (**self).spend_credits(id, cost, now).await
+    }
+
+    async fn create_identity(&self, identity: Identity) -> Result<(), StoreError> {
+        (**self).create_identity(identity).await
+    }
+
+    async fn get_identity(&self, id: &IdentityId) -> Result<Option<Identity>, StoreError> {
+        (**self).get_identity(id).await
+    }
+
+    async fn list_identities(
+        &self,
+        account: &AccountId,
+        after: Option<&IdentityId>,
+        limit: usize,
+    ) -> Result<Vec<Identity>, StoreError> {
+        (**self).list_identities(account, after, limit).await
+    }
+
+    async fn update_identity(
+        &self,
+        id: &IdentityId,
+        change: &IdentityChange,
+    ) -> Result<Identity, StoreError> {
+        (**self).update_identity(id, change).await
+    }
+
+    async fn delete_identity(&self, id: &IdentityId) -> Result<(), StoreError> {
+        (**self).delete_identity(id).await
+    }
+
+    async fn spend_shared_credits(
+        &self,
+        key: &KeyId,
+        identity: &IdentityId,
+        cost: u64,
+        now: OffsetDateTime,
+    ) -> Result<SharedSpend, StoreError> {
+        (**self).spend_shared_credits(key, identity, cost, now).await
     }
 
     async fn rotate_key(

@@ -10,12 +10,13 @@ use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Postgres};
 use time::OffsetDateTime;
 
-use super::sql::{self, AccountRow, Encoded, KeyRow};
+use super::sql::{self, AccountRow, Encoded, EncodedIdentity, IdentityRow, KeyRow};
 use super::{
     to_millis, AccountId, AccountRecord, KeyChange, KeyEntry, KeyId, KeyRecord, KeyStore,
-    ListQuery, OldKey, SecretAgeQuery, Spend, StoreError,
+    ListQuery, OldKey, SecretAgeQuery, SharedSpend, Spend, StoreError,
 };
 use crate::hash::SecretHash;
+use crate::identity::{Identity, IdentityChange, IdentityId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -25,7 +26,7 @@ const KEY_COLUMNS: &str = "id, account, name, format, lookup, hash, hash_version
      created_at, COALESCE(secret_set_at, created_at) AS secret_set_at, \
      expires_at, last_used_at, revoked_at, replaced_by, lineage, disabled_at, \
      metadata, credits_remaining, credits_refill_amount, credits_refill_interval_ms, \
-     credits_refilled_at";
+     credits_refilled_at, identity_id";
 
 /// How long a call waits for a pooled connection before the store reports
 /// itself unavailable (verify then answers 503).
@@ -276,9 +277,9 @@ fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded, channel: &'q str) -> Query
          hash_version, bundle, scopes, rate_limits, created_at, expires_at, last_used_at, \
          revoked_at, replaced_by, lineage, secret_set_at, disabled_at, metadata, \
          credits_remaining, credits_refill_amount, credits_refill_interval_ms, \
-         credits_refilled_at) \
+         credits_refilled_at, identity_id) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13, $14, $16, \
-         $17, $18, $19, $20, $21, $22, $23, $24) \
+         $17, $18, $19, $20, $21, $22, $23, $24, $25) \
          RETURNING id, lookup) \
          SELECT pg_notify($15, ",
         change!(),
@@ -308,6 +309,7 @@ fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded, channel: &'q str) -> Query
     .bind(e.credits.refill_amount)
     .bind(e.credits.refill_interval_ms)
     .bind(e.credits.refilled_at)
+    .bind(e.identity.as_deref())
 }
 
 /// Starts a transaction at READ COMMITTED whatever the database's default
@@ -347,6 +349,16 @@ async fn lock_account(
     found.map(drop).ok_or(StoreError::NotFound)
 }
 
+/// [`sql::map_err`] for inserting an identity: a duplicate names no row.
+fn identity_err(e: sqlx::Error) -> StoreError {
+    match sql::map_err(e) {
+        StoreError::Conflict(_) => {
+            StoreError::Conflict("an identity with this external id exists".into())
+        }
+        other => other,
+    }
+}
+
 /// Inserts one key and notifies its lookup id (a cache may hold "unknown").
 async fn insert(
     conn: &mut PgConnection,
@@ -382,19 +394,20 @@ async fn bulk_insert(
          hash_version, bundle, scopes, rate_limits, created_at, expires_at, last_used_at, \
          revoked_at, replaced_by, lineage, secret_set_at, disabled_at, metadata, \
          credits_remaining, credits_refill_amount, credits_refill_interval_ms, \
-         credits_refilled_at) \
+         credits_refilled_at, identity_id) \
          SELECT id, account, name, format, lookup, hash, hash_version, bundle, \
          scopes::jsonb, rate_limits::jsonb, created_at, expires_at, last_used_at, revoked_at, \
          replaced_by, lineage, secret_set_at, disabled_at, metadata, credits_remaining, \
-         credits_refill_amount, credits_refill_interval_ms, credits_refilled_at \
+         credits_refill_amount, credits_refill_interval_ms, credits_refilled_at, identity_id \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], \
          $7::bigint[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], \
          $13::bigint[], $14::bigint[], $16::text[], $17::text[], $18::bigint[], $19::bigint[], \
-         $20::text[], $21::bigint[], $22::bigint[], $23::bigint[], $24::bigint[]) \
+         $20::text[], $21::bigint[], $22::bigint[], $23::bigint[], $24::bigint[], \
+         $25::text[]) \
          AS t(id, account, name, format, lookup, hash, hash_version, bundle, scopes, \
          rate_limits, created_at, expires_at, last_used_at, revoked_at, replaced_by, lineage, \
          secret_set_at, disabled_at, metadata, credits_remaining, credits_refill_amount, \
-         credits_refill_interval_ms, credits_refilled_at) \
+         credits_refill_interval_ms, credits_refilled_at, identity_id) \
          RETURNING id, lookup) \
          SELECT pg_notify($15, ",
         change!(),
@@ -459,6 +472,12 @@ async fn bulk_insert(
     .bind(millis(|e| e.credits.refill_amount))
     .bind(millis(|e| e.credits.refill_interval_ms))
     .bind(millis(|e| e.credits.refilled_at))
+    .bind(
+        encoded
+            .iter()
+            .map(|e| e.identity.as_deref())
+            .collect::<Vec<_>>(),
+    )
     .execute(conn)
     .await
     .map_err(sql::map_err)?;
@@ -543,25 +562,237 @@ impl KeyStore for PostgresStore {
     }
 
     async fn find_by_lookup(&self, lookup: &str) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
-        let rows = sqlx::query_as::<_, KeyRow>(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE lookup = $1 ORDER BY id"
+        // The key and its identity in one statement.
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS}, ident.* FROM {} WHERE lookup = $1 ORDER BY id",
+            sql::keys_with_identity()
         ))
         .bind(lookup)
         .fetch_all(&self.pool)
         .await
         .map_err(sql::map_err)?;
-        sql::entries(rows)
+        rows.iter().map(sql::joined_entry).collect()
     }
 
     async fn get_key(&self, id: &KeyId) -> Result<Option<Arc<KeyEntry>>, StoreError> {
-        let row = sqlx::query_as::<_, KeyRow>(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"
+        let row = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS}, ident.* FROM {} WHERE id = $1",
+            sql::keys_with_identity()
         ))
         .bind(id.as_str())
         .fetch_optional(&self.pool)
         .await
         .map_err(sql::map_err)?;
-        Ok(sql::entries(row.into_iter().collect())?.pop())
+        row.as_ref().map(sql::joined_entry).transpose()
+    }
+
+    async fn create_identity(&self, identity: Identity) -> Result<(), StoreError> {
+        let mut tx = begin(&self.pool).await?;
+        lock_account(&mut tx, &identity.account, identity.created_at).await?;
+        let e = EncodedIdentity::new(&identity)?;
+        sqlx::query(
+            "INSERT INTO identities (id, account, external_id, metadata, rate_limits, \
+             credits_remaining, credits_refill_amount, credits_refill_interval_ms, \
+             credits_refilled_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(identity.id.as_str())
+        .bind(identity.account.as_str())
+        .bind(identity.external_id.as_str())
+        .bind(e.metadata.as_str())
+        .bind(e.rate_limits.as_str())
+        .bind(e.credits.remaining)
+        .bind(e.credits.refill_amount)
+        .bind(e.credits.refill_interval_ms)
+        .bind(e.credits.refilled_at)
+        .bind(e.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(identity_err)?;
+        tx.commit().await.map_err(sql::map_err)
+    }
+
+    async fn get_identity(&self, id: &IdentityId) -> Result<Option<Identity>, StoreError> {
+        let row = sqlx::query_as::<_, IdentityRow>(&format!(
+            "SELECT {} FROM identities WHERE id = $1",
+            sql::IDENTITY_COLUMNS
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql::map_err)?;
+        Ok(row.map(IdentityRow::into_identity).transpose()?.flatten())
+    }
+
+    async fn list_identities(
+        &self,
+        account: &AccountId,
+        after: Option<&IdentityId>,
+        limit: usize,
+    ) -> Result<Vec<Identity>, StoreError> {
+        let rows = sqlx::query_as::<_, IdentityRow>(&format!(
+            "SELECT {} FROM identities WHERE account = $1 AND ($2::text IS NULL OR id > $2) \
+             ORDER BY id LIMIT $3",
+            sql::IDENTITY_COLUMNS
+        ))
+        .bind(account.as_str())
+        .bind(after.map(IdentityId::as_str))
+        .bind(sql::sql_limit(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql::map_err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.extend(row.into_identity()?);
+        }
+        Ok(out)
+    }
+
+    async fn update_identity(
+        &self,
+        id: &IdentityId,
+        change: &IdentityChange,
+    ) -> Result<Identity, StoreError> {
+        let mut tx = begin(&self.pool).await?;
+        let row = sqlx::query_as::<_, IdentityRow>(&format!(
+            "SELECT {} FROM identities WHERE id = $1 FOR UPDATE",
+            sql::IDENTITY_COLUMNS
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(sql::map_err)?;
+        let mut identity = row
+            .map(IdentityRow::into_identity)
+            .transpose()?
+            .flatten()
+            .ok_or(StoreError::NotFound)?;
+        change.apply(&mut identity);
+        let e = EncodedIdentity::new(&identity)?;
+        sqlx::query(
+            "UPDATE identities SET metadata = $1, rate_limits = $2, credits_remaining = $3, \
+             credits_refill_amount = $4, credits_refill_interval_ms = $5, \
+             credits_refilled_at = $6 WHERE id = $7",
+        )
+        .bind(e.metadata.as_str())
+        .bind(e.rate_limits.as_str())
+        .bind(e.credits.remaining)
+        .bind(e.credits.refill_amount)
+        .bind(e.credits.refill_interval_ms)
+        .bind(e.credits.refilled_at)
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(sql::map_err)?;
+        // Every key of the identity: caches drop their entries, which hold
+        // the identity as it was.
+        sqlx::query(concat!(
+            "SELECT pg_notify($1, ",
+            change!(),
+            ") FROM api_keys WHERE identity_id = $2"
+        ))
+        .bind(&*self.channel)
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(sql::map_err)?;
+        tx.commit().await.map_err(sql::map_err)?;
+        Ok(identity)
+    }
+
+    async fn delete_identity(&self, id: &IdentityId) -> Result<(), StoreError> {
+        let mut tx = begin(&self.pool).await?;
+        sqlx::query(concat!(
+            "WITH detached AS (UPDATE api_keys SET identity_id = NULL WHERE identity_id = $2 \
+             RETURNING id, lookup) SELECT pg_notify($1, ",
+            change!(),
+            ") FROM detached"
+        ))
+        .bind(&*self.channel)
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(sql::map_err)?;
+        let deleted = sqlx::query("DELETE FROM identities WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(sql::map_err)?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await.map_err(sql::map_err)
+    }
+
+    async fn spend_shared_credits(
+        &self,
+        key: &KeyId,
+        identity: &IdentityId,
+        cost: u64,
+        now: OffsetDateTime,
+    ) -> Result<SharedSpend, StoreError> {
+        let now_ms = to_millis(now);
+        let cost_i = i64::try_from(cost).unwrap_or(i64::MAX);
+        // One READ COMMITTED transaction: each conditional UPDATE waits for
+        // a concurrent one on its row and re-checks on the row it left; the
+        // two commit together, or dropping the transaction rolls both back.
+        let mut tx = begin(&self.pool).await?;
+        let spent: Option<i64> = sqlx::query_scalar(sql::SPEND_CREDITS)
+            .bind(key.as_str())
+            .bind(now_ms)
+            .bind(cost_i)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(sql::map_err)?;
+        let key_spend = match spent {
+            Some(remaining) => sql::spent(remaining),
+            None => {
+                let columns = sqlx::query_as::<_, sql::CreditColumns>(sql::READ_CREDITS)
+                    .bind(key.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(sql::map_err)?;
+                let refused = sql::refused_spend(columns, key, cost, now)?;
+                if refused != Spend::Unlimited {
+                    return Ok(SharedSpend::new(refused, Spend::Unlimited));
+                }
+                refused
+            }
+        };
+        // Only the identity the key is attached to now.
+        let spent: Option<i64> = sqlx::query_scalar(&sql::spend_identity_credits().replace(
+            "WHERE id = $1",
+            "WHERE id = $1 AND id = (SELECT identity_id FROM api_keys WHERE id = $4)",
+        ))
+        .bind(identity.as_str())
+        .bind(now_ms)
+        .bind(cost_i)
+        .bind(key.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(sql::map_err)?;
+        let identity_spend = match spent {
+            Some(remaining) => sql::spent(remaining),
+            None => {
+                let columns = sqlx::query_as::<_, sql::CreditColumns>(
+                    &sql::read_identity_credits().replace(
+                        "WHERE id = $1",
+                        "WHERE id = $1 AND id = (SELECT identity_id FROM api_keys WHERE id = $2)",
+                    ),
+                )
+                .bind(identity.as_str())
+                .bind(key.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(sql::map_err)?;
+                let refused = sql::refused_identity_spend(columns, cost, now)?;
+                if refused != Spend::Unlimited {
+                    return Ok(SharedSpend::new(key_spend, refused));
+                }
+                refused
+            }
+        };
+        tx.commit().await.map_err(sql::map_err)?;
+        Ok(SharedSpend::new(key_spend, identity_spend))
     }
 
     async fn list_keys(
@@ -704,7 +935,7 @@ impl KeyStore for PostgresStore {
             "WITH updated AS (UPDATE api_keys SET name = $1, bundle = $2, scopes = $3::jsonb, \
              rate_limits = $4::jsonb, expires_at = $5, disabled_at = $6, metadata = $7, \
              credits_remaining = $10, credits_refill_amount = $11, \
-             credits_refill_interval_ms = $12, credits_refilled_at = $13 \
+             credits_refill_interval_ms = $12, credits_refilled_at = $13, identity_id = $14 \
              WHERE id = $8 RETURNING id, lookup) \
              SELECT pg_notify($9, ",
             change!(),
@@ -723,6 +954,7 @@ impl KeyStore for PostgresStore {
         .bind(e.credits.refill_amount)
         .bind(e.credits.refill_interval_ms)
         .bind(e.credits.refilled_at)
+        .bind(e.identity.as_deref())
         .execute(&mut *tx)
         .await
         .map_err(sql::map_err)?;

@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 
 use crate::credits::Credits;
 use crate::hash::SecretHash;
+use crate::identity::{Identity, IdentityId};
 use crate::metadata::Metadata;
 use crate::ratelimit::{KeyBuckets, Quota};
 use crate::scope::ScopeSet;
@@ -297,6 +298,10 @@ pub struct KeyRecord {
     /// Spent through [`KeyStore::spend_credits`](super::KeyStore::spend_credits),
     /// so in a cached record `remaining` may be stale.
     pub credits: Option<Credits>,
+    /// The [identity](crate::Identity) the key belongs to, if any: one of
+    /// the key's own account. Its rate limits and credits are shared by all
+    /// its keys.
+    pub identity: Option<IdentityId>,
 }
 
 impl KeyRecord {
@@ -328,6 +333,9 @@ pub struct KeyEntry {
     last_used_ms: AtomicI64,
     pub(crate) scopes: OnceLock<ScopeSet>,
     pub(crate) buckets: OnceLock<Arc<KeyBuckets>>,
+    /// The key's identity as the store read it with the key, so verify
+    /// needs no second lookup.
+    identity: Option<Arc<Identity>>,
 }
 
 const NEVER: i64 = i64::MIN;
@@ -349,14 +357,32 @@ impl KeyEntry {
             last_used_ms: AtomicI64::new(last),
             scopes: OnceLock::new(),
             buckets: OnceLock::new(),
+            identity: None,
         }
+    }
+
+    /// Wraps a record and the identity it belongs to, read with it.
+    pub fn with_identity(record: KeyRecord, identity: Option<Arc<Identity>>) -> Self {
+        let mut entry = Self::new(record);
+        entry.identity = identity;
+        entry
+    }
+
+    /// The key's identity, as read with the key.
+    pub fn identity(&self) -> Option<&Arc<Identity>> {
+        self.identity.as_ref()
     }
 
     /// A new entry for an updated record that keeps this entry's last-used
     /// stamp and, unless the key is now revoked, its rate-limit state.
     pub fn succeed(&self, record: KeyRecord) -> Self {
+        self.succeed_with(record, self.identity.clone())
+    }
+
+    /// [`succeed`](Self::succeed) with the identity read with the new record.
+    pub fn succeed_with(&self, record: KeyRecord, identity: Option<Arc<Identity>>) -> Self {
         let revoked = record.revoked_at.is_some();
-        let next = Self::new(record);
+        let next = Self::with_identity(record, identity);
         next.last_used_ms
             .fetch_max(self.last_used_ms.load(Ordering::Relaxed), Ordering::Relaxed);
         if let (false, Some(b)) = (revoked, self.buckets.get()) {
@@ -465,6 +491,7 @@ mod tests {
             disabled_at: None,
             metadata: Metadata::default(),
             credits: None,
+            identity: None,
         }
     }
 

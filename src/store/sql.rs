@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use sqlx::FromRow;
 use time::OffsetDateTime;
 
 use super::{
@@ -13,6 +14,7 @@ use super::{
 };
 use crate::credits::{Credits, Refill};
 use crate::hash::SecretHash;
+use crate::identity::{Identity, IdentityId};
 use crate::metadata::Metadata;
 use crate::ratelimit::Quota;
 
@@ -56,6 +58,7 @@ pub(crate) struct KeyRow {
     credits_refill_amount: Option<i64>,
     credits_refill_interval_ms: Option<i64>,
     credits_refilled_at: Option<i64>,
+    identity_id: Option<String>,
 }
 
 impl KeyRow {
@@ -91,6 +94,7 @@ impl KeyRow {
         .decode()
         .ok_or_else(|| corrupt("credits"))?;
         Ok(KeyRecord {
+            identity: self.identity_id.map(IdentityId::new),
             credits,
             disabled_at: time(self.disabled_at, "disabled_at")?,
             metadata,
@@ -159,6 +163,7 @@ pub(crate) struct Encoded {
     pub(crate) disabled_at: Option<i64>,
     pub(crate) metadata: String,
     pub(crate) credits: CreditColumns,
+    pub(crate) identity: Option<String>,
 }
 
 impl Encoded {
@@ -186,6 +191,7 @@ impl Encoded {
             disabled_at: r.disabled_at.map(to_millis),
             metadata: r.metadata.to_json(),
             credits: CreditColumns::encode(r.credits.as_ref()),
+            identity: r.identity.as_ref().map(|i| i.as_str().to_owned()),
         })
     }
 }
@@ -289,6 +295,162 @@ pub(crate) fn refused_spend(
     })
 }
 
+/// The `identities` columns under the names [`IdentityRow`] reads, so they
+/// can sit beside a key's columns in one row.
+pub(crate) const IDENTITY_COLUMNS: &str = "id AS i_id, account AS i_account, \
+     external_id AS i_external_id, metadata AS i_metadata, rate_limits AS i_rate_limits, \
+     credits_remaining AS i_credits_remaining, credits_refill_amount AS i_credits_refill_amount, \
+     credits_refill_interval_ms AS i_credits_refill_interval_ms, \
+     credits_refilled_at AS i_credits_refilled_at, created_at AS i_created_at";
+
+/// One `identities` row, alone or joined to a key's row (then every column
+/// is NULL for a key without an identity).
+#[derive(sqlx::FromRow)]
+pub(crate) struct IdentityRow {
+    i_id: Option<String>,
+    i_account: Option<String>,
+    i_external_id: Option<String>,
+    i_metadata: Option<String>,
+    i_rate_limits: Option<String>,
+    i_credits_remaining: Option<i64>,
+    i_credits_refill_amount: Option<i64>,
+    i_credits_refill_interval_ms: Option<i64>,
+    i_credits_refilled_at: Option<i64>,
+    i_created_at: Option<i64>,
+}
+
+impl IdentityRow {
+    /// The identity, `None` for a joined row without one.
+    pub(crate) fn into_identity(self) -> Result<Option<Identity>, StoreError> {
+        let Some(id) = self.i_id else {
+            return Ok(None);
+        };
+        let corrupt = |what: &str| StoreError::Corrupt(format!("identity {id}: {what}").into());
+        let account = self
+            .i_account
+            .as_deref()
+            .and_then(|a| AccountId::new(a).ok())
+            .ok_or_else(|| corrupt("account id"))?;
+        let metadata = Metadata::from_json(self.i_metadata.as_deref().unwrap_or("{}"))
+            .map_err(|_| corrupt("metadata"))?;
+        let limits: Vec<StoredQuota> =
+            serde_json::from_str(self.i_rate_limits.as_deref().unwrap_or("[]"))
+                .map_err(|_| corrupt("rate limits"))?;
+        let credits = CreditColumns {
+            remaining: self.i_credits_remaining,
+            refill_amount: self.i_credits_refill_amount,
+            refill_interval_ms: self.i_credits_refill_interval_ms,
+            refilled_at: self.i_credits_refilled_at,
+        }
+        .decode()
+        .ok_or_else(|| corrupt("credits"))?;
+        let created_at = self
+            .i_created_at
+            .and_then(from_millis)
+            .ok_or_else(|| corrupt("created_at"))?;
+        Ok(Some(Identity {
+            external_id: self.i_external_id.ok_or_else(|| corrupt("external id"))?,
+            id: IdentityId::new(id),
+            account,
+            metadata,
+            credits,
+            rate_limits: limits.into_iter().map(|o| (o.class, o.quota)).collect(),
+            created_at,
+        }))
+    }
+}
+
+/// An identity's columns, encoded for binding.
+pub(crate) struct EncodedIdentity {
+    pub(crate) metadata: String,
+    pub(crate) rate_limits: String,
+    pub(crate) credits: CreditColumns,
+    pub(crate) created_at: i64,
+}
+
+impl EncodedIdentity {
+    pub(crate) fn new(i: &Identity) -> Result<Self, StoreError> {
+        let limits: Vec<StoredQuota> = i
+            .rate_limits
+            .iter()
+            .map(|(class, quota)| StoredQuota {
+                class: class.clone(),
+                quota: *quota,
+            })
+            .collect();
+        Ok(Self {
+            metadata: i.metadata.to_json(),
+            rate_limits: serde_json::to_string(&limits).map_err(|e| {
+                StoreError::Corrupt(Cause::new(format!("identity {}: {e}", i.id)).with_source(e))
+            })?,
+            credits: CreditColumns::encode(i.credits.as_ref()),
+            created_at: to_millis(i.created_at),
+        })
+    }
+}
+
+/// A key row and the identity joined to it, as one entry.
+pub(crate) fn joined_entry<'r, R: sqlx::Row>(row: &'r R) -> Result<Arc<KeyEntry>, StoreError>
+where
+    KeyRow: sqlx::FromRow<'r, R>,
+    IdentityRow: sqlx::FromRow<'r, R>,
+{
+    let key = KeyRow::from_row(row).map_err(map_err)?.into_record()?;
+    let identity = IdentityRow::from_row(row)
+        .map_err(map_err)?
+        .into_identity()?
+        .map(Arc::new);
+    Ok(Arc::new(KeyEntry::with_identity(key, identity)))
+}
+
+/// The join that reads a key with its identity: `FROM {KEYS_WITH_IDENTITY}`
+/// then a `WHERE` on the key's columns.
+pub(crate) fn keys_with_identity() -> String {
+    format!(
+        "api_keys LEFT JOIN (SELECT {IDENTITY_COLUMNS} FROM identities) ident \
+         ON ident.i_id = api_keys.identity_id"
+    )
+}
+
+/// The spend of an identity's credits: [`SPEND_CREDITS`] on the
+/// `identities` table.
+pub(crate) fn spend_identity_credits() -> String {
+    SPEND_CREDITS.replace("UPDATE api_keys", "UPDATE identities")
+}
+
+/// Reads an identity's credits after a refused spend.
+pub(crate) fn read_identity_credits() -> String {
+    READ_CREDITS.replace("FROM api_keys", "FROM identities")
+}
+
+/// What a refused identity spend means (an identity gone meanwhile has no
+/// limit left to enforce).
+pub(crate) fn refused_identity_spend(
+    columns: Option<CreditColumns>,
+    cost: u64,
+    now: OffsetDateTime,
+) -> Result<Spend, StoreError> {
+    let Some(columns) = columns else {
+        return Ok(Spend::Unlimited);
+    };
+    let credits = columns
+        .decode()
+        .ok_or_else(|| StoreError::Corrupt("identity credits".into()))?;
+    Ok(match credits {
+        None => Spend::Unlimited,
+        Some(c) => Spend::Exhausted {
+            next_refill: c.at(now).next_refill_for(cost),
+        },
+    })
+}
+
+/// A spend's returned remaining credits as a [`Spend`].
+pub(crate) fn spent(remaining: i64) -> Spend {
+    Spend::Spent {
+        remaining: u64::try_from(remaining).unwrap_or(0),
+    }
+}
+
 /// Collapses a last-used batch to one time per key (the latest), sorted by id
 /// so concurrent flushes touch rows in the same order.
 pub(crate) fn latest_uses(uses: &[(KeyId, OffsetDateTime)]) -> Vec<(&str, i64)> {
@@ -310,13 +472,6 @@ pub(crate) fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
-/// Rows as the entries a store hands to the verify path.
-pub(crate) fn entries(rows: Vec<KeyRow>) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
-    rows.into_iter()
-        .map(|row| Ok(Arc::new(KeyEntry::new(row.into_record()?))))
-        .collect()
-}
-
 /// [`map_err`] for inserting an account: a conflict names the account.
 pub(crate) fn account_err(e: sqlx::Error, account: &AccountId) -> StoreError {
     match map_err(e) {
@@ -324,6 +479,9 @@ pub(crate) fn account_err(e: sqlx::Error, account: &AccountId) -> StoreError {
         other => other,
     }
 }
+
+/// The message of SQLite's trigger that keeps a key's identity in its account.
+const IDENTITY_ACCOUNT: &str = "keygate: identity of another account";
 
 /// The text of a [`StoreError::Conflict`] from a unique violation. The
 /// database's own message names tables, columns and constraints, and a
@@ -347,6 +505,13 @@ pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
         sqlx::Error::RowNotFound => StoreError::NotFound,
         sqlx::Error::Database(db) if db.is_unique_violation() => {
             StoreError::Conflict(DUPLICATE.into())
+        }
+        // A key naming an identity that is not one of its account's: the
+        // foreign key on (identity_id, account), or SQLite's trigger for it.
+        sqlx::Error::Database(db)
+            if db.is_foreign_key_violation() || db.message().contains(IDENTITY_ACCOUNT) =>
+        {
+            StoreError::NotFound
         }
         _ => failure(&e).with(Cause::from_error(e)),
     }

@@ -14,12 +14,13 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, SqliteConnection};
 use time::OffsetDateTime;
 
-use super::sql::{self, AccountRow, Encoded, KeyRow};
+use super::sql::{self, AccountRow, Encoded, EncodedIdentity, IdentityRow, KeyRow};
 use super::{
     to_millis, AccountId, AccountRecord, KeyChange, KeyEntry, KeyId, KeyRecord, KeyStore,
-    ListQuery, OldKey, SecretAgeQuery, Spend, StoreError,
+    ListQuery, OldKey, SecretAgeQuery, SharedSpend, Spend, StoreError,
 };
 use crate::hash::SecretHash;
+use crate::identity::{Identity, IdentityChange, IdentityId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -28,7 +29,7 @@ const KEY_COLUMNS: &str = "id, account, name, format, lookup, hash, hash_version
      scopes, rate_limits, created_at, COALESCE(secret_set_at, created_at) AS secret_set_at, \
      expires_at, last_used_at, revoked_at, replaced_by, lineage, \
      disabled_at, metadata, credits_remaining, credits_refill_amount, \
-     credits_refill_interval_ms, credits_refilled_at";
+     credits_refill_interval_ms, credits_refilled_at, identity_id";
 
 /// How long a writer waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -228,8 +229,8 @@ fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded) -> Query<'q> {
         "INSERT INTO api_keys (id, account, name, format, lookup, hash, hash_version, bundle, \
          scopes, rate_limits, created_at, expires_at, last_used_at, revoked_at, replaced_by, \
          lineage, secret_set_at, disabled_at, metadata, credits_remaining, credits_refill_amount, \
-         credits_refill_interval_ms, credits_refilled_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         credits_refill_interval_ms, credits_refilled_at, identity_id) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(r.id.as_str())
     .bind(r.account.as_str())
@@ -254,6 +255,7 @@ fn insert_query<'q>(r: &'q KeyRecord, e: &'q Encoded) -> Query<'q> {
     .bind(e.credits.refill_amount)
     .bind(e.credits.refill_interval_ms)
     .bind(e.credits.refilled_at)
+    .bind(e.identity.as_deref())
 }
 
 /// Registers a top-level account on first use; a sub-account must exist.
@@ -282,6 +284,16 @@ async fn ensure_account(
         .await
         .map_err(sql::map_err)?;
     exists.map(drop).ok_or(StoreError::NotFound)
+}
+
+/// [`sql::map_err`] for inserting an identity: a duplicate names no row.
+fn identity_err(e: sqlx::Error) -> StoreError {
+    match sql::map_err(e) {
+        StoreError::Conflict(_) => {
+            StoreError::Conflict("an identity with this external id exists".into())
+        }
+        other => other,
+    }
 }
 
 async fn insert(conn: &mut SqliteConnection, record: &KeyRecord) -> Result<(), StoreError> {
@@ -360,25 +372,222 @@ impl KeyStore for SqliteStore {
     }
 
     async fn find_by_lookup(&self, lookup: &str) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
-        let rows = sqlx::query_as::<_, KeyRow>(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE lookup = ? ORDER BY id"
+        // The key and its identity in one statement.
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS}, ident.* FROM {} WHERE lookup = ? ORDER BY id",
+            sql::keys_with_identity()
         ))
         .bind(lookup)
         .fetch_all(&self.pool)
         .await
         .map_err(sql::map_err)?;
-        sql::entries(rows)
+        rows.iter().map(sql::joined_entry).collect()
     }
 
     async fn get_key(&self, id: &KeyId) -> Result<Option<Arc<KeyEntry>>, StoreError> {
-        let row = sqlx::query_as::<_, KeyRow>(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?"
+        let row = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS}, ident.* FROM {} WHERE id = ?",
+            sql::keys_with_identity()
         ))
         .bind(id.as_str())
         .fetch_optional(&self.pool)
         .await
         .map_err(sql::map_err)?;
-        Ok(sql::entries(row.into_iter().collect())?.pop())
+        row.as_ref().map(sql::joined_entry).transpose()
+    }
+
+    async fn create_identity(&self, identity: Identity) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        ensure_account(&mut tx, &identity.account, identity.created_at).await?;
+        let e = EncodedIdentity::new(&identity)?;
+        sqlx::query(
+            "INSERT INTO identities (id, account, external_id, metadata, rate_limits, \
+             credits_remaining, credits_refill_amount, credits_refill_interval_ms, \
+             credits_refilled_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(identity.id.as_str())
+        .bind(identity.account.as_str())
+        .bind(identity.external_id.as_str())
+        .bind(e.metadata.as_str())
+        .bind(e.rate_limits.as_str())
+        .bind(e.credits.remaining)
+        .bind(e.credits.refill_amount)
+        .bind(e.credits.refill_interval_ms)
+        .bind(e.credits.refilled_at)
+        .bind(e.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(identity_err)?;
+        tx.commit().await.map_err(sql::map_err)
+    }
+
+    async fn get_identity(&self, id: &IdentityId) -> Result<Option<Identity>, StoreError> {
+        let row = sqlx::query_as::<_, IdentityRow>(&format!(
+            "SELECT {} FROM identities WHERE id = ?",
+            sql::IDENTITY_COLUMNS
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql::map_err)?;
+        Ok(row.map(IdentityRow::into_identity).transpose()?.flatten())
+    }
+
+    async fn list_identities(
+        &self,
+        account: &AccountId,
+        after: Option<&IdentityId>,
+        limit: usize,
+    ) -> Result<Vec<Identity>, StoreError> {
+        let rows = sqlx::query_as::<_, IdentityRow>(&format!(
+            "SELECT {} FROM identities WHERE account = ? AND (? IS NULL OR id > ?) \
+             ORDER BY id LIMIT ?",
+            sql::IDENTITY_COLUMNS
+        ))
+        .bind(account.as_str())
+        .bind(after.map(IdentityId::as_str))
+        .bind(after.map(IdentityId::as_str))
+        .bind(sql::sql_limit(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql::map_err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.extend(row.into_identity()?);
+        }
+        Ok(out)
+    }
+
+    async fn update_identity(
+        &self,
+        id: &IdentityId,
+        change: &IdentityChange,
+    ) -> Result<Identity, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query_as::<_, IdentityRow>(&format!(
+            "SELECT {} FROM identities WHERE id = ?",
+            sql::IDENTITY_COLUMNS
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(sql::map_err)?;
+        let mut identity = row
+            .map(IdentityRow::into_identity)
+            .transpose()?
+            .flatten()
+            .ok_or(StoreError::NotFound)?;
+        change.apply(&mut identity);
+        let e = EncodedIdentity::new(&identity)?;
+        sqlx::query(
+            "UPDATE identities SET metadata = ?, rate_limits = ?, credits_remaining = ?, \
+             credits_refill_amount = ?, credits_refill_interval_ms = ?, credits_refilled_at = ? \
+             WHERE id = ?",
+        )
+        .bind(e.metadata.as_str())
+        .bind(e.rate_limits.as_str())
+        .bind(e.credits.remaining)
+        .bind(e.credits.refill_amount)
+        .bind(e.credits.refill_interval_ms)
+        .bind(e.credits.refilled_at)
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(sql::map_err)?;
+        tx.commit().await.map_err(sql::map_err)?;
+        Ok(identity)
+    }
+
+    async fn delete_identity(&self, id: &IdentityId) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE api_keys SET identity_id = NULL WHERE identity_id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(sql::map_err)?;
+        let deleted = sqlx::query("DELETE FROM identities WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(sql::map_err)?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await.map_err(sql::map_err)
+    }
+
+    async fn spend_shared_credits(
+        &self,
+        key: &KeyId,
+        identity: &IdentityId,
+        cost: u64,
+        now: OffsetDateTime,
+    ) -> Result<SharedSpend, StoreError> {
+        let now_ms = to_millis(now);
+        let cost_i = i64::try_from(cost).unwrap_or(i64::MAX);
+        // One write transaction: both spends commit together or not at all
+        // (dropping it rolls back).
+        let mut tx = self.begin_write().await?;
+        let spent: Option<i64> = sqlx::query_scalar(&sql::SPEND_CREDITS.replace('$', "?"))
+            .bind(key.as_str())
+            .bind(now_ms)
+            .bind(cost_i)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(sql::map_err)?;
+        let key_spend = match spent {
+            Some(remaining) => sql::spent(remaining),
+            None => {
+                let columns =
+                    sqlx::query_as::<_, sql::CreditColumns>(&sql::READ_CREDITS.replace('$', "?"))
+                        .bind(key.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(sql::map_err)?;
+                let refused = sql::refused_spend(columns, key, cost, now)?;
+                if refused != Spend::Unlimited {
+                    return Ok(SharedSpend::new(refused, Spend::Unlimited));
+                }
+                refused
+            }
+        };
+        // Only the identity the key is attached to now.
+        let spent: Option<i64> = sqlx::query_scalar(
+            &(sql::spend_identity_credits().replace('$', "?").replace(
+                "WHERE id = ?1",
+                "WHERE id = ?1 AND id = (SELECT identity_id FROM api_keys WHERE id = ?4)",
+            )),
+        )
+        .bind(identity.as_str())
+        .bind(now_ms)
+        .bind(cost_i)
+        .bind(key.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(sql::map_err)?;
+        let identity_spend = match spent {
+            Some(remaining) => sql::spent(remaining),
+            None => {
+                let columns = sqlx::query_as::<_, sql::CreditColumns>(
+                    &(sql::read_identity_credits().replace('$', "?").replace(
+                        "WHERE id = ?1",
+                        "WHERE id = ?1 AND id = (SELECT identity_id FROM api_keys WHERE id = ?2)",
+                    )),
+                )
+                .bind(identity.as_str())
+                .bind(key.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(sql::map_err)?;
+                let refused = sql::refused_identity_spend(columns, cost, now)?;
+                if refused != Spend::Unlimited {
+                    return Ok(SharedSpend::new(key_spend, refused));
+                }
+                refused
+            }
+        };
+        tx.commit().await.map_err(sql::map_err)?;
+        Ok(SharedSpend::new(key_spend, identity_spend))
     }
 
     async fn list_keys(
@@ -502,8 +711,8 @@ impl KeyStore for SqliteStore {
         sqlx::query(
             "UPDATE api_keys SET name = ?, bundle = ?, scopes = ?, rate_limits = ?, \
              expires_at = ?, disabled_at = ?, metadata = ?, credits_remaining = ?, \
-             credits_refill_amount = ?, credits_refill_interval_ms = ?, credits_refilled_at = ? \
-             WHERE id = ?",
+             credits_refill_amount = ?, credits_refill_interval_ms = ?, credits_refilled_at = ?, \
+             identity_id = ? WHERE id = ?",
         )
         .bind(record.name.as_str())
         .bind(record.bundle.as_deref())
@@ -516,6 +725,7 @@ impl KeyStore for SqliteStore {
         .bind(e.credits.refill_amount)
         .bind(e.credits.refill_interval_ms)
         .bind(e.credits.refilled_at)
+        .bind(e.identity.as_deref())
         .bind(id.as_str())
         .execute(&mut *tx)
         .await

@@ -245,6 +245,7 @@ pub async fn inserted_keys_round_trip_every_field(store: Arc<dyn KeyStore>) {
         disabled_at: None,
         metadata: Default::default(),
         credits: None,
+        identity: None,
     };
     let bare = KeyRecord {
         id: KeyId::new("key_bare"),

@@ -48,6 +48,7 @@ pub fn key_record(
         disabled_at: None,
         metadata: Default::default(),
         credits: None,
+        identity: None,
     }
 }
 
