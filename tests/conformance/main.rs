@@ -6,6 +6,7 @@
 
 mod backend;
 mod credits;
+mod identities;
 mod lifecycle;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrations;
@@ -144,6 +145,18 @@ mod usage {
         service_verify_for_spends_credits_and_answers_usage_exceeded,
         service_concurrent_requests_admit_exactly_the_credits,
         service_a_key_with_credits_grants_no_more_than_it_holds,
+    );
+}
+
+mod identity {
+    conformance!(
+        identities_belong_to_one_account_and_keys_attach_only_within_it,
+        identity_changes_reach_its_keys_and_delete_detaches_them,
+        shared_spends_take_both_or_neither,
+        concurrent_shared_spends_admit_exactly_the_identity_credits,
+        service_identity_credits_and_limits_are_shared_by_its_keys,
+        service_identities_never_cross_accounts,
+        service_a_key_on_an_identity_cannot_escape_its_budget,
     );
 }
 

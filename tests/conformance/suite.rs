@@ -15,6 +15,7 @@ use keygate::{
 use time::OffsetDateTime;
 
 pub use crate::credits::*;
+pub use crate::identities::*;
 pub use crate::lifecycle::*;
 
 // ----- fixtures -------------------------------------------------------------
