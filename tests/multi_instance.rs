@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use keygate::store::{ChangeFollower, FollowConfig, KeyRecord};
 use keygate::{
-    profiles, AccountId, ApiKeys, AuthError, CachedStore, CreateKey, KeyId, KeyStore, NewKey,
-    Pepper, PostgresStore, Principal, Profile, Rotation,
+    profiles, AccountId, ApiKeys, AuthError, CachedStore, CreateIdentity, CreateKey, IdentityUpdate,
+    KeyId, KeyStore, NewKey, Pepper, PostgresStore, Principal, Profile, Rotation,
 };
 use rand::Rng;
 use time::OffsetDateTime;
@@ -292,6 +292,76 @@ async fn two_instances_spending_one_keys_credits_admit_exactly_the_credits() {
     }
     assert_eq!(left, (0..30).collect());
     assert_eq!(refused, 50);
+
+    stop_both(pg, a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_spending_one_identitys_credits_through_many_keys_admit_exactly_the_credits()
+{
+    let Some(pg) = support::postgres_store().await else {
+        return;
+    };
+    let (a, b) = pair(&pg, profiles::mailjawn()).await;
+    let acme = a
+        .api
+        .as_account(&org())
+        .create_identity(&org(), CreateIdentity::new("acme").credits(30))
+        .await
+        .unwrap();
+    let mut keys = Vec::new();
+    for n in 0..4 {
+        let request = CreateKey::new(format!("k{n}"))
+            .bundle("sdk")
+            .identity(acme.id.clone());
+        let (key, _) = warmed_on_both(&a, &b, request).await;
+        keys.push(key.key.expose_secret().to_owned());
+    }
+    let op = keygate::Operation::unrestricted();
+    let mut tasks = Vec::new();
+    for n in 0..80 {
+        let api = if n % 2 == 0 {
+            a.api.clone()
+        } else {
+            b.api.clone()
+        };
+        let (op, presented) = (op.clone(), keys[n % 4].clone());
+        tasks.push(tokio::spawn(async move {
+            api.verify_for(&presented, &op).await
+        }));
+    }
+    let mut left = std::collections::BTreeSet::new();
+    let mut refused = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(p) => assert!(
+                left.insert(p.identity_credits_remaining().unwrap()),
+                "a credit spent twice"
+            ),
+            Err(AuthError::UsageExceeded { .. }) => refused += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(left, (0..30).collect());
+    assert_eq!(refused, 50);
+
+    // An identity change on one instance reaches the other's cached keys.
+    let gold = keygate::Metadata::from_value(serde_json::json!({"tier": "gold"})).unwrap();
+    a.api
+        .operator()
+        .update_identity(&acme.id, IdentityUpdate::new().metadata(gold.clone()))
+        .await
+        .unwrap();
+    let presented = keys[0].clone();
+    within_propagation("the identity change", || {
+        let (api, presented, gold) = (b.api.clone(), presented.clone(), gold.clone());
+        async move {
+            api.verify(&presented)
+                .await
+                .is_ok_and(|p| p.identity().is_some_and(|i| i.metadata == gold))
+        }
+    })
+    .await;
 
     stop_both(pg, a, b).await;
 }
