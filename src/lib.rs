@@ -137,9 +137,8 @@ pub use redis;
 pub use scope::{Requirement, ScopeCatalog, ScopeSet};
 pub use service::{
     Actor, ApiKeys, ApiKeysBuilder, BootstrapKey, CreateIdentity, CreateKey, CredentialKind,
-    IdentityUpdate, KeyInfo, KeyUpdate,
-    ListOptions, Manager, NewKey, NewKeyResponse, Operation, Page, Principal, Rotation,
-    MAX_NAME_LEN, MAX_PAGE_SIZE, MAX_REQUEST_LIMITS, MAX_REQUEST_SCOPES,
+    IdentityUpdate, KeyInfo, KeyUpdate, ListOptions, Manager, NewKey, NewKeyResponse, Operation,
+    Page, Principal, Rotation, MAX_NAME_LEN, MAX_PAGE_SIZE, MAX_REQUEST_LIMITS, MAX_REQUEST_SCOPES,
 };
 #[cfg(feature = "postgres")]
 pub use store::PostgresStore;

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use keygate::store::{ChangeFollower, FollowConfig, KeyRecord};
 use keygate::{
-    profiles, AccountId, ApiKeys, AuthError, CachedStore, CreateIdentity, CreateKey, IdentityUpdate,
-    KeyId, KeyStore, NewKey, Pepper, PostgresStore, Principal, Profile, Rotation,
+    profiles, AccountId, ApiKeys, AuthError, CachedStore, CreateIdentity, CreateKey,
+    IdentityUpdate, KeyId, KeyStore, NewKey, Pepper, PostgresStore, Principal, Profile, Rotation,
 };
 use rand::Rng;
 use time::OffsetDateTime;

@@ -92,6 +92,7 @@ impl Harness {
         let request = match method {
             "GET" => c.get(url),
             "DELETE" => c.delete(url),
+            "PATCH" => c.patch(url),
             _ => c.post(url),
         };
         request.bearer_auth(key)
@@ -482,6 +483,130 @@ async fn strangers_siblings_and_weaker_keys_are_refused(h: &Harness) {
 }
 
 /// Oversized bodies are 413, bodies of the wrong shape 400, all in JSON and
+/// Identities of the caller's account: create, list, get, update, put keys
+/// on them, delete; another tenant's key sees none of it, and a key on an
+/// identity mints keys only on it.
+async fn identity_routes(h: &Harness) {
+    let created = h
+        .ok(
+            h.call("POST", "/v1/identities", &h.admin).json(&json!({
+                "external_id": "cus_42",
+                "metadata": {"plan": "pro"},
+                "credits": {"remaining": 100}
+            })),
+            201,
+        )
+        .await;
+    let id = s(&created["id"]);
+    assert_eq!(created["account"], "acme");
+    assert_eq!(created["credits"]["remaining"], 100);
+    assert_eq!(created["metadata"]["plan"], "pro");
+    let duplicate = h
+        .call("POST", "/v1/identities", &h.admin)
+        .json(&json!({"external_id": "cus_42"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(duplicate.status(), 409);
+    let list = h.ok(h.call("GET", "/v1/identities", &h.admin), 200).await;
+    assert_eq!(list["data"][0]["id"], id.as_str());
+
+    // A key on the identity shows it, and shares its credits.
+    let key = h
+        .create(
+            &h.admin,
+            json!({"name": "member", "bundle": "full_access", "identity": id}),
+        )
+        .await;
+    assert_eq!(key["identity"], id.as_str());
+    let got = h
+        .ok(
+            h.call("GET", &format!("/v1/api-keys/{}", s(&key["id"])), &h.admin),
+            200,
+        )
+        .await;
+    assert_eq!(got["identity"], id.as_str());
+    let member = s(&key["key"]);
+    let p = h.api.verify(&member).await.unwrap();
+    assert_eq!(p.identity().unwrap().external_id, "cus_42");
+
+    // The member key mints keys on the identity only.
+    let minted = h
+        .create(&member, json!({"name": "minted", "bundle": "read_only"}))
+        .await;
+    assert_eq!(minted["identity"], id.as_str());
+    let other = h
+        .ok(
+            h.call("POST", "/v1/identities", &h.admin)
+                .json(&json!({"external_id": "cus_43"})),
+            201,
+        )
+        .await;
+    let escape = h
+        .call("POST", "/v1/api-keys", &member)
+        .json(&json!({"name": "escape", "bundle": "read_only", "identity": other["id"]}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(escape, 403, "insufficient_scope", &member).await;
+    let raise = h
+        .call("PATCH", &format!("/v1/identities/{id}"), &member)
+        .json(&json!({"credits": {"remaining": 1000}}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(raise, 403, "insufficient_scope", &member).await;
+
+    // Another tenant's key: 404 for all of it, exactly like a missing id.
+    let stranger =
+        Harness::key_for(&h.api, "globex", CreateKey::new("g").bundle("full_access")).await;
+    for (method, path) in [
+        ("GET", format!("/v1/identities/{id}")),
+        ("PATCH", format!("/v1/identities/{id}")),
+        ("DELETE", format!("/v1/identities/{id}")),
+    ] {
+        let r = h
+            .call(method, &path, &stranger)
+            .json(&json!({"metadata": {}}))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, 404, "not_found", &stranger).await;
+    }
+    let cross = h
+        .call("POST", "/v1/api-keys", &stranger)
+        .json(&json!({"name": "x", "bundle": "read_only", "identity": id}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(cross, 404, "not_found", &stranger).await;
+    let theirs = h.ok(h.call("GET", "/v1/identities", &stranger), 200).await;
+    assert_eq!(theirs["data"], json!([]));
+
+    // The owner updates and deletes it; its keys are detached.
+    let updated = h
+        .ok(
+            h.call("PATCH", &format!("/v1/identities/{id}"), &h.admin)
+                .json(&json!({"metadata": {"plan": "team"}, "credits": null})),
+            200,
+        )
+        .await;
+    assert_eq!(updated["metadata"]["plan"], "team");
+    assert!(updated["credits"].is_null());
+    h.ok(
+        h.call("DELETE", &format!("/v1/identities/{id}"), &h.admin),
+        204,
+    )
+    .await;
+    let gone = h
+        .call("GET", &format!("/v1/identities/{id}"), &h.admin)
+        .send()
+        .await
+        .unwrap();
+    expect_error(gone, 404, "not_found", &h.admin).await;
+    assert!(h.api.verify(&member).await.unwrap().identity().is_none());
+}
+
 /// never a 5xx.
 async fn malformed_requests_answer_json_errors(h: &Harness) {
     let big = json!({"name": "x".repeat(MAX_BODY_LEN)});
@@ -604,6 +729,7 @@ on_every_store!(
     pagination_while_keys_are_added,
     strangers_siblings_and_weaker_keys_are_refused,
     malformed_requests_answer_json_errors,
+    identity_routes,
 );
 
 /// `keygate::routes::management` mounts the defaults (no prefix) and a

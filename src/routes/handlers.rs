@@ -14,9 +14,11 @@ use serde_json::Value;
 use super::extract::{PathParams, QueryParams};
 use super::{RouteState, SubAccount};
 use crate::error::Error;
+use crate::identity::{Identity, IdentityId};
 use crate::layer::{error_response, JsonBody};
 use crate::service::{
-    CreateKey, KeyInfo, KeyUpdate, ListOptions, Manager, NewKey, Page, Principal, Rotation,
+    CreateIdentity, CreateKey, IdentityUpdate, KeyInfo, KeyUpdate, ListOptions, Manager, NewKey,
+    Page, Principal, Rotation,
 };
 use crate::store::{AccountId, KeyId};
 
@@ -396,4 +398,94 @@ pub(super) async fn update_sub_key(
 ) -> Result<Json<KeyInfo>, Error> {
     let sub = sub_account(&principal, &handle)?;
     change_key(&state, &principal, &sub, &id, Change::Update(update)).await
+}
+
+// ----- identities of the caller's account ---------------------------------------
+
+/// `?after=…&limit=…` for identity lists.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct IdentityListParams {
+    #[serde(default)]
+    after: Option<IdentityId>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// One page of identities.
+#[derive(serde::Serialize)]
+pub(super) struct IdentityPage {
+    data: Vec<Identity>,
+    next: Option<IdentityId>,
+}
+
+/// Identity `id` if it belongs to the caller's account; [`Error::NotFound`]
+/// otherwise, the same answer as for a missing one.
+async fn own_identity(
+    keys: &Manager<'_>,
+    principal: &Principal,
+    id: &IdentityId,
+) -> Result<Identity, Error> {
+    let identity = keys.get_identity(id).await?;
+    if &identity.account != principal.account() {
+        return Err(Error::NotFound);
+    }
+    Ok(identity)
+}
+
+pub(super) async fn create_identity(
+    State(state): State<RouteState>,
+    principal: Principal,
+    JsonBody(request): JsonBody<CreateIdentity>,
+) -> Result<(StatusCode, Json<Identity>), Error> {
+    let identity = manager(&state, &principal)
+        .create_identity(principal.account(), request)
+        .await?;
+    Ok((StatusCode::CREATED, Json(identity)))
+}
+
+pub(super) async fn list_identities(
+    State(state): State<RouteState>,
+    principal: Principal,
+    QueryParams(params): QueryParams<IdentityListParams>,
+) -> Result<Json<IdentityPage>, Error> {
+    let limit = params.limit.unwrap_or(100);
+    let data = manager(&state, &principal)
+        .list_identities(principal.account(), params.after.as_ref(), limit)
+        .await?;
+    let next = (data.len() == limit)
+        .then(|| data.last().map(|i| i.id.clone()))
+        .flatten();
+    Ok(Json(IdentityPage { data, next }))
+}
+
+pub(super) async fn get_identity(
+    State(state): State<RouteState>,
+    principal: Principal,
+    PathParams(id): PathParams<IdentityId>,
+) -> Result<Json<Identity>, Error> {
+    let keys = manager(&state, &principal);
+    Ok(Json(own_identity(&keys, &principal, &id).await?))
+}
+
+pub(super) async fn update_identity(
+    State(state): State<RouteState>,
+    principal: Principal,
+    PathParams(id): PathParams<IdentityId>,
+    JsonBody(update): JsonBody<IdentityUpdate>,
+) -> Result<Json<Identity>, Error> {
+    let keys = manager(&state, &principal);
+    own_identity(&keys, &principal, &id).await?;
+    Ok(Json(keys.update_identity(&id, update).await?))
+}
+
+pub(super) async fn delete_identity(
+    State(state): State<RouteState>,
+    principal: Principal,
+    PathParams(id): PathParams<IdentityId>,
+) -> Result<StatusCode, Error> {
+    let keys = manager(&state, &principal);
+    own_identity(&keys, &principal, &id).await?;
+    keys.delete_identity(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

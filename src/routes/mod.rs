@@ -32,6 +32,9 @@
 //! | `POST /v1/api-keys/{id}/reset-secret` | write | a new secret under the same id (key pairs keep their public key) | 200, [`NewKey::response`] |
 //! | `PATCH /v1/api-keys/{id}` | write | change name, metadata, expiry, rate limits, credits or scopes without reissuing ([`KeyUpdate`](crate::KeyUpdate)) | 200, [`KeyInfo`] |
 //! | `POST /v1/api-keys/{id}/disable`, `…/enable` | write | refuse the key until enabled again (401 `disabled_api_key`) | 200, [`KeyInfo`] |
+//! | `POST /v1/identities` | write | create an [identity](crate::Identity) of the caller's account ([`CreateIdentity`](crate::CreateIdentity)) | 201, [`Identity`](crate::Identity) |
+//! | `GET /v1/identities?after=…&limit=…` | read | list the account's identities | 200, `{"data", "next"}` |
+//! | `GET`, `PATCH`, `DELETE /v1/identities/{id}` | read, write, write | one identity; change its metadata, credits or rate limits ([`IdentityUpdate`](crate::IdentityUpdate)); delete it, detaching its keys | 200, 200, 204 |
 //! | `POST /v1/sub-account` `{"handle": …}` | write | create a sub-account (profiles with sub-accounts) | 201, [`SubAccount`] |
 //! | `POST`, `GET /v1/sub-account/{handle}/api-key` | write, read | create, list a sub-account's keys | as above |
 //! | `GET`, `DELETE /v1/sub-account/{handle}/api-key/{id}` | read, write | get, revoke one | as above |
@@ -39,7 +42,7 @@
 //! | `GET`, `POST …/rotate` on [`current_key`](ManagementRoutes::current_key) | read, write | list the account's keys, rotate the calling key | as above |
 //!
 //! A create body is [`CreateKey`]'s JSON (`name` or `label`, `bundle`,
-//! `scopes`, `expires_at`, `format`, `rate_limits`, `metadata`, `credits`); every field may be left
+//! `scopes`, `expires_at`, `format`, `rate_limits`, `metadata`, `credits`, `identity`); every field may be left
 //! out, and an empty body is `{}`. Lists take `after` (the previous page's
 //! `next`), `limit` (1 to [`MAX_PAGE_SIZE`](crate::MAX_PAGE_SIZE), default
 //! 100) and `include_revoked`. Bodies are read with
@@ -214,6 +217,26 @@ impl ManagementRoutes {
                 .route(
                     &format!("{keys}/{{id}}/enable"),
                     post(handlers::enable_key).route_layer(write.clone()),
+                );
+            let identities = format!("{p}/identities");
+            let one = format!("{identities}/{{id}}");
+            router = router
+                .route(
+                    &identities,
+                    post(handlers::create_identity).route_layer(write.clone()),
+                )
+                .route(
+                    &identities,
+                    get(handlers::list_identities).route_layer(read.clone()),
+                )
+                .route(&one, get(handlers::get_identity).route_layer(read.clone()))
+                .route(
+                    &one,
+                    patch(handlers::update_identity).route_layer(write.clone()),
+                )
+                .route(
+                    &one,
+                    delete(handlers::delete_identity).route_layer(write.clone()),
                 );
         }
         if self.sub_accounts {

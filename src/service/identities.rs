@@ -9,8 +9,9 @@
 //! - it may create or update an identity only within what it may grant
 //!   itself: credits no more than its own (and its identity's), rate limits
 //!   no more generous than its own (and its identity's);
-//! - it may not delete identities, nor move a key to another identity or off
-//!   one.
+//! - a key with a budget (credits, or an identity) may not delete
+//!   identities, nor move a key to another identity or off one. A key
+//!   without a budget is bounded by nothing an identity adds, so it may.
 
 use time::OffsetDateTime;
 
@@ -289,11 +290,12 @@ impl Manager<'_> {
     }
 
     /// Deletes an identity; its keys are detached and keep working on their
-    /// own limits. Key actors may not ([`Error::InsufficientScope`]):
-    /// detaching keys would lift the identity's shared budget.
+    /// own limits. A key actor with a budget (credits or an identity) may
+    /// not ([`Error::InsufficientScope`]): detaching keys would lift the
+    /// identity's shared budget.
     pub async fn delete_identity(&self, id: &IdentityId) -> Result<(), Error> {
         let current = self.get_identity(id).await?;
-        if self.actor.key().is_some() {
+        if self.has_budget() {
             return Err(Error::InsufficientScope);
         }
         Ok(self.api.inner.store.delete_identity(&current.id).await?)
@@ -322,14 +324,14 @@ impl Manager<'_> {
         Ok(Some(identity.id))
     }
 
-    /// The identity a key of `account` is moved to by an update. Only
-    /// operator and account actors move keys between identities.
+    /// The identity a key of `account` is moved to by an update. A key
+    /// actor with a budget may not move keys between identities.
     pub(super) async fn identity_for_update(
         &self,
         account: &AccountId,
         wanted: Option<IdentityId>,
     ) -> Result<Option<IdentityId>, Error> {
-        if self.actor.key().is_some() {
+        if self.has_budget() {
             return Err(Error::InsufficientScope);
         }
         let Some(wanted) = wanted else {
@@ -340,6 +342,13 @@ impl Manager<'_> {
             return Err(Error::NotFound);
         }
         Ok(Some(identity.id))
+    }
+
+    /// True for a key actor with credits or an identity.
+    fn has_budget(&self) -> bool {
+        self.actor
+            .key()
+            .is_some_and(|p| p.entry.record().credits.is_some() || p.identity_id().is_some())
     }
 
     /// Checks rate-limit classes against the profile.

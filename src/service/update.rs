@@ -26,7 +26,9 @@ use crate::store::{KeyChange, KeyId};
 /// set to `null` removes the expiry, `rate_limits` replaces every override,
 /// `bundle` and `scopes` replace the grant, `credits` (`{"remaining": 100,
 /// "refill": {"amount": 100, "interval_ms": 86400000}}`, or `null` for no
-/// usage limit) replaces the credits. Unknown fields are refused.
+/// usage limit) replaces the credits, `identity` (an identity id, or `null`)
+/// moves the key to an identity of its account or off one. Unknown fields
+/// are refused.
 ///
 /// ```
 /// use keygate::{KeyUpdate, Metadata};
@@ -172,8 +174,8 @@ impl KeyUpdate {
     }
 
     /// Moves the key to an [identity](crate::Identity) of its account, or
-    /// detaches it with `None`. Only the operator and account actors may;
-    /// a key actor gets [`Error::InsufficientScope`], since moving a key off
+    /// detaches it with `None`. A key actor with a budget (credits or an
+    /// identity) gets [`Error::InsufficientScope`], since moving a key off
     /// an identity would escape the identity's shared budget.
     pub fn identity(mut self, identity: Option<IdentityId>) -> Self {
         self.identity = Some(identity);

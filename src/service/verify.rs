@@ -195,7 +195,9 @@ impl ApiKeys {
             let mut reported = decision;
             if let Some(identity) = principal.entry.identity() {
                 if let Some(quota) = identity.quota(name) {
-                    let shared = self.take_identity_token(identity, *index, name, quota).await?;
+                    let shared = self
+                        .take_identity_token(identity, *index, name, quota)
+                        .await?;
                     if !shared.allowed {
                         return Err(AuthError::RateLimited { decision: shared });
                     }
@@ -217,7 +219,9 @@ impl ApiKeys {
         mut principal: Principal,
         operation: &Operation,
     ) -> Result<Principal, AuthError> {
-        if operation.cost == 0 || principal.credits.is_some() || principal.identity_credits.is_some()
+        if operation.cost == 0
+            || principal.credits.is_some()
+            || principal.identity_credits.is_some()
         {
             return Ok(principal);
         }

@@ -888,7 +888,10 @@ impl KeyStore for CachedStore {
         after: Option<&IdentityId>,
         limit: usize,
     ) -> Result<Vec<Identity>, StoreError> {
-        self.shared.inner.list_identities(account, after, limit).await
+        self.shared
+            .inner
+            .list_identities(account, after, limit)
+            .await
     }
 
     async fn update_identity(

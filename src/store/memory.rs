@@ -543,9 +543,10 @@ impl KeyStore for MemoryStore {
         let mut inner = self.inner.write();
         inner.ensure_account(&identity.account, identity.created_at)?;
         let taken = inner.identities.contains_key(&identity.id)
-            || inner.identities.values().any(|i| {
-                i.account == identity.account && i.external_id == identity.external_id
-            });
+            || inner
+                .identities
+                .values()
+                .any(|i| i.account == identity.account && i.external_id == identity.external_id);
         if taken {
             return Err(StoreError::Conflict(
                 "an identity with this external id exists".into(),
@@ -597,7 +598,9 @@ impl KeyStore for MemoryStore {
             Some(c) => inner.identity_credits.insert(id.clone(), c),
             None => inner.identity_credits.remove(id),
         };
-        inner.identities.insert(id.clone(), Arc::new(identity.clone()));
+        inner
+            .identities
+            .insert(id.clone(), Arc::new(identity.clone()));
         // The identity's keys get entries holding the new identity.
         for key in inner.keys_of(id) {
             inner.update(&key, |_| Ok(()))?;

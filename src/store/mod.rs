@@ -796,7 +796,9 @@ impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
         cost: u64,
         now: OffsetDateTime,
     ) -> Result<SharedSpend, StoreError> {
-        (**self).spend_shared_credits(key, identity, cost, now).await
+        (**self)
+            .spend_shared_credits(key, identity, cost, now)
+            .await
     }
 
     async fn rotate_key(

@@ -773,17 +773,16 @@ impl KeyStore for PostgresStore {
         let identity_spend = match spent {
             Some(remaining) => sql::spent(remaining),
             None => {
-                let columns = sqlx::query_as::<_, sql::CreditColumns>(
-                    &sql::read_identity_credits().replace(
+                let columns =
+                    sqlx::query_as::<_, sql::CreditColumns>(&sql::read_identity_credits().replace(
                         "WHERE id = $1",
                         "WHERE id = $1 AND id = (SELECT identity_id FROM api_keys WHERE id = $2)",
-                    ),
-                )
-                .bind(identity.as_str())
-                .bind(key.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(sql::map_err)?;
+                    ))
+                    .bind(identity.as_str())
+                    .bind(key.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(sql::map_err)?;
                 let refused = sql::refused_identity_spend(columns, cost, now)?;
                 if refused != Spend::Unlimited {
                     return Ok(SharedSpend::new(key_spend, refused));

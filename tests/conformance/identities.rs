@@ -11,8 +11,8 @@ use keygate::ratelimit::Quota;
 use keygate::store::{KeyChange, KeyRecord, SharedSpend, Spend};
 use keygate::{
     profiles, AccountId, ApiKeys, AuthError, CreateIdentity, CreateKey, Credits, Error, Identity,
-    IdentityChange, IdentityId, IdentityUpdate, KeyId, KeyStore, KeyUpdate, ManualClock,
-    Metadata, Pepper, StoreError,
+    IdentityChange, IdentityId, IdentityUpdate, KeyId, KeyStore, KeyUpdate, ManualClock, Metadata,
+    Pepper, StoreError,
 };
 
 use crate::support::{at, key_record};
@@ -57,7 +57,10 @@ pub async fn identities_belong_to_one_account_and_keys_attach_only_within_it(
     let mut acme = identity(&a, "acme", Some(Credits::new(9)));
     acme.metadata = meta(serde_json::json!({"plan": "pro"}));
     store.create_identity(acme.clone()).await.unwrap();
-    assert_eq!(store.get_identity(&acme.id).await.unwrap(), Some(acme.clone()));
+    assert_eq!(
+        store.get_identity(&acme.id).await.unwrap(),
+        Some(acme.clone())
+    );
     // One external id per account; another account may reuse it.
     let twin = identity(&a, "acme", None);
     assert!(matches!(
@@ -72,21 +75,35 @@ pub async fn identities_belong_to_one_account_and_keys_attach_only_within_it(
     // A key of account B never attaches to A's identity: not at insert,
     // not through an update.
     assert_eq!(
-        store.insert_key(key(1, &b, Some(&acme.id)), None, at(0)).await,
+        store
+            .insert_key(key(1, &b, Some(&acme.id)), None, at(0))
+            .await,
         Err(StoreError::NotFound)
     );
-    assert!(store.get_key(&KeyId::new("key_i00001")).await.unwrap().is_none());
+    assert!(store
+        .get_key(&KeyId::new("key_i00001"))
+        .await
+        .unwrap()
+        .is_none());
     let stranger = key(2, &b, None);
-    store.insert_key(stranger.clone(), None, at(0)).await.unwrap();
+    store
+        .insert_key(stranger.clone(), None, at(0))
+        .await
+        .unwrap();
     assert_eq!(
         store
-            .update_key(&stranger.id, &KeyChange::default().with_identity(Some(acme.id.clone())))
+            .update_key(
+                &stranger.id,
+                &KeyChange::default().with_identity(Some(acme.id.clone()))
+            )
             .await,
         Err(StoreError::NotFound)
     );
     let unknown = IdentityId::new("idn_missing");
     assert_eq!(
-        store.insert_key(key(3, &a, Some(&unknown)), None, at(0)).await,
+        store
+            .insert_key(key(3, &a, Some(&unknown)), None, at(0))
+            .await,
         Err(StoreError::NotFound)
     );
 
@@ -123,7 +140,9 @@ pub async fn identity_changes_reach_its_keys_and_delete_detaches_them(store: Arc
     let found = store.find_by_lookup(&member.lookup).await.unwrap();
     assert_eq!(found[0].identity().unwrap().metadata, gold);
     assert_eq!(
-        store.update_identity(&IdentityId::new("idn_x"), &IdentityChange::default()).await,
+        store
+            .update_identity(&IdentityId::new("idn_x"), &IdentityChange::default())
+            .await,
         Err(StoreError::NotFound)
     );
 
@@ -156,7 +175,12 @@ pub async fn shared_spends_take_both_or_neither(store: Arc<dyn KeyStore>) {
     }
     let spend = |k: &KeyRecord, cost| {
         let (store, id, acme) = (Arc::clone(&store), k.id.clone(), acme.id.clone());
-        async move { store.spend_shared_credits(&id, &acme, cost, at(1)).await.unwrap() }
+        async move {
+            store
+                .spend_shared_credits(&id, &acme, cost, at(1))
+                .await
+                .unwrap()
+        }
     };
     assert_eq!(
         spend(&poor, 1).await,
@@ -165,7 +189,10 @@ pub async fn shared_spends_take_both_or_neither(store: Arc<dyn KeyStore>) {
     // The key refuses: the identity keeps its credits.
     let refused = spend(&poor, 1).await;
     assert!(matches!(refused.key, Spend::Exhausted { .. }));
-    assert_eq!(spend(&free, 1).await.identity, Spend::Spent { remaining: 3 });
+    assert_eq!(
+        spend(&free, 1).await.identity,
+        Spend::Spent { remaining: 3 }
+    );
     // The identity refuses a cost of 4: the key keeps its credits.
     let refused = spend(&rich, 4).await;
     assert_eq!(refused.identity, Spend::Exhausted { next_refill: None });
@@ -173,7 +200,10 @@ pub async fn shared_spends_take_both_or_neither(store: Arc<dyn KeyStore>) {
     assert_eq!(rich_now.record().credits.unwrap().remaining, 100);
     assert_eq!(
         spend(&rich, 3).await,
-        SharedSpend::new(Spend::Spent { remaining: 97 }, Spend::Spent { remaining: 0 })
+        SharedSpend::new(
+            Spend::Spent { remaining: 97 },
+            Spend::Spent { remaining: 0 }
+        )
     );
     // A key spends only from the identity it is attached to.
     let other = identity(&a, "other", Some(Credits::new(5)));
@@ -187,9 +217,7 @@ pub async fn shared_spends_take_both_or_neither(store: Arc<dyn KeyStore>) {
     assert_eq!(other_now.credits.unwrap().remaining, 5);
 }
 
-pub async fn concurrent_shared_spends_admit_exactly_the_identity_credits(
-    store: Arc<dyn KeyStore>,
-) {
+pub async fn concurrent_shared_spends_admit_exactly_the_identity_credits(store: Arc<dyn KeyStore>) {
     let a = account("org_ide");
     let acme = identity(&a, "acme", Some(Credits::new(30)));
     store.create_identity(acme.clone()).await.unwrap();
@@ -244,7 +272,10 @@ pub async fn service_identity_credits_and_limits_are_shared_by_its_keys(store: A
     for name in ["a", "b"] {
         let k = api
             .operator()
-            .create(&org, CreateKey::new(name).bundle("sdk").identity(acme.id.clone()))
+            .create(
+                &org,
+                CreateKey::new(name).bundle("sdk").identity(acme.id.clone()),
+            )
             .await
             .unwrap();
         assert_eq!(k.info.identity.as_ref(), Some(&acme.id));
@@ -301,9 +332,17 @@ pub async fn service_identities_never_cross_accounts(store: Arc<dyn KeyStore>) {
         .unwrap();
 
     let stranger = api.as_account(&b);
-    let create = CreateKey::new("x").bundle("sdk").identity(secret.id.clone());
-    assert_eq!(stranger.create(&b, create.clone()).await.unwrap_err(), Error::NotFound);
-    assert_eq!(stranger.get_identity(&secret.id).await.unwrap_err(), Error::NotFound);
+    let create = CreateKey::new("x")
+        .bundle("sdk")
+        .identity(secret.id.clone());
+    assert_eq!(
+        stranger.create(&b, create.clone()).await.unwrap_err(),
+        Error::NotFound
+    );
+    assert_eq!(
+        stranger.get_identity(&secret.id).await.unwrap_err(),
+        Error::NotFound
+    );
     assert_eq!(
         stranger
             .update_identity(&secret.id, IdentityUpdate::new().credits(1_000, None))
@@ -311,7 +350,10 @@ pub async fn service_identities_never_cross_accounts(store: Arc<dyn KeyStore>) {
             .unwrap_err(),
         Error::NotFound
     );
-    assert_eq!(stranger.delete_identity(&secret.id).await.unwrap_err(), Error::NotFound);
+    assert_eq!(
+        stranger.delete_identity(&secret.id).await.unwrap_err(),
+        Error::NotFound
+    );
     assert_eq!(
         stranger.list_identities(&a, None, 10).await.unwrap_err(),
         Error::NotFound
@@ -322,7 +364,10 @@ pub async fn service_identities_never_cross_accounts(store: Arc<dyn KeyStore>) {
         .unwrap();
     assert_eq!(
         stranger
-            .update(&own.info.id, KeyUpdate::new().identity(Some(secret.id.clone())))
+            .update(
+                &own.info.id,
+                KeyUpdate::new().identity(Some(secret.id.clone()))
+            )
             .await
             .unwrap_err(),
         Error::NotFound
@@ -334,23 +379,42 @@ pub async fn service_identities_never_cross_accounts(store: Arc<dyn KeyStore>) {
     // The child never reaches its parent's identity, nor a sibling's; the
     // parent reaches the child's but cannot put a child key on its own.
     let as_child = api.as_account(&child);
-    assert_eq!(as_child.get_identity(&secret.id).await.unwrap_err(), Error::NotFound);
     assert_eq!(
-        api.as_account(&sibling).get_identity(&child_identity.id).await.unwrap_err(),
+        as_child.get_identity(&secret.id).await.unwrap_err(),
+        Error::NotFound
+    );
+    assert_eq!(
+        api.as_account(&sibling)
+            .get_identity(&child_identity.id)
+            .await
+            .unwrap_err(),
         Error::NotFound
     );
     let parent = api.as_account(&a);
-    assert_eq!(parent.get_identity(&child_identity.id).await.unwrap().id, child_identity.id);
+    assert_eq!(
+        parent.get_identity(&child_identity.id).await.unwrap().id,
+        child_identity.id
+    );
     assert_eq!(
         parent
-            .create(&child, CreateKey::new("y").bundle("sdk").identity(secret.id.clone()))
+            .create(
+                &child,
+                CreateKey::new("y")
+                    .bundle("sdk")
+                    .identity(secret.id.clone())
+            )
             .await
             .unwrap_err(),
         Error::NotFound
     );
     assert_eq!(
         parent
-            .create(&a, CreateKey::new("z").bundle("sdk").identity(child_identity.id.clone()))
+            .create(
+                &a,
+                CreateKey::new("z")
+                    .bundle("sdk")
+                    .identity(child_identity.id.clone())
+            )
             .await
             .unwrap_err(),
         Error::NotFound
@@ -374,7 +438,12 @@ pub async fn service_a_key_on_an_identity_cannot_escape_its_budget(store: Arc<dy
         .await
         .unwrap();
     let admin = op
-        .create(&org, CreateKey::new("admin").bundle("full_access").identity(x.id.clone()))
+        .create(
+            &org,
+            CreateKey::new("admin")
+                .bundle("full_access")
+                .identity(x.id.clone()),
+        )
         .await
         .unwrap();
     let actor = api.verify(admin.key.expose_secret()).await.unwrap();
@@ -388,7 +457,12 @@ pub async fn service_a_key_on_an_identity_cannot_escape_its_budget(store: Arc<dy
     assert_eq!(minted.info.identity.as_ref(), Some(&x.id));
     assert_eq!(
         as_key
-            .create(&org, CreateKey::new("escape").bundle("sdk").identity(y.id.clone()))
+            .create(
+                &org,
+                CreateKey::new("escape")
+                    .bundle("sdk")
+                    .identity(y.id.clone())
+            )
             .await
             .unwrap_err(),
         Error::InsufficientScope
@@ -403,7 +477,10 @@ pub async fn service_a_key_on_an_identity_cannot_escape_its_budget(store: Arc<dy
             Error::InsufficientScope
         );
     }
-    assert_eq!(as_key.delete_identity(&x.id).await.unwrap_err(), Error::InsufficientScope);
+    assert_eq!(
+        as_key.delete_identity(&x.id).await.unwrap_err(),
+        Error::InsufficientScope
+    );
     // It cannot raise X's credits, lift its limit, or make a richer identity.
     for update in [
         IdentityUpdate::new().credits(11, None),
