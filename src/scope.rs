@@ -69,6 +69,16 @@ impl ScopeSet {
         all: true,
     };
 
+    /// The bits and the grants-all flag, for a compact copy.
+    pub(crate) fn into_parts(self) -> (u128, bool) {
+        (self.bits, self.all)
+    }
+
+    /// The inverse of [`into_parts`](Self::into_parts).
+    pub(crate) fn from_parts(bits: u128, all: bool) -> Self {
+        Self { bits, all }
+    }
+
     /// True when the set grants every scope, present and future.
     pub fn is_all(&self) -> bool {
         self.all

@@ -228,7 +228,7 @@ impl Manager<'_> {
             .get_key(id)
             .await?
             .ok_or(Error::NotFound)?;
-        if !self.actor.reaches(&entry.record().account) {
+        if !self.actor.reaches(entry.account()) {
             return Err(Error::NotFound);
         }
         Ok(entry)
@@ -297,7 +297,7 @@ impl Manager<'_> {
         wanted: Option<Credits>,
         now: OffsetDateTime,
     ) -> Result<Option<Credits>, Error> {
-        let Some(own) = self.actor.key().and_then(|p| p.entry.record().credits) else {
+        let Some(own) = self.actor.key().and_then(|p| p.entry.credits()) else {
             return Ok(wanted);
         };
         let own = own.at(now);
@@ -328,7 +328,7 @@ impl Manager<'_> {
         let Some(p) = self.actor.key() else {
             return;
         };
-        for (class, quota) in &p.entry.record().rate_limits {
+        for (class, quota) in p.entry.rate_limits() {
             if !limits.iter().any(|(c, _)| c == class) {
                 limits.push((class.clone(), *quota));
             }
@@ -355,7 +355,7 @@ impl ApiKeys {
     /// The quota a key has for a class: its own override, else the profile's.
     pub(super) fn effective_quota(&self, principal: &Principal, class: &str) -> Option<Quota> {
         let index = self.inner.profile.rate_limits.index_of(class)?;
-        self.quota_of(principal.entry.record(), index, class)
+        self.quota_of(principal.entry.rate_limits(), index, class)
             .copied()
     }
 }

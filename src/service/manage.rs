@@ -713,12 +713,11 @@ impl Manager<'_> {
         // A revoked key stays revoked: its secret is never stored again.
         if candidates
             .iter()
-            .any(|e| inner.hasher.verify(secret, &e.record().hash))
+            .any(|e| inner.hasher.verify(secret, e.hash()))
         {
             return Err(cannot());
         }
-        if inner.profile.unique_lookup && candidates.iter().any(|e| e.record().revoked_at.is_none())
-        {
+        if inner.profile.unique_lookup && candidates.iter().any(|e| !e.is_revoked()) {
             return Err(cannot());
         }
         self.insert_new(account, checked, format, credential, now)
@@ -878,8 +877,9 @@ impl Manager<'_> {
     /// The record is kept for audit. Revoking twice is not an error.
     pub async fn revoke(&self, id: &KeyId) -> Result<(), Error> {
         let entry = self.reach_key(id).await?;
-        self.check_target(entry.record())?;
-        if entry.record().revoked_at.is_some() {
+        let record = entry.record();
+        self.check_target(&record)?;
+        if record.revoked_at.is_some() {
             return Ok(());
         }
         let (api, actor, id) = (self.api.clone(), self.actor.clone(), id.clone());
@@ -888,12 +888,11 @@ impl Manager<'_> {
                 .store
                 .revoke_key(&id, api.inner.clock.now())
                 .await?;
-            let record = entry.record();
             if record.lineage.is_none() && record.replaced_by.is_none() {
                 // No other key shares this key's rate-limit state.
                 api.forget_limits(&id);
             }
-            api.record_audit(&actor, AuditKind::Revoked, record);
+            api.record_audit(&actor, AuditKind::Revoked, &record);
             Ok(())
         })
         .await
@@ -928,7 +927,7 @@ impl Manager<'_> {
         };
         let entry = self.reach_key(id).await?;
         let old = entry.record();
-        self.check_target(old)?;
+        self.check_target(&old)?;
         if old.revoked_at.is_some() {
             return Err(Error::Revoked);
         }
@@ -958,7 +957,7 @@ impl Manager<'_> {
                 .rotate_key(&id, record.clone(), old_key)
                 .await?;
             let replacement = record.id.clone();
-            api.record_audit(&actor, AuditKind::Rotated { replacement }, entry.record());
+            api.record_audit(&actor, AuditKind::Rotated { replacement }, &old);
             Ok(api.info(record))
         })
         .await?;
@@ -972,7 +971,7 @@ impl Manager<'_> {
         let api = self.api;
         let entry = self.reach_key(id).await?;
         let record = entry.record();
-        self.check_target(record)?;
+        self.check_target(&record)?;
         if record.revoked_at.is_some() {
             return Err(Error::Revoked);
         }
@@ -997,7 +996,7 @@ impl Manager<'_> {
                     updated.secret_set_at,
                 )
                 .await?;
-            api.record_audit(&actor, AuditKind::SecretReset, entry.record());
+            api.record_audit(&actor, AuditKind::SecretReset, &record);
             Ok(api.info(updated))
         })
         .await?;
@@ -1016,7 +1015,7 @@ impl ApiKeys {
             .await
             .ok()?
             .into_iter()
-            .find(|e| self.inner.hasher.verify(secret, &e.record().hash))
+            .find(|e| self.inner.hasher.verify(secret, e.hash()))
             .map(|e| self.info(e.snapshot()))
     }
 

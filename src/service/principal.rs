@@ -187,38 +187,38 @@ impl Principal {
 
     /// The key that authenticated.
     pub fn key_id(&self) -> &KeyId {
-        &self.entry.record().id
+        self.entry.id()
     }
 
     /// The account the key belongs to.
     pub fn account(&self) -> &AccountId {
-        &self.entry.record().account
+        self.entry.account()
     }
 
     /// The key's name.
     pub fn name(&self) -> &str {
-        &self.entry.record().name
+        self.entry.name()
     }
 
     /// When the key expires, if ever.
     pub fn expires_at(&self) -> Option<time::OffsetDateTime> {
-        self.entry.record().expires_at
+        self.entry.expires_at()
     }
 
     /// The bundle chosen at creation, if any.
     pub fn bundle(&self) -> Option<&str> {
-        self.entry.record().bundle.as_deref()
+        self.entry.bundle()
     }
 
     /// The key's metadata, read from the record verify already loaded (no
     /// store round trip).
     pub fn metadata(&self) -> &crate::Metadata {
-        &self.entry.record().metadata
+        self.entry.metadata()
     }
 
     /// The key format's label (e.g. `mk_live_`).
     pub fn format(&self) -> &str {
-        &self.entry.record().format
+        self.entry.format()
     }
 
     /// The compiled scopes.
@@ -238,7 +238,7 @@ impl Principal {
     /// usage limit.
     pub fn credits_remaining(&self) -> Option<u64> {
         self.credits
-            .or_else(|| self.entry.record().credits.map(|c| c.remaining))
+            .or_else(|| self.entry.credits().map(|c| c.remaining))
     }
 
     /// The identity the key belongs to, if any, as read with the key (no
@@ -249,7 +249,7 @@ impl Principal {
 
     /// The identity's id, if the key belongs to one.
     pub fn identity_id(&self) -> Option<&IdentityId> {
-        self.entry.record().identity.as_ref()
+        self.entry.identity_id()
     }
 
     /// The identity's remaining shared credits: after

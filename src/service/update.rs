@@ -219,11 +219,11 @@ impl Manager<'_> {
 
     async fn set_disabled(&self, id: &KeyId, disable: bool) -> Result<KeyInfo, Error> {
         let entry = self.reach_key(id).await?;
-        self.check_target(entry.record())?;
-        if entry.record().revoked_at.is_some() {
+        self.check_target(&entry.record())?;
+        if entry.is_revoked() {
             return Err(Error::Revoked);
         }
-        if entry.record().disabled_at.is_some() == disable {
+        if entry.is_disabled() == disable {
             return Ok(self.api.info(entry.snapshot()));
         }
         let now = self.api.inner.clock.now();
@@ -270,8 +270,8 @@ impl Manager<'_> {
             return Err(InvalidRequest::EmptyUpdate.into());
         }
         let entry = self.reach_key(id).await?;
-        self.check_target(entry.record())?;
-        if entry.record().revoked_at.is_some() {
+        self.check_target(&entry.record())?;
+        if entry.is_revoked() {
             return Err(Error::Revoked);
         }
         let identity = update.identity.clone();
@@ -300,7 +300,7 @@ impl Manager<'_> {
             let limited_actor = self
                 .actor
                 .key()
-                .is_some_and(|p| p.entry.record().credits.is_some());
+                .is_some_and(|p| p.entry.credits().is_some());
             if credits.is_none() && limited_actor {
                 // A key with a usage limit cannot lift another key's.
                 return Err(Error::InsufficientScope);

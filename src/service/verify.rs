@@ -13,7 +13,7 @@ use crate::error::{AuthError, Error, InvalidRequest};
 use crate::key::{KeyFormat, MalformedReason, ParsedKey};
 use crate::ratelimit::{Decision, Quota};
 use crate::scope::{Requirement, ScopeSet};
-use crate::store::{from_unix_nanos, KeyEntry, KeyId, KeyRecord};
+use crate::store::{from_unix_nanos, KeyEntry, KeyId};
 
 impl ApiKeys {
     /// Parses a presented key against the profile's formats, without I/O.
@@ -61,7 +61,7 @@ impl ApiKeys {
     pub async fn verify_parsed(&self, credential: ParsedKey<'_>) -> Result<Principal, AuthError> {
         let inner = &*self.inner;
         let secret = credential.expose_secret();
-        let mut accept = |e: &KeyEntry| inner.hasher.verify(secret, &e.record().hash);
+        let mut accept = |e: &KeyEntry| inner.hasher.verify(secret, e.hash());
         // From memory when the store can answer so (no allocation), else
         // through the store's future.
         let found = match inner.store.find_now(credential.lookup(), &mut accept) {
@@ -80,11 +80,10 @@ impl ApiKeys {
         let entry = found.ok_or(AuthError::Invalid)?;
         // One clock read, as integer nanoseconds (see `Clock::unix_nanos`).
         let now = inner.clock.unix_nanos();
-        let record = entry.record();
-        if record.revoked_at.is_some() {
+        if entry.is_revoked() {
             return Err(AuthError::Revoked);
         }
-        if record.disabled_at.is_some() {
+        if entry.is_disabled() {
             return Err(AuthError::Disabled);
         }
         if entry.expired_at(now) {
@@ -94,15 +93,15 @@ impl ApiKeys {
             inner
                 .pending
                 .lock()
-                .insert(record.id.clone(), from_unix_nanos(now));
+                .insert(entry.id().clone(), from_unix_nanos(now));
         }
-        let scopes = *entry.scopes.get_or_init(|| {
+        let scopes = entry.compiled_scopes(|| {
             inner
                 .profile
                 .catalog
-                .compile_grant(record.bundle.as_deref(), &record.scopes)
+                .compile_grant(entry.bundle(), entry.scopes())
                 .unwrap_or_else(|e| {
-                    tracing::warn!(target: "keygate", key_id = %record.id, error = %e,
+                    tracing::warn!(target: "keygate", key_id = %entry.id(), error = %e,
                         "stored scopes no longer compile; granting none");
                     ScopeSet::EMPTY
                 })
@@ -233,7 +232,7 @@ impl ApiKeys {
             let (key, identity) = self.spend_shared(&principal, operation.cost).await?;
             principal.credits = key;
             principal.identity_credits = identity;
-        } else if principal.entry.record().credits.is_some() {
+        } else if principal.entry.credits().is_some() {
             principal.credits = self.spend_credits(&principal, operation.cost).await?;
         }
         Ok(principal)
@@ -285,14 +284,13 @@ impl ApiKeys {
     ) -> Result<Decision, AuthError> {
         let inner = &*self.inner;
         let policy = &inner.profile.rate_limits;
-        let record = entry.record();
         let quota = self
-            .quota_of(record, index, class)
+            .quota_of(entry.rate_limits(), index, class)
             .ok_or(AuthError::Unavailable)?;
         // State is keyed by the key's lineage, apart from the store's or
         // cache's entries: evicting a cached entry, resetting a secret or
         // rotating the key never refills a bucket.
-        let lineage = record.lineage().as_str();
+        let lineage = entry.lineage().as_str();
         let result = match &inner.limiter {
             Limiter::Local(local) => {
                 // The default limiter's buckets for this key are in one map
@@ -338,16 +336,15 @@ impl ApiKeys {
         })
     }
 
-    /// The quota a key has for the class at `index` (named `class`): its
-    /// own override, else the profile's.
+    /// The quota a key with overrides `rate_limits` has for the class at
+    /// `index` (named `class`): its own override, else the profile's.
     pub(super) fn quota_of<'a>(
         &'a self,
-        record: &'a KeyRecord,
+        rate_limits: &'a [(String, Quota)],
         index: usize,
         class: &str,
     ) -> Option<&'a Quota> {
-        record
-            .rate_limits
+        rate_limits
             .iter()
             .find(|(name, _)| name == class)
             .map(|(_, q)| q)

@@ -638,9 +638,7 @@ impl Shared {
         let unsettled = self.unsettled.lock();
         let live = |until: Option<&u64>| until.is_some_and(|t| *t > now);
         live(unsettled.lookups.get(lookup))
-            || found
-                .iter()
-                .any(|e| live(unsettled.keys.get(&e.record().id)))
+            || found.iter().any(|e| live(unsettled.keys.get(e.id())))
     }
 
     fn invalidate_lookup(&self, lookup: &str) {
@@ -657,9 +655,9 @@ impl Shared {
         for shard in self.shards.iter() {
             let mut slots = shard.slots.write();
             slots.generation += 1;
-            slots.by_lookup.retain(|_, slot| {
-                !slot.entries.iter().any(|e| &e.record().id == id) || self.retire(slot)
-            });
+            slots
+                .by_lookup
+                .retain(|_, slot| !slot.entries.iter().any(|e| e.id() == id) || self.retire(slot));
         }
     }
 
@@ -678,20 +676,18 @@ fn carry_over(previous: &[Arc<KeyEntry>], found: Vec<Arc<KeyEntry>>) -> Vec<Arc<
     found
         .into_iter()
         .map(|new| {
-            let Some(old) = previous
-                .iter()
-                .find(|old| old.record().id == new.record().id)
-            else {
+            let Some(old) = previous.iter().find(|old| old.id() == new.id()) else {
                 return new;
             };
-            if same_but_last_used(old.record(), new.record()) && old.identity() == new.identity() {
-                if let Some(at) = new.record().last_used_at {
+            let new_record = new.record();
+            if same_but_last_used(&old.record(), &new_record) && old.identity() == new.identity() {
+                if let Some(at) = new_record.last_used_at {
                     old.touch(at);
                 }
                 Arc::clone(old)
             } else {
                 // `succeed` drops the buckets of a key that is now revoked.
-                Arc::new(old.succeed_with(new.record().clone(), new.identity().cloned()))
+                Arc::new(old.succeed_with(new_record, new.identity().cloned()))
             }
         })
         .collect()

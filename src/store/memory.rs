@@ -3,14 +3,17 @@
 
 use std::borrow::Borrow;
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::hash::{Hash, Hasher};
 use std::ops::Bound;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use hashbrown::HashTable;
 use parking_lot::RwLock;
 use time::OffsetDateTime;
 
+use super::record::SharedParts;
 use super::{
     AccountId, AccountRecord, KeyChange, KeyEntry, KeyId, KeyRecord, KeyStore, ListQuery, OldKey,
     SecretAgeQuery, SharedSpend, Spend, StoreError,
@@ -43,13 +46,18 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct Inner {
     by_id: HashSet<ById, Seeded>,
-    by_lookup: HashSet<ByLookup, Seeded>,
+    /// Every entry, under the hash of its lookup id. Lookup ids need not be
+    /// unique, so one lookup id may have several entries (almost never).
+    by_lookup: HashTable<Arc<KeyEntry>>,
+    lookup_hasher: Seeded,
     /// Each account's keys in id order (the listing order).
     by_account: HashMap<AccountId, BTreeSet<ById>, Seeded>,
     accounts: HashMap<AccountId, AccountRecord, Seeded>,
-    /// Secret digests of active (not revoked) keys, as the SQL stores'
+    /// Active (not revoked) keys by secret digest, as the SQL stores'
     /// unique index on active hashes.
-    active_hashes: HashSet<[u8; 32], Seeded>,
+    active_hashes: HashSet<ByHash, Seeded>,
+    /// One copy of each account, format and bundle the entries share.
+    parts: SharedParts,
     /// Identities by id, as handed to the entries of their keys. Their
     /// credits are kept apart, in `identity_credits`, so a spend does not
     /// rebuild the entries of every key of the identity.
@@ -71,7 +79,7 @@ struct ById(Arc<KeyEntry>);
 
 impl ById {
     fn id(&self) -> &str {
-        self.0.record().id.as_str()
+        self.0.id().as_str()
     }
 }
 
@@ -108,56 +116,30 @@ impl Ord for ById {
     }
 }
 
-/// The entries sharing one lookup id (almost always one), hashed and
-/// compared by that lookup id, which is read from the first entry rather
-/// than stored again; no allocation beyond the first entry.
+/// An active entry, hashed and compared by its secret digest, so the digest
+/// is not stored again.
 #[derive(Debug)]
-struct ByLookup {
-    first: Arc<KeyEntry>,
-    rest: Vec<Arc<KeyEntry>>,
-}
+struct ByHash(Arc<KeyEntry>);
 
-impl ByLookup {
-    fn lookup(&self) -> &str {
-        &self.first.record().lookup
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &Arc<KeyEntry>> {
-        std::iter::once(&self.first).chain(&self.rest)
-    }
-
-    /// The group without the entry of key `id`; `None` when nothing is left.
-    fn without(self, id: &KeyId) -> Option<Self> {
-        let mut left = std::iter::once(self.first)
-            .chain(self.rest)
-            .filter(|e| &e.record().id != id);
-        let first = left.next()?;
-        Some(Self {
-            first,
-            rest: left.collect(),
-        })
+impl Borrow<[u8; 32]> for ByHash {
+    fn borrow(&self) -> &[u8; 32] {
+        self.0.hash().digest()
     }
 }
 
-impl Borrow<str> for ByLookup {
-    fn borrow(&self) -> &str {
-        self.lookup()
-    }
-}
-
-impl Hash for ByLookup {
+impl Hash for ByHash {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.lookup().hash(state);
+        self.0.hash().digest().hash(state);
     }
 }
 
-impl PartialEq for ByLookup {
+impl PartialEq for ByHash {
     fn eq(&self, other: &Self) -> bool {
-        self.lookup() == other.lookup()
+        self.0.hash().digest() == other.0.hash().digest()
     }
 }
 
-impl Eq for ByLookup {}
+impl Eq for ByHash {}
 
 impl MemoryStore {
     /// An empty store.
@@ -196,6 +178,13 @@ impl Inner {
         Ok(())
     }
 
+    /// The entries whose lookup id is `lookup`.
+    fn lookup<'a>(&'a self, lookup: &'a str) -> impl Iterator<Item = &'a Arc<KeyEntry>> + 'a {
+        self.by_lookup
+            .iter_hash(self.lookup_hasher.hash_one(lookup))
+            .filter(move |e| e.lookup() == lookup)
+    }
+
     /// Refuses a record whose id, secret or (for key pairs) public key is
     /// already held by an active key.
     fn check_unique(&self, record: &KeyRecord) -> Result<(), StoreError> {
@@ -205,12 +194,8 @@ impl Inner {
         let active = record.revoked_at.is_none();
         let pair_clash = record.format == "pair"
             && self
-                .by_lookup
-                .get(record.lookup.as_str())
-                .is_some_and(|list| {
-                    list.iter()
-                        .any(|e| e.record().revoked_at.is_none() && e.record().format == "pair")
-                });
+                .lookup(&record.lookup)
+                .any(|e| !e.is_revoked() && e.format() == "pair");
         let clash = active && (self.active_hashes.contains(record.hash.digest()) || pair_clash);
         if clash {
             return Err(StoreError::Conflict("the key is already stored".into()));
@@ -222,7 +207,7 @@ impl Inner {
         self.by_account.get(account).map_or(0, |ids| {
             ids.iter()
                 .map(|e| &e.0)
-                .filter(|e| e.record().format == format && e.record().is_active(now))
+                .filter(|e| e.format() == format && e.is_active(now))
                 .count()
         })
     }
@@ -259,39 +244,51 @@ impl Inner {
     fn add(&mut self, record: KeyRecord) -> Result<(), StoreError> {
         self.check_unique(&record)?;
         let identity = self.identity_of(&record)?;
-        let entry = Arc::new(KeyEntry::with_identity(record, identity));
-        let r = entry.record();
-        if r.revoked_at.is_none() {
-            self.active_hashes.insert(*r.hash.digest());
+        let mut entry = KeyEntry::new_in(record, &mut self.parts);
+        entry.set_identity(identity);
+        let entry = Arc::new(entry);
+        self.index(entry);
+        Ok(())
+    }
+
+    /// Puts `entry` in every index.
+    fn index(&mut self, entry: Arc<KeyEntry>) {
+        if !entry.is_revoked() {
+            self.active_hashes.insert(ByHash(Arc::clone(&entry)));
         }
         // The account's set exists after its first key: no clone of its id.
         let in_account = ById(Arc::clone(&entry));
-        match self.by_account.get_mut(&r.account) {
+        match self.by_account.get_mut(entry.account()) {
             Some(keys) => {
                 keys.insert(in_account);
             }
             None => {
                 self.by_account
-                    .insert(r.account.clone(), BTreeSet::from([in_account]));
+                    .insert(entry.account().clone(), BTreeSet::from([in_account]));
             }
         }
-        self.push_lookup(Arc::clone(&entry));
+        let hasher = &self.lookup_hasher;
+        self.by_lookup
+            .insert_unique(hasher.hash_one(entry.lookup()), Arc::clone(&entry), |e| {
+                hasher.hash_one(e.lookup())
+            });
         self.by_id.insert(ById(entry));
-        Ok(())
     }
 
-    fn push_lookup(&mut self, entry: Arc<KeyEntry>) {
-        let group = match self.by_lookup.take(entry.record().lookup.as_str()) {
-            Some(mut group) => {
-                group.rest.push(entry);
-                group
-            }
-            None => ByLookup {
-                first: entry,
-                rest: Vec::new(),
-            },
-        };
-        self.by_lookup.insert(group);
+    /// Takes the entry of key `id` out of every index.
+    fn unindex(&mut self, id: &KeyId) -> Option<Arc<KeyEntry>> {
+        let ById(entry) = self.by_id.take(id.as_str())?;
+        if !entry.is_revoked() {
+            self.active_hashes.remove(entry.hash().digest());
+        }
+        if let Some(keys) = self.by_account.get_mut(entry.account()) {
+            keys.remove(id.as_str());
+        }
+        let hash = self.lookup_hasher.hash_one(entry.lookup());
+        if let Ok(found) = self.by_lookup.find_entry(hash, |e| Arc::ptr_eq(e, &entry)) {
+            found.remove();
+        }
+        Some(entry)
     }
 
     /// Applies `change` to a key's record, swapping in a successor entry that
@@ -302,42 +299,19 @@ impl Inner {
         change: impl FnOnce(&mut KeyRecord) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let old = &self.by_id.get(id.as_str()).ok_or(StoreError::NotFound)?.0;
-        let mut record = old.record().clone();
+        let mut record = old.record();
         change(&mut record)?;
         let identity = self.identity_of(&record)?;
         if record.revoked_at.is_none()
-            && record.hash != old.record().hash
+            && &record.hash != old.hash()
             && self.active_hashes.contains(record.hash.digest())
         {
             return Err(StoreError::Conflict("the key is already stored".into()));
         }
-        if old.record().revoked_at.is_none() {
-            self.active_hashes.remove(old.record().hash.digest());
-        }
-        if record.revoked_at.is_none() {
-            self.active_hashes.insert(*record.hash.digest());
-        }
-        let next = Arc::new(old.succeed_with(record, identity));
-        let old_lookup = old.record().lookup.clone();
-        let old_account = old.record().account.clone();
-        if let Some(rest) = self
-            .by_lookup
-            .take(old_lookup.as_str())
-            .and_then(|group| group.without(id))
-        {
-            self.by_lookup.insert(rest);
-        }
-        self.push_lookup(Arc::clone(&next));
-        // The account's set holds the successor in place of the old entry
-        // (under its new account, should a change ever move it).
-        if let Some(keys) = self.by_account.get_mut(&old_account) {
-            keys.remove(id.as_str());
-        }
-        self.by_account
-            .entry(next.record().account.clone())
-            .or_default()
-            .insert(ById(Arc::clone(&next)));
-        self.by_id.replace(ById(next));
+        let old = self.unindex(id).ok_or(StoreError::NotFound)?;
+        let next = Arc::new(old.succeed_in(record, identity, &mut self.parts));
+        drop(old);
+        self.index(next);
         Ok(())
     }
 }
@@ -403,13 +377,7 @@ impl KeyStore for MemoryStore {
     }
 
     async fn find_by_lookup(&self, lookup: &str) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
-        Ok(self
-            .inner
-            .read()
-            .by_lookup
-            .get(lookup)
-            .map(|group| group.iter().cloned().collect())
-            .unwrap_or_default())
+        Ok(self.inner.read().lookup(lookup).cloned().collect())
     }
 
     fn find_now(
@@ -418,10 +386,7 @@ impl KeyStore for MemoryStore {
         accept: &mut dyn FnMut(&KeyEntry) -> bool,
     ) -> Option<Option<Arc<KeyEntry>>> {
         let inner = self.inner.read();
-        let found = inner
-            .by_lookup
-            .get(lookup)
-            .and_then(|list| list.iter().find(|e| accept(e)).cloned());
+        let found = inner.lookup(lookup).find(|e| accept(e)).cloned();
         Some(found)
     }
 
@@ -450,7 +415,7 @@ impl KeyStore for MemoryStore {
         Ok(ids
             .range::<str, _>((start, Bound::Unbounded))
             .map(|e| &e.0)
-            .filter(|e| query.include_revoked || e.record().revoked_at.is_none())
+            .filter(|e| query.include_revoked || !e.is_revoked())
             .take(query.limit)
             .map(|e| e.snapshot())
             .collect())
@@ -490,8 +455,8 @@ impl KeyStore for MemoryStore {
             .by_id
             .iter()
             .map(|e| &e.0)
-            .filter(|e| query.after.as_ref().is_none_or(|a| &e.record().id > a))
-            .filter(|e| query.matches(e.record()))
+            .filter(|e| query.after.as_ref().is_none_or(|a| e.id() > a))
+            .filter(|e| query.matches_entry(e))
             .map(|e| e.snapshot())
             .collect();
         found.sort_unstable_by(|a, b| a.id.cmp(&b.id));
@@ -524,7 +489,7 @@ impl KeyStore for MemoryStore {
             .get(id.as_str())
             .map(|e| &e.0)
             .ok_or(StoreError::NotFound)?;
-        let Some(mut credits) = entry.record().credits else {
+        let Some(mut credits) = entry.credits() else {
             return Ok(Spend::Unlimited);
         };
         match credits.spend(cost, now) {
@@ -687,8 +652,8 @@ impl KeyStore for MemoryStore {
         let mut inner = self.inner.write();
         match inner.by_id.get(old.as_str()).map(|e| &e.0) {
             None => return Err(StoreError::NotFound),
-            Some(e) if e.record().revoked_at.is_some() => return Err(StoreError::Revoked),
-            Some(e) if e.record().replaced_by.is_some() => return Err(StoreError::Rotated),
+            Some(e) if e.is_revoked() => return Err(StoreError::Revoked),
+            Some(e) if e.replaced_by().is_some() => return Err(StoreError::Rotated),
             Some(_) => {}
         }
         inner.check_unique(&new)?;

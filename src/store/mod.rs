@@ -252,6 +252,17 @@ impl SecretAgeQuery {
                 .as_ref()
                 .is_none_or(|w| record.account.is_within(w))
     }
+
+    /// [`matches`](Self::matches) for a stored entry, without building its
+    /// record.
+    pub(crate) fn matches_entry(&self, entry: &KeyEntry) -> bool {
+        entry.secret_set_at() <= self.set_before
+            && entry.is_active(self.active_at)
+            && self
+                .within
+                .as_ref()
+                .is_none_or(|w| entry.account().is_within(w))
+    }
 }
 
 /// What happens to the old key in [`KeyStore::rotate_key`].

@@ -20,7 +20,7 @@ pub const MAX_ACCOUNT_ID_LEN: usize = 128;
 /// A key's stable id, e.g. `key_0193a0c2f1e2Xk3…`. Ids sort roughly by creation time.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
-pub struct KeyId(String);
+pub struct KeyId(Box<str>);
 
 /// The longest key id accepted from outside, in bytes.
 pub const MAX_KEY_ID_LEN: usize = 128;
@@ -39,7 +39,7 @@ impl<'de> Deserialize<'de> for KeyId {
                 "key id must be 1 to {MAX_KEY_ID_LEN} visible ASCII characters"
             )));
         }
-        Ok(Self(text))
+        Ok(Self(text.into_boxed_str()))
     }
 }
 
@@ -57,13 +57,13 @@ impl KeyId {
             s.push(char::from(HEX[((millis >> (shift * 4)) & 0xf) as usize]));
         }
         crate::key::push_random_base62(&mut s, 16);
-        Self(s)
+        Self(s.into_boxed_str())
     }
 
     /// Wraps an id read from storage or a request path. Any string is accepted;
     /// an id that names no key is simply not found.
     pub fn new(id: impl Into<String>) -> Self {
-        Self(id.into())
+        Self(id.into().into_boxed_str())
     }
 
     /// The id as text.
@@ -322,17 +322,187 @@ impl KeyRecord {
     }
 }
 
-/// A stored key as handed to the verify path: the record plus in-process state
-/// kept beside it (compiled scopes, rate-limit buckets, the latest last-used
-/// stamp), so a verify needs no second lookup.
+/// The parts many keys have in common: the account, the format and the
+/// bundle. A [`MemoryStore`](super::MemoryStore) keeps one copy of each
+/// distinct triple ([`SharedParts`]), so a key carries a pointer to it.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Shared {
+    account: AccountId,
+    format: Box<str>,
+    bundle: Option<Box<str>>,
+}
+
+/// One copy of each distinct [`Shared`] triple, for a store that holds many
+/// entries.
+#[derive(Debug, Default)]
+pub(crate) struct SharedParts(std::collections::HashSet<Arc<Shared>>);
+
+impl SharedParts {
+    fn get(&mut self, parts: Shared) -> Arc<Shared> {
+        if let Some(shared) = self.0.get(&parts) {
+            return Arc::clone(shared);
+        }
+        let shared = Arc::new(parts);
+        self.0.insert(Arc::clone(&shared));
+        shared
+    }
+}
+
+/// Declares the record fields most keys leave at their default: they live in
+/// one optional box of the entry ([`Rare`]), absent for a plain key. Adding
+/// such a field to [`KeyRecord`] is one line here.
+macro_rules! rare_fields {
+    ($($field:ident: $ty:ty,)*) => {
+        /// The fields most keys leave at their default, boxed apart.
+        #[derive(Debug, Default)]
+        struct Rare {
+            /// `secret_set_at`, when it differs from `created_at`.
+            secret_set_at: Option<OffsetDateTime>,
+            $($field: $ty,)*
+        }
+
+        impl Rare {
+            /// Moves the rare fields out of `record`; `None` when all are
+            /// at their default.
+            fn take(record: &mut KeyRecord) -> Option<Box<Self>> {
+                let created = record.created_at;
+                let set = record.secret_set_at;
+                let rare = Self {
+                    secret_set_at: (set != created || set.offset() != created.offset())
+                        .then_some(set),
+                    $($field: std::mem::take(&mut record.$field),)*
+                };
+                let plain = rare.secret_set_at.is_none()
+                    $(&& rare.$field == <$ty>::default())*;
+                (!plain).then(|| Box::new(rare))
+            }
+
+            /// The record with the core fields given and the rare ones from
+            /// `rare` (or their defaults).
+            fn record(core: Core, rare: Option<&Self>) -> KeyRecord {
+                KeyRecord {
+                    id: core.id,
+                    account: core.account,
+                    name: core.name,
+                    format: core.format,
+                    lookup: core.lookup,
+                    hash: core.hash,
+                    bundle: core.bundle,
+                    created_at: core.created_at,
+                    secret_set_at: rare
+                        .and_then(|r| r.secret_set_at)
+                        .unwrap_or(core.created_at),
+                    $($field: rare.map(|r| r.$field.clone()).unwrap_or_default(),)*
+                }
+            }
+        }
+    };
+}
+
+rare_fields! {
+    scopes: Vec<String>,
+    rate_limits: Vec<(String, Quota)>,
+    expires_at: Option<OffsetDateTime>,
+    last_used_at: Option<OffsetDateTime>,
+    revoked_at: Option<OffsetDateTime>,
+    replaced_by: Option<KeyId>,
+    lineage: Option<KeyId>,
+    disabled_at: Option<OffsetDateTime>,
+    metadata: Metadata,
+    credits: Option<Credits>,
+    identity: Option<IdentityId>,
+}
+
+/// The fields every key has, as [`Rare::record`] takes them.
+struct Core {
+    id: KeyId,
+    account: AccountId,
+    name: String,
+    format: String,
+    lookup: String,
+    hash: SecretHash,
+    bundle: Option<String>,
+    created_at: OffsetDateTime,
+}
+
+/// The compiled scopes as kept on an entry: a [`ScopeSet`] without its
+/// 16-byte alignment, so the entry stays small.
+#[derive(Clone, Copy)]
+pub(crate) struct PackedScopes([u64; 2], bool);
+
+impl From<ScopeSet> for PackedScopes {
+    fn from(set: ScopeSet) -> Self {
+        let (bits, all) = set.into_parts();
+        Self([bits as u64, (bits >> 64) as u64], all)
+    }
+}
+
+impl From<PackedScopes> for ScopeSet {
+    fn from(p: PackedScopes) -> Self {
+        ScopeSet::from_parts(u128::from(p.0[0]) | (u128::from(p.0[1]) << 64), p.1)
+    }
+}
+
+/// A stored key as handed to the verify path: the record, kept compactly,
+/// plus in-process state kept beside it (compiled scopes, rate-limit
+/// buckets, the latest last-used stamp), so a verify needs no second lookup.
+///
+/// The account, format and bundle are shared with other keys, the name and
+/// lookup id share one allocation, and the fields most keys leave empty
+/// (revocation, rotation, metadata, credits, rate-limit overrides, extra
+/// scopes, expiry) sit in one box that a plain key does not have. The
+/// accessors read single fields without building anything;
+/// [`record`](Self::record) builds the whole [`KeyRecord`].
+///
+/// ```
+/// use keygate::hash::SecretHash;
+/// use keygate::store::{AccountId, KeyEntry, KeyId, KeyRecord};
+/// use keygate::Metadata;
+/// use time::OffsetDateTime;
+///
+/// let record = KeyRecord {
+///     id: KeyId::new("key_1"),
+///     account: AccountId::new("acme").unwrap(),
+///     name: "ci".into(),
+///     format: "mk_".into(),
+///     lookup: "mk_abcdef".into(),
+///     hash: SecretHash::from_parts(1, [7; 32]),
+///     bundle: Some("sdk".into()),
+///     scopes: Vec::new(),
+///     rate_limits: Vec::new(),
+///     created_at: OffsetDateTime::UNIX_EPOCH,
+///     secret_set_at: OffsetDateTime::UNIX_EPOCH,
+///     expires_at: None,
+///     last_used_at: None,
+///     revoked_at: None,
+///     replaced_by: None,
+///     lineage: None,
+///     disabled_at: None,
+///     metadata: Metadata::default(),
+///     credits: None,
+///     identity: None,
+/// };
+/// let entry = KeyEntry::new(record.clone());
+/// assert_eq!(entry.id().as_str(), "key_1");
+/// assert_eq!(entry.lookup(), "mk_abcdef");
+/// assert_eq!(entry.bundle(), Some("sdk"));
+/// assert_eq!(entry.record(), record);
+/// ```
 pub struct KeyEntry {
-    record: KeyRecord,
-    /// `record.expires_at` in Unix nanoseconds (saturated), so the verify
-    /// path compares two integers.
-    expires_nanos: Option<i64>,
+    id: KeyId,
+    shared: Arc<Shared>,
+    /// The lookup id, then the name.
+    text: Box<str>,
+    lookup_len: u32,
+    hash: SecretHash,
+    created_at: OffsetDateTime,
+    /// The expiry in Unix nanoseconds (saturated), so the verify path
+    /// compares two integers; [`NO_EXPIRY`] for a key that never expires.
+    expires_nanos: i64,
     last_used_ms: AtomicI64,
-    pub(crate) scopes: OnceLock<ScopeSet>,
+    compiled: OnceLock<PackedScopes>,
     pub(crate) buckets: OnceLock<Arc<KeyBuckets>>,
+    rare: Option<Box<Rare>>,
     /// The key's identity as the store read it with the key, so verify
     /// needs no second lookup.
     identity: Option<Arc<Identity>>,
@@ -340,23 +510,69 @@ pub struct KeyEntry {
 
 const NEVER: i64 = i64::MIN;
 
+/// [`KeyEntry::expires_nanos`] of a key without an expiry.
+const NO_EXPIRY: i64 = i64::MAX;
+
+/// The rare fields of a plain key.
+static PLAIN: std::sync::LazyLock<Rare> = std::sync::LazyLock::new(Rare::default);
+
 impl KeyEntry {
     /// Wraps a record with fresh in-process state.
     pub fn new(record: KeyRecord) -> Self {
+        Self::build(record, None)
+    }
+
+    /// [`new`](Self::new), sharing the account, format and bundle with the
+    /// other entries of `parts`.
+    pub(crate) fn new_in(record: KeyRecord, parts: &mut SharedParts) -> Self {
+        Self::build(record, Some(parts))
+    }
+
+    fn build(mut record: KeyRecord, parts: Option<&mut SharedParts>) -> Self {
         let last = record.last_used_at.map_or(NEVER, to_millis);
-        let expires_nanos = record.expires_at.map(|e| {
+        let expires_nanos = record.expires_at.map_or(NO_EXPIRY, |e| {
             i64::try_from(e.unix_timestamp_nanos()).unwrap_or(if e.year() < 1970 {
                 i64::MIN
             } else {
                 i64::MAX
             })
         });
+        let rare = Rare::take(&mut record);
+        let KeyRecord {
+            id,
+            account,
+            name,
+            format,
+            lookup,
+            hash,
+            bundle,
+            created_at,
+            ..
+        } = record;
+        let shared = Shared {
+            account,
+            format: format.into_boxed_str(),
+            bundle: bundle.map(String::into_boxed_str),
+        };
+        let shared = match parts {
+            Some(parts) => parts.get(shared),
+            None => Arc::new(shared),
+        };
+        let lookup_len = u32::try_from(lookup.len()).expect("a lookup id under 4 GiB");
+        let mut text = lookup;
+        text.push_str(&name);
         Self {
-            record,
+            id,
+            shared,
+            text: text.into_boxed_str(),
+            lookup_len,
+            hash,
+            created_at,
             expires_nanos,
             last_used_ms: AtomicI64::new(last),
-            scopes: OnceLock::new(),
+            compiled: OnceLock::new(),
             buckets: OnceLock::new(),
+            rare,
             identity: None,
         }
     }
@@ -366,6 +582,11 @@ impl KeyEntry {
         let mut entry = Self::new(record);
         entry.identity = identity;
         entry
+    }
+
+    /// Sets the identity read with the key.
+    pub(crate) fn set_identity(&mut self, identity: Option<Arc<Identity>>) {
+        self.identity = identity;
     }
 
     /// The key's identity, as read with the key.
@@ -381,19 +602,166 @@ impl KeyEntry {
 
     /// [`succeed`](Self::succeed) with the identity read with the new record.
     pub fn succeed_with(&self, record: KeyRecord, identity: Option<Arc<Identity>>) -> Self {
-        let revoked = record.revoked_at.is_some();
-        let next = Self::with_identity(record, identity);
+        self.carry_into(Self::with_identity(record, identity))
+    }
+
+    /// [`succeed_with`](Self::succeed_with), sharing parts as
+    /// [`new_in`](Self::new_in).
+    pub(crate) fn succeed_in(
+        &self,
+        record: KeyRecord,
+        identity: Option<Arc<Identity>>,
+        parts: &mut SharedParts,
+    ) -> Self {
+        let mut next = Self::new_in(record, parts);
+        next.identity = identity;
+        self.carry_into(next)
+    }
+
+    fn carry_into(&self, next: Self) -> Self {
         next.last_used_ms
             .fetch_max(self.last_used_ms.load(Ordering::Relaxed), Ordering::Relaxed);
-        if let (false, Some(b)) = (revoked, self.buckets.get()) {
+        if let (false, Some(b)) = (next.is_revoked(), self.buckets.get()) {
             let _ = next.buckets.set(Arc::clone(b));
         }
         next
     }
 
-    /// The stored record.
-    pub fn record(&self) -> &KeyRecord {
-        &self.record
+    fn rare(&self) -> &Rare {
+        self.rare.as_deref().unwrap_or(&PLAIN)
+    }
+
+    /// The stored record, built from the entry's compact form (its
+    /// `last_used_at` is as stored; see [`snapshot`](Self::snapshot)).
+    pub fn record(&self) -> KeyRecord {
+        Rare::record(
+            Core {
+                id: self.id.clone(),
+                account: self.shared.account.clone(),
+                name: self.name().to_owned(),
+                format: self.shared.format.to_string(),
+                lookup: self.lookup().to_owned(),
+                hash: self.hash.clone(),
+                bundle: self.shared.bundle.as_deref().map(str::to_owned),
+                created_at: self.created_at,
+            },
+            self.rare.as_deref(),
+        )
+    }
+
+    /// The key's id.
+    pub fn id(&self) -> &KeyId {
+        &self.id
+    }
+
+    /// The account that owns the key.
+    pub fn account(&self) -> &AccountId {
+        &self.shared.account
+    }
+
+    /// The key's name.
+    pub fn name(&self) -> &str {
+        &self.text[self.lookup_len as usize..]
+    }
+
+    /// The key format's label.
+    pub fn format(&self) -> &str {
+        &self.shared.format
+    }
+
+    /// The lookup id.
+    pub fn lookup(&self) -> &str {
+        &self.text[..self.lookup_len as usize]
+    }
+
+    /// The hash of the secret.
+    pub fn hash(&self) -> &SecretHash {
+        &self.hash
+    }
+
+    /// The scope bundle chosen at creation, if any.
+    pub fn bundle(&self) -> Option<&str> {
+        self.shared.bundle.as_deref()
+    }
+
+    /// Scopes granted in addition to the bundle.
+    pub fn scopes(&self) -> &[String] {
+        &self.rare().scopes
+    }
+
+    /// Per-class rate-limit overrides, by operation class name.
+    pub fn rate_limits(&self) -> &[(String, Quota)] {
+        &self.rare().rate_limits
+    }
+
+    /// When the key was created.
+    pub fn created_at(&self) -> OffsetDateTime {
+        self.created_at
+    }
+
+    /// When the key's current secret was set.
+    pub fn secret_set_at(&self) -> OffsetDateTime {
+        self.rare().secret_set_at.unwrap_or(self.created_at)
+    }
+
+    /// The key that replaced this one in a rotation, if any.
+    pub fn replaced_by(&self) -> Option<&KeyId> {
+        self.rare().replaced_by.as_ref()
+    }
+
+    /// When the key was disabled, if it is.
+    pub fn disabled_at(&self) -> Option<OffsetDateTime> {
+        self.rare().disabled_at
+    }
+
+    /// When the key stops working, if ever.
+    pub fn expires_at(&self) -> Option<OffsetDateTime> {
+        self.rare().expires_at
+    }
+
+    /// When the key was revoked, if it was.
+    pub fn revoked_at(&self) -> Option<OffsetDateTime> {
+        self.rare().revoked_at
+    }
+
+    /// True when the key is revoked.
+    #[inline]
+    pub fn is_revoked(&self) -> bool {
+        self.rare.as_ref().is_some_and(|r| r.revoked_at.is_some())
+    }
+
+    /// True when the key is disabled.
+    #[inline]
+    pub fn is_disabled(&self) -> bool {
+        self.rare.as_ref().is_some_and(|r| r.disabled_at.is_some())
+    }
+
+    /// The id rate-limit state is kept under: the first key of its rotation
+    /// chain ([`KeyRecord::lineage`]), or its own id.
+    pub fn lineage(&self) -> &KeyId {
+        self.rare().lineage.as_ref().unwrap_or(&self.id)
+    }
+
+    /// The application's JSON object for this key.
+    pub fn metadata(&self) -> &Metadata {
+        &self.rare().metadata
+    }
+
+    /// The key's usage credits, as stored; `None` for a key without a usage
+    /// limit.
+    pub fn credits(&self) -> Option<Credits> {
+        self.rare().credits
+    }
+
+    /// The id of the [identity](crate::Identity) the key belongs to, as
+    /// stored.
+    pub fn identity_id(&self) -> Option<&IdentityId> {
+        self.rare().identity.as_ref()
+    }
+
+    /// True when the key is neither revoked nor expired at `now`.
+    pub fn is_active(&self, now: OffsetDateTime) -> bool {
+        !self.is_revoked() && self.expires_at().is_none_or(|e| e > now)
     }
 
     /// The latest last-used time known in this process.
@@ -403,9 +771,15 @@ impl KeyEntry {
 
     /// The record with `last_used_at` brought up to date from this process.
     pub fn snapshot(&self) -> KeyRecord {
-        let mut r = self.record.clone();
+        let mut r = self.record();
         r.last_used_at = self.last_used();
         r
+    }
+
+    /// The compiled scopes, compiled by `compile` on first use.
+    #[inline]
+    pub(crate) fn compiled_scopes(&self, compile: impl FnOnce() -> ScopeSet) -> ScopeSet {
+        (*self.compiled.get_or_init(|| compile().into())).into()
     }
 
     /// Stamps a use at `now`; returns true when the stamp moved to a new second,
@@ -434,14 +808,14 @@ impl KeyEntry {
     /// True when the key has expired at `now_nanos` (Unix nanoseconds).
     #[inline]
     pub(crate) fn expired_at(&self, now_nanos: i64) -> bool {
-        self.expires_nanos.is_some_and(|e| e <= now_nanos)
+        self.expires_nanos != NO_EXPIRY && self.expires_nanos <= now_nanos
     }
 }
 
 impl fmt::Debug for KeyEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyEntry")
-            .field("record", &self.record)
+            .field("record", &self.record())
             .finish_non_exhaustive()
     }
 }

@@ -314,7 +314,7 @@ pub async fn find_by_lookup_returns_every_colliding_candidate(store: Arc<dyn Key
     assert_eq!(found, vec![a, b]);
     let single = store.find_by_lookup(&c.lookup).await.unwrap();
     assert_eq!(single.len(), 1);
-    assert_eq!(single[0].record(), &c);
+    assert_eq!(single[0].record(), c);
     assert!(store.find_by_lookup("lk_nothing").await.unwrap().is_empty());
     assert!(store.find_by_lookup("").await.unwrap().is_empty());
 }
@@ -495,7 +495,7 @@ pub async fn replace_secret_swaps_lookup_and_hash(store: Arc<dyn KeyStore>) {
         secret_set_at: at(50),
         ..r.clone()
     };
-    assert_eq!(found[0].record(), &expected);
+    assert_eq!(found[0].record(), expected);
     assert_eq!(stored(&store, &r.id).await, expected);
 
     store.revoke_key(&r.id, at(5)).await.unwrap();
