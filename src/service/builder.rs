@@ -144,6 +144,7 @@ impl ApiKeysBuilder {
                 clock: self.clock,
                 audit: self.audit,
                 pending: Mutex::new(HashMap::new()),
+                rehash: Mutex::new(HashMap::new()),
                 limiter,
                 detached: KeyedBuckets::new(),
                 checks: AtomicU64::new(0),

@@ -19,6 +19,7 @@ mod bootstrap;
 mod builder;
 mod manage;
 mod principal;
+mod rehash;
 #[cfg(feature = "sessions")]
 mod session;
 mod update;
@@ -68,6 +69,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     audit: Arc<dyn AuditSink>,
     pending: Mutex<HashMap<KeyId, OffsetDateTime>>,
+    /// Re-hashes under the current pepper, written behind like `pending`.
+    rehash: Mutex<HashMap<KeyId, crate::store::Rehash>>,
     limiter: Limiter,
     /// Rate-limit slots for stores whose entries do not outlive one lookup.
     detached: KeyedBuckets,

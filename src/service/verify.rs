@@ -90,6 +90,9 @@ impl ApiKeys {
         if entry.expired_at(now) {
             return Err(AuthError::Expired);
         }
+        if self.needs_rehash(record.hash.version()) {
+            self.queue_rehash(record, secret);
+        }
         if entry.touch_at(now) && inner.store.needs_last_used_flush() {
             inner
                 .pending

@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 
 pub use crate::credits::*;
 pub use crate::lifecycle::*;
+pub use crate::peppers::*;
 
 // ----- fixtures -------------------------------------------------------------
 
