@@ -82,6 +82,8 @@
 pub mod audit;
 pub mod clock;
 mod credits;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod error;
 #[cfg(any(
     feature = "sqlite",
