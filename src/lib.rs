@@ -80,10 +80,10 @@
 #![deny(missing_docs)]
 
 pub mod audit;
-pub mod clock;
-mod credits;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod clock;
+mod credits;
 mod error;
 #[cfg(any(
     feature = "sqlite",

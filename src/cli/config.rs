@@ -173,9 +173,11 @@ mod tests {
     fn peppers_parse_with_and_without_a_version() {
         let bare = hasher_from(Some(HEX64), None).unwrap();
         assert_eq!(bare.current_version(), 1);
-        let versioned =
-            hasher_from(Some(&format!("3:{HEX64}")), Some(&format!("2:{HEX64}, 1:{HEX64}")))
-                .unwrap();
+        let versioned = hasher_from(
+            Some(&format!("3:{HEX64}")),
+            Some(&format!("2:{HEX64}, 1:{HEX64}")),
+        )
+        .unwrap();
         assert_eq!(versioned.current_version(), 3);
         let stored = Hasher::new(Pepper::new(1, decode_hex(HEX64).unwrap()).unwrap()).hash("s");
         assert!(versioned.verify("s", &stored));
@@ -204,6 +206,9 @@ mod tests {
         for name in ["mailjawn", "mailjet", "mailchannels", "mailkite", "default"] {
             assert!(profile(name).is_ok(), "{name}");
         }
-        assert!(profile("nope").unwrap_err().message.contains("unknown profile"));
+        assert!(profile("nope")
+            .unwrap_err()
+            .message
+            .contains("unknown profile"));
     }
 }

@@ -260,7 +260,11 @@ pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
             let _ = e.print();
             return ExitCode::from(code);
         }
@@ -318,7 +322,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Peppers(PeppersCommand::Status) => {
             let store = config::open_store(database_url(global)?).await?;
-            let counts = store.count_by_pepper(time::OffsetDateTime::now_utc()).await?;
+            let counts = store
+                .count_by_pepper(time::OffsetDateTime::now_utc())
+                .await?;
             out.pepper_status(&counts, config::current_version_from_env())
         }
         Command::Accounts(AccountsCommand::CreateSub { parent, handle }) => {
