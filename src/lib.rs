@@ -108,6 +108,7 @@ pub mod session;
 #[cfg(feature = "smtp")]
 pub mod smtp;
 pub mod store;
+pub mod telemetry;
 
 pub use audit::{AuditEvent, AuditKind, AuditSink, MemoryAudit, TracingAudit};
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -131,6 +131,9 @@ impl ApiKeysBuilder {
             (Some(store), None) if !store.is_persistent() => (store, Hasher::ephemeral()),
             (Some(_), None) => return Err(ConfigError::MissingPepper),
         };
+        #[cfg(feature = "metrics")]
+        let store: Arc<dyn KeyStore> = Arc::new(crate::store::metered::MeteredStore::new(store));
+        let labels = crate::telemetry::Labels::new(&profile);
         let limiter = match self.limiter {
             Some(shared) => Limiter::Shared(shared),
             None => Limiter::Local(LocalRateLimiter::new(Arc::clone(&self.clock))),
@@ -148,6 +151,7 @@ impl ApiKeysBuilder {
                 limiter,
                 detached: KeyedBuckets::new(),
                 checks: AtomicU64::new(0),
+                labels,
                 #[cfg(feature = "sessions")]
                 sessions: self.sessions,
             }),

@@ -75,6 +75,8 @@ struct Inner {
     /// Rate-limit slots for stores whose entries do not outlive one lookup.
     detached: KeyedBuckets,
     checks: AtomicU64,
+    /// Metric label values, computed once.
+    labels: crate::telemetry::Labels,
     /// Session tokens accepted beside keys.
     #[cfg(feature = "sessions")]
     sessions: Option<crate::session::Sessions>,

@@ -82,7 +82,9 @@ impl ApiKeys {
         if batch.is_empty() {
             return Ok(0);
         }
-        Ok(self.inner.store.rehash_secrets(&batch).await?)
+        let written = self.inner.store.rehash_secrets(&batch).await;
+        crate::telemetry::flush("rehash", batch.len(), written.is_ok());
+        Ok(written?)
     }
 
     /// How many keys each pepper version still holds, by version: keys

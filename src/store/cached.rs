@@ -508,6 +508,7 @@ impl Shared {
             return None;
         }
         shard.hits.fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::cache_lookup("hit");
         Some(slot.entries.iter().find(|e| accept(e)).cloned())
     }
 
@@ -521,12 +522,18 @@ impl Shared {
             if let Some(slot) = slots.by_lookup.get(lookup) {
                 if slot.fresh_until > now {
                     shard.hits.fetch_add(1, Ordering::Relaxed);
+                    crate::telemetry::cache_lookup("hit");
                     return Ok(slot.entries.clone());
                 }
             }
             Some(slots.generation)
         };
         shard.misses.fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::cache_lookup(if generation.is_some() {
+            "miss"
+        } else {
+            "bypass"
+        });
         let found = self.inner.find_by_lookup(lookup).await?;
         Ok(self.fill(shard, lookup, found, generation))
     }

@@ -8,6 +8,8 @@
 
 mod cached;
 mod memory;
+#[cfg(feature = "metrics")]
+pub(crate) mod metered;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod record;
