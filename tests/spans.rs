@@ -23,9 +23,12 @@ mod spans {
 
     use super::*;
 
-    /// Every span's name and fields (as recorded, in order).
+    /// One span: its id, name and fields (as recorded, in order).
+    type Captured = (u64, String, Vec<(String, String)>);
+
+    /// Every span.
     #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<(u64, String, Vec<(String, String)>)>>>);
+    struct Capture(Arc<Mutex<Vec<Captured>>>);
 
     struct Fields<'a>(&'a mut Vec<(String, String)>);
 

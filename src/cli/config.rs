@@ -90,7 +90,7 @@ fn pepper(text: &str, bare_ok: bool, var: &str) -> Result<Pepper, Failure> {
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     (0..hex.len())

@@ -185,7 +185,13 @@ pub async fn rehash_changes_only_keys_that_still_have_the_old_hash(store: Arc<dy
         from: h1.hash(secret),
         to: h2.hash(secret),
     };
-    assert_eq!(store.rehash_secrets(&[good.clone()]).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .rehash_secrets(std::slice::from_ref(&good))
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(store.rehash_secrets(&[good]).await.unwrap(), 0);
     let found = store.get_key(&kept.info.id).await.unwrap().unwrap();
     assert_eq!(found.record().hash.version(), 2);
