@@ -132,6 +132,8 @@ impl ApiKeysBuilder {
             (Some(_), None) => return Err(ConfigError::MissingPepper),
         };
         #[cfg(feature = "metrics")]
+        let given_store = Arc::clone(&store);
+        #[cfg(feature = "metrics")]
         let store: Arc<dyn KeyStore> = Arc::new(crate::store::metered::MeteredStore::new(store));
         let labels = crate::telemetry::Labels::new(&profile);
         let limiter = match self.limiter {
@@ -143,6 +145,8 @@ impl ApiKeysBuilder {
                 catalog: Arc::new(profile.catalog.clone()),
                 profile,
                 store,
+                #[cfg(feature = "metrics")]
+                given_store,
                 hasher,
                 clock: self.clock,
                 audit: self.audit,

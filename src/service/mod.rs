@@ -65,6 +65,9 @@ struct Inner {
     /// The profile's catalog, shared with the operations made from it.
     catalog: Arc<crate::scope::ScopeCatalog>,
     store: Arc<dyn KeyStore>,
+    /// The store as given to the builder (`store` times it with `metrics`).
+    #[cfg(feature = "metrics")]
+    given_store: Arc<dyn KeyStore>,
     hasher: Hasher,
     clock: Arc<dyn Clock>,
     audit: Arc<dyn AuditSink>,
@@ -131,6 +134,9 @@ impl ApiKeys {
 
     /// The underlying store.
     pub fn store(&self) -> &Arc<dyn KeyStore> {
+        #[cfg(feature = "metrics")]
+        return &self.inner.given_store;
+        #[cfg(not(feature = "metrics"))]
         &self.inner.store
     }
 
