@@ -74,9 +74,20 @@ impl Drop for LastUsedFlusher {
 }
 
 impl ApiKeys {
+    /// [`flush_rehashes`](Self::flush_rehashes), logging a failure (the keys
+    /// queue again when they next verify).
+    async fn flush_rehashes_logged(&self) {
+        if let Err(e) = self.flush_rehashes().await {
+            tracing::warn!(target: "keygate", error = %e,
+                "re-hash flush failed; keys are queued again when they next verify");
+        }
+    }
+
     /// Starts a Tokio task that writes recorded last-used times to the store
     /// every `interval` (one batch per tick, see
-    /// [`flush_last_used`](Self::flush_last_used)). A failed flush is logged
+    /// [`flush_last_used`](Self::flush_last_used)), and with them the
+    /// re-hashes of keys that verified under an older pepper
+    /// ([`flush_rehashes`](Self::flush_rehashes)). A failed flush is logged
     /// and retried on the next tick. Keep the handle for the life of the
     /// service and call [`LastUsedFlusher::shutdown`] on the way out.
     ///
@@ -109,9 +120,11 @@ impl ApiKeys {
                             tracing::warn!(target: "keygate", error = %e,
                                 "last-used flush failed; retrying on the next tick");
                         }
+                        api.flush_rehashes_logged().await;
                     }
                 }
             }
+            api.flush_rehashes_logged().await;
             api.flush_last_used().await
         });
         LastUsedFlusher {

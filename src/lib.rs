@@ -57,6 +57,8 @@
 //! | `routes` | ready-to-mount key-management routes: create, list, get, revoke, rotate, reset, sub-accounts (feature `axum`) |
 //! | `smtp` | SMTP AUTH PLAIN/LOGIN for key pairs and a small submission listener (feature `smtp`) |
 //! | `session` | short-lived JWT session tokens, a second credential kind (feature `sessions`) |
+//! | [`telemetry`] | metric names and labels (feature `metrics`) and spans (feature `spans`) |
+//! | `cli` | the `keygate` operator CLI (feature `cli`) |
 //!
 //! ## Features
 //!
@@ -70,6 +72,9 @@
 //! | `axum` | no | `tower`, plus axum extractors (`Principal`, `Require`, `JsonBody`), `IntoResponse` for `AuthError` and `Error`, and `routes`: the key-management routes |
 //! | `smtp` | no | `smtp`: Mailjet-style key pairs as SMTP AUTH PLAIN/LOGIN credentials, an SMTP submission state machine and listener |
 //! | `sessions` | no | `session`: issue and verify JWT session tokens (EdDSA or HS256, `kid` rotation), end a user's sessions at once on every instance; the HTTP layer takes them beside keys |
+//! | `metrics` | no | counters and histograms through the `metrics` facade: verifications, denials, store latency, cache lookups, flushes ([`telemetry`]) |
+//! | `spans` | no | `tracing` spans on verify (`keygate.verify`) and on every management call (`keygate.manage`), never carrying a secret |
+//! | `cli` | no | `sqlite` and `postgres`, plus the `keygate` binary: migrations and key management from the command line |
 //!
 //! ## Security
 //!
@@ -80,6 +85,8 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod clock;
 mod credits;
 mod error;
@@ -107,6 +114,7 @@ pub mod session;
 #[cfg(feature = "smtp")]
 pub mod smtp;
 pub mod store;
+pub mod telemetry;
 
 pub use audit::{AuditEvent, AuditKind, AuditSink, MemoryAudit, TracingAudit};
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -173,6 +173,8 @@ impl Manager<'_> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # }).unwrap();
     /// ```
+    #[cfg_attr(feature = "spans", tracing::instrument(name = "keygate.manage", skip_all,
+        fields(op = "create_sub_account", account = %parent)))]
     pub async fn create_sub_account(
         &self,
         parent: &AccountId,

@@ -56,6 +56,8 @@ impl Manager<'_> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # }).unwrap();
     /// ```
+    #[cfg_attr(feature = "spans", tracing::instrument(name = "keygate.manage", skip_all,
+        fields(op = "bootstrap_key", account = %account)))]
     pub async fn bootstrap_key(
         &self,
         account: &AccountId,

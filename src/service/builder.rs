@@ -131,6 +131,11 @@ impl ApiKeysBuilder {
             (Some(store), None) if !store.is_persistent() => (store, Hasher::ephemeral()),
             (Some(_), None) => return Err(ConfigError::MissingPepper),
         };
+        #[cfg(feature = "metrics")]
+        let given_store = Arc::clone(&store);
+        #[cfg(feature = "metrics")]
+        let store: Arc<dyn KeyStore> = Arc::new(crate::store::metered::MeteredStore::new(store));
+        let labels = crate::telemetry::Labels::new(&profile);
         let limiter = match self.limiter {
             Some(shared) => Limiter::Shared(shared),
             None => Limiter::Local(LocalRateLimiter::new(Arc::clone(&self.clock))),
@@ -140,13 +145,17 @@ impl ApiKeysBuilder {
                 catalog: Arc::new(profile.catalog.clone()),
                 profile,
                 store,
+                #[cfg(feature = "metrics")]
+                given_store,
                 hasher,
                 clock: self.clock,
                 audit: self.audit,
                 pending: Mutex::new(HashMap::new()),
+                rehash: Mutex::new(HashMap::new()),
                 limiter,
                 detached: KeyedBuckets::new(),
                 checks: AtomicU64::new(0),
+                labels,
                 #[cfg(feature = "sessions")]
                 sessions: self.sessions,
             }),

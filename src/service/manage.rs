@@ -500,6 +500,8 @@ impl Manager<'_> {
     /// profile's per-account limit and [`Error::Scope`] naming an unknown
     /// scope or bundle. A key actor's own rate limits and expiry carry over:
     /// the new key never outlives or outpaces it.
+    #[cfg_attr(feature = "spans", tracing::instrument(name = "keygate.manage", skip_all,
+        fields(op = "create", account = %account)))]
     pub async fn create(&self, account: &AccountId, request: CreateKey) -> Result<NewKey, Error> {
         self.reach(account).await?;
         let api = self.api;
@@ -681,6 +683,8 @@ impl Manager<'_> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # }).unwrap();
     /// ```
+    #[cfg_attr(feature = "spans", tracing::instrument(name = "keygate.manage", skip_all,
+        fields(op = "import", account = %account)))]
     pub async fn import(
         &self,
         account: &AccountId,
@@ -749,6 +753,8 @@ impl Manager<'_> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # }).unwrap();
     /// ```
+    #[cfg_attr(feature = "spans", tracing::instrument(name = "keygate.manage", skip_all,
+        fields(op = "ensure_key", account = %account)))]
     pub async fn ensure_key(
         &self,
         account: &AccountId,
@@ -796,6 +802,8 @@ impl Manager<'_> {
     }
 
     /// Lists `account`'s keys (redacted, never the secret).
+    #[cfg_attr(feature = "spans", tracing::instrument(name = "keygate.manage", skip_all,
+        fields(op = "list", account = %account)))]
     pub async fn list(&self, account: &AccountId, options: ListOptions) -> Result<Page, Error> {
         self.reach(account).await?;
         if options.limit == 0 || options.limit > MAX_PAGE_SIZE {
@@ -811,6 +819,8 @@ impl Manager<'_> {
     }
 
     /// One key's info, if the actor reaches its account.
+    #[cfg_attr(feature = "spans", tracing::instrument(name = "keygate.manage", skip_all,
+        fields(op = "get", key_id = %id)))]
     pub async fn get(&self, id: &KeyId) -> Result<KeyInfo, Error> {
         let entry = self.reach_key(id).await?;
         Ok(self.api.info(entry.snapshot()))
@@ -844,6 +854,10 @@ impl Manager<'_> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # }).unwrap();
     /// ```
+    #[cfg_attr(
+        feature = "spans",
+        tracing::instrument(name = "keygate.manage", skip_all, fields(op = "due_for_reset"))
+    )]
     pub async fn due_for_reset(&self, options: ListOptions) -> Result<Page, Error> {
         self.own_actor()?;
         if options.limit == 0 || options.limit > MAX_PAGE_SIZE {
@@ -875,6 +889,8 @@ impl Manager<'_> {
 
     /// Revokes a key at once: the next verify fails with [`AuthError::Revoked`].
     /// The record is kept for audit. Revoking twice is not an error.
+    #[cfg_attr(feature = "spans", tracing::instrument(name = "keygate.manage", skip_all,
+        fields(op = "revoke", key_id = %id)))]
     pub async fn revoke(&self, id: &KeyId) -> Result<(), Error> {
         let entry = self.reach_key(id).await?;
         let record = entry.record();
@@ -905,6 +921,8 @@ impl Manager<'_> {
     /// A key is rotated once: rotating a key that already has a successor
     /// (one still in its grace period) is [`Error::AlreadyRotated`] (409), so
     /// rotations cannot multiply keys past the profile's limit.
+    #[cfg_attr(feature = "spans", tracing::instrument(name = "keygate.manage", skip_all,
+        fields(op = "rotate", key_id = %id)))]
     pub async fn rotate(&self, id: &KeyId, rotation: Rotation) -> Result<NewKey, Error> {
         let api = self.api;
         let inner = &*api.inner;
@@ -967,6 +985,8 @@ impl Manager<'_> {
     /// Issues a new secret under the same key id; the old secret fails at once.
     /// Key pairs keep their public key (Mailjet's "reset secret key"); single
     /// tokens get a whole new token.
+    #[cfg_attr(feature = "spans", tracing::instrument(name = "keygate.manage", skip_all,
+        fields(op = "reset_secret", key_id = %id)))]
     pub async fn reset_secret(&self, id: &KeyId) -> Result<NewKey, Error> {
         let api = self.api;
         let entry = self.reach_key(id).await?;

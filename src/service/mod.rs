@@ -20,6 +20,7 @@ mod builder;
 mod identities;
 mod manage;
 mod principal;
+mod rehash;
 #[cfg(feature = "sessions")]
 mod session;
 mod update;
@@ -66,14 +67,21 @@ struct Inner {
     /// The profile's catalog, shared with the operations made from it.
     catalog: Arc<crate::scope::ScopeCatalog>,
     store: Arc<dyn KeyStore>,
+    /// The store as given to the builder (`store` times it with `metrics`).
+    #[cfg(feature = "metrics")]
+    given_store: Arc<dyn KeyStore>,
     hasher: Hasher,
     clock: Arc<dyn Clock>,
     audit: Arc<dyn AuditSink>,
     pending: Mutex<HashMap<KeyId, OffsetDateTime>>,
+    /// Re-hashes under the current pepper, written behind like `pending`.
+    rehash: Mutex<HashMap<KeyId, crate::store::Rehash>>,
     limiter: Limiter,
     /// Rate-limit slots for stores whose entries do not outlive one lookup.
     detached: KeyedBuckets,
     checks: AtomicU64,
+    /// Metric label values, computed once.
+    labels: crate::telemetry::Labels,
     /// Session tokens accepted beside keys.
     #[cfg(feature = "sessions")]
     sessions: Option<crate::session::Sessions>,
@@ -128,6 +136,9 @@ impl ApiKeys {
 
     /// The underlying store.
     pub fn store(&self) -> &Arc<dyn KeyStore> {
+        #[cfg(feature = "metrics")]
+        return &self.inner.given_store;
+        #[cfg(not(feature = "metrics"))]
         &self.inner.store
     }
 

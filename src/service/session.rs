@@ -22,7 +22,18 @@ impl ApiKeys {
     /// Verifies a session token ([`Sessions::verify`]) and returns its
     /// principal ([`CredentialKind::Session`]). Without configured sessions
     /// every token is [`SessionReason::UnknownKey`].
+    #[cfg_attr(feature = "spans", tracing::instrument(name = "keygate.verify", skip_all,
+        fields(profile = %self.inner.profile.name, kind = "session", class = "none",
+               outcome = tracing::field::Empty, key_id = tracing::field::Empty,
+               account = tracing::field::Empty)))]
     pub async fn verify_session(&self, token: &str) -> Result<Principal, AuthError> {
+        let result = self.verify_session_token(token).await;
+        crate::telemetry::verification(&self.inner.labels, CredentialKind::Session, None, &result);
+        result
+    }
+
+    /// [`verify_session`](Self::verify_session) without recording it.
+    async fn verify_session_token(&self, token: &str) -> Result<Principal, AuthError> {
         let sessions = self.sessions().ok_or(AuthError::Session {
             reason: SessionReason::UnknownKey,
         })?;
@@ -38,8 +49,13 @@ impl ApiKeys {
         token: &str,
         operation: &Operation,
     ) -> Result<Principal, AuthError> {
-        let principal = self.verify_session(token).await?;
-        self.admit(principal, operation).await
+        let result = match self.verify_session_token(token).await {
+            Ok(principal) => self.admit(principal, operation).await,
+            Err(e) => Err(e),
+        };
+        let class = operation.class.as_ref().map(|(i, _)| *i);
+        crate::telemetry::verification(&self.inner.labels, CredentialKind::Session, class, &result);
+        result
     }
 
     /// The principal a verified session stands for.

@@ -207,12 +207,16 @@ impl Manager<'_> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # }).unwrap();
     /// ```
+    #[cfg_attr(feature = "spans", tracing::instrument(name = "keygate.manage", skip_all,
+        fields(op = "disable", key_id = %id)))]
     pub async fn disable(&self, id: &KeyId) -> Result<KeyInfo, Error> {
         self.set_disabled(id, true).await
     }
 
     /// Enables a disabled key again; enabling an enabled key changes nothing.
     /// Fails like [`disable`](Self::disable).
+    #[cfg_attr(feature = "spans", tracing::instrument(name = "keygate.manage", skip_all,
+        fields(op = "enable", key_id = %id)))]
     pub async fn enable(&self, id: &KeyId) -> Result<KeyInfo, Error> {
         self.set_disabled(id, false).await
     }
@@ -265,6 +269,8 @@ impl Manager<'_> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # }).unwrap();
     /// ```
+    #[cfg_attr(feature = "spans", tracing::instrument(name = "keygate.manage", skip_all,
+        fields(op = "update", key_id = %id)))]
     pub async fn update(&self, id: &KeyId, update: KeyUpdate) -> Result<KeyInfo, Error> {
         if update.is_empty() {
             return Err(InvalidRequest::EmptyUpdate.into());

@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
-use super::{ApiKeys, Limiter, Operation, Principal, SWEEP_EVERY};
+use super::{ApiKeys, CredentialKind, Limiter, Operation, Principal, SWEEP_EVERY};
 use crate::error::{AuthError, Error, InvalidRequest};
 use crate::key::{KeyFormat, MalformedReason, ParsedKey};
 use crate::ratelimit::{Decision, Quota};
 use crate::scope::{Requirement, ScopeSet};
 use crate::store::{from_unix_nanos, KeyEntry, KeyId};
+use crate::telemetry;
 
 impl ApiKeys {
     /// Parses a presented key against the profile's formats, without I/O.
@@ -38,18 +39,43 @@ impl ApiKeys {
     ///
     /// Malformed input is rejected before any hashing or store access; an
     /// unreachable store is [`AuthError::Unavailable`], never success.
+    #[cfg_attr(feature = "spans", tracing::instrument(name = "keygate.verify", skip_all,
+        fields(profile = %self.inner.profile.name, kind = "api_key", class = "none",
+               outcome = tracing::field::Empty, key_id = tracing::field::Empty,
+               account = tracing::field::Empty)))]
     pub async fn verify(&self, presented: &str) -> Result<Principal, AuthError> {
+        let result = self.verify_key(presented).await;
+        telemetry::verification(&self.inner.labels, CredentialKind::ApiKey, None, &result);
+        result
+    }
+
+    /// [`verify`](Self::verify) without recording it.
+    async fn verify_key(&self, presented: &str) -> Result<Principal, AuthError> {
         let credential = self.parse(presented)?;
-        self.verify_parsed(credential).await
+        self.verify_credential(credential).await
     }
 
     /// Verifies a key pair given as two values (e.g. SMTP username and password).
+    #[cfg_attr(feature = "spans", tracing::instrument(name = "keygate.verify", skip_all,
+        fields(profile = %self.inner.profile.name, kind = "api_key", class = "none",
+               outcome = tracing::field::Empty, key_id = tracing::field::Empty,
+               account = tracing::field::Empty)))]
     pub async fn verify_pair(&self, public: &str, secret: &str) -> Result<Principal, AuthError> {
+        let result = self.verify_pair_unrecorded(public, secret).await;
+        telemetry::verification(&self.inner.labels, CredentialKind::ApiKey, None, &result);
+        result
+    }
+
+    async fn verify_pair_unrecorded(
+        &self,
+        public: &str,
+        secret: &str,
+    ) -> Result<Principal, AuthError> {
         let mut reason = MalformedReason::Prefix;
         for (i, format) in self.inner.profile.formats.iter().enumerate() {
             if let KeyFormat::Pair(p) = format {
                 match p.parse_parts(public, secret) {
-                    Ok(c) => return self.verify_parsed(c.with_format(i)).await,
+                    Ok(c) => return self.verify_credential(c.with_format(i)).await,
                     Err(r) => reason = r,
                 }
             }
@@ -58,7 +84,18 @@ impl ApiKeys {
     }
 
     /// Verifies a key already parsed with [`parse`](Self::parse).
+    #[cfg_attr(feature = "spans", tracing::instrument(name = "keygate.verify", skip_all,
+        fields(profile = %self.inner.profile.name, kind = "api_key", class = "none",
+               outcome = tracing::field::Empty, key_id = tracing::field::Empty,
+               account = tracing::field::Empty)))]
     pub async fn verify_parsed(&self, credential: ParsedKey<'_>) -> Result<Principal, AuthError> {
+        let result = self.verify_credential(credential).await;
+        telemetry::verification(&self.inner.labels, CredentialKind::ApiKey, None, &result);
+        result
+    }
+
+    /// [`verify_parsed`](Self::verify_parsed) without recording it.
+    async fn verify_credential(&self, credential: ParsedKey<'_>) -> Result<Principal, AuthError> {
         let inner = &*self.inner;
         let secret = credential.expose_secret();
         let mut accept = |e: &KeyEntry| inner.hasher.verify(secret, e.hash());
@@ -88,6 +125,9 @@ impl ApiKeys {
         }
         if entry.expired_at(now) {
             return Err(AuthError::Expired);
+        }
+        if self.needs_rehash(entry.hash().version()) {
+            self.queue_rehash(&entry, secret);
         }
         if entry.touch_at(now) && inner.store.needs_last_used_flush() {
             inner
@@ -163,13 +203,23 @@ impl ApiKeys {
     /// the response headers; an unreachable shared limiter is
     /// [`AuthError::Unavailable`] (503). On success the decision is on the
     /// principal ([`Principal::rate_limit`]).
+    #[cfg_attr(feature = "spans", tracing::instrument(name = "keygate.verify", skip_all,
+        fields(profile = %self.inner.profile.name, kind = "api_key",
+               class = operation.class.as_ref().map_or("none", |(_, c)| c.as_str()),
+               outcome = tracing::field::Empty, key_id = tracing::field::Empty,
+               account = tracing::field::Empty)))]
     pub async fn verify_for(
         &self,
         presented: &str,
         operation: &Operation,
     ) -> Result<Principal, AuthError> {
-        let principal = self.verify(presented).await?;
-        self.admit(principal, operation).await
+        let result = match self.verify_key(presented).await {
+            Ok(principal) => self.admit(principal, operation).await,
+            Err(e) => Err(e),
+        };
+        let class = operation.class.as_ref().map(|(i, _)| *i);
+        telemetry::verification(&self.inner.labels, CredentialKind::ApiKey, class, &result);
+        result
     }
 
     /// [`verify_for`](Self::verify_for) for an already verified principal:
@@ -186,6 +236,7 @@ impl ApiKeys {
         if let Some((index, name)) = &operation.class {
             let decision = self.take_token(&principal.entry, *index, name).await?;
             if !decision.allowed {
+                telemetry::rate_limited(&self.inner.labels, *index);
                 return Err(AuthError::RateLimited { decision });
             }
             // Then the identity's shared bucket, for a class it limits: a key
@@ -228,12 +279,25 @@ impl ApiKeys {
             .entry
             .identity()
             .is_some_and(|i| i.credits.is_some());
-        if shared {
-            let (key, identity) = self.spend_shared(&principal, operation.cost).await?;
-            principal.credits = key;
-            principal.identity_credits = identity;
+        let spent = if shared {
+            self.spend_shared(&principal, operation.cost)
+                .await
+                .map(|(key, identity)| {
+                    principal.credits = key;
+                    principal.identity_credits = identity;
+                })
         } else if principal.entry.credits().is_some() {
-            principal.credits = self.spend_credits(&principal, operation.cost).await?;
+            self.spend_credits(&principal, operation.cost)
+                .await
+                .map(|key| principal.credits = key)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = spent {
+            if matches!(e, AuthError::UsageExceeded { .. }) {
+                telemetry::credits_exhausted(&self.inner.labels);
+            }
+            return Err(e);
         }
         Ok(principal)
     }
@@ -384,7 +448,9 @@ impl ApiKeys {
         if batch.is_empty() {
             return Ok(0);
         }
-        if let Err(e) = self.inner.store.record_last_used(&batch).await {
+        let written = self.inner.store.record_last_used(&batch).await;
+        telemetry::flush("last_used", batch.len(), written.is_ok());
+        if let Err(e) = written {
             // Put them back so the next flush retries; newer stamps win.
             let mut pending = self.inner.pending.lock();
             for (id, at) in batch {

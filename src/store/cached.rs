@@ -19,7 +19,7 @@ mod postgres;
 pub use postgres::{ChangeFollower, FollowConfig};
 
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -32,7 +32,7 @@ use time::OffsetDateTime;
 
 use super::{
     AccountId, AccountRecord, KeyChange, KeyEntry, KeyId, KeyRecord, KeyStore, ListQuery, OldKey,
-    SecretAgeQuery, SharedSpend, Spend, StoreError,
+    Rehash, SecretAgeQuery, SharedSpend, Spend, StoreError,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::hash::SecretHash;
@@ -509,6 +509,7 @@ impl Shared {
             return None;
         }
         shard.hits.fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::cache_lookup("hit");
         Some(slot.entries.iter().find(|e| accept(e)).cloned())
     }
 
@@ -522,12 +523,18 @@ impl Shared {
             if let Some(slot) = slots.by_lookup.get(lookup) {
                 if slot.fresh_until > now {
                     shard.hits.fetch_add(1, Ordering::Relaxed);
+                    crate::telemetry::cache_lookup("hit");
                     return Ok(slot.entries.clone());
                 }
             }
             Some(slots.generation)
         };
         shard.misses.fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::cache_lookup(if generation.is_some() {
+            "miss"
+        } else {
+            "bypass"
+        });
         let found = self.inner.find_by_lookup(lookup).await?;
         Ok(self.fill(shard, lookup, found, generation))
     }
@@ -952,6 +959,22 @@ impl KeyStore for CachedStore {
 
     fn is_persistent(&self) -> bool {
         self.shared.inner.is_persistent()
+    }
+
+    async fn rehash_secrets(&self, batch: &[Rehash]) -> Result<usize, StoreError> {
+        // Every key in the batch is evicted, changed or not: a key another
+        // instance re-hashed first is reloaded here rather than queued again.
+        let guard = Invalidation::new(
+            &self.shared,
+            Vec::new(),
+            batch.iter().map(|r| &r.id).collect(),
+        );
+        let result = self.shared.inner.rehash_secrets(batch).await;
+        guard.finish(result)
+    }
+
+    async fn count_by_pepper(&self, now: OffsetDateTime) -> Result<BTreeMap<u32, u64>, StoreError> {
+        self.shared.inner.count_by_pepper(now).await
     }
 }
 

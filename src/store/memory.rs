@@ -2,7 +2,7 @@
 //! that keep keys for the life of the process.
 
 use std::borrow::Borrow;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::hash::{Hash, Hasher};
 use std::ops::Bound;
@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use super::record::SharedParts;
 use super::{
     AccountId, AccountRecord, KeyChange, KeyEntry, KeyId, KeyRecord, KeyStore, ListQuery, OldKey,
-    SecretAgeQuery, SharedSpend, Spend, StoreError,
+    Rehash, SecretAgeQuery, SharedSpend, Spend, StoreError,
 };
 use crate::credits::Credits;
 use crate::hash::SecretHash;
@@ -691,5 +691,34 @@ impl KeyStore for MemoryStore {
 
     fn is_persistent(&self) -> bool {
         false
+    }
+
+    async fn rehash_secrets(&self, batch: &[Rehash]) -> Result<usize, StoreError> {
+        let mut inner = self.inner.write();
+        let mut changed = 0;
+        for rehash in batch {
+            let current = inner.by_id.get(rehash.id.as_str()).map(|e| e.0.record());
+            if current.is_none_or(|r| r.revoked_at.is_some() || r.hash != rehash.from) {
+                continue;
+            }
+            inner.update(&rehash.id, |r| {
+                r.hash = rehash.to.clone();
+                Ok(())
+            })?;
+            changed += 1;
+        }
+        Ok(changed)
+    }
+
+    async fn count_by_pepper(&self, now: OffsetDateTime) -> Result<BTreeMap<u32, u64>, StoreError> {
+        let inner = self.inner.read();
+        let mut counts = BTreeMap::new();
+        for ById(e) in inner.by_id.iter() {
+            let record = e.record();
+            if record.revoked_at.is_none() && record.expires_at.is_none_or(|x| x > now) {
+                *counts.entry(record.hash.version()).or_insert(0) += 1;
+            }
+        }
+        Ok(counts)
     }
 }

@@ -8,6 +8,8 @@
 
 mod cached;
 mod memory;
+#[cfg(feature = "metrics")]
+pub(crate) mod metered;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod record;
@@ -32,6 +34,7 @@ pub use record::{
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -463,6 +466,23 @@ pub enum Spend {
     Unlimited,
 }
 
+/// One re-hash for [`KeyStore::rehash_secrets`]: give key `id` the hash `to`
+/// (made under the current pepper) in place of `from`, only if the key still
+/// has `from` and is not revoked.
+///
+/// The condition makes re-hashing safe when instances race: the first write
+/// wins, and a later one for a hash that already changed (re-hashed by another
+/// instance, or replaced by a secret reset) changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rehash {
+    /// The key.
+    pub id: KeyId,
+    /// The hash the key must still have.
+    pub from: SecretHash,
+    /// Its replacement.
+    pub to: SecretHash,
+}
+
 /// The storage seam. Every backend passes the same conformance suite.
 ///
 /// Implementations must make [`insert_key`](Self::insert_key)'s limit check and
@@ -686,6 +706,29 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
     fn keeps_entries(&self) -> bool {
         false
     }
+
+    /// Replaces secret hashes made under an older pepper, each only if the
+    /// key still has the hash it is replacing and is not revoked (see
+    /// [`Rehash`]); returns how many keys changed. The built-in stores answer
+    /// it; this default answers [`StoreError::Misconfigured`], for stores
+    /// written before it existed.
+    async fn rehash_secrets(&self, batch: &[Rehash]) -> Result<usize, StoreError> {
+        let _ = batch;
+        Err(StoreError::Misconfigured(Cause::new(
+            "this store cannot re-hash secrets",
+        )))
+    }
+
+    /// How many keys still usable at `now` (not revoked, not expired) each
+    /// pepper version holds, by version (0 is plain SHA-256 from imports).
+    /// A version absent from the answer holds no key. The built-in stores
+    /// answer it; this default answers [`StoreError::Misconfigured`].
+    async fn count_by_pepper(&self, now: OffsetDateTime) -> Result<BTreeMap<u32, u64>, StoreError> {
+        let _ = now;
+        Err(StoreError::Misconfigured(Cause::new(
+            "this store cannot count keys by pepper version",
+        )))
+    }
 }
 
 /// A shared store is a store: `ApiKeys::builder(p).store(Arc::clone(&store))`
@@ -835,5 +878,13 @@ impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
 
     fn is_persistent(&self) -> bool {
         (**self).is_persistent()
+    }
+
+    async fn rehash_secrets(&self, batch: &[Rehash]) -> Result<usize, StoreError> {
+        (**self).rehash_secrets(batch).await
+    }
+
+    async fn count_by_pepper(&self, now: OffsetDateTime) -> Result<BTreeMap<u32, u64>, StoreError> {
+        (**self).count_by_pepper(now).await
     }
 }

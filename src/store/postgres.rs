@@ -1,6 +1,7 @@
 //! [`PostgresStore`]: keys in PostgreSQL through `sqlx`, shared by any number
 //! of service instances.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use time::OffsetDateTime;
 use super::sql::{self, AccountRow, Encoded, EncodedIdentity, IdentityRow, KeyRow};
 use super::{
     to_millis, AccountId, AccountRecord, KeyChange, KeyEntry, KeyId, KeyRecord, KeyStore,
-    ListQuery, OldKey, SecretAgeQuery, SharedSpend, Spend, StoreError,
+    ListQuery, OldKey, Rehash, SecretAgeQuery, SharedSpend, Spend, StoreError,
 };
 use crate::hash::SecretHash;
 use crate::identity::{Identity, IdentityChange, IdentityId};
@@ -1071,6 +1072,55 @@ impl KeyStore for PostgresStore {
         .await
         .map_err(sql::map_err)?;
         tx.commit().await.map_err(sql::map_err)
+    }
+    async fn rehash_secrets(&self, batch: &[Rehash]) -> Result<usize, StoreError> {
+        let batch = sql::rehash_batch(batch);
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<&str> = batch.iter().map(|r| r.id.as_str()).collect();
+        let from: Vec<&[u8]> = batch.iter().map(|r| r.from.digest().as_slice()).collect();
+        let from_version: Vec<i64> = batch.iter().map(|r| i64::from(r.from.version())).collect();
+        let to: Vec<&[u8]> = batch.iter().map(|r| r.to.digest().as_slice()).collect();
+        let to_version: Vec<i64> = batch.iter().map(|r| i64::from(r.to.version())).collect();
+        // Rows are locked in id order first, as the last-used flush does, so
+        // instances flushing overlapping batches cannot deadlock. The update
+        // changes a row only while it still has the hash being replaced: of
+        // two instances racing, the first wins and the second changes nothing.
+        // No change notification: the old hash keeps verifying wherever the
+        // old pepper is still configured.
+        let mut tx = self.pool.begin().await.map_err(sql::map_err)?;
+        sqlx::query("SELECT id FROM api_keys WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql::map_err)?;
+        let done = sqlx::query(
+            "UPDATE api_keys AS k SET hash = u.to_hash, hash_version = u.to_version \
+             FROM UNNEST($1::text[], $2::bytea[], $3::bigint[], $4::bytea[], $5::bigint[]) \
+               AS u(id, from_hash, from_version, to_hash, to_version) \
+             WHERE k.id = u.id AND k.hash = u.from_hash AND k.hash_version = u.from_version \
+               AND k.revoked_at IS NULL",
+        )
+        .bind(&ids)
+        .bind(&from)
+        .bind(&from_version)
+        .bind(&to)
+        .bind(&to_version)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql::map_err)?;
+        tx.commit().await.map_err(sql::map_err)?;
+        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
+    }
+
+    async fn count_by_pepper(&self, now: OffsetDateTime) -> Result<BTreeMap<u32, u64>, StoreError> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(&sql::count_by_pepper_query("$1"))
+            .bind(to_millis(now))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql::map_err)?;
+        sql::pepper_counts(rows)
     }
 }
 

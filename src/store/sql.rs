@@ -1,7 +1,7 @@
 //! What the SQL backends share: the row shape, its conversion to and from
 //! [`KeyRecord`], and the mapping of `sqlx` errors onto [`StoreError`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use super::{
     from_millis, to_millis, AccountId, AccountRecord, Cause, KeyChange, KeyEntry, KeyId, KeyRecord,
-    Spend, StoreError,
+    Rehash, Spend, StoreError,
 };
 use crate::credits::{Credits, Refill};
 use crate::hash::SecretHash;
@@ -28,6 +28,35 @@ pub(crate) fn changed_record(
     let mut record = row.ok_or(StoreError::NotFound)?.into_record()?;
     change.apply_unless_revoked(&mut record)?;
     Ok(record)
+}
+
+/// Counts keys usable at the bound time by pepper version (the one
+/// placeholder is written `{now}`, in the dialect's own spelling).
+pub(crate) fn count_by_pepper_query(now: &str) -> String {
+    format!(
+        "SELECT hash_version, COUNT(*) FROM api_keys WHERE revoked_at IS NULL \
+         AND (expires_at IS NULL OR expires_at > {now}) GROUP BY hash_version"
+    )
+}
+
+/// The rows of [`count_by_pepper_query`] as a map.
+pub(crate) fn pepper_counts(rows: Vec<(i64, i64)>) -> Result<BTreeMap<u32, u64>, StoreError> {
+    rows.into_iter()
+        .map(|(version, n)| {
+            let version = u32::try_from(version)
+                .map_err(|_| StoreError::Corrupt(Cause::new("pepper version out of range")))?;
+            Ok((version, u64::try_from(n).unwrap_or(0)))
+        })
+        .collect()
+}
+
+/// A re-hash batch in id order with one entry per key (the first wins), so
+/// concurrent flushers lock rows in the same order.
+pub(crate) fn rehash_batch(batch: &[Rehash]) -> Vec<&Rehash> {
+    let mut sorted: Vec<&Rehash> = batch.iter().collect();
+    sorted.sort_by(|a, b| a.id.cmp(&b.id));
+    sorted.dedup_by(|a, b| a.id == b.id);
+    sorted
 }
 
 /// One `api_keys` row as the database returns it.

@@ -1,6 +1,7 @@
 //! [`SqliteStore`]: keys in a SQLite database through `sqlx`, for a single
 //! machine (one file, any number of processes on it).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use time::OffsetDateTime;
 use super::sql::{self, AccountRow, Encoded, EncodedIdentity, IdentityRow, KeyRow};
 use super::{
     to_millis, AccountId, AccountRecord, KeyChange, KeyEntry, KeyId, KeyRecord, KeyStore,
-    ListQuery, OldKey, SecretAgeQuery, SharedSpend, Spend, StoreError,
+    ListQuery, OldKey, Rehash, SecretAgeQuery, SharedSpend, Spend, StoreError,
 };
 use crate::hash::SecretHash;
 use crate::identity::{Identity, IdentityChange, IdentityId};
@@ -828,5 +829,41 @@ impl KeyStore for SqliteStore {
         .await
         .map_err(sql::map_err)?;
         Ok(())
+    }
+    async fn rehash_secrets(&self, batch: &[Rehash]) -> Result<usize, StoreError> {
+        let batch = sql::rehash_batch(batch);
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        // One write transaction for the batch; each statement changes the
+        // row only while it still has the hash being replaced.
+        let mut tx = self.begin_write().await?;
+        let mut changed = 0;
+        for rehash in batch {
+            let done = sqlx::query(
+                "UPDATE api_keys SET hash = ?1, hash_version = ?2 \
+                 WHERE id = ?3 AND hash = ?4 AND hash_version = ?5 AND revoked_at IS NULL",
+            )
+            .bind(rehash.to.digest().as_slice())
+            .bind(i64::from(rehash.to.version()))
+            .bind(rehash.id.as_str())
+            .bind(rehash.from.digest().as_slice())
+            .bind(i64::from(rehash.from.version()))
+            .execute(&mut *tx)
+            .await
+            .map_err(sql::map_err)?;
+            changed += usize::try_from(done.rows_affected()).unwrap_or(usize::MAX);
+        }
+        tx.commit().await.map_err(sql::map_err)?;
+        Ok(changed)
+    }
+
+    async fn count_by_pepper(&self, now: OffsetDateTime) -> Result<BTreeMap<u32, u64>, StoreError> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(&sql::count_by_pepper_query("?1"))
+            .bind(to_millis(now))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql::map_err)?;
+        sql::pepper_counts(rows)
     }
 }

@@ -12,6 +12,7 @@ mod lifecycle;
 mod migrations;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod outage;
+mod peppers;
 mod suite;
 #[path = "../support/mod.rs"]
 mod support;
@@ -165,5 +166,13 @@ mod flusher {
     conformance!(
         flusher_writes_last_used_within_the_interval,
         flusher_shutdown_flushes_once_more,
+    );
+}
+
+mod pepper_rotation {
+    conformance!(
+        rehash_on_verify_lets_the_old_pepper_retire,
+        racing_rehashes_change_a_key_once,
+        rehash_changes_only_keys_that_still_have_the_old_hash,
     );
 }

@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 pub use crate::credits::*;
 pub use crate::identities::*;
 pub use crate::lifecycle::*;
+pub use crate::peppers::*;
 
 // ----- fixtures -------------------------------------------------------------
 
