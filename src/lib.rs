@@ -90,6 +90,9 @@ mod error;
     feature = "tower"
 ))]
 mod flusher;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hash;
 pub mod key;
 #[cfg(feature = "tower")]
