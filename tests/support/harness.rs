@@ -36,15 +36,11 @@ pub struct Rt {
 
 impl Rt {
     /// `#[tokio::test]`.
-    pub const CURRENT: Rt = Rt {
-        workers: None,
-    };
+    pub const CURRENT: Rt = Rt { workers: None };
 
     /// `#[tokio::test(flavor = "multi_thread", worker_threads = n)]`.
     pub const fn multi(n: usize) -> Rt {
-        Rt {
-            workers: Some(n),
-        }
+        Rt { workers: Some(n) }
     }
 
     fn build(self) -> tokio::runtime::Runtime {
