@@ -97,6 +97,9 @@ mod error;
     feature = "tower"
 ))]
 mod flusher;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hash;
 mod identity;
 pub mod key;

@@ -214,14 +214,12 @@ async fn run_matrix(store: Arc<dyn KeyStore>) {
     assert_ne!(own, w.c);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn matrix_on_memory() {
+pub(crate) async fn matrix_on_memory() {
     run_matrix(Arc::new(MemoryStore::new())).await;
 }
 
 #[cfg(feature = "sqlite")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn matrix_on_sqlite() {
+pub(crate) async fn matrix_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let store = keygate::SqliteStore::open(dir.path().join("keys.db"))
         .await
@@ -231,8 +229,7 @@ async fn matrix_on_sqlite() {
 }
 
 #[cfg(feature = "postgres")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn matrix_on_postgres() {
+pub(crate) async fn matrix_on_postgres() {
     let Some(pg) = support::postgres_store().await else {
         return;
     };
@@ -240,8 +237,7 @@ async fn matrix_on_postgres() {
     pg.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operator_reaches_every_account() {
+pub(crate) async fn operator_reaches_every_account() {
     let w = World::new(Arc::new(MemoryStore::new())).await;
     let op = w.api.operator();
     for account in [&w.p, &w.c, &w.s, &w.u] {
@@ -251,8 +247,7 @@ async fn operator_reaches_every_account() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sub_account_never_reaches_its_parent_through_a_handle() {
+pub(crate) async fn a_sub_account_never_reaches_its_parent_through_a_handle() {
     // The Mailjet/MailChannels takeover: a sub-account naming its parent as
     // its own "sub-account" gets a new account below itself, never the parent.
     let w = World::new(Arc::new(MemoryStore::new())).await;
@@ -285,4 +280,17 @@ async fn a_sub_account_never_reaches_its_parent_through_a_handle() {
         Err(Error::NotFound)
     );
     assert!(w.api.verify(parent_admin.key.expose_secret()).await.is_ok());
+}
+
+fn main() -> std::process::ExitCode {
+    use support::harness::Rt;
+    let mut trials = Vec::new();
+    trials.extend(trials![
+        tokio(Rt::multi(2)) matrix_on_memory,
+        tokio(Rt::multi(2)) matrix_on_sqlite,
+        tokio(Rt::multi(2)) matrix_on_postgres,
+        tokio(Rt::multi(2)) operator_reaches_every_account,
+        tokio(Rt::multi(2)) a_sub_account_never_reaches_its_parent_through_a_handle,
+    ]);
+    support::harness::run(trials)
 }

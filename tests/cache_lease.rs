@@ -3,7 +3,6 @@
 //! freezes) stops answering from memory within the lease, so a key revoked on
 //! another instance is refused within that bound. Once the connection is
 //! confirmed again, the cache serves again.
-#![cfg(feature = "postgres")]
 
 #[path = "support/mod.rs"]
 mod support;
@@ -81,8 +80,7 @@ async fn pump(
 
 /// README, Running several instances, row "the notification connection
 /// hangs without closing": the cache serves from memory only within the lease.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hung_notification_connection_stops_the_cache_within_the_lease() {
+pub(crate) async fn a_hung_notification_connection_stops_the_cache_within_the_lease() {
     let Some(pg) = support::postgres_store().await else {
         return;
     };
@@ -183,4 +181,13 @@ async fn a_hung_notification_connection_stops_the_cache_within_the_lease() {
     follower.shutdown().await;
     feed_store.pool().close().await;
     pg.cleanup().await;
+}
+
+fn main() -> std::process::ExitCode {
+    use support::harness::Rt;
+    let mut trials = Vec::new();
+    trials.extend(trials![
+        tokio(Rt::multi(2)) a_hung_notification_connection_stops_the_cache_within_the_lease,
+    ]);
+    support::harness::run(trials)
 }

@@ -3,7 +3,6 @@
 //! store no longer holds: whenever the store shows a change, a lookup
 //! through the cache shows it too, right after the cancellation and once
 //! whatever the cancelled call left in flight has landed.
-#![cfg(any(feature = "sqlite", feature = "postgres"))]
 
 mod support;
 
@@ -300,8 +299,7 @@ async fn cancelled_writes_leave_no_stale_answers(db: &Db, op: Op) {
 }
 
 #[cfg(feature = "sqlite")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_cancelled_writes_leave_no_stale_answers() {
+pub(crate) async fn sqlite_cancelled_writes_leave_no_stale_answers() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("keys.db");
     let store = keygate::SqliteStore::open(&path).await.expect("open");
@@ -314,8 +312,7 @@ async fn sqlite_cancelled_writes_leave_no_stale_answers() {
 }
 
 #[cfg(feature = "postgres")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_cancelled_writes_leave_no_stale_answers() {
+pub(crate) async fn postgres_cancelled_writes_leave_no_stale_answers() {
     let Some(pg) = support::postgres_store().await else {
         return;
     };
@@ -327,4 +324,14 @@ async fn postgres_cancelled_writes_leave_no_stale_answers() {
         cancelled_writes_leave_no_stale_answers(&db, op).await;
     }
     pg.cleanup().await;
+}
+
+fn main() -> std::process::ExitCode {
+    use support::harness::Rt;
+    let mut trials = Vec::new();
+    trials.extend(trials![
+        tokio(Rt::multi(2)) sqlite_cancelled_writes_leave_no_stale_answers,
+        tokio(Rt::multi(2)) postgres_cancelled_writes_leave_no_stale_answers,
+    ]);
+    support::harness::run(trials)
 }

@@ -213,8 +213,7 @@ fn memory() -> Vec<Arc<dyn KeyStore>> {
     vec![store; INSTANCES]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn memory_races() {
+pub(crate) async fn memory_races() {
     imports_store_a_key_once(memory(), profiles::mailjawn()).await;
     imports_store_a_key_once(memory(), profiles::mailjet()).await;
     creates_never_exceed_the_limit(memory()).await;
@@ -235,8 +234,7 @@ async fn sqlite(dir: &tempfile::TempDir) -> Vec<Arc<dyn KeyStore>> {
 }
 
 #[cfg(feature = "sqlite")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sqlite_races() {
+pub(crate) async fn sqlite_races() {
     let dir = tempfile::tempdir().unwrap();
     imports_store_a_key_once(sqlite(&dir).await, profiles::mailjawn()).await;
     imports_store_a_key_once(sqlite(&dir).await, profiles::mailjet()).await;
@@ -246,7 +244,7 @@ async fn sqlite_races() {
 }
 
 #[cfg(feature = "postgres")]
-mod postgres {
+pub(crate) mod postgres {
     use std::str::FromStr;
 
     use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -297,18 +295,31 @@ mod postgres {
         pg.cleanup().await;
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn postgres_races_at_read_committed() {
+    pub(crate) async fn postgres_races_at_read_committed() {
         races("read committed").await;
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn postgres_races_at_repeatable_read() {
+    pub(crate) async fn postgres_races_at_repeatable_read() {
         races("repeatable read").await;
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn postgres_races_at_serializable() {
+    pub(crate) async fn postgres_races_at_serializable() {
         races("serializable").await;
     }
+}
+
+fn main() -> std::process::ExitCode {
+    use support::harness::Rt;
+    let mut trials = Vec::new();
+    trials.extend(trials![
+        tokio(Rt::multi(4)) memory_races,
+        tokio(Rt::multi(4)) sqlite_races,
+    ]);
+    #[cfg(feature = "postgres")]
+    trials.extend(trials![
+        tokio(Rt::multi(4)) postgres::postgres_races_at_read_committed,
+        tokio(Rt::multi(4)) postgres::postgres_races_at_repeatable_read,
+        tokio(Rt::multi(4)) postgres::postgres_races_at_serializable,
+    ]);
+    support::harness::run(trials)
 }

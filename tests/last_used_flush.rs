@@ -1,7 +1,6 @@
 //! Two service instances flushing last-used times for overlapping sets of
 //! keys at the same moment, on one database: every flush must succeed (no
 //! deadlock, no busy error) and every key must end with its latest time.
-#![cfg(any(feature = "sqlite", feature = "postgres"))]
 
 mod support;
 
@@ -146,8 +145,7 @@ fn with_generic_plans(url: &str) -> String {
 }
 
 #[cfg(feature = "postgres")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_flushers_with_overlapping_batches_never_deadlock() {
+pub(crate) async fn postgres_flushers_with_overlapping_batches_never_deadlock() {
     let Some(pg) = support::postgres_store().await else {
         return;
     };
@@ -172,12 +170,21 @@ async fn postgres_flushers_with_overlapping_batches_never_deadlock() {
 }
 
 #[cfg(feature = "sqlite")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_flushers_with_overlapping_batches_never_fail() {
+pub(crate) async fn sqlite_flushers_with_overlapping_batches_never_fail() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("keys.db");
     let a = keygate::SqliteStore::open(&path).await.expect("open");
     a.migrate().await.expect("migrate");
     let b = keygate::SqliteStore::open(&path).await.expect("open again");
     two_flushers_agree(Arc::new(a), Arc::new(b)).await;
+}
+
+fn main() -> std::process::ExitCode {
+    use support::harness::Rt;
+    let mut trials = Vec::new();
+    trials.extend(trials![
+        tokio(Rt::multi(2)) postgres_flushers_with_overlapping_batches_never_deadlock,
+        tokio(Rt::multi(2)) sqlite_flushers_with_overlapping_batches_never_fail,
+    ]);
+    support::harness::run(trials)
 }

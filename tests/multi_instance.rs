@@ -8,7 +8,6 @@
 //!
 //! Skipped when PostgreSQL (or Redis) is unreachable, unless
 //! `KEYGATE_REQUIRE_SERVICES=1`.
-#![cfg(feature = "postgres")]
 
 #[path = "support/mod.rs"]
 mod support;
@@ -210,8 +209,7 @@ async fn wait_until(what: &str, condition: impl Fn() -> bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revocation_on_one_instance_fails_the_key_on_the_other_within_100ms() {
+pub(crate) async fn a_revocation_on_one_instance_fails_the_key_on_the_other_within_100ms() {
     let Some(pg) = support::postgres_store().await else {
         return;
     };
@@ -228,8 +226,7 @@ async fn a_revocation_on_one_instance_fails_the_key_on_the_other_within_100ms() 
     stop_both(pg, a, b).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_disable_and_enable_on_one_instance_reach_the_other_within_100ms() {
+pub(crate) async fn a_disable_and_enable_on_one_instance_reach_the_other_within_100ms() {
     let Some(pg) = support::postgres_store().await else {
         return;
     };
@@ -256,8 +253,7 @@ async fn a_disable_and_enable_on_one_instance_reach_the_other_within_100ms() {
     stop_both(pg, a, b).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_instances_spending_one_keys_credits_admit_exactly_the_credits() {
+pub(crate) async fn two_instances_spending_one_keys_credits_admit_exactly_the_credits() {
     let Some(pg) = support::postgres_store().await else {
         return;
     };
@@ -296,9 +292,8 @@ async fn two_instances_spending_one_keys_credits_admit_exactly_the_credits() {
     stop_both(pg, a, b).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_instances_spending_one_identitys_credits_through_many_keys_admit_exactly_the_credits()
-{
+pub(crate) async fn two_instances_spending_one_identitys_credits_through_many_keys_admit_exactly_the_credits(
+) {
     let Some(pg) = support::postgres_store().await else {
         return;
     };
@@ -366,8 +361,8 @@ async fn two_instances_spending_one_identitys_credits_through_many_keys_admit_ex
     stop_both(pg, a, b).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_secret_reset_on_one_instance_fails_the_old_secret_on_the_other_within_100ms() {
+pub(crate) async fn a_secret_reset_on_one_instance_fails_the_old_secret_on_the_other_within_100ms()
+{
     let Some(pg) = support::postgres_store().await else {
         return;
     };
@@ -388,8 +383,7 @@ async fn a_secret_reset_on_one_instance_fails_the_old_secret_on_the_other_within
     stop_both(pg, a, b).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rotation_on_one_instance_fails_the_old_key_on_the_other_within_100ms() {
+pub(crate) async fn a_rotation_on_one_instance_fails_the_old_key_on_the_other_within_100ms() {
     let Some(pg) = support::postgres_store().await else {
         return;
     };
@@ -409,8 +403,7 @@ async fn a_rotation_on_one_instance_fails_the_old_key_on_the_other_within_100ms(
     stop_both(pg, a, b).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_created_on_one_instance_clears_the_others_negative_answer() {
+pub(crate) async fn a_key_created_on_one_instance_clears_the_others_negative_answer() {
     let Some(pg) = support::postgres_store().await else {
         return;
     };
@@ -452,8 +445,7 @@ async fn a_key_created_on_one_instance_clears_the_others_negative_answer() {
 
 /// README, Running several instances, row "the notification connection is
 /// lost": the cache is bypassed until the follower listens again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_notification_connection_bypasses_the_cache_until_it_is_back() {
+pub(crate) async fn a_lost_notification_connection_bypasses_the_cache_until_it_is_back() {
     let Some(pg) = support::postgres_store().await else {
         return;
     };
@@ -507,8 +499,7 @@ async fn a_lost_notification_connection_bypasses_the_cache_until_it_is_back() {
     pg.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn heartbeats_on_a_quiet_connection_keep_the_cache_in_use() {
+pub(crate) async fn heartbeats_on_a_quiet_connection_keep_the_cache_in_use() {
     let Some(pg) = support::postgres_store().await else {
         return;
     };
@@ -571,8 +562,7 @@ async fn ten_per_minute(a: &Instance) -> String {
 }
 
 #[cfg(feature = "redis")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forty_requests_over_two_instances_admit_exactly_the_quota_of_ten() {
+pub(crate) async fn forty_requests_over_two_instances_admit_exactly_the_quota_of_ten() {
     let Some((pg, redis, a, b)) = shared_pair().await else {
         return;
     };
@@ -602,8 +592,7 @@ async fn forty_requests_over_two_instances_admit_exactly_the_quota_of_ten() {
 }
 
 #[cfg(feature = "redis")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_load_from_both_instances_never_exceeds_the_quota() {
+pub(crate) async fn concurrent_load_from_both_instances_never_exceeds_the_quota() {
     let Some((pg, redis, a, b)) = shared_pair().await else {
         return;
     };
@@ -635,4 +624,23 @@ async fn concurrent_load_from_both_instances_never_exceeds_the_quota() {
     b.stop().await;
     redis.cleanup().await;
     pg.cleanup().await;
+}
+
+fn main() -> std::process::ExitCode {
+    use support::harness::Rt;
+    let mut trials = Vec::new();
+    trials.extend(trials![
+        tokio(Rt::multi(2)) a_revocation_on_one_instance_fails_the_key_on_the_other_within_100ms,
+        tokio(Rt::multi(2)) a_disable_and_enable_on_one_instance_reach_the_other_within_100ms,
+        tokio(Rt::multi(2)) two_instances_spending_one_keys_credits_admit_exactly_the_credits,
+        tokio(Rt::multi(2)) two_instances_spending_one_identitys_credits_through_many_keys_admit_exactly_the_credits,
+        tokio(Rt::multi(2)) a_secret_reset_on_one_instance_fails_the_old_secret_on_the_other_within_100ms,
+        tokio(Rt::multi(2)) a_rotation_on_one_instance_fails_the_old_key_on_the_other_within_100ms,
+        tokio(Rt::multi(2)) a_key_created_on_one_instance_clears_the_others_negative_answer,
+        tokio(Rt::multi(2)) a_lost_notification_connection_bypasses_the_cache_until_it_is_back,
+        tokio(Rt::multi(2)) heartbeats_on_a_quiet_connection_keep_the_cache_in_use,
+        tokio(Rt::multi(2)) forty_requests_over_two_instances_admit_exactly_the_quota_of_ten,
+        tokio(Rt::multi(2)) concurrent_load_from_both_instances_never_exceeds_the_quota,
+    ]);
+    support::harness::run(trials)
 }

@@ -73,20 +73,17 @@ async fn rotation_and_reset_keep_the_bucket(store: Arc<dyn KeyStore>) {
     assert_eq!((old, new), (10, 0));
 }
 
-#[tokio::test]
-async fn rotation_and_reset_keep_the_bucket_on_memory() {
+pub(crate) async fn rotation_and_reset_keep_the_bucket_on_memory() {
     rotation_and_reset_keep_the_bucket(Arc::new(MemoryStore::new())).await;
 }
 
-#[tokio::test]
-async fn rotation_and_reset_keep_the_bucket_behind_a_cache() {
+pub(crate) async fn rotation_and_reset_keep_the_bucket_behind_a_cache() {
     let cached = CachedStore::new(Arc::new(MemoryStore::new()));
     rotation_and_reset_keep_the_bucket(Arc::new(cached)).await;
 }
 
 #[cfg(feature = "sqlite")]
-#[tokio::test]
-async fn rotation_and_reset_keep_the_bucket_on_sqlite() {
+pub(crate) async fn rotation_and_reset_keep_the_bucket_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let store = keygate::SqliteStore::open(dir.path().join("keys.db"))
         .await
@@ -98,8 +95,7 @@ async fn rotation_and_reset_keep_the_bucket_on_sqlite() {
 }
 
 #[cfg(feature = "postgres")]
-#[tokio::test]
-async fn rotation_and_reset_keep_the_bucket_on_postgres() {
+pub(crate) async fn rotation_and_reset_keep_the_bucket_on_postgres() {
     let Some(pg) = support::postgres_store().await else {
         return;
     };
@@ -107,8 +103,7 @@ async fn rotation_and_reset_keep_the_bucket_on_postgres() {
     pg.cleanup().await;
 }
 
-#[tokio::test]
-async fn unknown_keys_filling_the_cache_do_not_refill_a_bucket() {
+pub(crate) async fn unknown_keys_filling_the_cache_do_not_refill_a_bucket() {
     let clock = ManualClock::new();
     let cached = CachedStore::builder(Arc::new(MemoryStore::new()))
         .config(CacheConfig::default().with_max_entries(4))
@@ -135,8 +130,7 @@ async fn unknown_keys_filling_the_cache_do_not_refill_a_bucket() {
     assert_eq!(spend(&api, text, "send").await, 0);
 }
 
-#[tokio::test]
-async fn methods_no_class_names_fall_into_the_strictest_class() {
+pub(crate) async fn methods_no_class_names_fall_into_the_strictest_class() {
     let clock = ManualClock::new();
     let api = service(Arc::new(MemoryStore::new()), &clock);
     let org = AccountId::new("org").unwrap();
@@ -155,4 +149,18 @@ async fn methods_no_class_names_fall_into_the_strictest_class() {
         assert!(admitted <= 30);
     }
     assert_eq!(admitted, 30, "write: 30/min");
+}
+
+fn main() -> std::process::ExitCode {
+    use support::harness::Rt;
+    let mut trials = Vec::new();
+    trials.extend(trials![
+        tokio(Rt::CURRENT) rotation_and_reset_keep_the_bucket_on_memory,
+        tokio(Rt::CURRENT) rotation_and_reset_keep_the_bucket_behind_a_cache,
+        tokio(Rt::CURRENT) rotation_and_reset_keep_the_bucket_on_sqlite,
+        tokio(Rt::CURRENT) rotation_and_reset_keep_the_bucket_on_postgres,
+        tokio(Rt::CURRENT) unknown_keys_filling_the_cache_do_not_refill_a_bucket,
+        tokio(Rt::CURRENT) methods_no_class_names_fall_into_the_strictest_class,
+    ]);
+    support::harness::run(trials)
 }

@@ -7,7 +7,6 @@
 //! and passes, unless `KEYGATE_REQUIRE_SERVICES=1` makes it fail. Every test
 //! works under a random key prefix of its own and deletes its keys at the end,
 //! so tests (and test runs) can share one Redis in parallel.
-#![cfg(feature = "redis")]
 
 #[path = "support/mod.rs"]
 mod support;
@@ -57,8 +56,7 @@ where
     false
 }
 
-#[tokio::test]
-async fn decisions_match_the_local_limiter_for_a_burst() {
+pub(crate) async fn decisions_match_the_local_limiter_for_a_burst() {
     let Some(redis) = TestRedis::get().await else {
         return;
     };
@@ -97,8 +95,7 @@ async fn decisions_match_the_local_limiter_for_a_burst() {
     assert_eq!(redis.cleanup().await, 1);
 }
 
-#[tokio::test]
-async fn two_service_instances_share_one_quota() {
+pub(crate) async fn two_service_instances_share_one_quota() {
     let Some(redis) = TestRedis::get().await else {
         return;
     };
@@ -150,8 +147,7 @@ async fn two_service_instances_share_one_quota() {
     assert_eq!(redis.cleanup().await, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_load_from_two_instances_never_exceeds_the_quota() {
+pub(crate) async fn concurrent_load_from_two_instances_never_exceeds_the_quota() {
     let Some(redis) = TestRedis::get().await else {
         return;
     };
@@ -183,8 +179,7 @@ async fn concurrent_load_from_two_instances_never_exceeds_the_quota() {
     assert_eq!(redis.cleanup().await, 1);
 }
 
-#[tokio::test]
-async fn buckets_expire_when_they_would_be_full_again() {
+pub(crate) async fn buckets_expire_when_they_would_be_full_again() {
     let Some(mut redis) = TestRedis::get().await else {
         return;
     };
@@ -226,8 +221,7 @@ async fn buckets_expire_when_they_would_be_full_again() {
     assert_eq!(redis.cleanup().await, 1);
 }
 
-#[tokio::test]
-async fn forget_deletes_the_buckets_of_a_revoked_key() {
+pub(crate) async fn forget_deletes_the_buckets_of_a_revoked_key() {
     let Some(mut redis) = TestRedis::get().await else {
         return;
     };
@@ -273,8 +267,7 @@ async fn forget_deletes_the_buckets_of_a_revoked_key() {
 
 /// README, Running several instances, row "Redis is unreachable": fail
 /// closed by default (503).
-#[tokio::test]
-async fn fail_closed_on_a_dead_port_is_unavailable() {
+pub(crate) async fn fail_closed_on_a_dead_port_is_unavailable() {
     let limiter = RedisRateLimiter::builder()
         .connect_timeout(Duration::from_millis(100))
         .connect(DEAD_URL)
@@ -304,8 +297,7 @@ async fn fail_closed_on_a_dead_port_is_unavailable() {
 
 /// README, Running several instances, row "Redis is unreachable": or, if
 /// configured, fall back to the in-process limiter.
-#[tokio::test]
-async fn fall_back_to_local_on_a_dead_port_enforces_the_local_quota() {
+pub(crate) async fn fall_back_to_local_on_a_dead_port_enforces_the_local_quota() {
     let clock = ManualClock::new();
     let limiter = RedisRateLimiter::builder()
         .connect_timeout(Duration::from_millis(100))
@@ -491,8 +483,7 @@ fn parse_command(buf: &[u8]) -> Option<(String, usize)> {
     Some((name, at))
 }
 
-#[tokio::test]
-async fn each_decision_is_one_round_trip() {
+pub(crate) async fn each_decision_is_one_round_trip() {
     let Some(redis) = TestRedis::get().await else {
         return;
     };
@@ -525,8 +516,7 @@ async fn each_decision_is_one_round_trip() {
     assert_eq!(redis.cleanup().await, 10);
 }
 
-#[tokio::test]
-async fn an_outage_fails_closed_and_redis_is_used_again_once_back() {
+pub(crate) async fn an_outage_fails_closed_and_redis_is_used_again_once_back() {
     let Some(redis) = TestRedis::get().await else {
         return;
     };
@@ -562,8 +552,7 @@ async fn an_outage_fails_closed_and_redis_is_used_again_once_back() {
     assert_eq!(redis.cleanup().await, 1);
 }
 
-#[tokio::test]
-async fn a_limiter_made_while_redis_is_down_connects_once_it_is_up() {
+pub(crate) async fn a_limiter_made_while_redis_is_down_connects_once_it_is_up() {
     let Some(redis) = TestRedis::get().await else {
         return;
     };
@@ -613,4 +602,22 @@ async fn a_limiter_made_while_redis_is_down_connects_once_it_is_up() {
     assert!(d.allowed);
     assert_eq!(d.remaining, 1);
     assert_eq!(redis.cleanup().await, 1);
+}
+
+fn main() -> std::process::ExitCode {
+    use support::harness::Rt;
+    let mut trials = Vec::new();
+    trials.extend(trials![
+        tokio(Rt::CURRENT) decisions_match_the_local_limiter_for_a_burst,
+        tokio(Rt::CURRENT) two_service_instances_share_one_quota,
+        tokio(Rt::multi(2)) concurrent_load_from_two_instances_never_exceeds_the_quota,
+        tokio(Rt::CURRENT) buckets_expire_when_they_would_be_full_again,
+        tokio(Rt::CURRENT) forget_deletes_the_buckets_of_a_revoked_key,
+        tokio(Rt::CURRENT) fail_closed_on_a_dead_port_is_unavailable,
+        tokio(Rt::CURRENT) fall_back_to_local_on_a_dead_port_enforces_the_local_quota,
+        tokio(Rt::CURRENT) each_decision_is_one_round_trip,
+        tokio(Rt::CURRENT) an_outage_fails_closed_and_redis_is_used_again_once_back,
+        tokio(Rt::CURRENT) a_limiter_made_while_redis_is_down_connects_once_it_is_up,
+    ]);
+    support::harness::run(trials)
 }

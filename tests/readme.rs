@@ -8,13 +8,6 @@
 //! connection and on Redis (`tests/multi_instance.rs`, `tests/cache_lease.rs`,
 //! `tests/ratelimit_redis.rs`), and the authorization matrix on SQLite and
 //! PostgreSQL (`tests/authorization.rs`).
-#![cfg(all(
-    feature = "axum",
-    feature = "sqlite",
-    feature = "postgres",
-    feature = "redis",
-    feature = "sessions"
-))]
 
 mod http_support;
 #[path = "support/mod.rs"]
@@ -94,8 +87,7 @@ fn outcome(first: &str) -> (u16, Vec<String>) {
 
 /// README, HTTP with axum, outcome row "no credential": 401
 /// `missing_api_key` with the profile's challenge.
-#[tokio::test]
-async fn readme_outcome_no_credential() {
+pub(crate) async fn readme_outcome_no_credential() {
     let (status, codes) = outcome("no credential");
     let challenges = &codes[1..];
     for (product, path, challenge) in [
@@ -125,8 +117,7 @@ async fn readme_outcome_no_credential() {
 
 /// README, HTTP with axum, outcome row "two credentials, over 1 KiB, not
 /// ASCII, bad base64, wrong scheme or shape": 401 `malformed_api_key`.
-#[tokio::test]
-async fn readme_outcome_malformed_credentials() {
+pub(crate) async fn readme_outcome_malformed_credentials() {
     let (status, codes) =
         outcome("two credentials, over 1 KiB, not ASCII, bad base64, wrong scheme or shape");
     let (api, _) = service(profiles::mailjawn());
@@ -156,8 +147,7 @@ async fn readme_outcome_malformed_credentials() {
 
 /// README, HTTP with axum, outcome row "unknown, revoked, expired key": 401
 /// `invalid_api_key`, `revoked_api_key`, `expired_api_key`, in that order.
-#[tokio::test]
-async fn readme_outcome_unknown_revoked_expired() {
+pub(crate) async fn readme_outcome_unknown_revoked_expired() {
     let (status, codes) = outcome("unknown, revoked, expired key");
     let (api, clock) = service(profiles::mailjawn());
     let (server, admin) = start(Product::MailJawn, &api, Options::default()).await;
@@ -191,8 +181,7 @@ async fn readme_outcome_unknown_revoked_expired() {
 }
 
 /// README, HTTP with axum, outcome row "missing scope": 403 `insufficient_scope`.
-#[tokio::test]
-async fn readme_outcome_missing_scope() {
+pub(crate) async fn readme_outcome_missing_scope() {
     let (status, codes) = outcome("missing scope");
     let (api, _) = service(profiles::mailjawn());
     let (server, _) = start(Product::MailJawn, &api, Options::default()).await;
@@ -211,8 +200,7 @@ async fn readme_outcome_missing_scope() {
 
 /// README, HTTP with axum, outcome row "plain HTTP to an HTTPS-only profile,
 /// not from localhost": 403 `https_required`.
-#[tokio::test]
-async fn readme_outcome_plain_http() {
+pub(crate) async fn readme_outcome_plain_http() {
     let (status, codes) = outcome("plain HTTP to an HTTPS-only profile, not from localhost");
     let (api, _) = service(profiles::mailkite());
     let (server, admin) = start(Product::MailKite, &api, Options::default()).await;
@@ -229,8 +217,7 @@ async fn readme_outcome_plain_http() {
 
 /// README, HTTP with axum, outcome row "another account's resource": 404
 /// `not_found`, through the key-management routes.
-#[tokio::test]
-async fn readme_outcome_another_accounts_resource() {
+pub(crate) async fn readme_outcome_another_accounts_resource() {
     let (status, codes) = outcome("another account's resource");
     let (api, _) = service(profiles::mailjawn());
     let (server, admin) = start(Product::MailJawn, &api, Options::default()).await;
@@ -249,8 +236,7 @@ async fn readme_outcome_another_accounts_resource() {
 
 /// README, HTTP with axum, outcome row "over the limit": 429 `rate_limited`
 /// with `Retry-After`.
-#[tokio::test]
-async fn readme_outcome_over_the_limit() {
+pub(crate) async fn readme_outcome_over_the_limit() {
     let (status, codes) = outcome("over the limit");
     let (api, _) = service(profiles::mailjawn());
     let (server, admin) = start(Product::MailJawn, &api, Options::default()).await;
@@ -269,8 +255,7 @@ async fn readme_outcome_over_the_limit() {
 }
 
 /// README, HTTP with axum, outcome row "store unreachable": 503 `unavailable`.
-#[tokio::test]
-async fn readme_outcome_store_unreachable() {
+pub(crate) async fn readme_outcome_store_unreachable() {
     let (status, codes) = outcome("store unreachable");
     let store = FlakyStore::default();
     let down = store.lookups_down.clone();
@@ -293,8 +278,7 @@ async fn readme_outcome_store_unreachable() {
 /// README, Key-management routes: every row of the table, run against
 /// `ManagementRoutes` on the `default()` profile, answers the status its row
 /// promises.
-#[tokio::test]
-async fn readme_management_routes_table_every_row() {
+pub(crate) async fn readme_management_routes_table_every_row() {
     let api = ApiKeys::in_memory(profiles::default()).unwrap();
     let acme = AccountId::new("acme").unwrap();
     let op = api.operator();
@@ -348,8 +332,7 @@ async fn readme_management_routes_table_every_row() {
 /// README, The demo server, each row of the routes table: every route listed
 /// for a profile is served by the demo router (no "no such route", no 405),
 /// and the routes with their own class are limited by it.
-#[tokio::test]
-async fn readme_demo_routes_table_every_row() {
+pub(crate) async fn readme_demo_routes_table_every_row() {
     for r in table("| profile | routes |") {
         let name = ticked(&r[0])[0].clone();
         let product = Product::parse(&name).unwrap();
@@ -624,8 +607,7 @@ fn shown_json(text: &str) -> Value {
 /// what the README shows: the status line, each header shown, and the JSON
 /// body (fields the README elides with `...` are not compared; ids, keys,
 /// tokens and times vary by run).
-#[tokio::test]
-async fn readme_curl_sessions_replay_against_the_demo() {
+pub(crate) async fn readme_curl_sessions_replay_against_the_demo() {
     let mut replayed: HashMap<&str, usize> = HashMap::new();
     let mut session: Option<Session> = None;
     for (at, _) in README.match_indices("```console\n") {
@@ -831,8 +813,7 @@ async fn first_key(api: &ApiKeys, request: CreateKey) -> keygate::NewKey {
 
 /// README, Profiles, row `mailjawn()`: `mj_…` keys looked up by their first
 /// 8 characters, Bearer, bundles `sdk`, `mcp`, `full_access`, unlimited keys.
-#[tokio::test]
-async fn readme_profiles_mailjawn() {
+pub(crate) async fn readme_profiles_mailjawn() {
     let r = row(PROFILES, "`mailjawn()`").join(" | ");
     for claim in [
         "`mj_…`",
@@ -859,8 +840,7 @@ async fn readme_profiles_mailjawn() {
 /// README, Profiles, row `mailjet()`: a 32-hex public key and a 32-hex
 /// secret, reset keeps the public key, HTTP Basic, `full_access`,
 /// sub-accounts with their own keys.
-#[tokio::test]
-async fn readme_profiles_mailjet() {
+pub(crate) async fn readme_profiles_mailjet() {
     let r = row(PROFILES, "`mailjet()`").join(" | ");
     for claim in [
         "32 hex each",
@@ -897,8 +877,7 @@ async fn readme_profiles_mailjet() {
 /// README, Profiles, row `mailchannels()`: 46-character base62 tokens (40
 /// random, 6 checksum), `X-Api-Key`, `api` or `inbound`, 100 active keys per
 /// account and per sub-account, parents manage sub-account keys.
-#[tokio::test]
-async fn readme_profiles_mailchannels() {
+pub(crate) async fn readme_profiles_mailchannels() {
     let r = row(PROFILES, "`mailchannels()`").join(" | ");
     for claim in [
         "46-character base62 token (40 random, 6 checksum)",
@@ -945,8 +924,7 @@ async fn readme_profiles_mailchannels() {
 /// README, Profiles, row `mailkite()`: `mk_live_…` and `mk_test_…`, Bearer,
 /// one full-scope key per account and mode, rotation revokes at once, HTTPS
 /// only except localhost.
-#[tokio::test]
-async fn readme_profiles_mailkite() {
+pub(crate) async fn readme_profiles_mailkite() {
     let r = row(PROFILES, "`mailkite()`").join(" | ");
     for claim in [
         "`mk_live_…` (and `mk_test_…`)",
@@ -989,8 +967,7 @@ async fn readme_profiles_mailkite() {
 
 /// README, Profiles, row `default()`: `kg_…` with a checksum, Bearer or
 /// `X-Api-Key`, scopes `read`, `write`, `admin`, no limits.
-#[tokio::test]
-async fn readme_profiles_default() {
+pub(crate) async fn readme_profiles_default() {
     let r = row(PROFILES, "`default()`");
     assert_eq!(r[1], "`kg_…` with checksum");
     assert_eq!(r[2], "Bearer or `X-Api-Key`");
@@ -1034,8 +1011,7 @@ fn pepper() -> Pepper {
 
 /// README, Storage, row `memory`: `MemoryStore`, one process; keys live as
 /// long as it does (no pepper needed, nothing shared between services).
-#[tokio::test]
-async fn readme_storage_memory() {
+pub(crate) async fn readme_storage_memory() {
     let r = row(STORES, "`memory` (default)");
     assert_eq!(r[1], "`MemoryStore`");
     assert!(!MemoryStore::new().is_persistent());
@@ -1054,8 +1030,7 @@ async fn readme_storage_memory() {
 
 /// README, Storage, row `sqlite`: `SqliteStore::open(path)` keeps keys on one
 /// machine across restarts, and the example command the row gives exists.
-#[tokio::test]
-async fn readme_storage_sqlite() {
+pub(crate) async fn readme_storage_sqlite() {
     let r = row(STORES, "`sqlite`");
     assert_eq!(r[1], "`SqliteStore::open(path)`");
     assert!(r[2].contains("`cargo run --example sqlite --features sqlite -- keys.db`"));
@@ -1086,8 +1061,7 @@ async fn readme_storage_sqlite() {
 /// README, Storage, row `postgres`: `PostgresStore::connect(url)`, many
 /// instances; key limits hold across them (two instances creating at once
 /// never pass the limit).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readme_storage_postgres() {
+pub(crate) async fn readme_storage_postgres() {
     let r = row(STORES, "`postgres`");
     assert_eq!(r[1], "`PostgresStore::connect(url)`");
     assert_eq!(r[2], "many instances; key limits hold across them");
@@ -1147,8 +1121,7 @@ const FAILURES: &str = "| failure | what happens |";
 /// README, Running several instances, row "PostgreSQL is unreachable": the
 /// notification connection cannot be made, so the cache is bypassed and
 /// verify answers 503, never success.
-#[tokio::test]
-async fn readme_several_instances_postgres_unreachable() {
+pub(crate) async fn readme_several_instances_postgres_unreachable() {
     let r = row(FAILURES, "PostgreSQL is unreachable");
     assert!(r[1].contains("503 (`AuthError::Unavailable`), never success"));
     let options: sqlx::postgres::PgConnectOptions =
@@ -1177,8 +1150,7 @@ async fn readme_several_instances_postgres_unreachable() {
 
 /// README, Running several instances, row "the follower is stopped": its
 /// cache stays bypassed, so every verify reads the store.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readme_several_instances_follower_stopped() {
+pub(crate) async fn readme_several_instances_follower_stopped() {
     let r = row(FAILURES, "the follower is stopped");
     assert!(r[1].contains("its cache stays bypassed"));
     let Some(pg) = support::postgres_store().await else {
@@ -1331,46 +1303,39 @@ async fn authorization_row(call: &str) {
 }
 
 /// README, Authorization, row `create`.
-#[tokio::test]
-async fn readme_authorization_create() {
+pub(crate) async fn readme_authorization_create() {
     authorization_row("`create`").await;
 }
 
 /// README, Authorization, row `list`.
-#[tokio::test]
-async fn readme_authorization_list() {
+pub(crate) async fn readme_authorization_list() {
     authorization_row("`list`").await;
 }
 
 /// README, Authorization, row `get`.
-#[tokio::test]
-async fn readme_authorization_get() {
+pub(crate) async fn readme_authorization_get() {
     authorization_row("`get`").await;
 }
 
 /// README, Authorization, row `revoke`.
-#[tokio::test]
-async fn readme_authorization_revoke() {
+pub(crate) async fn readme_authorization_revoke() {
     authorization_row("`revoke`").await;
 }
 
 /// README, Authorization, row `rotate`.
-#[tokio::test]
-async fn readme_authorization_rotate() {
+pub(crate) async fn readme_authorization_rotate() {
     authorization_row("`rotate`").await;
 }
 
 /// README, Authorization, row `reset_secret`.
-#[tokio::test]
-async fn readme_authorization_reset_secret() {
+pub(crate) async fn readme_authorization_reset_secret() {
     authorization_row("`reset_secret`").await;
 }
 
 /// README, Authorization, row `create_sub_account`: "yes, within the
 /// profile's depth (else 403)": allowed within the depth, 403
 /// `sub_account_depth` past it.
-#[tokio::test]
-async fn readme_authorization_create_sub_account() {
+pub(crate) async fn readme_authorization_create_sub_account() {
     authorization_row("`create_sub_account`").await;
     let r = row(AUTHORIZATION, "`create_sub_account`");
     assert_eq!(r[1], "yes, within the profile's depth (else 403)");
@@ -1393,8 +1358,7 @@ async fn readme_authorization_create_sub_account() {
 
 /// README, Authorization, row `import`, `ensure_key`: operator only, 403 for
 /// every other actor.
-#[tokio::test]
-async fn readme_authorization_import_and_ensure_key() {
+pub(crate) async fn readme_authorization_import_and_ensure_key() {
     let r = row(AUTHORIZATION, "`import`, `ensure_key`");
     assert_eq!(r[1], "operator only (403 for others)");
     let world = World::new(1).await;
@@ -1427,8 +1391,7 @@ async fn readme_authorization_import_and_ensure_key() {
 
 /// README, Security: a `IssuedKey` prints as `IssuedKey(mj_Ab3dE…)`,
 /// its lookup id and an ellipsis.
-#[test]
-fn readme_security_plaintext_key_debug() {
+pub(crate) fn readme_security_plaintext_key_debug() {
     assert!(README.contains("prints as\n  `IssuedKey(mj_Ab3dE…)`"));
     let key = profiles::mailjawn().formats()[0].generate();
     let shown = format!("{key:?}");
@@ -1438,8 +1401,7 @@ fn readme_security_plaintext_key_debug() {
 /// README, Security: key pairs have no checksum, so a well-shaped pair is
 /// looked up and hashed (invalid), while a single-token typo fails the
 /// checksum before any lookup.
-#[tokio::test]
-async fn readme_security_typos_and_pairs() {
+pub(crate) async fn readme_security_typos_and_pairs() {
     assert!(README.contains("Key pairs (Mailjet) have no\n  checksum"));
     let api = ApiKeys::in_memory(profiles::mailjet()).unwrap();
     let garbage = format!("{}:{}", "a".repeat(32), "b".repeat(32));
@@ -1449,8 +1411,7 @@ async fn readme_security_typos_and_pairs() {
 /// README, The demo server: "It prints a Full Access admin key, or imports
 /// the one in `KEYGATE_ADMIN_KEY`", on every start: a second start on the
 /// same SQLite file with the same kept key succeeds and adds no key.
-#[tokio::test]
-async fn readme_demo_server_imports_the_admin_key_on_every_start() {
+pub(crate) async fn readme_demo_server_imports_the_admin_key_on_every_start() {
     assert!(README
         .contains("It prints a Full Access admin key, or imports the one in\n`KEYGATE_ADMIN_KEY`"));
     let dir = tempfile::tempdir().unwrap();
@@ -1492,8 +1453,7 @@ async fn readme_demo_server_imports_the_admin_key_on_every_start() {
 /// and the listener hands over a 41-byte message from `acct_admin` for
 /// `r@example.net`, as the README says the server prints.
 #[cfg(feature = "smtp")]
-#[tokio::test]
-async fn readme_smtp_curl_session_sends_as_the_account() {
+pub(crate) async fn readme_smtp_curl_session_sends_as_the_account() {
     use keygate::smtp::{SmtpConfig, SmtpServer};
     let block = README
         .split("```console\n")
@@ -1572,4 +1532,45 @@ async fn readme_smtp_curl_session_sends_as_the_account() {
         "the server prints `smtp: message from acct_admin (41 bytes) for r@example.net`"
     ));
     std::fs::remove_dir_all(&dir).ok();
+}
+
+fn main() -> std::process::ExitCode {
+    use support::harness::Rt;
+    let mut trials = Vec::new();
+    trials.extend(trials![
+        tokio(Rt::CURRENT) readme_outcome_no_credential,
+        tokio(Rt::CURRENT) readme_outcome_malformed_credentials,
+        tokio(Rt::CURRENT) readme_outcome_unknown_revoked_expired,
+        tokio(Rt::CURRENT) readme_outcome_missing_scope,
+        tokio(Rt::CURRENT) readme_outcome_plain_http,
+        tokio(Rt::CURRENT) readme_outcome_another_accounts_resource,
+        tokio(Rt::CURRENT) readme_outcome_over_the_limit,
+        tokio(Rt::CURRENT) readme_outcome_store_unreachable,
+        tokio(Rt::CURRENT) readme_management_routes_table_every_row,
+        tokio(Rt::CURRENT) readme_demo_routes_table_every_row,
+        tokio(Rt::CURRENT) readme_curl_sessions_replay_against_the_demo,
+        tokio(Rt::CURRENT) readme_profiles_mailjawn,
+        tokio(Rt::CURRENT) readme_profiles_mailjet,
+        tokio(Rt::CURRENT) readme_profiles_mailchannels,
+        tokio(Rt::CURRENT) readme_profiles_mailkite,
+        tokio(Rt::CURRENT) readme_profiles_default,
+        tokio(Rt::CURRENT) readme_storage_memory,
+        tokio(Rt::CURRENT) readme_storage_sqlite,
+        tokio(Rt::multi(2)) readme_storage_postgres,
+        tokio(Rt::CURRENT) readme_several_instances_postgres_unreachable,
+        tokio(Rt::multi(2)) readme_several_instances_follower_stopped,
+        tokio(Rt::CURRENT) readme_authorization_create,
+        tokio(Rt::CURRENT) readme_authorization_list,
+        tokio(Rt::CURRENT) readme_authorization_get,
+        tokio(Rt::CURRENT) readme_authorization_revoke,
+        tokio(Rt::CURRENT) readme_authorization_rotate,
+        tokio(Rt::CURRENT) readme_authorization_reset_secret,
+        tokio(Rt::CURRENT) readme_authorization_create_sub_account,
+        tokio(Rt::CURRENT) readme_authorization_import_and_ensure_key,
+        sync readme_security_plaintext_key_debug,
+        tokio(Rt::CURRENT) readme_security_typos_and_pairs,
+        tokio(Rt::CURRENT) readme_demo_server_imports_the_admin_key_on_every_start,
+        tokio(Rt::CURRENT) readme_smtp_curl_session_sends_as_the_account,
+    ]);
+    support::harness::run(trials)
 }

@@ -3,7 +3,6 @@
 //! pagination while keys are added, refusals (a stranger, a sub-account, a
 //! sibling, a weaker key) and malformed requests, which answer with keygate's
 //! JSON error and never a 5xx.
-#![cfg(all(feature = "axum", feature = "sqlite", feature = "postgres"))]
 
 mod http_support;
 #[path = "support/mod.rs"]
@@ -694,31 +693,30 @@ async fn malformed_requests_answer_json_errors(h: &Harness) {
     expect_error(r, 404, "not_found", &h.admin).await;
 }
 
+/// One test per (store, scenario), named `store::scenario`.
 macro_rules! on_every_store {
     ($($scenario:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test]
-            async fn $scenario() {
-                let h = super::Harness::memory().await;
-                super::$scenario(&h).await;
-                h.cleanup().await;
-            })*
-        }
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $scenario() {
-                let h = super::Harness::sqlite().await;
-                super::$scenario(&h).await;
-                h.cleanup().await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $scenario() {
-                let Some(h) = super::Harness::postgres().await else { return };
-                super::$scenario(&h).await;
-                h.cleanup().await;
-            })*
+        fn every_store() -> Vec<libtest_mimic::Trial> {
+            use support::harness::{async_test, Rt};
+            let mut trials = Vec::new();
+            $(
+                trials.push(async_test(concat!("memory::", stringify!($scenario)), Rt::CURRENT, || async {
+                    let h = Harness::memory().await;
+                    $scenario(&h).await;
+                    h.cleanup().await;
+                }));
+                trials.push(async_test(concat!("sqlite::", stringify!($scenario)), Rt::CURRENT, || async {
+                    let h = Harness::sqlite().await;
+                    $scenario(&h).await;
+                    h.cleanup().await;
+                }));
+                trials.push(async_test(concat!("postgres::", stringify!($scenario)), Rt::CURRENT, || async {
+                    let Some(h) = Harness::postgres().await else { return };
+                    $scenario(&h).await;
+                    h.cleanup().await;
+                }));
+            )*
+            trials
         }
     };
 }
@@ -734,8 +732,7 @@ on_every_store!(
 
 /// `keygate::routes::management` mounts the defaults (no prefix) and a
 /// profile without sub-accounts gets no sub-account routes.
-#[tokio::test]
-async fn management_mounts_the_defaults() {
+pub(crate) async fn management_mounts_the_defaults() {
     let api = ApiKeys::in_memory(profiles::mailjawn()).unwrap();
     let admin = Harness::key_for(&api, "org", CreateKey::new("admin").bundle("full_access")).await;
     let router: Router = keygate::routes::management(&api).unwrap();
@@ -759,8 +756,7 @@ async fn management_mounts_the_defaults() {
 
 /// A management or default scope the catalog does not define is a
 /// configuration error when the routes are built.
-#[tokio::test]
-async fn unknown_scopes_are_refused_when_building() {
+pub(crate) async fn unknown_scopes_are_refused_when_building() {
     let api = ApiKeys::in_memory(profiles::mailchannels()).unwrap();
     let keys = ApiKeyLayer::new(api);
     let built = ManagementRoutes::new(&keys)
@@ -771,4 +767,14 @@ async fn unknown_scopes_are_refused_when_building() {
         keygate::profiles::ManagementScopes::new("api", "keys:write"),
     );
     assert!(ApiKeys::in_memory(profile).is_err());
+}
+
+fn main() -> std::process::ExitCode {
+    use support::harness::Rt;
+    let mut trials = every_store();
+    trials.extend(trials![
+        tokio(Rt::CURRENT) management_mounts_the_defaults,
+        tokio(Rt::CURRENT) unknown_scopes_are_refused_when_building,
+    ]);
+    support::harness::run(trials)
 }

@@ -3,7 +3,6 @@
 //! token"): issue and verify, expiry by the injected clock, `kid` rotation,
 //! every refusal typed, logout followed across instances on the memory,
 //! SQLite and PostgreSQL session stores.
-#![cfg(feature = "sessions")]
 
 mod support;
 
@@ -76,8 +75,7 @@ fn now(clock: &ManualClock) -> i64 {
 
 /// 003_ce8d37cf50e3a0d1.txt: "a short-lived JWT session token" — 15 minutes
 /// by default, refused from the second it expires (by a manual clock).
-#[tokio::test]
-async fn session_expires_after_fifteen_minutes_by_the_clock() {
+pub(crate) async fn session_expires_after_fifteen_minutes_by_the_clock() {
     let clock = ManualClock::new();
     let s = sessions(SessionKey::generate_ed25519("k1").unwrap(), &clock);
     let issued = s.issue("usr_1", &acct()).await.unwrap();
@@ -97,8 +95,7 @@ async fn session_expires_after_fifteen_minutes_by_the_clock() {
 
 /// Signing keys rotate without ending live sessions: a token signed with the
 /// old `kid` verifies until that key is retired.
-#[tokio::test]
-async fn kid_rotation_keeps_live_sessions_until_the_old_key_is_retired() {
+pub(crate) async fn kid_rotation_keeps_live_sessions_until_the_old_key_is_retired() {
     let clock = ManualClock::new();
     let s = sessions(SessionKey::generate_ed25519("k1").unwrap(), &clock);
     let old = s.issue("usr_1", &acct()).await.unwrap();
@@ -128,8 +125,7 @@ async fn kid_rotation_keeps_live_sessions_until_the_old_key_is_retired() {
 }
 
 /// Another instance verifies with the Ed25519 public key only.
-#[tokio::test]
-async fn a_public_key_verifies_what_the_private_key_signed() {
+pub(crate) async fn a_public_key_verifies_what_the_private_key_signed() {
     let clock = ManualClock::new();
     let key = SessionKey::generate_ed25519("k1").unwrap();
     let public = SessionKey::ed25519_public("k1", key.public_key().unwrap()).unwrap();
@@ -146,8 +142,7 @@ async fn a_public_key_verifies_what_the_private_key_signed() {
     assert_eq!(claims.account(), &acct());
 }
 
-#[tokio::test]
-async fn hs256_is_an_option() {
+pub(crate) async fn hs256_is_an_option() {
     let clock = ManualClock::new();
     let key = SessionKey::hs256("h1", &[42; 32]).unwrap();
     assert_eq!(key.algorithm(), SessionAlgorithm::Hs256);
@@ -163,8 +158,7 @@ async fn hs256_is_an_option() {
 }
 
 /// Each attack gets its own typed 401, never a panic.
-#[tokio::test]
-async fn forged_and_misconfigured_tokens_get_typed_refusals() {
+pub(crate) async fn forged_and_misconfigured_tokens_get_typed_refusals() {
     let clock = ManualClock::new();
     let ed = SessionKey::generate_ed25519("ed").unwrap();
     let public = ed.public_key().unwrap();
@@ -281,7 +275,6 @@ async fn forged_and_misconfigured_tokens_get_typed_refusals() {
 
 proptest! {
     /// Malformed input of any shape is a typed refusal, never a panic.
-    #[test]
     fn arbitrary_input_never_panics(
         input in prop_oneof![
             ".{0,300}",
@@ -298,7 +291,6 @@ proptest! {
     }
 
     /// Any header or payload JSON (valid base64url) is refused cleanly.
-    #[test]
     fn arbitrary_json_segments_never_panic(
         alg in prop_oneof![Just("HS256".to_owned()), Just("EdDSA".to_owned()), ".{0,10}"],
         kid in prop::option::of(".{0,10}"),
@@ -350,15 +342,13 @@ async fn logout_on_one_instance_ends_the_session_on_the_other(
     );
 }
 
-#[tokio::test]
-async fn memory_store_follows_logout_across_services() {
+pub(crate) async fn memory_store_follows_logout_across_services() {
     let store: Arc<dyn SessionStore> = Arc::new(MemorySessionStore::new());
     logout_on_one_instance_ends_the_session_on_the_other(store.clone(), store).await;
 }
 
 #[cfg(feature = "sqlite")]
-#[tokio::test]
-async fn sqlite_store_follows_logout_across_instances() {
+pub(crate) async fn sqlite_store_follows_logout_across_instances() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sessions.db");
     let a = keygate::SqliteStore::open(&path).await.unwrap();
@@ -368,8 +358,7 @@ async fn sqlite_store_follows_logout_across_instances() {
 }
 
 #[cfg(feature = "postgres")]
-#[tokio::test]
-async fn postgres_store_follows_logout_across_instances() {
+pub(crate) async fn postgres_store_follows_logout_across_instances() {
     let Some(pg) = support::postgres_store().await else {
         return;
     };
@@ -382,8 +371,7 @@ async fn postgres_store_follows_logout_across_instances() {
 
 /// A verified session is a principal of its own kind that acts as its
 /// account (a signed-in user), not as a key.
-#[tokio::test]
-async fn a_session_principal_says_it_came_from_a_session() {
+pub(crate) async fn a_session_principal_says_it_came_from_a_session() {
     let clock = ManualClock::new();
     let s = sessions(SessionKey::generate_ed25519("k1").unwrap(), &clock);
     let api = ApiKeys::builder(profiles::mailkite())
@@ -411,4 +399,23 @@ async fn a_session_principal_says_it_came_from_a_session() {
     let k = api.verify(key.key.expose_secret()).await.unwrap();
     assert_eq!(k.credential(), CredentialKind::ApiKey);
     assert_eq!(k.subject(), None);
+}
+
+fn main() -> std::process::ExitCode {
+    use support::harness::Rt;
+    let mut trials = Vec::new();
+    trials.extend(trials![
+        tokio(Rt::CURRENT) session_expires_after_fifteen_minutes_by_the_clock,
+        tokio(Rt::CURRENT) kid_rotation_keeps_live_sessions_until_the_old_key_is_retired,
+        tokio(Rt::CURRENT) a_public_key_verifies_what_the_private_key_signed,
+        tokio(Rt::CURRENT) hs256_is_an_option,
+        tokio(Rt::CURRENT) forged_and_misconfigured_tokens_get_typed_refusals,
+        sync arbitrary_input_never_panics,
+        sync arbitrary_json_segments_never_panic,
+        tokio(Rt::CURRENT) memory_store_follows_logout_across_services,
+        tokio(Rt::CURRENT) sqlite_store_follows_logout_across_instances,
+        tokio(Rt::CURRENT) postgres_store_follows_logout_across_instances,
+        tokio(Rt::CURRENT) a_session_principal_says_it_came_from_a_session,
+    ]);
+    support::harness::run(trials)
 }

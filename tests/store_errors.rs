@@ -8,7 +8,6 @@
 //!
 //! The PostgreSQL tests skip when no server answers, unless
 //! `KEYGATE_REQUIRE_SERVICES=1`.
-#![cfg(any(feature = "sqlite", feature = "postgres"))]
 
 #[path = "support/mod.rs"]
 mod support;
@@ -119,12 +118,11 @@ async fn assert_misconfigured_service(store: Arc<dyn KeyStore>) {
 }
 
 #[cfg(feature = "sqlite")]
-mod sqlite {
+pub(crate) mod sqlite {
     use super::*;
     use keygate::SqliteStore;
 
-    #[tokio::test]
-    async fn missing_tables_are_misconfigured_with_the_sqlx_error_as_source() {
+    pub(crate) async fn missing_tables_are_misconfigured_with_the_sqlx_error_as_source() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path().join("empty.db"))
             .await
@@ -139,8 +137,7 @@ mod sqlite {
         assert_misconfigured_service(Arc::new(store)).await;
     }
 
-    #[tokio::test]
-    async fn closed_pool_is_unavailable_with_the_sqlx_error_as_source() {
+    pub(crate) async fn closed_pool_is_unavailable_with_the_sqlx_error_as_source() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path().join("keys.db")).await.unwrap();
         store.migrate().await.unwrap();
@@ -153,14 +150,12 @@ mod sqlite {
         );
     }
 
-    #[tokio::test]
-    async fn duplicates_do_not_quote_the_database() {
+    pub(crate) async fn duplicates_do_not_quote_the_database() {
         let store = SqliteStore::in_memory().await.unwrap();
         assert_duplicate_hides_the_database(&store).await;
     }
 
-    #[tokio::test]
-    async fn invalid_url_is_misconfigured() {
+    pub(crate) async fn invalid_url_is_misconfigured() {
         let err = SqliteStore::connect("sqlite://keys.db?mode=sideways")
             .await
             .unwrap_err();
@@ -170,7 +165,7 @@ mod sqlite {
 }
 
 #[cfg(feature = "postgres")]
-mod postgres {
+pub(crate) mod postgres {
     use std::str::FromStr;
     use std::time::Duration;
 
@@ -221,8 +216,7 @@ mod postgres {
         }
     }
 
-    #[tokio::test]
-    async fn schema_without_tables_is_misconfigured_with_the_sqlx_error_as_source() {
+    pub(crate) async fn schema_without_tables_is_misconfigured_with_the_sqlx_error_as_source() {
         let Some(url) = reachable_url().await else {
             return;
         };
@@ -245,8 +239,7 @@ mod postgres {
         store.pool().close().await;
     }
 
-    #[tokio::test]
-    async fn unknown_role_or_database_is_misconfigured() {
+    pub(crate) async fn unknown_role_or_database_is_misconfigured() {
         let Some(url) = reachable_url().await else {
             return;
         };
@@ -270,8 +263,7 @@ mod postgres {
         }
     }
 
-    #[tokio::test]
-    async fn invalid_url_is_misconfigured() {
+    pub(crate) async fn invalid_url_is_misconfigured() {
         let err = PostgresStore::connect("postgres://127.0.0.1:notaport/test")
             .await
             .unwrap_err();
@@ -279,8 +271,7 @@ mod postgres {
         assert!(err.source().and_then(|c| c.source()).is_some(), "{err:?}");
     }
 
-    #[tokio::test]
-    async fn duplicates_do_not_quote_the_database() {
+    pub(crate) async fn duplicates_do_not_quote_the_database() {
         let Some(pg) = crate::support::postgres_store().await else {
             return;
         };
@@ -288,8 +279,7 @@ mod postgres {
         pg.cleanup().await;
     }
 
-    #[tokio::test]
-    async fn closed_pool_is_unavailable_with_the_sqlx_error_as_source() {
+    pub(crate) async fn closed_pool_is_unavailable_with_the_sqlx_error_as_source() {
         let Some(pg) = crate::support::postgres_store().await else {
             return;
         };
@@ -302,4 +292,25 @@ mod postgres {
         );
         pg.cleanup().await;
     }
+}
+
+fn main() -> std::process::ExitCode {
+    use support::harness::Rt;
+    let mut trials = Vec::new();
+    #[cfg(feature = "sqlite")]
+    trials.extend(trials![
+        tokio(Rt::CURRENT) sqlite::missing_tables_are_misconfigured_with_the_sqlx_error_as_source,
+        tokio(Rt::CURRENT) sqlite::closed_pool_is_unavailable_with_the_sqlx_error_as_source,
+        tokio(Rt::CURRENT) sqlite::duplicates_do_not_quote_the_database,
+        tokio(Rt::CURRENT) sqlite::invalid_url_is_misconfigured,
+    ]);
+    #[cfg(feature = "postgres")]
+    trials.extend(trials![
+        tokio(Rt::CURRENT) postgres::schema_without_tables_is_misconfigured_with_the_sqlx_error_as_source,
+        tokio(Rt::CURRENT) postgres::unknown_role_or_database_is_misconfigured,
+        tokio(Rt::CURRENT) postgres::invalid_url_is_misconfigured,
+        tokio(Rt::CURRENT) postgres::duplicates_do_not_quote_the_database,
+        tokio(Rt::CURRENT) postgres::closed_pool_is_unavailable_with_the_sqlx_error_as_source,
+    ]);
+    support::harness::run(trials)
 }

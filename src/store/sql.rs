@@ -62,32 +62,32 @@ pub(crate) fn rehash_batch(batch: &[Rehash]) -> Vec<&Rehash> {
 /// One `api_keys` row as the database returns it.
 #[derive(sqlx::FromRow)]
 pub(crate) struct KeyRow {
-    id: String,
-    account: String,
-    name: String,
-    format: String,
-    lookup: String,
-    hash: Vec<u8>,
-    hash_version: i64,
-    bundle: Option<String>,
-    scopes: String,
-    rate_limits: String,
-    created_at: i64,
+    pub(crate) id: String,
+    pub(crate) account: String,
+    pub(crate) name: String,
+    pub(crate) format: String,
+    pub(crate) lookup: String,
+    pub(crate) hash: Vec<u8>,
+    pub(crate) hash_version: i64,
+    pub(crate) bundle: Option<String>,
+    pub(crate) scopes: String,
+    pub(crate) rate_limits: String,
+    pub(crate) created_at: i64,
     /// Read as `COALESCE(secret_set_at, created_at)`: rows written by a
     /// version without the column count from their creation.
-    secret_set_at: i64,
-    expires_at: Option<i64>,
-    last_used_at: Option<i64>,
-    revoked_at: Option<i64>,
-    replaced_by: Option<String>,
-    lineage: Option<String>,
-    disabled_at: Option<i64>,
-    metadata: String,
-    credits_remaining: Option<i64>,
-    credits_refill_amount: Option<i64>,
-    credits_refill_interval_ms: Option<i64>,
-    credits_refilled_at: Option<i64>,
-    identity_id: Option<String>,
+    pub(crate) secret_set_at: i64,
+    pub(crate) expires_at: Option<i64>,
+    pub(crate) last_used_at: Option<i64>,
+    pub(crate) revoked_at: Option<i64>,
+    pub(crate) replaced_by: Option<String>,
+    pub(crate) lineage: Option<String>,
+    pub(crate) disabled_at: Option<i64>,
+    pub(crate) metadata: String,
+    pub(crate) credits_remaining: Option<i64>,
+    pub(crate) credits_refill_amount: Option<i64>,
+    pub(crate) credits_refill_interval_ms: Option<i64>,
+    pub(crate) credits_refilled_at: Option<i64>,
+    pub(crate) identity_id: Option<String>,
 }
 
 impl KeyRow {
@@ -150,9 +150,9 @@ impl KeyRow {
 /// One `accounts` row.
 #[derive(sqlx::FromRow)]
 pub(crate) struct AccountRow {
-    id: String,
-    parent: Option<String>,
-    created_at: i64,
+    pub(crate) id: String,
+    pub(crate) parent: Option<String>,
+    pub(crate) created_at: i64,
 }
 
 impl AccountRow {

@@ -34,12 +34,11 @@ const OLD_ROW: &str = "INSERT INTO api_keys (id, account, name, format, lookup, 
 const SECRET_AGE: &str = "20261125000002";
 
 #[cfg(feature = "sqlite")]
-mod sqlite {
+pub(crate) mod sqlite {
     use keygate::store::KeyStore;
     use keygate::SqliteStore;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_migrations_on_one_file_all_succeed() {
+    pub(crate) async fn concurrent_migrations_on_one_file_all_succeed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keys.db");
         let mut stores = Vec::new();
@@ -62,8 +61,7 @@ mod sqlite {
 
     /// Keys stored before secret ages were recorded count from their
     /// creation (`001_1096317fca88c73a.txt`'s 90-day advice needs a start).
-    #[tokio::test]
-    async fn secret_age_migration_backfills_from_created_at() {
+    pub(crate) async fn secret_age_migration_backfills_from_created_at() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path().join("keys.db")).await.unwrap();
         let (earlier, _files) = super::earlier_migrator("sqlite", super::SECRET_AGE).await;
@@ -85,8 +83,7 @@ mod sqlite {
         assert_eq!(old.record().created_at.unix_timestamp(), 1_735_689_600);
     }
 
-    #[tokio::test]
-    async fn connect_accepts_urls_and_paths() {
+    pub(crate) async fn connect_accepts_urls_and_paths() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("by_url.db");
         let url = format!("sqlite://{}", path.display());
@@ -112,7 +109,7 @@ mod sqlite {
 }
 
 #[cfg(feature = "postgres")]
-mod postgres {
+pub(crate) mod postgres {
     use std::sync::Arc;
 
     use keygate::store::{AccountRecord, KeyStore};
@@ -120,8 +117,7 @@ mod postgres {
 
     use crate::support;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_migrations_in_one_schema_all_succeed() {
+    pub(crate) async fn concurrent_migrations_in_one_schema_all_succeed() {
         // Reachability and skipping as for every Postgres test.
         let Some(probe) = support::postgres_store().await else {
             return;
@@ -168,8 +164,7 @@ mod postgres {
 
     /// Keys stored before secret ages were recorded count from their
     /// creation (`001_1096317fca88c73a.txt`'s 90-day advice needs a start).
-    #[tokio::test]
-    async fn secret_age_migration_backfills_from_created_at() {
+    pub(crate) async fn secret_age_migration_backfills_from_created_at() {
         let Some(probe) = support::postgres_store().await else {
             return;
         };
@@ -194,8 +189,7 @@ mod postgres {
         assert_eq!(old.record().created_at.unix_timestamp(), 1_735_689_600);
     }
 
-    #[tokio::test]
-    async fn schemas_keep_their_keys_apart() {
+    pub(crate) async fn schemas_keep_their_keys_apart() {
         let Some(a) = support::postgres_store().await else {
             return;
         };

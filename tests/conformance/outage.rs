@@ -49,12 +49,11 @@ async fn assert_unavailable(api: &ApiKeys, presented: &str) {
 }
 
 #[cfg(feature = "sqlite")]
-mod sqlite {
+pub(crate) mod sqlite {
     use super::*;
     use keygate::SqliteStore;
 
-    #[tokio::test]
-    async fn closed_pool_makes_verify_unavailable() {
+    pub(crate) async fn closed_pool_makes_verify_unavailable() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path().join("keys.db")).await.unwrap();
         store.migrate().await.unwrap();
@@ -69,8 +68,7 @@ mod sqlite {
         assert_unavailable(&api, key.key.expose_secret()).await;
     }
 
-    #[tokio::test]
-    async fn missing_tables_make_verify_unavailable_not_invalid() {
+    pub(crate) async fn missing_tables_make_verify_unavailable_not_invalid() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path().join("keys.db")).await.unwrap();
         let api = service(Arc::new(store));
@@ -91,8 +89,7 @@ mod sqlite {
         assert_eq!(listed.status(), 500);
     }
 
-    #[tokio::test]
-    async fn unopenable_file_is_unavailable() {
+    pub(crate) async fn unopenable_file_is_unavailable() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("no_such_dir").join("keys.db");
         let err = SqliteStore::open(&path).await.unwrap_err();
@@ -101,7 +98,7 @@ mod sqlite {
 }
 
 #[cfg(feature = "postgres")]
-mod postgres {
+pub(crate) mod postgres {
     use std::str::FromStr;
     use std::time::Duration;
 
@@ -109,8 +106,7 @@ mod postgres {
     use keygate::PostgresStore;
     use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-    #[tokio::test]
-    async fn closed_pool_makes_verify_unavailable() {
+    pub(crate) async fn closed_pool_makes_verify_unavailable() {
         let Some(pg) = crate::support::postgres_store().await else {
             return;
         };
@@ -126,8 +122,7 @@ mod postgres {
         pg.cleanup().await;
     }
 
-    #[tokio::test]
-    async fn dead_port_makes_verify_unavailable() {
+    pub(crate) async fn dead_port_makes_verify_unavailable() {
         let options = PgConnectOptions::from_str("postgres://postgres@127.0.0.1:1/test").unwrap();
         let pool = PgPoolOptions::new()
             .acquire_timeout(Duration::from_millis(300))
@@ -137,8 +132,7 @@ mod postgres {
         assert_unavailable(&api, presented.expose_secret()).await;
     }
 
-    #[tokio::test]
-    async fn invalid_schema_names_are_refused_before_connecting() {
+    pub(crate) async fn invalid_schema_names_are_refused_before_connecting() {
         let dead = "postgres://postgres@127.0.0.1:1/test";
         for bad in ["a b", "x\"; DROP TABLE api_keys; --", "", "1st"] {
             let err = PostgresStore::connect_with_schema(dead, bad)

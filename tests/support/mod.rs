@@ -9,6 +9,21 @@ pub use postgres::*;
 
 pub use counting::*;
 
+pub mod harness;
+
+/// Reports a service that cannot be used: fails the test when services are
+/// required; otherwise ends it as ignored under the harness (see
+/// [`harness`]), or says so on stderr and returns so the caller can return.
+pub fn skip_or_fail(service: &str, why: &str) {
+    if std::env::var("KEYGATE_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
+        panic!("{service} is required (KEYGATE_REQUIRE_SERVICES=1) but unusable: {why}");
+    }
+    if harness::active() {
+        harness::skip(format!("{service} unavailable: {why}"));
+    }
+    eprintln!("skipping: {service} unavailable: {why}");
+}
+
 /// 2025-01-01T00:00:00Z in Unix milliseconds; stores keep millisecond precision.
 const BASE_MS: i64 = 1_735_689_600_000;
 
@@ -238,10 +253,7 @@ mod redis_support {
                 Ok(redis) => Some(redis),
                 Err(why) => {
                     let why = format!("redis at {} is unusable: {why}", redis_url());
-                    if std::env::var("KEYGATE_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
-                        panic!("redis is required (KEYGATE_REQUIRE_SERVICES=1): {why}");
-                    }
-                    eprintln!("skipping: {why}");
+                    super::skip_or_fail("redis", &why);
                     None
                 }
             }
@@ -344,14 +356,7 @@ mod postgres {
         std::env::var("KEYGATE_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
     }
 
-    /// Reports a service that cannot be used: skips (returns) or, when services
-    /// are required, panics.
-    pub fn skip_or_fail(service: &str, why: &str) {
-        if services_required() {
-            panic!("{service} is required (KEYGATE_REQUIRE_SERVICES=1) but unusable: {why}");
-        }
-        eprintln!("skipping: {service} unavailable: {why}");
-    }
+    pub use super::skip_or_fail;
 
     /// A migrated [`PostgresStore`] in a fresh schema that is dropped again by
     /// [`cleanup`](Self::cleanup) or, if the test panics first, on drop.
