@@ -33,7 +33,6 @@
 //! The counts are printed (run with `--nocapture` to see them). Skipped when
 //! PostgreSQL is unreachable or `redis-server` is not installed, unless
 //! `KEYGATE_REQUIRE_SERVICES=1`.
-#![cfg(all(feature = "postgres", feature = "redis", feature = "axum"))]
 
 mod http_support;
 #[path = "support/mod.rs"]
@@ -359,7 +358,6 @@ async fn create(instances: &[Instance], keys: &Mutex<Vec<Key>>, on: usize, name:
     });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn promises_hold_while_postgres_and_redis_fail_under_load() {
     let Some(pg) = support::postgres_store().await else {
         return;
@@ -696,4 +694,13 @@ async fn promises_hold_while_postgres_and_redis_fail_under_load() {
     admin_pool.close().await;
     redis.stop();
     pg.cleanup().await;
+}
+
+fn main() -> std::process::ExitCode {
+    use support::harness::Rt;
+    let mut trials = Vec::new();
+    trials.extend(trials![
+        tokio(Rt::multi(4)) promises_hold_while_postgres_and_redis_fail_under_load,
+    ]);
+    support::harness::run(trials)
 }
