@@ -1,6 +1,7 @@
 //! `RedisRateLimiter` against a real Redis: the same decisions as the local
 //! limiter, one quota shared by several instances, expiring buckets, the
-//! failure policies, and one round trip per decision.
+//! failure policies, and one round trip per decision; and usage credits
+//! spent in Redis, shared exactly by instances with separate stores.
 //!
 //! Redis is found at `KEYGATE_TEST_REDIS_URL` (default
 //! `redis://127.0.0.1:6379/`). Without one, each test prints why it skipped
@@ -822,4 +823,65 @@ async fn credits_follow_the_failure_policy_when_redis_is_down() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn redis_credits_follow_the_in_process_rule_with_refills() {
+    use keygate::store::Spend;
+    use keygate::{Credits, Refill};
+    let Some(redis) = TestRedis::get().await else {
+        return;
+    };
+    let limiter = redis.limiter().await;
+    let t0 = keygate::time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+    let ms = |n: i64| keygate::time::Duration::milliseconds(n);
+    // Records as set; the models are spent by `Credits::spend`.
+    let key_set = Credits::new(5).with_refill(Refill::every(4, Duration::from_millis(700)), t0);
+    let idn_set = Credits::new(3).with_refill(Refill::every(6, Duration::from_millis(1_100)), t0);
+    let (mut key_model, mut idn_model) = (key_set, idn_set);
+    let mut now = t0;
+    let mut seen = [0u32; 3];
+    // A fixed pseudo-random walk: steps of 0..450 ms, costs 0..=4.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..300 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        now += ms(i64::try_from(x % 450).unwrap());
+        let cost = (x >> 20) % 5;
+        let got = limiter
+            .spend_credits(
+                Some(("key_walk", &key_set)),
+                Some(("idn_walk", &idn_set)),
+                cost,
+                now,
+            )
+            .await
+            .unwrap()
+            .expect("redis keeps credits");
+        // The model: both or neither.
+        let (mut k, mut i) = (key_model, idn_model);
+        let expected = match k.spend(cost, now) {
+            Err(next_refill) => (Spend::Exhausted { next_refill }, Spend::Unlimited),
+            Ok(kr) => match i.spend(cost, now) {
+                Err(next_refill) => (Spend::Unlimited, Spend::Exhausted { next_refill }),
+                Ok(ir) => {
+                    (key_model, idn_model) = (k, i);
+                    (
+                        Spend::Spent { remaining: kr },
+                        Spend::Spent { remaining: ir },
+                    )
+                }
+            },
+        };
+        assert_eq!((got.key, got.identity), expected, "at {now}, cost {cost}");
+        seen[match expected {
+            (Spend::Spent { .. }, _) => 0,
+            (Spend::Exhausted { .. }, _) => 1,
+            _ => 2,
+        }] += 1;
+    }
+    // The walk went through spends, and refusals by each ledger.
+    assert!(seen.iter().all(|&n| n > 10), "{seen:?}");
+    assert_eq!(redis.cleanup().await, 2);
 }
