@@ -171,3 +171,70 @@ async fn credits_show_in_a_header_and_run_out_with_429_usage_exceeded() {
         "4"
     );
 }
+
+#[tokio::test]
+async fn the_credits_header_reports_the_smaller_of_the_keys_and_the_identitys() {
+    let (api, _) = service(profiles::mailjawn());
+    let (server, admin) = start(Product::MailJawn, &api, Options::default()).await;
+    let identity = |external_id: &'static str, credits: Value| {
+        let (server, admin) = (&server, &admin);
+        async move {
+            let created = server
+                .post("/v1/identities")
+                .bearer_auth(admin)
+                .json(&json!({"external_id": external_id, "credits": credits}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(created.status(), 201);
+            json(created).await["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let lean = identity("cus_lean", json!({"remaining": 2})).await;
+    let rich = identity("cus_rich", json!({"remaining": 10})).await;
+    let key_on = |identity: Option<&str>, credits: Option<u64>| {
+        let mut body = json!({"name": "member", "bundle": "sdk"});
+        if let Some(id) = identity {
+            body["identity"] = json!(id);
+        }
+        if let Some(n) = credits {
+            body["credits"] = json!({ "remaining": n });
+        }
+        let (server, admin) = (&server, &admin);
+        async move {
+            create_key(server, admin, body).await["key"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let header = |response: reqwest::Response| {
+        assert_eq!(response.status(), 201);
+        response
+            .headers()
+            .get("credits-remaining")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+
+    // The identity has fewer: its count is reported.
+    let key = key_on(Some(&lean), Some(5)).await;
+    assert_eq!(
+        header(add_subscriber(&server, &key).await).as_deref(),
+        Some("1")
+    );
+    // The key has fewer.
+    let key = key_on(Some(&rich), Some(3)).await;
+    assert_eq!(
+        header(add_subscriber(&server, &key).await).as_deref(),
+        Some("2")
+    );
+    // Only the identity is limited.
+    let key = key_on(Some(&rich), None).await;
+    assert_eq!(
+        header(add_subscriber(&server, &key).await).as_deref(),
+        Some("8")
+    );
+    // Neither is: no header.
+    let key = key_on(None, None).await;
+    assert_eq!(header(add_subscriber(&server, &key).await), None);
+}

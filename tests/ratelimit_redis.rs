@@ -1,6 +1,7 @@
 //! `RedisRateLimiter` against a real Redis: the same decisions as the local
 //! limiter, one quota shared by several instances, expiring buckets, the
-//! failure policies, and one round trip per decision.
+//! failure policies, and one round trip per decision; and usage credits
+//! spent in Redis, shared exactly by instances with separate stores.
 //!
 //! Redis is found at `KEYGATE_TEST_REDIS_URL` (default
 //! `redis://127.0.0.1:6379/`). Without one, each test prints why it skipped
@@ -20,8 +21,8 @@ use std::time::{Duration, Instant};
 use keygate::redis::aio::ConnectionManager;
 use keygate::redis::{self, ConnectionAddr, ConnectionInfo};
 use keygate::{
-    profiles, AccountId, ApiKeys, AuthError, CreateKey, LocalRateLimiter, ManualClock, MemoryStore,
-    Pepper, Quota, RateLimiter, RedisFailure, RedisRateLimiter,
+    profiles, AccountId, ApiKeys, AuthError, CreateKey, KeyId, KeyStore, LocalRateLimiter,
+    ManualClock, MemoryStore, Pepper, Quota, RateLimiter, RedisFailure, RedisRateLimiter,
 };
 use parking_lot::Mutex;
 use support::TestRedis;
@@ -604,6 +605,271 @@ pub(crate) async fn a_limiter_made_while_redis_is_down_connects_once_it_is_up() 
     assert_eq!(redis.cleanup().await, 1);
 }
 
+/// Two instances on one Redis, each with a `MemoryStore` of its own holding
+/// the same key (and identity): credits are shared through Redis alone.
+fn separate_stores(limiter: &RedisRateLimiter) -> (ApiKeys, ApiKeys, Stores, Stores) {
+    let pepper = Pepper::random(1).unwrap();
+    let (store_a, store_b) = (Arc::new(MemoryStore::new()), Arc::new(MemoryStore::new()));
+    let build = |store: &Stores| {
+        ApiKeys::builder(profiles::mailjawn())
+            .store(store.clone())
+            .pepper(pepper.clone())
+            .rate_limiter(limiter.clone())
+            .build()
+            .unwrap()
+    };
+    (build(&store_a), build(&store_b), store_a, store_b)
+}
+
+type Stores = Arc<MemoryStore>;
+
+/// Copies a key (and its identity, if any) from one store to another.
+async fn copy_key(from: &Stores, to: &Stores, id: &KeyId) {
+    let record = from.get_key(id).await.unwrap().unwrap().record().clone();
+    if let Some(identity) = &record.identity {
+        if to.get_identity(identity).await.unwrap().is_none() {
+            let identity = from.get_identity(identity).await.unwrap().unwrap();
+            to.create_identity(identity).await.unwrap();
+        }
+    }
+    to.insert_key(record, None, keygate::time::OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+}
+
+/// Sends `n` concurrent requests, alternating between the instances: the
+/// remaining credits each admitted request reported (key's, identity's),
+/// and how many were refused for usage.
+async fn spend_concurrently(
+    apis: [&ApiKeys; 2],
+    presented: &str,
+    n: usize,
+) -> (Vec<(Option<u64>, Option<u64>)>, usize) {
+    let op = keygate::Operation::unrestricted();
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let api = apis[i % 2].clone();
+        let (op, presented) = (op.clone(), presented.to_owned());
+        tasks.push(tokio::spawn(async move {
+            api.verify_for(&presented, &op).await
+        }));
+    }
+    let (mut left, mut refused) = (Vec::new(), 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(p) => left.push((p.credits_remaining(), p.identity_credits_remaining())),
+            Err(AuthError::UsageExceeded { .. }) => refused += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    left.sort_unstable();
+    (left, refused)
+}
+
+pub(crate) async fn two_instances_with_separate_stores_share_a_keys_credits_exactly() {
+    let Some(mut redis) = TestRedis::get().await else {
+        return;
+    };
+    let limiter = redis.limiter().await;
+    let (a, b, store_a, store_b) = separate_stores(&limiter);
+    let key = a
+        .operator()
+        .create(&org(), CreateKey::new("trial").bundle("sdk").credits(30))
+        .await
+        .unwrap();
+    copy_key(&store_a, &store_b, &key.info.id).await;
+    let presented = key.key.expose_secret().to_owned();
+
+    let (left, refused) = spend_concurrently([&a, &b], &presented, 80).await;
+    let expected: Vec<_> = (0..30).map(|r| (Some(r), None)).collect();
+    assert_eq!(left, expected, "each credit spent once");
+    assert_eq!(refused, 50);
+    // Redis holds what remains; the stores keep the credits as set.
+    let ledger = limiter.credits_key_for(key.info.id.as_str());
+    let r: u64 = redis::cmd("HGET")
+        .arg(&ledger)
+        .arg("r")
+        .query_async(&mut redis.admin)
+        .await
+        .unwrap();
+    assert_eq!(r, 0);
+    let stored = store_b.get_key(&key.info.id).await.unwrap().unwrap();
+    assert_eq!(stored.record().credits.unwrap().remaining, 30);
+
+    // An update of the credits re-seeds the ledger from the record.
+    a.operator()
+        .update(&key.info.id, keygate::KeyUpdate::new().credits(5, None))
+        .await
+        .unwrap();
+    let op = keygate::Operation::unrestricted();
+    let p = a.verify_for(&presented, &op).await.unwrap();
+    assert_eq!(p.credits_remaining(), Some(4));
+    let p = a.verify_for(&presented, &op).await.unwrap();
+    assert_eq!(p.credits_remaining(), Some(3));
+    assert_eq!(redis.exists(&[ledger]).await, 1);
+    assert_eq!(redis.cleanup().await, 1);
+}
+
+pub(crate) async fn an_identitys_credits_are_shared_through_redis_both_or_neither() {
+    let Some(mut redis) = TestRedis::get().await else {
+        return;
+    };
+    let limiter = redis.limiter().await;
+    let (a, b, store_a, store_b) = separate_stores(&limiter);
+    let acme = a
+        .operator()
+        .create_identity(&org(), keygate::CreateIdentity::new("acme").credits(20))
+        .await
+        .unwrap();
+    // The key's own credits outlast the identity's.
+    let key = a
+        .operator()
+        .create(
+            &org(),
+            CreateKey::new("k")
+                .bundle("sdk")
+                .credits(50)
+                .identity(acme.id.clone()),
+        )
+        .await
+        .unwrap();
+    copy_key(&store_a, &store_b, &key.info.id).await;
+    let presented = key.key.expose_secret().to_owned();
+
+    let (left, refused) = spend_concurrently([&a, &b], &presented, 60).await;
+    let expected: Vec<_> = (0..20).map(|r| (Some(30 + r), Some(r))).collect();
+    assert_eq!(left, expected, "both spent together, each credit once");
+    assert_eq!(refused, 40);
+    // The 40 refusals spent none of the key's credits.
+    let r: u64 = redis::cmd("HGET")
+        .arg(limiter.credits_key_for(key.info.id.as_str()))
+        .arg("r")
+        .query_async(&mut redis.admin)
+        .await
+        .unwrap();
+    assert_eq!(r, 30);
+    let r: u64 = redis::cmd("HGET")
+        .arg(limiter.credits_key_for(acme.id.as_str()))
+        .arg("r")
+        .query_async(&mut redis.admin)
+        .await
+        .unwrap();
+    assert_eq!(r, 0);
+
+    // Refilling the identity by an update reaches Redis.
+    a.operator()
+        .update_identity(&acme.id, keygate::IdentityUpdate::new().credits(2, None))
+        .await
+        .unwrap();
+    let op = keygate::Operation::unrestricted();
+    let p = a.verify_for(&presented, &op).await.unwrap();
+    assert_eq!(
+        (p.credits_remaining(), p.identity_credits_remaining()),
+        (Some(29), Some(1))
+    );
+    assert_eq!(redis.cleanup().await, 2);
+}
+
+pub(crate) async fn credits_follow_the_failure_policy_when_redis_is_down() {
+    let Some(redis) = TestRedis::get().await else {
+        return;
+    };
+    for (policy, fallback) in [
+        (RedisFailure::FailClosed, false),
+        (RedisFailure::FallBackToLocal, true),
+    ] {
+        let limiter = redis
+            .builder()
+            .connect_timeout(Duration::from_millis(100))
+            .on_failure(policy)
+            .connect(DEAD_URL)
+            .await
+            .unwrap();
+        let api = ApiKeys::builder(profiles::mailjawn())
+            .rate_limiter(limiter)
+            .build()
+            .unwrap();
+        let key = api
+            .operator()
+            .create(&org(), CreateKey::new("k").bundle("sdk").credits(3))
+            .await
+            .unwrap();
+        let presented = key.key.expose_secret();
+        let op = keygate::Operation::unrestricted();
+        let outcome = api.verify_for(presented, &op).await;
+        if fallback {
+            // The store spends them meanwhile.
+            assert_eq!(outcome.unwrap().credits_remaining(), Some(2));
+            let info = api.operator().get(&key.info.id).await.unwrap();
+            assert_eq!(info.credits.unwrap().remaining, 2);
+        } else {
+            assert!(
+                matches!(outcome, Err(AuthError::Unavailable)),
+                "{policy:?}: {outcome:?}"
+            );
+        }
+    }
+}
+
+pub(crate) async fn redis_credits_follow_the_in_process_rule_with_refills() {
+    use keygate::store::Spend;
+    use keygate::{Credits, Refill};
+    let Some(redis) = TestRedis::get().await else {
+        return;
+    };
+    let limiter = redis.limiter().await;
+    let t0 = keygate::time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+    let ms = |n: i64| keygate::time::Duration::milliseconds(n);
+    // Records as set; the models are spent by `Credits::spend`.
+    let key_set = Credits::new(5).with_refill(Refill::every(4, Duration::from_millis(700)), t0);
+    let idn_set = Credits::new(3).with_refill(Refill::every(6, Duration::from_millis(1_100)), t0);
+    let (mut key_model, mut idn_model) = (key_set, idn_set);
+    let mut now = t0;
+    let mut seen = [0u32; 3];
+    // A fixed pseudo-random walk: steps of 0..450 ms, costs 0..=4.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..300 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        now += ms(i64::try_from(x % 450).unwrap());
+        let cost = (x >> 20) % 5;
+        let got = limiter
+            .spend_credits(
+                Some(("key_walk", &key_set)),
+                Some(("idn_walk", &idn_set)),
+                cost,
+                now,
+            )
+            .await
+            .unwrap()
+            .expect("redis keeps credits");
+        // The model: both or neither.
+        let (mut k, mut i) = (key_model, idn_model);
+        let expected = match k.spend(cost, now) {
+            Err(next_refill) => (Spend::Exhausted { next_refill }, Spend::Unlimited),
+            Ok(kr) => match i.spend(cost, now) {
+                Err(next_refill) => (Spend::Unlimited, Spend::Exhausted { next_refill }),
+                Ok(ir) => {
+                    (key_model, idn_model) = (k, i);
+                    (
+                        Spend::Spent { remaining: kr },
+                        Spend::Spent { remaining: ir },
+                    )
+                }
+            },
+        };
+        assert_eq!((got.key, got.identity), expected, "at {now}, cost {cost}");
+        seen[match expected {
+            (Spend::Spent { .. }, _) => 0,
+            (Spend::Exhausted { .. }, _) => 1,
+            _ => 2,
+        }] += 1;
+    }
+    // The walk went through spends, and refusals by each ledger.
+    assert!(seen.iter().all(|&n| n > 10), "{seen:?}");
+    assert_eq!(redis.cleanup().await, 2);
+
 fn main() -> std::process::ExitCode {
     use support::harness::Rt;
     let mut trials = Vec::new();
@@ -618,6 +884,10 @@ fn main() -> std::process::ExitCode {
         tokio(Rt::CURRENT) each_decision_is_one_round_trip,
         tokio(Rt::CURRENT) an_outage_fails_closed_and_redis_is_used_again_once_back,
         tokio(Rt::CURRENT) a_limiter_made_while_redis_is_down_connects_once_it_is_up,
+        tokio(Rt::multi(2)) two_instances_with_separate_stores_share_a_keys_credits_exactly,
+        tokio(Rt::multi(2)) an_identitys_credits_are_shared_through_redis_both_or_neither,
+        tokio(Rt::CURRENT) credits_follow_the_failure_policy_when_redis_is_down,
+        tokio(Rt::CURRENT) redis_credits_follow_the_in_process_rule_with_refills,
     ]);
     support::harness::run(trials)
 }

@@ -22,8 +22,10 @@ pub const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-r
 /// `RateLimit-Reset`: seconds until the bucket is full again.
 pub const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
-/// `Credits-Remaining`: the key's usage credits left after this request, on
-/// responses to keys with a usage limit.
+/// `Credits-Remaining`: the usage credits left after this request, on
+/// responses to keys with a usage limit or whose identity has one: the
+/// smaller of the key's and the identity's
+/// ([`Principal::spendable_credits`](crate::Principal::spendable_credits)).
 pub const CREDITS_REMAINING: HeaderName = HeaderName::from_static("credits-remaining");
 
 /// The challenge [`AuthError`]'s own `IntoResponse` sends on 401. The

@@ -411,7 +411,7 @@ where
                     Err(e) => return Ok(auth_error_response(&e, &config.challenges)),
                 };
                 let decision = principal.rate_limit().copied();
-                let credits = principal.credits_remaining();
+                let credits = principal.spendable_credits();
                 request.extensions_mut().insert(principal);
                 let mut response = inner.call(request).await?;
                 // An inner layer's narrower decision, already on the

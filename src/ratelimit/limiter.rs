@@ -2,7 +2,11 @@
 
 use std::borrow::Cow;
 
+use time::OffsetDateTime;
+
 use super::{Decision, Quota};
+use crate::store::SharedSpend;
+use crate::Credits;
 
 /// A limiter's state could not be read or updated, so no decision was made.
 ///
@@ -91,4 +95,27 @@ pub trait RateLimiter: Send + Sync + std::fmt::Debug {
     /// Drops any state held for `key_id`, in every class, e.g. once the key
     /// is revoked.
     fn forget(&self, key_id: &str);
+
+    /// Spends `cost` of a key's credits and of its identity's in one atomic
+    /// step kept by this limiter, shared by every instance that uses it:
+    /// both or neither, by the rule of [`Credits::spend`] for each. `key`
+    /// and `identity` name a ledger (the key's lineage, the identity's id)
+    /// and give the credits its record holds, which seed the ledger and
+    /// re-seed it whenever they change (an update of the credits).
+    ///
+    /// `Ok(None)` means this limiter keeps no credits, and the store spends
+    /// them instead: the default, and what a limiter that falls back to
+    /// local decisions answers while its backend is unreachable. An error
+    /// means no decision could be made, and the request is refused as
+    /// unavailable.
+    async fn spend_credits(
+        &self,
+        key: Option<(&str, &Credits)>,
+        identity: Option<(&str, &Credits)>,
+        cost: u64,
+        now: OffsetDateTime,
+    ) -> Result<Option<SharedSpend>, LimiterUnavailable> {
+        let _ = (key, identity, cost, now);
+        Ok(None)
+    }
 }

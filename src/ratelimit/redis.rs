@@ -19,8 +19,11 @@ use parking_lot::RwLock;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, RedisError, Script};
 
+use time::OffsetDateTime;
+
 use super::{Decision, LimiterUnavailable, LocalRateLimiter, Quota, RateLimiter};
-use crate::{Clock, SystemClock};
+use crate::store::{SharedSpend, Spend};
+use crate::{Clock, Credits, SystemClock};
 
 const DEFAULT_PREFIX: &str = "keygate:rl:";
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
@@ -84,6 +87,54 @@ return {1, reset_s, reset_n, ahead_s, ahead_n}
 "#;
 
 static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(GCRA_LUA));
+
+/// Spends credits from one or two ledgers (a key's, then its identity's),
+/// both or neither, by the rule of `Credits::spend` with times in whole
+/// milliseconds since the epoch.
+///
+/// KEYS: the ledgers, each a hash {g: fingerprint of the record's credits,
+/// r: remaining, t: last refill}. ARGV: cost, now, then per ledger its
+/// record's fingerprint, remaining, refill amount, refill interval (0 for
+/// none) and last refill. A ledger whose fingerprint differs from its
+/// record's (or that is missing) starts again from the record.
+/// Returns {0, remaining...} when spent, or {i, next refill or -1} when
+/// ledger i has too few credits (then nothing is written).
+const CREDITS_LUA: &str = r#"
+local cost, now = tonumber(ARGV[1]), tonumber(ARGV[2])
+local left = {}
+for i = 1, #KEYS do
+  local a = 2 + (i - 1) * 5
+  local fp = ARGV[a + 1]
+  local r, amt = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local iv, t = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+  local h = redis.call('HMGET', KEYS[i], 'g', 'r', 't')
+  if h[1] == fp then
+    local hr, ht = tonumber(h[2]), tonumber(h[3])
+    if hr and ht then r, t = hr, ht end
+  end
+  local since = now - t
+  if iv > 0 and since >= iv then
+    local periods = math.floor(since / iv)
+    if periods * iv > since then periods = periods - 1 end
+    r = amt
+    t = t + periods * iv
+  end
+  if r < cost then
+    if iv > 0 and amt >= cost then return {i, t + iv} end
+    return {i, -1}
+  end
+  left[i] = {fp, r - cost, t}
+end
+local out = {0}
+for i = 1, #KEYS do
+  local l = left[i]
+  redis.call('HSET', KEYS[i], 'g', l[1], 'r', string.format('%d', l[2]), 't', string.format('%d', l[3]))
+  out[i + 1] = l[2]
+end
+return out
+"#;
+
+static CREDITS: LazyLock<Script> = LazyLock::new(|| Script::new(CREDITS_LUA));
 
 /// What a [`RedisRateLimiter`] does when Redis cannot be reached, fails or
 /// does not answer within the timeout.
@@ -166,6 +217,35 @@ pub enum RedisConnectError {
 /// more (as [`LocalRateLimiter`]'s do with a clock that runs backwards);
 /// if it is stepped forward, buckets refill early by that much.
 ///
+/// # Credits
+///
+/// With this limiter set, [`ApiKeys`](crate::ApiKeys) spends usage credits
+/// in Redis too ([`RateLimiter::spend_credits`]), so instances share them
+/// exactly even when each has a store of its own: a key's credits and its
+/// identity's are spent together, both or neither, by one script, with the
+/// lazy refill of [`Credits::spend`] (months are 30 days). A key's ledger is
+/// a hash at `<prefix>{<lineage>}#credits` (its lineage, like its buckets,
+/// so rotation keeps it), an identity's at `<prefix>{<identity id>}#credits`;
+/// [`credits_key_for`](Self::credits_key_for) names them. The script touches
+/// both, so with a Redis Cluster it needs a proxy that allows cross-slot
+/// scripts, or a single server.
+///
+/// Redis is the source of truth for what remains; the store's record holds
+/// the credits as last *set* (at creation or by an update), which the
+/// spends no longer rewrite. Each ledger keeps a fingerprint of the
+/// record's credits (remaining, refill amount and interval, and the time
+/// they were set, to the nanosecond). Whenever the record's fingerprint
+/// differs, the ledger starts again from the record: that is how an update
+/// of a key's or an identity's credits reaches Redis, on the first request
+/// any instance admits after it sees the updated record. A ledger that is
+/// lost (flushed, evicted) also starts again from the record, i.e. from the
+/// credits as last set. Ledgers do not expire. Times are the service
+/// clock's, in whole milliseconds; amounts above 2^53 count as 2^53.
+///
+/// The remaining credits a request left are on its
+/// [`Principal`](crate::Principal) and in its response header; the store's
+/// [`KeyInfo`](crate::KeyInfo) shows the credits as last set.
+///
 /// # When Redis cannot be reached
 ///
 /// Every call is bounded by a timeout (50 ms unless set). A call that fails
@@ -175,7 +255,8 @@ pub enum RedisConnectError {
 /// answers [`AuthError::Unavailable`](crate::AuthError::Unavailable), 503);
 /// or [`FallBackToLocal`](RedisFailure::FallBackToLocal), which decides in
 /// this process on local buckets, i.e. per-process limits until Redis
-/// answers again. The connection manager reconnects by itself; a
+/// answers again. Credits follow the same policy: refused as unavailable,
+/// or spent by the store until Redis answers again. The connection manager reconnects by itself; a
 /// limiter made by [`RedisRateLimiterBuilder::connect`] while Redis is down
 /// keeps trying to connect in the background and starts using Redis as soon
 /// as it succeeds.
@@ -448,11 +529,13 @@ impl RedisRateLimiter {
     /// already takes a single `EVALSHA`.
     async fn install(&self, mut manager: ConnectionManager) {
         // Best effort: `EVALSHA` falls back to loading the script itself.
-        let _ = tokio::time::timeout(
-            self.inner.timeout.max(Duration::from_millis(500)),
-            GCRA.prepare_invoke().load_async(&mut manager),
-        )
-        .await;
+        for script in [&*GCRA, &*CREDITS] {
+            let _ = tokio::time::timeout(
+                self.inner.timeout.max(Duration::from_millis(500)),
+                script.prepare_invoke().load_async(&mut manager),
+            )
+            .await;
+        }
         if self.inner.conn.set(manager).is_ok() {
             self.inner.recovered();
         }
@@ -486,6 +569,88 @@ impl RedisRateLimiter {
             .map_err(|_| LimiterUnavailable::new("redis did not answer within the timeout"))?
             .map_err(redis_error)?;
         decision_from_reply(reply, quota)
+    }
+
+    /// The Redis key holding the shared credits of `id` (a key's lineage or
+    /// an identity's id).
+    ///
+    /// ```
+    /// use keygate::RedisRateLimiter;
+    /// use std::time::Duration;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let limiter = RedisRateLimiter::builder()
+    ///     .connect_timeout(Duration::from_millis(100))
+    ///     .connect("redis://127.0.0.1:6379/")
+    ///     .await?;
+    /// assert_eq!(limiter.credits_key_for("idn_01"), "keygate:rl:{idn_01}#credits");
+    /// # Ok::<(), keygate::RedisConnectError>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn credits_key_for(&self, id: &str) -> String {
+        credits_key(&self.inner.prefix, id)
+    }
+
+    /// Runs the credits script on the ledgers given, key first.
+    async fn run_credits(
+        &self,
+        key: Option<(&str, &Credits)>,
+        identity: Option<(&str, &Credits)>,
+        cost: u64,
+        now: OffsetDateTime,
+    ) -> Result<SharedSpend, LimiterUnavailable> {
+        let Some(conn) = self.inner.conn.get() else {
+            return Err(LimiterUnavailable::new("not connected to redis"));
+        };
+        let ledgers: Vec<(&str, &Credits)> = key.into_iter().chain(identity).collect();
+        if ledgers.is_empty() {
+            return Ok(SharedSpend::new(Spend::Unlimited, Spend::Unlimited));
+        }
+        let mut conn = conn.clone();
+        let mut invocation = CREDITS.prepare_invoke();
+        invocation.arg(cost.min(MAX_LUA_INT)).arg(unix_ms(now));
+        for (id, credits) in &ledgers {
+            let refill = credits.refill;
+            invocation
+                .key(credits_key(&self.inner.prefix, id))
+                .arg(fingerprint(credits))
+                .arg(credits.remaining.min(MAX_LUA_INT))
+                .arg(refill.map_or(0, |r| r.amount.min(MAX_LUA_INT)))
+                .arg(refill.map_or(0, |r| r.interval_ms.min(MAX_LUA_INT)))
+                .arg(unix_ms(credits.refilled_at));
+        }
+        let reply: Vec<i64> =
+            tokio::time::timeout(self.inner.timeout, invocation.invoke_async(&mut conn))
+                .await
+                .map_err(|_| LimiterUnavailable::new("redis did not answer within the timeout"))?
+                .map_err(redis_error)?;
+        let bad = || LimiterUnavailable::new("redis: unexpected reply from the credits script");
+        let status = *reply.first().ok_or_else(bad)?;
+        let has_key = key.is_some();
+        if status == 0 {
+            if reply.len() != ledgers.len() + 1 {
+                return Err(bad());
+            }
+            let spent = |i: usize| Spend::Spent {
+                remaining: u64::try_from(reply[i]).unwrap_or(0),
+            };
+            return Ok(match (has_key, ledgers.len()) {
+                (true, 2) => SharedSpend::new(spent(1), spent(2)),
+                (true, _) => SharedSpend::new(spent(1), Spend::Unlimited),
+                (false, _) => SharedSpend::new(Spend::Unlimited, spent(1)),
+            });
+        }
+        let next = *reply.get(1).ok_or_else(bad)?;
+        let refused = Spend::Exhausted {
+            next_refill: u64::try_from(next).ok().map(from_unix_ms),
+        };
+        // Ledger `status` refused: the key's when the key has one and it is
+        // the first, else the identity's.
+        Ok(if has_key && status == 1 {
+            SharedSpend::new(refused, Spend::Unlimited)
+        } else {
+            SharedSpend::new(Spend::Unlimited, refused)
+        })
     }
 
     /// [`RateLimiter::check`] at a given server time instead of `TIME`, to
@@ -573,6 +738,33 @@ impl RateLimiter for RedisRateLimiter {
         }
     }
 
+    /// Spends credits in Redis, shared by every instance on this Redis and
+    /// prefix (see [Credits](RedisRateLimiter#credits)); or, with
+    /// [`RedisFailure::FallBackToLocal`] while Redis cannot answer, leaves
+    /// the spend to the store (`Ok(None)`).
+    async fn spend_credits(
+        &self,
+        key: Option<(&str, &Credits)>,
+        identity: Option<(&str, &Credits)>,
+        cost: u64,
+        now: OffsetDateTime,
+    ) -> Result<Option<SharedSpend>, LimiterUnavailable> {
+        let inner = &*self.inner;
+        match self.run_credits(key, identity, cost, now).await {
+            Ok(spend) => {
+                inner.recovered();
+                Ok(Some(spend))
+            }
+            Err(e) => {
+                inner.failed(&e);
+                match inner.on_failure {
+                    RedisFailure::FailClosed => Err(e),
+                    RedisFailure::FallBackToLocal => Ok(None),
+                }
+            }
+        }
+    }
+
     /// Deletes the key's buckets in every class this limiter has checked, in
     /// a background task, best effort: if Redis is unreachable, or this
     /// process never checked a class the key used, the buckets simply expire
@@ -608,6 +800,40 @@ impl RateLimiter for RedisRateLimiter {
             }
         });
     }
+}
+
+/// Lua numbers are doubles: integers are exact up to 2^53.
+const MAX_LUA_INT: u64 = 1 << 53;
+
+fn credits_key(prefix: &str, id: &str) -> String {
+    format!("{prefix}{{{id}}}#credits")
+}
+
+/// What identifies a record's credits as set: any update of them changes it
+/// (the set time is in nanoseconds), while spends in Redis leave the record
+/// alone.
+fn fingerprint(credits: &Credits) -> String {
+    let refill = credits.refill.map_or_else(
+        || "-".to_owned(),
+        |r| format!("{}/{}", r.amount, r.interval_ms),
+    );
+    format!(
+        "{}:{}:{}",
+        credits.remaining,
+        refill,
+        credits.refilled_at.unix_timestamp_nanos()
+    )
+}
+
+/// Whole milliseconds since the epoch, zero before it.
+fn unix_ms(at: OffsetDateTime) -> u64 {
+    u64::try_from(at.unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or(0)
+        .min(MAX_LUA_INT)
+}
+
+fn from_unix_ms(ms: u64) -> OffsetDateTime {
+    OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
 fn bucket_key(prefix: &str, key_id: &str, class_name: &str) -> String {

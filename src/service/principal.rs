@@ -264,6 +264,18 @@ impl Principal {
         })
     }
 
+    /// What the key can still spend: the smaller of its own remaining
+    /// credits and its identity's ([`credits_remaining`](Self::credits_remaining),
+    /// [`identity_credits_remaining`](Self::identity_credits_remaining)),
+    /// either one when only one is limited, `None` when neither is. The
+    /// value of the `Credits-Remaining` response header.
+    pub fn spendable_credits(&self) -> Option<u64> {
+        match (self.credits_remaining(), self.identity_credits_remaining()) {
+            (Some(key), Some(identity)) => Some(key.min(identity)),
+            (key, identity) => key.or(identity),
+        }
+    }
+
     /// Checks a requirement; [`AuthError::Forbidden`] (403) when unmet.
     pub fn check(&self, requirement: &Requirement) -> Result<(), AuthError> {
         if self.scopes.satisfies(requirement) {

@@ -275,6 +275,11 @@ impl ApiKeys {
         {
             return Ok(principal);
         }
+        if let Some((key, identity)) = self.spend_in_limiter(&principal, operation.cost).await? {
+            principal.credits = key;
+            principal.identity_credits = identity;
+            return Ok(principal);
+        }
         let shared = principal
             .entry
             .identity()
