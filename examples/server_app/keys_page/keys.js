@@ -188,10 +188,12 @@
 
   function setup() {
     const select = $("key-grant");
-    const none = document.createElement("option");
-    none.value = "";
-    none.textContent = "Profile default";
-    select.appendChild(none);
+    if (body.dataset.defaultGrant === "yes") {
+      const none = document.createElement("option");
+      none.value = "";
+      none.textContent = "Profile default";
+      select.appendChild(none);
+    }
     for (const grant of grants) {
       const option = document.createElement("option");
       option.value = grant;

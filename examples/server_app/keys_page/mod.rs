@@ -65,6 +65,14 @@ fn page(product: Product, profile: &Profile, prefix: &str) -> String {
         .replace("{prefix}", &escape(prefix))
         .replace("{auth}", auth)
         .replace("{grants}", &escape(&grants.join(",")))
+        .replace(
+            "{default_grant}",
+            if profile.default_bundle().is_some() {
+                "yes"
+            } else {
+                "no"
+            },
+        )
 }
 
 /// Escapes text for an HTML attribute or element.
