@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 /// How often credits refill. Months are 30 days, so refills stay exact
 /// intervals that every store can compute the same way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Refill {
     /// What remaining credits are set to at each refill.
     pub amount: u64,
@@ -70,6 +71,7 @@ impl Refill {
 /// assert_eq!(credits.spend(1, t0 + time::Duration::days(1)), Ok(1));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Credits {
     /// Credits left now (as last written).
     pub remaining: u64,

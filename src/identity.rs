@@ -35,6 +35,26 @@ pub const MAX_EXTERNAL_ID_LEN: usize = 255;
 #[serde(transparent)]
 pub struct IdentityId(String);
 
+/// 1 to 128 visible ASCII characters, as deserializing checks.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for IdentityId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .min_length(Some(1))
+            .max_length(Some(128))
+            .pattern(Some("^[!-~]+$"))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for IdentityId {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "IdentityId".into()
+    }
+}
+
 impl<'de> Deserialize<'de> for IdentityId {
     /// Accepts 1 to 128 bytes of visible ASCII; anything else is refused
     /// before it reaches a store.

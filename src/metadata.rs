@@ -123,6 +123,29 @@ impl<'de> Deserialize<'de> for Metadata {
     }
 }
 
+/// Any JSON object (at most [`MAX_METADATA_BYTES`] serialized).
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Metadata {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Object)
+            .additional_properties(Some(
+                utoipa::openapi::schema::AdditionalProperties::FreeForm(true),
+            ))
+            .description(Some(format!(
+                "A JSON object of at most {MAX_METADATA_BYTES} bytes serialized"
+            )))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Metadata {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Metadata".into()
+    }
+}
+
 impl fmt::Debug for Metadata {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Metadata({})", self.to_json())

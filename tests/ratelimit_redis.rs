@@ -869,6 +869,7 @@ pub(crate) async fn redis_credits_follow_the_in_process_rule_with_refills() {
     // The walk went through spends, and refusals by each ledger.
     assert!(seen.iter().all(|&n| n > 10), "{seen:?}");
     assert_eq!(redis.cleanup().await, 2);
+}
 
 fn main() -> std::process::ExitCode {
     use support::harness::Rt;

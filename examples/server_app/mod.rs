@@ -4,6 +4,7 @@
 
 #[cfg(feature = "sessions")]
 pub mod auth;
+pub mod keys_page;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -130,24 +131,34 @@ pub fn router(product: Product, api: ApiKeys, options: Options) -> Result<Router
             management.prefix("/v1").default_scopes(["api"]),
         ),
         // One key per account, read and rotated by the key itself or by a
-        // signed-in user (a session): the demo's own `/api/api-key` routes.
+        // signed-in user (a session): the demo's own `/api/api-key` routes;
+        // the dashboard's key list, revoke and create (one `mk_live_` and
+        // one `mk_test_` per account) at `/api/api-keys`.
         Product::MailKite => (
             mailkite(&keys)?,
-            management
-                .prefix("/api")
-                .own_keys(false)
-                .sub_accounts(false),
+            management.prefix("/api").sub_accounts(false),
         ),
     };
-    let mut router = routes.with_state(state).merge(management.build()?);
+    let mut mounted = vec![management];
     if product == Product::MailChannels {
         // The seed's own paths: `/tx/v1/sub-account/{handle}/api-key…`
         // (the same routes also answer under `/v1`).
-        let seed_paths = ManagementRoutes::new(&keys)
-            .prefix("/tx/v1")
-            .own_keys(false)
-            .default_scopes(["api"]);
-        router = router.merge(seed_paths.build()?);
+        mounted.push(
+            ManagementRoutes::new(&keys)
+                .prefix("/tx/v1")
+                .own_keys(false)
+                .default_scopes(["api"]),
+        );
+    }
+    let mut router = routes
+        .with_state(state)
+        .merge(keys_page::routes(product, management_prefix(product)));
+    for routes in &mounted {
+        router = router.merge(routes.clone().build()?);
+    }
+    #[cfg(feature = "openapi")]
+    {
+        router = router.merge(openapi_route(&mounted));
     }
     let mut router = router
         .fallback(routes::not_found)
@@ -157,6 +168,35 @@ pub fn router(product: Product, api: ApiKeys, options: Options) -> Result<Router
         router = router.layer(guard);
     }
     Ok(router)
+}
+
+/// Where the product's own key-management routes (`…/api-keys`) are.
+pub fn management_prefix(product: Product) -> &'static str {
+    match product {
+        Product::MailKite => "/api",
+        _ => "/v1",
+    }
+}
+
+/// `GET /openapi.json`: the OpenAPI document of the mounted key-management
+/// routes, open to anyone (it holds no secret).
+#[cfg(feature = "openapi")]
+fn openapi_route(mounted: &[ManagementRoutes]) -> Router {
+    let mut docs = mounted.iter().map(ManagementRoutes::openapi);
+    let mut doc = docs.next().unwrap_or_default();
+    for other in docs {
+        doc.merge(other);
+    }
+    let body = serde_json::to_string(&doc).unwrap_or_default();
+    Router::new().route(
+        "/openapi.json",
+        get(move || async move {
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+        }),
+    )
 }
 
 fn mailjawn(keys: &ApiKeyLayer) -> Result<Router<AppState>, Error> {

@@ -248,12 +248,34 @@ impl Quota {
 
 /// The serialized shape of a [`Quota`].
 #[derive(Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 struct QuotaRepr {
+    // The bounds keep every combination valid: at most one request per
+    // microsecond, at most 366 days, and a burst tolerance that fits in u64
+    // nanoseconds.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000))]
     limit: u32,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 31_622_400_000_u64))]
     period_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 500))]
     burst: Option<u32>,
+}
+
+/// A quota's JSON shape: `{"limit", "period_ms", "burst"}`.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Quota {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        QuotaRepr::schema()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Quota {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Quota".into()
+    }
 }
 
 impl TryFrom<QuotaRepr> for Quota {

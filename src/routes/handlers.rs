@@ -30,11 +30,14 @@ const DEFAULT_SUB_NAME: &str = "sub-account key";
 
 /// `?after=…&limit=…&include_revoked=…`.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub(super) struct ListParams {
     #[serde(default)]
     after: Option<KeyId>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 1000))]
     limit: Option<usize>,
     #[serde(default)]
     include_revoked: Option<bool>,
@@ -53,6 +56,7 @@ impl ListParams {
 /// A rotate body: `{}` (or none) for an immediate rotation, or
 /// `{"grace_seconds": n}` to keep the old key working for `n` seconds.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RotateBody {
     #[serde(default)]
@@ -69,8 +73,10 @@ impl RotateBody {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub(super) struct HandleBody {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"))]
     handle: String,
 }
 
@@ -137,8 +143,20 @@ async fn key_in(keys: &Manager<'_>, account: &AccountId, id: &KeyId) -> Result<K
     Ok(info)
 }
 
+/// A get: [`key_in`], and a revoked key is [`Error::NotFound`]: once
+/// deleted it is gone from the collection (a list shows it only with
+/// `include_revoked=true`).
+async fn shown_key(keys: &Manager<'_>, account: &AccountId, id: &KeyId) -> Result<KeyInfo, Error> {
+    let info = key_in(keys, account, id).await?;
+    if info.revoked_at.is_some() {
+        return Err(Error::NotFound);
+    }
+    Ok(info)
+}
+
 // ----- the caller's own account ----------------------------------------------
 
+#[cfg_attr(feature = "openapi", utoipa::path(post, path = "/api-keys", operation_id = "createKey", tag = "api-keys", request_body(content = CreateKey, content_type = "application/json"), responses((status = 201, body = super::openapi::NewKeySchema, description = "The new key; `key` is its secret, shown this once"))))]
 pub(super) async fn create_key(
     State(state): State<RouteState>,
     principal: Principal,
@@ -153,6 +171,7 @@ pub(super) async fn create_key(
     Ok(one_time(StatusCode::CREATED, &new))
 }
 
+#[cfg_attr(feature = "openapi", utoipa::path(get, path = "/api-keys", operation_id = "listKeys", tag = "api-keys", params(ListParams), responses((status = 200, body = Page, description = "One page of the account's keys"))))]
 pub(super) async fn list_keys(
     State(state): State<RouteState>,
     principal: Principal,
@@ -164,15 +183,17 @@ pub(super) async fn list_keys(
     Ok(Json(page))
 }
 
+#[cfg_attr(feature = "openapi", utoipa::path(get, path = "/api-keys/{id}", operation_id = "getKey", tag = "api-keys", params(("id" = KeyId, Path, description = "A key id")), responses((status = 200, body = KeyInfo, description = "The key"))))]
 pub(super) async fn get_key(
     State(state): State<RouteState>,
     principal: Principal,
     PathParams(id): PathParams<KeyId>,
 ) -> Result<Json<KeyInfo>, Error> {
     let keys = manager(&state, &principal);
-    Ok(Json(key_in(&keys, principal.account(), &id).await?))
+    Ok(Json(shown_key(&keys, principal.account(), &id).await?))
 }
 
+#[cfg_attr(feature = "openapi", utoipa::path(delete, path = "/api-keys/{id}", operation_id = "revokeKey", tag = "api-keys", params(("id" = KeyId, Path, description = "A key id")), responses((status = 204, description = "Revoked"))))]
 pub(super) async fn revoke_key(
     State(state): State<RouteState>,
     principal: Principal,
@@ -184,6 +205,7 @@ pub(super) async fn revoke_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[cfg_attr(feature = "openapi", utoipa::path(post, path = "/api-keys/{id}/rotate", operation_id = "rotateKey", tag = "api-keys", params(("id" = KeyId, Path, description = "A key id")), request_body(content = RotateBody, content_type = "application/json"), responses((status = 201, body = super::openapi::NewKeySchema, description = "The new key; `key` is its secret, shown this once"))))]
 pub(super) async fn rotate_key(
     State(state): State<RouteState>,
     principal: Principal,
@@ -196,6 +218,7 @@ pub(super) async fn rotate_key(
     Ok(one_time(StatusCode::CREATED, &new))
 }
 
+#[cfg_attr(feature = "openapi", utoipa::path(post, path = "/api-keys/{id}/reset-secret", operation_id = "resetSecret", tag = "api-keys", params(("id" = KeyId, Path, description = "A key id")), responses((status = 200, body = super::openapi::NewKeySchema, description = "The new key; `key` is its secret, shown this once"))))]
 pub(super) async fn reset_secret(
     State(state): State<RouteState>,
     principal: Principal,
@@ -207,6 +230,7 @@ pub(super) async fn reset_secret(
     Ok(one_time(StatusCode::OK, &new))
 }
 
+#[cfg_attr(feature = "openapi", utoipa::path(post, path = "/current-key/rotate", operation_id = "rotateCurrentKey", tag = "api-keys", request_body(content = RotateBody, content_type = "application/json"), responses((status = 201, body = super::openapi::NewKeySchema, description = "The new key; `key` is its secret, shown this once"))))]
 pub(super) async fn rotate_current_key(
     State(state): State<RouteState>,
     principal: Principal,
@@ -220,6 +244,7 @@ pub(super) async fn rotate_current_key(
 
 // ----- sub-accounts ----------------------------------------------------------
 
+#[cfg_attr(feature = "openapi", utoipa::path(post, path = "/sub-account", operation_id = "createSubAccount", tag = "sub-accounts", request_body(content = HandleBody, content_type = "application/json"), responses((status = 201, body = SubAccount, description = "The new sub-account"))))]
 pub(super) async fn create_sub_account(
     State(state): State<RouteState>,
     principal: Principal,
@@ -236,6 +261,7 @@ pub(super) async fn create_sub_account(
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
+#[cfg_attr(feature = "openapi", utoipa::path(post, path = "/sub-account/{handle}/api-key", operation_id = "createSubAccountKey", tag = "sub-accounts", params(("handle" = String, Path, pattern = "^[a-z0-9][a-z0-9_-]{0,62}$", description = "The sub-account's handle")), request_body(content = CreateKey, content_type = "application/json"), responses((status = 201, body = super::openapi::NewKeySchema, description = "The new key; `key` is its secret, shown this once"))))]
 pub(super) async fn create_sub_key(
     State(state): State<RouteState>,
     principal: Principal,
@@ -252,6 +278,7 @@ pub(super) async fn create_sub_key(
     Ok(one_time(StatusCode::CREATED, &new))
 }
 
+#[cfg_attr(feature = "openapi", utoipa::path(get, path = "/sub-account/{handle}/api-key", operation_id = "listSubAccountKeys", tag = "sub-accounts", params(("handle" = String, Path, pattern = "^[a-z0-9][a-z0-9_-]{0,62}$", description = "The sub-account's handle"), ListParams), responses((status = 200, body = Page, description = "One page of the sub-account's keys"))))]
 pub(super) async fn list_sub_keys(
     State(state): State<RouteState>,
     principal: Principal,
@@ -265,6 +292,7 @@ pub(super) async fn list_sub_keys(
     Ok(Json(page))
 }
 
+#[cfg_attr(feature = "openapi", utoipa::path(get, path = "/sub-account/{handle}/api-key/{id}", operation_id = "getSubAccountKey", tag = "sub-accounts", params(("handle" = String, Path, pattern = "^[a-z0-9][a-z0-9_-]{0,62}$", description = "The sub-account's handle"), ("id" = KeyId, Path, description = "A key id")), responses((status = 200, body = KeyInfo, description = "The key"))))]
 pub(super) async fn get_sub_key(
     State(state): State<RouteState>,
     principal: Principal,
@@ -272,9 +300,10 @@ pub(super) async fn get_sub_key(
 ) -> Result<Json<KeyInfo>, Error> {
     let sub = sub_account(&principal, &handle)?;
     let keys = manager(&state, &principal);
-    Ok(Json(key_in(&keys, &sub, &id).await?))
+    Ok(Json(shown_key(&keys, &sub, &id).await?))
 }
 
+#[cfg_attr(feature = "openapi", utoipa::path(delete, path = "/sub-account/{handle}/api-key/{id}", operation_id = "revokeSubAccountKey", tag = "sub-accounts", params(("handle" = String, Path, pattern = "^[a-z0-9][a-z0-9_-]{0,62}$", description = "The sub-account's handle"), ("id" = KeyId, Path, description = "A key id")), responses((status = 204, description = "Revoked"))))]
 pub(super) async fn revoke_sub_key(
     State(state): State<RouteState>,
     principal: Principal,
@@ -287,6 +316,7 @@ pub(super) async fn revoke_sub_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[cfg_attr(feature = "openapi", utoipa::path(post, path = "/sub-account/{handle}/api-key/{id}/rotate", operation_id = "rotateSubAccountKey", tag = "sub-accounts", params(("handle" = String, Path, pattern = "^[a-z0-9][a-z0-9_-]{0,62}$", description = "The sub-account's handle"), ("id" = KeyId, Path, description = "A key id")), request_body(content = RotateBody, content_type = "application/json"), responses((status = 201, body = super::openapi::NewKeySchema, description = "The new key; `key` is its secret, shown this once"))))]
 pub(super) async fn rotate_sub_key(
     State(state): State<RouteState>,
     principal: Principal,
@@ -300,6 +330,7 @@ pub(super) async fn rotate_sub_key(
     Ok(one_time(StatusCode::CREATED, &new))
 }
 
+#[cfg_attr(feature = "openapi", utoipa::path(post, path = "/sub-account/{handle}/api-key/{id}/reset-secret", operation_id = "resetSubAccountSecret", tag = "sub-accounts", params(("handle" = String, Path, pattern = "^[a-z0-9][a-z0-9_-]{0,62}$", description = "The sub-account's handle"), ("id" = KeyId, Path, description = "A key id")), responses((status = 200, body = super::openapi::NewKeySchema, description = "The new key; `key` is its secret, shown this once"))))]
 pub(super) async fn reset_sub_secret(
     State(state): State<RouteState>,
     principal: Principal,
@@ -339,6 +370,7 @@ async fn change_key(
     Ok(Json(info))
 }
 
+#[cfg_attr(feature = "openapi", utoipa::path(post, path = "/api-keys/{id}/disable", operation_id = "disableKey", tag = "api-keys", params(("id" = KeyId, Path, description = "A key id")), responses((status = 200, body = KeyInfo, description = "The key, disabled"))))]
 pub(super) async fn disable_key(
     State(state): State<RouteState>,
     principal: Principal,
@@ -354,6 +386,7 @@ pub(super) async fn disable_key(
     .await
 }
 
+#[cfg_attr(feature = "openapi", utoipa::path(post, path = "/api-keys/{id}/enable", operation_id = "enableKey", tag = "api-keys", params(("id" = KeyId, Path, description = "A key id")), responses((status = 200, body = KeyInfo, description = "The key, enabled"))))]
 pub(super) async fn enable_key(
     State(state): State<RouteState>,
     principal: Principal,
@@ -362,6 +395,7 @@ pub(super) async fn enable_key(
     change_key(&state, &principal, principal.account(), &id, Change::Enable).await
 }
 
+#[cfg_attr(feature = "openapi", utoipa::path(patch, path = "/api-keys/{id}", operation_id = "updateKey", tag = "api-keys", params(("id" = KeyId, Path, description = "A key id")), request_body(content = KeyUpdate, content_type = "application/json"), responses((status = 200, body = KeyInfo, description = "The key, updated"))))]
 pub(super) async fn update_key(
     State(state): State<RouteState>,
     principal: Principal,
@@ -372,6 +406,7 @@ pub(super) async fn update_key(
     change_key(&state, &principal, principal.account(), &id, change).await
 }
 
+#[cfg_attr(feature = "openapi", utoipa::path(post, path = "/sub-account/{handle}/api-key/{id}/disable", operation_id = "disableSubAccountKey", tag = "sub-accounts", params(("handle" = String, Path, pattern = "^[a-z0-9][a-z0-9_-]{0,62}$", description = "The sub-account's handle"), ("id" = KeyId, Path, description = "A key id")), responses((status = 200, body = KeyInfo, description = "The key, disabled"))))]
 pub(super) async fn disable_sub_key(
     State(state): State<RouteState>,
     principal: Principal,
@@ -381,6 +416,7 @@ pub(super) async fn disable_sub_key(
     change_key(&state, &principal, &sub, &id, Change::Disable).await
 }
 
+#[cfg_attr(feature = "openapi", utoipa::path(post, path = "/sub-account/{handle}/api-key/{id}/enable", operation_id = "enableSubAccountKey", tag = "sub-accounts", params(("handle" = String, Path, pattern = "^[a-z0-9][a-z0-9_-]{0,62}$", description = "The sub-account's handle"), ("id" = KeyId, Path, description = "A key id")), responses((status = 200, body = KeyInfo, description = "The key, enabled"))))]
 pub(super) async fn enable_sub_key(
     State(state): State<RouteState>,
     principal: Principal,
@@ -390,6 +426,7 @@ pub(super) async fn enable_sub_key(
     change_key(&state, &principal, &sub, &id, Change::Enable).await
 }
 
+#[cfg_attr(feature = "openapi", utoipa::path(patch, path = "/sub-account/{handle}/api-key/{id}", operation_id = "updateSubAccountKey", tag = "sub-accounts", params(("handle" = String, Path, pattern = "^[a-z0-9][a-z0-9_-]{0,62}$", description = "The sub-account's handle"), ("id" = KeyId, Path, description = "A key id")), request_body(content = KeyUpdate, content_type = "application/json"), responses((status = 200, body = KeyInfo, description = "The key, updated"))))]
 pub(super) async fn update_sub_key(
     State(state): State<RouteState>,
     principal: Principal,

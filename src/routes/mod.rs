@@ -26,7 +26,7 @@
 //! |---|---|---|---|
 //! | `POST /v1/api-keys` | write | create a key for the caller's account | 201, [`NewKey::response`] |
 //! | `GET /v1/api-keys?after=…&limit=…` | read | list the account's keys | 200, [`Page`] |
-//! | `GET /v1/api-keys/{id}` | read | one key | 200, [`KeyInfo`] |
+//! | `GET /v1/api-keys/{id}` | read | one key (a revoked key is 404, gone like a deleted one) | 200, [`KeyInfo`] |
 //! | `DELETE /v1/api-keys/{id}` | write | revoke at once | 204 |
 //! | `POST /v1/api-keys/{id}/rotate` | write | a successor; the old key stops now or after `{"grace_seconds": n}` | 201, [`NewKey::response`] |
 //! | `POST /v1/api-keys/{id}/reset-secret` | write | a new secret under the same id (key pairs keep their public key) | 200, [`NewKey::response`] |
@@ -54,6 +54,8 @@
 
 mod extract;
 mod handlers;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 
 use std::sync::Arc;
 
@@ -74,6 +76,7 @@ use crate::service::{CreateKey, KeyInfo, NewKey, Page};
 /// A sub-account as the create route answers it: `{"handle", "account",
 /// "parent"}`, where `account` is `parent/handle`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct SubAccount {
     /// The handle the parent chose.

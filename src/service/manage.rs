@@ -48,19 +48,32 @@ pub const MAX_REQUEST_LIMITS: usize = 32;
 /// assert_eq!(parsed.name(), request.name());
 /// ```
 #[derive(Debug, Clone, Default, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
+    // The routes name a key that comes without one.
     #[serde(alias = "label")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            required = false,
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        )
+    )]
     name: String,
     #[serde(default)]
     bundle: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 128))]
     scopes: Vec<String>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     expires_at: Option<OffsetDateTime>,
     #[serde(default)]
     format: Option<String>,
     #[serde(default, deserialize_with = "limits_from_map")]
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::HashMap<String, Quota>))]
     rate_limits: Vec<(String, Quota)>,
     #[serde(default)]
     metadata: Metadata,
@@ -75,6 +88,7 @@ pub struct CreateKey {
 /// Credits as a request names them: `{"remaining": 100, "refill": {"amount":
 /// 100, "interval_ms": 86400000}}` (`refill` optional).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreditsRequest {
     pub(super) remaining: u64,
@@ -252,6 +266,7 @@ pub enum Rotation {
 /// A key as shown to its owner: never the secret, only the redacted lookup id
 /// (and, for key pairs, the public API key, which is always visible).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct KeyInfo {
     /// The key's id.
@@ -412,6 +427,7 @@ impl std::fmt::Debug for NewKeyResponse<'_> {
 
 /// One page of a key listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct Page {
     /// The keys on this page.

@@ -41,21 +41,34 @@ use crate::store::{KeyChange, KeyId};
 /// # let _ = update;
 /// ```
 #[derive(Debug, Clone, Default, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct KeyUpdate {
     #[serde(default, alias = "label")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        )
+    )]
     name: Option<String>,
     #[serde(default)]
     metadata: Option<Metadata>,
     #[serde(default, deserialize_with = "present_expiry")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<OffsetDateTime>))]
     expires_at: Option<Option<OffsetDateTime>>,
     #[serde(default, deserialize_with = "present_limits")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<std::collections::HashMap<String, Quota>>))]
     rate_limits: Option<Vec<(String, Quota)>>,
     #[serde(default)]
     bundle: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 128))]
     scopes: Option<Vec<String>>,
     #[serde(default, deserialize_with = "present_credits")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<CreditsRequest>))]
     credits: Option<Option<CreditsRequest>>,
     #[serde(default, deserialize_with = "present_identity")]
     identity: Option<Option<IdentityId>>,

@@ -22,6 +22,26 @@ pub const MAX_ACCOUNT_ID_LEN: usize = 128;
 #[serde(transparent)]
 pub struct KeyId(Box<str>);
 
+/// 1 to [`MAX_KEY_ID_LEN`] visible ASCII characters, as deserializing checks.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for KeyId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .min_length(Some(1))
+            .max_length(Some(MAX_KEY_ID_LEN))
+            .pattern(Some("^[!-~]+$"))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for KeyId {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "KeyId".into()
+    }
+}
+
 /// The longest key id accepted from outside, in bytes.
 pub const MAX_KEY_ID_LEN: usize = 128;
 
@@ -94,6 +114,7 @@ impl fmt::Display for KeyId {
 /// tenant's names. The `/` separator is therefore reserved: an id containing
 /// it names a sub-account.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct AccountId(String);
 
