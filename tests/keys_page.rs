@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use http_support::{app, start, Options, Product};
+use http_support::{app, mailkite_service, start, Options, Product};
 use hyper_util::client::legacy::connect::HttpConnector;
 use keygate::{profiles, ApiKeys};
 use serde_json::json;
@@ -329,6 +329,103 @@ async fn keys_page_shows_a_key_once_escapes_names_and_revokes() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 401);
+
+    c.close().await.unwrap();
+}
+
+/// MailKite signs in on the page with the dashboard's login (a session), not
+/// a pasted key: a wrong password is refused, the right one lists the user's
+/// key, the session token stays out of browser storage, and a reload forgets
+/// it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_page_signs_mailkite_users_in_with_their_session() {
+    let Some((chromium, driver)) = browser() else {
+        return;
+    };
+    const EMAIL: &str = "page@example.com";
+    const PASSWORD: &str = "correct horse battery staple";
+    let (api, _clock) = mailkite_service();
+    let (server, _) = start(Product::MailKite, &api, Options::default()).await;
+    let signup = server
+        .post("/api/auth/signup")
+        .json(&json!({ "email": EMAIL, "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signup.status(), 201);
+    let token = signup.json::<serde_json::Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (_driver, c) = launch(&chromium, &driver).await;
+    c.goto(&server.url("/keys")).await.unwrap();
+    let log_in = |password: &'static str| {
+        let c = c.clone();
+        async move {
+            let email = c.wait().for_element(Locator::Id("email")).await.unwrap();
+            email.clear().await.unwrap();
+            email.send_keys(EMAIL).await.unwrap();
+            c.find(Locator::Id("password"))
+                .await
+                .unwrap()
+                .send_keys(password)
+                .await
+                .unwrap();
+            c.find(Locator::Css("#login-form button[type=submit]"))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+        }
+    };
+
+    log_in("not the password").await;
+    wait_until(
+        &c,
+        "the refusal",
+        "document.getElementById('message').textContent.length > 0",
+    )
+    .await;
+    assert!(c
+        .execute("return document.getElementById('keys').hidden;", vec![])
+        .await
+        .unwrap()
+        .as_bool()
+        .unwrap());
+
+    log_in(PASSWORD).await;
+    wait_until(
+        &c,
+        "the key list",
+        "!document.getElementById('keys').hidden",
+    )
+    .await;
+    wait_until(
+        &c,
+        "the user's key",
+        "document.querySelectorAll('#key-rows tr').length === 1",
+    )
+    .await;
+    let stored = c
+        .execute(
+            "return localStorage.length + sessionStorage.length + document.cookie.length;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored, json!(0), "nothing kept in browser storage");
+
+    c.refresh().await.unwrap();
+    c.wait().for_element(Locator::Id("email")).await.unwrap();
+    assert!(c
+        .execute("return document.getElementById('keys').hidden;", vec![])
+        .await
+        .unwrap()
+        .as_bool()
+        .unwrap());
+    assert!(!c.source().await.unwrap().contains(&token));
 
     c.close().await.unwrap();
 }
