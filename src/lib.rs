@@ -67,7 +67,7 @@
 //! | `memory` | yes | [`MemoryStore`] |
 //! | `sqlite` | no | `SqliteStore` (sqlx, embedded migrations) |
 //! | `postgres` | no | `PostgresStore` (sqlx, embedded migrations), and change notifications that [`CachedStore`] follows across instances |
-//! | `redis` | no | `RedisRateLimiter`: one quota per key shared by every instance, through Redis |
+//! | `redis` | no | `RedisRateLimiter`: one quota per key shared by every instance, through Redis or a Redis Cluster |
 //! | `tower` | no | `layer`: `ApiKeyLayer` for any tower service and body type, JSON error responses, an HTTPS-only guard |
 //! | `axum` | no | `tower`, plus axum extractors (`Principal`, `Require`, `JsonBody`), `IntoResponse` for `AuthError` and `Error`, and `routes`: the key-management routes |
 //! | `smtp` | no | `smtp`: Mailjet-style key pairs as SMTP AUTH PLAIN/LOGIN credentials, an SMTP submission state machine and listener |
@@ -142,7 +142,9 @@ pub use ratelimit::{
 pub use ratelimit::{RedisConnectError, RedisFailure, RedisRateLimiter, RedisRateLimiterBuilder};
 /// The `redis` crate keygate is built against, to make the
 /// [`ConnectionManager`](redis::aio::ConnectionManager) that
-/// [`RedisRateLimiter::new`] takes without a version mismatch.
+/// [`RedisRateLimiter::new`] takes (or the cluster connection that
+/// [`RedisRateLimiterBuilder::build_cluster`] takes) without a version
+/// mismatch.
 #[cfg(feature = "redis")]
 pub use redis;
 pub use scope::{Requirement, ScopeCatalog, ScopeSet};

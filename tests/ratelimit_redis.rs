@@ -685,7 +685,7 @@ pub(crate) async fn two_instances_with_separate_stores_share_a_keys_credits_exac
     assert_eq!(left, expected, "each credit spent once");
     assert_eq!(refused, 50);
     // Redis holds what remains; the stores keep the credits as set.
-    let ledger = limiter.credits_key_for(key.info.id.as_str());
+    let ledger = limiter.credits_key_for(&org(), key.info.id.as_str());
     let r: u64 = redis::cmd("HGET")
         .arg(&ledger)
         .arg("r")
@@ -742,14 +742,14 @@ pub(crate) async fn an_identitys_credits_are_shared_through_redis_both_or_neithe
     assert_eq!(refused, 40);
     // The 40 refusals spent none of the key's credits.
     let r: u64 = redis::cmd("HGET")
-        .arg(limiter.credits_key_for(key.info.id.as_str()))
+        .arg(limiter.credits_key_for(&org(), key.info.id.as_str()))
         .arg("r")
         .query_async(&mut redis.admin)
         .await
         .unwrap();
     assert_eq!(r, 30);
     let r: u64 = redis::cmd("HGET")
-        .arg(limiter.credits_key_for(acme.id.as_str()))
+        .arg(limiter.credits_key_for(&org(), acme.id.as_str()))
         .arg("r")
         .query_async(&mut redis.admin)
         .await
@@ -836,6 +836,7 @@ pub(crate) async fn redis_credits_follow_the_in_process_rule_with_refills() {
         let cost = (x >> 20) % 5;
         let got = limiter
             .spend_credits(
+                &org(),
                 Some(("key_walk", &key_set)),
                 Some(("idn_walk", &idn_set)),
                 cost,

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 
 use super::{Decision, Quota};
 use crate::store::SharedSpend;
-use crate::Credits;
+use crate::{AccountId, Credits};
 
 /// A limiter's state could not be read or updated, so no decision was made.
 ///
@@ -102,6 +102,10 @@ pub trait RateLimiter: Send + Sync + std::fmt::Debug {
     /// and `identity` name a ledger (the key's lineage, the identity's id)
     /// and give the credits its record holds, which seed the ledger and
     /// re-seed it whenever they change (an update of the credits).
+    /// `account` is the account of the key, to which its identity belongs
+    /// too: a limiter may keep all of an account's ledgers together (a
+    /// `RedisRateLimiter` keeps them in one Redis Cluster slot, so one
+    /// script can update both).
     ///
     /// `Ok(None)` means this limiter keeps no credits, and the store spends
     /// them instead: the default, and what a limiter that falls back to
@@ -110,12 +114,13 @@ pub trait RateLimiter: Send + Sync + std::fmt::Debug {
     /// unavailable.
     async fn spend_credits(
         &self,
+        account: &AccountId,
         key: Option<(&str, &Credits)>,
         identity: Option<(&str, &Credits)>,
         cost: u64,
         now: OffsetDateTime,
     ) -> Result<Option<SharedSpend>, LimiterUnavailable> {
-        let _ = (key, identity, cost, now);
+        let _ = (account, key, identity, cost, now);
         Ok(None)
     }
 }

@@ -16,14 +16,16 @@ use std::sync::{Arc, LazyLock, OnceLock, Weak};
 use std::time::Duration;
 
 use parking_lot::RwLock;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, IntoConnectionInfo, RedisError, Script};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Client, Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Script, Value};
 
 use time::OffsetDateTime;
 
 use super::{Decision, LimiterUnavailable, LocalRateLimiter, Quota, RateLimiter};
 use crate::store::{SharedSpend, Spend};
-use crate::{Clock, Credits, SystemClock};
+use crate::{AccountId, Clock, Credits, SystemClock};
 
 const DEFAULT_PREFIX: &str = "keygate:rl:";
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
@@ -207,8 +209,9 @@ pub enum RedisConnectError {
 /// Cluster hash tag: the script only ever touches one key, so it would be
 /// cluster-safe without them, but the tag puts all classes of one API key in
 /// one slot so that [`forget`](RateLimiter::forget) can delete them with a
-/// single `DEL`. The limiter itself speaks to one endpoint through a
-/// [`ConnectionManager`] (a single server, a primary, or a cluster proxy). Choose a prefix without braces, or the hash tag moves.
+/// single `DEL`. Credit ledgers are tagged with the account instead (see
+/// [Credits](#credits)). Choose a prefix without braces, or the hash tags
+/// move.
 ///
 /// # Time
 ///
@@ -224,11 +227,14 @@ pub enum RedisConnectError {
 /// exactly even when each has a store of its own: a key's credits and its
 /// identity's are spent together, both or neither, by one script, with the
 /// lazy refill of [`Credits::spend`] (months are 30 days). A key's ledger is
-/// a hash at `<prefix>{<lineage>}#credits` (its lineage, like its buckets,
-/// so rotation keeps it), an identity's at `<prefix>{<identity id>}#credits`;
-/// [`credits_key_for`](Self::credits_key_for) names them. The script touches
-/// both, so with a Redis Cluster it needs a proxy that allows cross-slot
-/// scripts, or a single server.
+/// a hash at `<prefix>{<account>}#credits:<lineage>` (its lineage, like its
+/// buckets, so rotation keeps it), an identity's at
+/// `<prefix>{<account>}#credits:<identity id>`;
+/// [`credits_key_for`](Self::credits_key_for) names them. The hash tag is
+/// the key's account (braces in an account id are left out of the tag), to
+/// which its identity always belongs too: the two ledgers one script
+/// touches are in one Redis Cluster slot, whatever identity the key is
+/// attached to. All ledgers of one account share that slot.
 ///
 /// Redis is the source of truth for what remains; the store's record holds
 /// the credits as last *set* (at creation or by an update), which the
@@ -245,6 +251,34 @@ pub enum RedisConnectError {
 /// The remaining credits a request left are on its
 /// [`Principal`](crate::Principal) and in its response header; the store's
 /// [`KeyInfo`](crate::KeyInfo) shows the credits as last set.
+///
+/// # Redis Cluster
+///
+/// [`RedisRateLimiterBuilder::connect_cluster`] connects through the `redis`
+/// crate's cluster-aware client: each script runs on the master that owns
+/// its keys' slot (every script touches keys of one slot only, thanks to
+/// the hash tags above), and the client follows redirections as slots
+/// move. Limits and credits are as exact as on one server.
+///
+/// When a master fails, the keys of its slots cannot be decided until a
+/// replica is promoted (after the cluster's `cluster-node-timeout`, or at
+/// once with `CLUSTER FAILOVER TAKEOVER` on the replica); while the cluster
+/// state is `fail`, the other masters refuse commands too (unless
+/// `cluster-require-full-coverage no`). Meanwhile every call fails or times
+/// out and the [`RedisFailure`] policy applies: with
+/// [`FailClosed`](RedisFailure::FailClosed) no request is admitted without a
+/// decision of the master that owns the bucket. Once the replica is master,
+/// the client learns the new owner from the cluster (a `MOVED` reply or a
+/// fresh slot map) and decisions succeed again, within a few calls.
+///
+/// Redis replicates asynchronously, so what the failed master had written
+/// but not yet sent to its replica is lost: a bucket returns to an older
+/// state and refills early by what was admitted in that replication lag, at
+/// most its burst plus the lag times its rate; credits spent in the lag
+/// are given back. The lag is usually below a millisecond on a LAN; Redis's
+/// `min-replicas-to-write 1` with `min-replicas-max-lag <seconds>` caps it
+/// (a master whose replicas lag further refuses writes, and the policy
+/// applies).
 ///
 /// # When Redis cannot be reached
 ///
@@ -291,8 +325,8 @@ pub struct RedisRateLimiter {
 }
 
 struct Inner {
-    /// Set once connected; the manager then reconnects by itself.
-    conn: OnceLock<ConnectionManager>,
+    /// Set once connected; the connection then reconnects by itself.
+    conn: OnceLock<Conn>,
     prefix: String,
     timeout: Duration,
     on_failure: RedisFailure,
@@ -302,6 +336,64 @@ struct Inner {
     classes: RwLock<Vec<Box<str>>>,
     /// Whether the last call failed; logs only the changes.
     failing: AtomicBool,
+}
+
+/// The connection a limiter speaks through: one server (or primary) through
+/// a connection manager, or a Redis Cluster through the cluster-aware
+/// client, which sends each command to the master of its key's slot and
+/// follows the cluster's redirections (`MOVED`, `ASK`) and failovers.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(conn) => conn.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(conn) => conn.get_db(),
+            Conn::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// How to (re)connect: the client and settings of either kind of connection.
+#[derive(Clone)]
+enum Connector {
+    Single(Client, ConnectionManagerConfig),
+    Cluster(ClusterClient),
+}
+
+impl Connector {
+    async fn connect(&self) -> Result<Conn, RedisError> {
+        match self {
+            Connector::Single(client, config) => {
+                ConnectionManager::new_with_config(client.clone(), config.clone())
+                    .await
+                    .map(Conn::Single)
+            }
+            Connector::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
+        }
+    }
 }
 
 /// Configures a [`RedisRateLimiter`]. See [`RedisRateLimiter::builder`].
@@ -379,9 +471,6 @@ impl RedisRateLimiterBuilder {
         info: impl IntoConnectionInfo,
     ) -> Result<RedisRateLimiter, RedisConnectError> {
         let client = Client::open(info).map_err(RedisConnectError::InvalidConnectionInfo)?;
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(RedisConnectError::NoRuntime);
-        }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(self.connect_timeout)
             // One retry, a second or two later, per reconnection; the next
@@ -390,18 +479,67 @@ impl RedisRateLimiterBuilder {
             .set_number_of_retries(1)
             .set_factor(1)
             .set_max_delay(1_000);
+        self.connect_with(Connector::Single(client, config)).await
+    }
+
+    /// Connects to the Redis Cluster that `nodes` belong to (URLs such as
+    /// `redis://127.0.0.1:7000/`, or [`redis::ConnectionInfo`]s; one
+    /// reachable node is enough, the client learns the others from it).
+    ///
+    /// Each bucket's script then runs on the master of the bucket's slot,
+    /// and each credits script on the master of the account's slot (see
+    /// [Redis Cluster](RedisRateLimiter#redis-cluster)). Waiting, failing
+    /// and reconnecting work as for [`connect`](Self::connect): a cluster
+    /// that cannot be reached in time is connected to in the background.
+    /// Fails for invalid connection info, an empty list of nodes, nodes
+    /// with different credentials, or when called outside a Tokio runtime.
+    ///
+    /// ```no_run
+    /// use keygate::RedisRateLimiter;
+    ///
+    /// # async fn run() -> Result<(), keygate::RedisConnectError> {
+    /// let limiter = RedisRateLimiter::builder()
+    ///     .prefix("myapp:rl:")
+    ///     .connect_cluster(["redis://10.0.0.1:6379/", "redis://10.0.0.2:6379/"])
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect_cluster<T: IntoConnectionInfo>(
+        self,
+        nodes: impl IntoIterator<Item = T>,
+    ) -> Result<RedisRateLimiter, RedisConnectError> {
+        let client = ClusterClient::builder(nodes)
+            .connection_timeout(self.connect_timeout)
+            // Retry within a call's timeout: a redirection at once, a
+            // cluster that is failing over after 10 ms and more. A call that
+            // times out is dropped, with its retries.
+            .retries(3)
+            .min_retry_wait(10)
+            .max_retry_wait(250)
+            .build()
+            .map_err(RedisConnectError::InvalidConnectionInfo)?;
+        self.connect_with(Connector::Cluster(client)).await
+    }
+
+    async fn connect_with(
+        self,
+        connector: Connector,
+    ) -> Result<RedisRateLimiter, RedisConnectError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(RedisConnectError::NoRuntime);
+        }
         let connect_timeout = self.connect_timeout;
         let limiter = self.limiter();
-        match connect_once(&client, &config, connect_timeout).await {
-            Ok(manager) => limiter.install(manager).await,
+        match connect_once(&connector, connect_timeout).await {
+            Ok(conn) => limiter.install(conn).await,
             Err(e) => {
                 tracing::warn!(target: "keygate", error = %e,
                     "redis rate limiter could not connect; retrying in the background");
                 limiter.inner.failing.store(true, Ordering::Relaxed);
                 tokio::spawn(connect_in_background(
                     Arc::downgrade(&limiter.inner),
-                    client,
-                    config,
+                    connector,
                     connect_timeout,
                 ));
             }
@@ -414,7 +552,16 @@ impl RedisRateLimiterBuilder {
     /// The connect timeout does not apply.
     pub fn build(self, manager: ConnectionManager) -> RedisRateLimiter {
         RedisRateLimiter {
-            inner: Arc::new(self.inner(OnceLock::from(manager))),
+            inner: Arc::new(self.inner(OnceLock::from(Conn::Single(manager)))),
+        }
+    }
+
+    /// A limiter on an existing Redis Cluster connection (made with
+    /// [`ClusterClient::get_async_connection`]). The connect timeout does not
+    /// apply.
+    pub fn build_cluster(self, conn: ClusterConnection) -> RedisRateLimiter {
+        RedisRateLimiter {
+            inner: Arc::new(self.inner(OnceLock::from(Conn::Cluster(conn)))),
         }
     }
 
@@ -424,7 +571,7 @@ impl RedisRateLimiterBuilder {
         }
     }
 
-    fn inner(self, conn: OnceLock<ConnectionManager>) -> Inner {
+    fn inner(self, conn: OnceLock<Conn>) -> Inner {
         Inner {
             conn,
             prefix: self.prefix,
@@ -437,38 +584,24 @@ impl RedisRateLimiterBuilder {
     }
 }
 
-async fn connect_once(
-    client: &Client,
-    config: &ConnectionManagerConfig,
-    timeout: Duration,
-) -> Result<ConnectionManager, String> {
-    match tokio::time::timeout(
-        timeout,
-        ConnectionManager::new_with_config(client.clone(), config.clone()),
-    )
-    .await
-    {
-        Ok(Ok(manager)) => Ok(manager),
+async fn connect_once(connector: &Connector, timeout: Duration) -> Result<Conn, String> {
+    match tokio::time::timeout(timeout, connector.connect()).await {
+        Ok(Ok(conn)) => Ok(conn),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no connection within {timeout:?}")),
     }
 }
 
 /// Tries to connect until it succeeds or the limiter is dropped.
-async fn connect_in_background(
-    limiter: Weak<Inner>,
-    client: Client,
-    config: ConnectionManagerConfig,
-    timeout: Duration,
-) {
+async fn connect_in_background(limiter: Weak<Inner>, connector: Connector, timeout: Duration) {
     loop {
         tokio::time::sleep(RECONNECT_PAUSE).await;
         if limiter.strong_count() == 0 {
             return;
         }
-        if let Ok(manager) = connect_once(&client, &config, timeout).await {
+        if let Ok(conn) = connect_once(&connector, timeout).await {
             if let Some(inner) = limiter.upgrade() {
-                RedisRateLimiter { inner }.install(manager).await;
+                RedisRateLimiter { inner }.install(conn).await;
             }
             return;
         }
@@ -486,6 +619,12 @@ impl RedisRateLimiter {
     /// A limiter with the default settings on an existing connection manager.
     pub fn new(manager: ConnectionManager) -> Self {
         Self::builder().build(manager)
+    }
+
+    /// Connects to the Redis Cluster that `nodes` belong to with the default
+    /// settings. See [`RedisRateLimiterBuilder::connect_cluster`].
+    pub async fn connect_cluster(nodes: &[&str]) -> Result<Self, RedisConnectError> {
+        Self::builder().connect_cluster(nodes.iter().copied()).await
     }
 
     /// Starts configuring a limiter.
@@ -525,18 +664,18 @@ impl RedisRateLimiter {
         self.inner.on_failure
     }
 
-    /// Stores the connection and loads the script, so that the first check
-    /// already takes a single `EVALSHA`.
-    async fn install(&self, mut manager: ConnectionManager) {
+    /// Stores the connection and loads the scripts (on every node of a
+    /// cluster), so that the first check already takes a single `EVALSHA`.
+    async fn install(&self, mut conn: Conn) {
         // Best effort: `EVALSHA` falls back to loading the script itself.
         for script in [&*GCRA, &*CREDITS] {
             let _ = tokio::time::timeout(
                 self.inner.timeout.max(Duration::from_millis(500)),
-                script.prepare_invoke().load_async(&mut manager),
+                script.prepare_invoke().load_async(&mut conn),
             )
             .await;
         }
-        if self.inner.conn.set(manager).is_ok() {
+        if self.inner.conn.set(conn).is_ok() {
             self.inner.recovered();
         }
     }
@@ -572,10 +711,12 @@ impl RedisRateLimiter {
     }
 
     /// The Redis key holding the shared credits of `id` (a key's lineage or
-    /// an identity's id).
+    /// an identity's id) of `account`. Its hash tag is the account (without
+    /// any braces it has), so all ledgers of an account share a Redis Cluster
+    /// slot.
     ///
     /// ```
-    /// use keygate::RedisRateLimiter;
+    /// use keygate::{AccountId, RedisRateLimiter};
     /// use std::time::Duration;
     ///
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -583,17 +724,22 @@ impl RedisRateLimiter {
     ///     .connect_timeout(Duration::from_millis(100))
     ///     .connect("redis://127.0.0.1:6379/")
     ///     .await?;
-    /// assert_eq!(limiter.credits_key_for("idn_01"), "keygate:rl:{idn_01}#credits");
+    /// let org = AccountId::new("org_42").unwrap();
+    /// assert_eq!(
+    ///     limiter.credits_key_for(&org, "idn_01"),
+    ///     "keygate:rl:{org_42}#credits:idn_01"
+    /// );
     /// # Ok::<(), keygate::RedisConnectError>(())
     /// # }).unwrap();
     /// ```
-    pub fn credits_key_for(&self, id: &str) -> String {
-        credits_key(&self.inner.prefix, id)
+    pub fn credits_key_for(&self, account: &AccountId, id: &str) -> String {
+        credits_key(&self.inner.prefix, account, id)
     }
 
     /// Runs the credits script on the ledgers given, key first.
     async fn run_credits(
         &self,
+        account: &AccountId,
         key: Option<(&str, &Credits)>,
         identity: Option<(&str, &Credits)>,
         cost: u64,
@@ -612,7 +758,7 @@ impl RedisRateLimiter {
         for (id, credits) in &ledgers {
             let refill = credits.refill;
             invocation
-                .key(credits_key(&self.inner.prefix, id))
+                .key(credits_key(&self.inner.prefix, account, id))
                 .arg(fingerprint(credits))
                 .arg(credits.remaining.min(MAX_LUA_INT))
                 .arg(refill.map_or(0, |r| r.amount.min(MAX_LUA_INT)))
@@ -744,13 +890,14 @@ impl RateLimiter for RedisRateLimiter {
     /// the spend to the store (`Ok(None)`).
     async fn spend_credits(
         &self,
+        account: &AccountId,
         key: Option<(&str, &Credits)>,
         identity: Option<(&str, &Credits)>,
         cost: u64,
         now: OffsetDateTime,
     ) -> Result<Option<SharedSpend>, LimiterUnavailable> {
         let inner = &*self.inner;
-        match self.run_credits(key, identity, cost, now).await {
+        match self.run_credits(account, key, identity, cost, now).await {
             Ok(spend) => {
                 inner.recovered();
                 Ok(Some(spend))
@@ -805,8 +952,30 @@ impl RateLimiter for RedisRateLimiter {
 /// Lua numbers are doubles: integers are exact up to 2^53.
 const MAX_LUA_INT: u64 = 1 << 53;
 
-fn credits_key(prefix: &str, id: &str) -> String {
-    format!("{prefix}{{{id}}}#credits")
+/// The ledger of `id` (a key's lineage or an identity's id) in `account`:
+/// `<prefix>{<account>}#credits:<id>`. The account is the Redis Cluster hash
+/// tag, so a key's ledger and its identity's (always of the key's account)
+/// share a slot and one script can spend both.
+fn credits_key(prefix: &str, account: &AccountId, id: &str) -> String {
+    let mut key = String::with_capacity(prefix.len() + account.as_str().len() + id.len() + 12);
+    key.push_str(prefix);
+    key.push('{');
+    push_hash_tag(&mut key, account.as_str());
+    key.push_str("}#credits:");
+    key.push_str(id);
+    key
+}
+
+/// Appends `tag` for use between braces as a hash tag: without braces of its
+/// own (which would end or move the tag), and never empty (Redis hashes the
+/// whole key for `{}`). Tags that differ only there share a slot, which
+/// is harmless: the full key names still differ.
+fn push_hash_tag(key: &mut String, tag: &str) {
+    let start = key.len();
+    key.extend(tag.chars().filter(|c| !matches!(c, '{' | '}')));
+    if key.len() == start {
+        key.push('_');
+    }
 }
 
 /// What identifies a record's credits as set: any update of them changes it
@@ -910,6 +1079,81 @@ mod tests {
             "keygate:rl:{key_01}:send"
         );
         assert_eq!(bucket_key("", "", ""), "{}:");
+    }
+
+    #[test]
+    fn credit_ledgers_carry_the_account_as_hash_tag() {
+        let account = |id: &str| AccountId::new(id).unwrap();
+        assert_eq!(
+            credits_key("keygate:rl:", &account("org_42"), "key_01"),
+            "keygate:rl:{org_42}#credits:key_01"
+        );
+        assert_eq!(
+            credits_key("p:", &account("acme/eu"), "idn_01"),
+            "p:{acme/eu}#credits:idn_01"
+        );
+        // Braces would end or move the tag, and `{}` tags nothing.
+        assert_eq!(
+            credits_key("p:", &account("a{b}c"), "k"),
+            "p:{abc}#credits:k"
+        );
+        assert_eq!(credits_key("p:", &account("}{"), "k"), "p:{_}#credits:k");
+    }
+
+    /// The slot Redis Cluster gives `key`: CRC16 (XMODEM) of its hash tag, or
+    /// of the whole key when it has none, modulo 16384.
+    fn slot(key: &str) -> u16 {
+        let bytes = key.as_bytes();
+        let hashed = match bytes.iter().position(|b| *b == b'{') {
+            Some(open) => match bytes[open + 1..].iter().position(|b| *b == b'}') {
+                Some(len) if len > 0 => &bytes[open + 1..open + 1 + len],
+                _ => bytes,
+            },
+            None => bytes,
+        };
+        let mut crc: u16 = 0;
+        for byte in hashed {
+            crc ^= u16::from(*byte) << 8;
+            for _ in 0..8 {
+                crc = if crc & 0x8000 != 0 {
+                    (crc << 1) ^ 0x1021
+                } else {
+                    crc << 1
+                };
+            }
+        }
+        crc % 16384
+    }
+
+    #[test]
+    fn every_multi_key_command_stays_in_one_slot() {
+        // Known values from the Redis Cluster specification.
+        assert_eq!(slot("123456789"), 0x31C3 % 16384);
+        assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+        for _ in 0..2_000 {
+            let text = |rng: &mut rand::rngs::StdRng| -> String {
+                let len = rng.gen_range(1..12);
+                (0..len)
+                    .map(|_| *b"ab{}/_-09".get(rng.gen_range(0..9)).unwrap() as char)
+                    .collect()
+            };
+            let account = AccountId::new(text(&mut rng).replace('/', "x")).unwrap();
+            let prefix = ["keygate:rl:", "", "x:"][rng.gen_range(0..3)];
+            let (key, identity) = (text(&mut rng), text(&mut rng));
+            // The credits script's two ledgers.
+            assert_eq!(
+                slot(&credits_key(prefix, &account, &key)),
+                slot(&credits_key(prefix, &account, &identity)),
+                "{prefix} {account:?} {key} {identity}"
+            );
+            // `forget`'s `DEL` of one key's buckets in every class.
+            let key_id = format!("key_{}", rng.gen::<u32>());
+            assert_eq!(
+                slot(&bucket_key(prefix, &key_id, "send")),
+                slot(&bucket_key(prefix, &key_id, &text(&mut rng))),
+            );
+        }
     }
 
     #[test]

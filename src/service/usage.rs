@@ -55,7 +55,7 @@ impl ApiKeys {
         }
         let now = inner.clock.now();
         let spent = shared
-            .spend_credits(key, identity, cost, now)
+            .spend_credits(principal.entry.account(), key, identity, cost, now)
             .await
             .map_err(|e| {
                 tracing::warn!(target: "keygate", error = %e, "rate limiter failed spending credits");
