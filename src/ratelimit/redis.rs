@@ -1261,6 +1261,44 @@ mod tests {
         assert!(std::error::Error::source(&err).is_some());
     }
 
+    #[tokio::test]
+    async fn a_cluster_needs_valid_nodes_and_fails_closed_while_unreachable() {
+        let err = RedisRateLimiter::connect_cluster(&[]).await.unwrap_err();
+        assert!(
+            matches!(err, RedisConnectError::InvalidConnectionInfo(_)),
+            "{err:?}"
+        );
+        let err = RedisRateLimiter::connect_cluster(&["http://127.0.0.1/"])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, RedisConnectError::InvalidConnectionInfo(_)),
+            "{err:?}"
+        );
+        let limiter = RedisRateLimiter::builder()
+            .connect_timeout(Duration::from_millis(100))
+            .connect_cluster(["redis://127.0.0.1:1/"])
+            .await
+            .unwrap();
+        assert!(!limiter.is_connected());
+        let quota = Quota::per_second(nz(1)).unwrap();
+        let err = limiter.check("k", "c", &quota).await.unwrap_err();
+        assert_eq!(err.reason(), "not connected to redis");
+        let account = AccountId::new("org").unwrap();
+        let credits = Credits::new(1);
+        let err = limiter
+            .spend_credits(
+                &account,
+                Some(("k", &credits)),
+                None,
+                1,
+                OffsetDateTime::UNIX_EPOCH,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), "not connected to redis");
+    }
+
     #[test]
     fn connecting_outside_a_runtime_is_an_error() {
         let err = block_on_without_runtime(RedisRateLimiter::connect("redis://127.0.0.1:1/"));
