@@ -342,6 +342,9 @@ struct Inner {
 /// a connection manager, or a Redis Cluster through the cluster-aware
 /// client, which sends each command to the master of its key's slot and
 /// follows the cluster's redirections (`MOVED`, `ASK`) and failovers.
+// Held once and cloned for each call: boxing the manager would allocate on
+// every clone.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 enum Conn {
     Single(ConnectionManager),
@@ -1128,7 +1131,8 @@ mod tests {
     #[test]
     fn every_multi_key_command_stays_in_one_slot() {
         // Known values from the Redis Cluster specification.
-        assert_eq!(slot("123456789"), 0x31C3 % 16384);
+        // CRC16/XMODEM("123456789") = 0x31C3, below 16384.
+        assert_eq!(slot("123456789"), 0x31C3);
         assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
         let mut rng = rand::rngs::StdRng::seed_from_u64(17);
         for _ in 0..2_000 {
