@@ -269,7 +269,11 @@ pub enum RedisConnectError {
 /// [`FailClosed`](RedisFailure::FailClosed) no request is admitted without a
 /// decision of the master that owns the bucket. Once the replica is master,
 /// the client learns the new owner from the cluster (a `MOVED` reply or a
-/// fresh slot map) and decisions succeed again, within a few calls.
+/// fresh slot map) and decisions succeed again, within a few calls. That
+/// needs the failed master's connections to close (a crashed process or a
+/// lost host), or the master to answer again (it then redirects): a master
+/// that hangs with its connections open keeps its slots' calls timing out
+/// until one of those happens.
 ///
 /// Redis replicates asynchronously, so what the failed master had written
 /// but not yet sent to its replica is lost: a bucket returns to an older
