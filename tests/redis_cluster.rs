@@ -76,13 +76,21 @@ impl Cluster {
     /// Starts a cluster, or ends the test as ignored (failed with
     /// `KEYGATE_REQUIRE_SERVICES=1`) when none can be started.
     fn start() -> Cluster {
-        match Self::try_start() {
-            Ok(cluster) => cluster,
-            Err(why) => {
-                support::skip_or_fail("redis cluster", &why);
-                panic!("{why}");
+        // A port found free may be taken before the node binds it: try
+        // again on other ports then.
+        let mut why = String::new();
+        for _ in 0..3 {
+            match Self::try_start() {
+                Ok(cluster) => return cluster,
+                Err(e) if e.contains("could not be started") => {
+                    why = e;
+                    break;
+                }
+                Err(e) => why = e,
             }
         }
+        support::skip_or_fail("redis cluster", &why);
+        panic!("{why}");
     }
 
     fn try_start() -> Result<Cluster, String> {
