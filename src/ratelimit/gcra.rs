@@ -114,6 +114,33 @@ impl Bucket {
     pub fn is_idle(&self, now_nanos: u64) -> bool {
         self.tat.load(Ordering::Relaxed) <= now_nanos
     }
+
+    /// The monotonic time at which the bucket is full again (0 for a fresh
+    /// one).
+    pub(crate) fn full_at(&self) -> u64 {
+        self.tat.load(Ordering::Relaxed)
+    }
+
+    /// Gives back one token an earlier admitted [`check`](Self::check)
+    /// against `quota` took, as if that request had not been made.
+    ///
+    /// Only for a token this caller took and has not given back: the state
+    /// moves back by one emission interval (never below 0, i.e. full).
+    pub(crate) fn refund(&self, quota: &Quota) {
+        let interval = quota.interval_nanos();
+        let mut tat = self.tat.load(Ordering::Relaxed);
+        loop {
+            match self.tat.compare_exchange_weak(
+                tat,
+                tat.saturating_sub(interval),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(current) => tat = current,
+            }
+        }
+    }
 }
 
 fn deny(quota: &Quota, backlog: u64, retry_after: Duration) -> Decision {
@@ -166,6 +193,11 @@ impl KeyBuckets {
     /// and starting afresh later would change nothing.
     pub(crate) fn is_idle(&self, now_nanos: u64) -> bool {
         self.buckets.iter().all(|b| b.is_idle(now_nanos))
+    }
+
+    /// The monotonic time at which every bucket is full again.
+    pub(crate) fn full_at(&self) -> u64 {
+        self.buckets.iter().map(Bucket::full_at).max().unwrap_or(0)
     }
 }
 
@@ -336,6 +368,31 @@ mod tests {
         assert!(!d.allowed);
         assert_eq!(d.reset, Duration::from_nanos(u64::MAX));
         assert_eq!(d.retry_after, Some(Duration::from_nanos(u64::MAX)));
+    }
+
+    #[test]
+    fn a_refund_undoes_one_admission() {
+        let q = Quota::per_second(nz(10)).unwrap().with_burst(2).unwrap();
+        let b = Bucket::new();
+        assert!(b.check(&q, SEC).allowed);
+        assert!(b.check(&q, SEC).allowed);
+        assert!(!b.check(&q, SEC).allowed);
+        b.refund(&q);
+        assert_eq!(b.full_at(), SEC + 100 * MS);
+        assert!(b.check(&q, SEC).allowed);
+        assert!(!b.check(&q, SEC).allowed);
+        b.refund(&q);
+        b.refund(&q);
+        assert!(b.is_idle(SEC));
+        // Refunds past full add nothing: still exactly the burst.
+        b.refund(&q);
+        b.refund(&q);
+        assert!(b.check(&q, SEC).allowed);
+        assert!(b.check(&q, SEC).allowed);
+        assert!(!b.check(&q, SEC).allowed);
+        let fresh = Bucket::new();
+        fresh.refund(&q);
+        assert_eq!(fresh.full_at(), 0);
     }
 
     #[test]

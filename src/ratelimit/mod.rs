@@ -29,7 +29,7 @@ pub use self::redis::{RedisConnectError, RedisFailure, RedisRateLimiter, RedisRa
 pub use decision::Decision;
 pub use gcra::Bucket;
 pub(crate) use gcra::KeyBuckets;
-pub(crate) use keyed::KeyedBuckets;
+pub(crate) use keyed::{KeyedBuckets, SHARDS};
 pub use limiter::{LimiterUnavailable, RateLimiter};
 pub use local::LocalRateLimiter;
 pub use policy::{OpClass, RatePolicy};
