@@ -11,6 +11,7 @@ use std::time::Duration;
 use http::{HeaderName, Request};
 
 use super::https::peer;
+use crate::clock::Clock;
 use crate::error::AuthError;
 use crate::ratelimit::{KeyBuckets, KeyedBuckets, Quota, SHARDS};
 
@@ -127,6 +128,9 @@ pub(crate) struct FailureLimiter {
 pub(crate) struct Reservation<'a> {
     limiter: &'a FailureLimiter,
     slot: Arc<KeyBuckets>,
+    /// When the token lapses by itself: the bucket's state it moved, in
+    /// monotonic nanoseconds.
+    lapses_at: u64,
 }
 
 impl FailureLimiter {
@@ -181,9 +185,11 @@ impl FailureLimiter {
             None => return Err(Duration::from_secs(1)),
         };
         if decision.allowed {
+            let reset = u64::try_from(decision.reset.as_nanos()).unwrap_or(u64::MAX);
             Ok(Some(Reservation {
                 limiter: self,
                 slot,
+                lapses_at: now_nanos.saturating_add(reset),
             }))
         } else {
             Err(decision.retry_after.unwrap_or(Duration::from_secs(1)))
@@ -205,12 +211,14 @@ impl FailureLimiter {
 impl Reservation<'_> {
     /// Settles the token: given back when `verified` is a success (or a
     /// failure that is not the client's, such as an unavailable store or a
-    /// missing scope), kept for a failed verification.
-    pub(crate) fn settle<T>(self, verified: &Result<T, AuthError>) {
+    /// missing scope), kept for a failed verification. `clock` is read only
+    /// to give a token back: what has lapsed of it meanwhile is not.
+    pub(crate) fn settle<T>(self, verified: &Result<T, AuthError>, clock: &dyn Clock) {
         let failed = matches!(verified, Err(e) if is_failed_verification(e));
         if !failed {
             if let Some(bucket) = self.slot.bucket(0) {
-                bucket.refund(&self.limiter.limit.quota);
+                let unspent = self.lapses_at.saturating_sub(clock.monotonic_nanos());
+                bucket.refund(&self.limiter.limit.quota, unspent);
             }
         }
     }
@@ -343,15 +351,16 @@ mod tests {
     #[test]
     fn failures_spend_the_budget_and_successes_give_it_back() {
         let limiter = limiter(0);
+        let clock = crate::ManualClock::new();
         let r = request(Some("192.0.2.1:1"), &[]);
         for _ in 0..10 {
             let ok: Result<(), AuthError> = Ok(());
-            limiter.reserve(&r, 0).unwrap().unwrap().settle(&ok);
+            limiter.reserve(&r, 0).unwrap().unwrap().settle(&ok, &clock);
         }
         let failed: Result<(), AuthError> = Err(AuthError::Invalid);
-        limiter.reserve(&r, 0).unwrap().unwrap().settle(&failed);
+        limiter.reserve(&r, 0).unwrap().unwrap().settle(&failed, &clock);
         let unavailable: Result<(), AuthError> = Err(AuthError::Unavailable);
-        limiter.reserve(&r, 0).unwrap().unwrap().settle(&unavailable);
+        limiter.reserve(&r, 0).unwrap().unwrap().settle(&unavailable, &clock);
         // A verification that never finished keeps its token.
         drop(limiter.reserve(&r, 0).unwrap().unwrap());
         let retry = limiter.reserve(&r, 0).err().unwrap();
@@ -363,6 +372,23 @@ mod tests {
             .is_some());
         assert!(limiter.reserve(&request(None, &[]), 0).unwrap().is_none());
         assert_eq!(limiter.addresses(), 2);
+    }
+
+    #[test]
+    fn a_token_that_lapsed_during_verification_is_not_given_back() {
+        let limiter = limiter(0);
+        let clock = crate::ManualClock::new();
+        let r = request(Some("192.0.2.1:1"), &[]);
+        let slow = limiter.reserve(&r, 0).unwrap().unwrap();
+        let failed: Result<(), AuthError> = Err(AuthError::Invalid);
+        limiter.reserve(&r, 0).unwrap().unwrap().settle(&failed, &clock);
+        // The slow success finishes once its token has refilled by itself.
+        clock.advance(Duration::from_secs(1800));
+        let ok: Result<(), AuthError> = Ok(());
+        slow.settle(&ok, &clock);
+        let half = 1800 * 1_000_000_000;
+        assert!(limiter.reserve(&r, half).unwrap().is_some());
+        assert!(limiter.reserve(&r, half).is_err());
     }
 
     #[test]

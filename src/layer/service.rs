@@ -511,7 +511,7 @@ where
                                 Err(e) => Err(e),
                             };
                             if let Some(reservation) = reservation {
-                                reservation.settle(&verified);
+                                reservation.settle(&verified, config.api.clock().as_ref());
                             }
                             verified
                         }

@@ -121,25 +121,21 @@ impl Bucket {
         self.tat.load(Ordering::Relaxed)
     }
 
-    /// Gives back one token an earlier admitted [`check`](Self::check)
-    /// against `quota` took, as if that request had not been made.
+    /// Gives back up to one token an earlier admitted [`check`](Self::check)
+    /// against `quota` took: `unspent` nanoseconds of it, at most one
+    /// emission interval (the whole token).
     ///
-    /// Only for a token this caller took and has not given back: the state
-    /// moves back by one emission interval (never below 0, i.e. full).
-    pub(crate) fn refund(&self, quota: &Quota) {
-        let interval = quota.interval_nanos();
-        let mut tat = self.tat.load(Ordering::Relaxed);
-        loop {
-            match self.tat.compare_exchange_weak(
-                tat,
-                tat.saturating_sub(interval),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return,
-                Err(current) => tat = current,
-            }
-        }
+    /// A token taken at `then` with a decision whose `reset` was `r` still
+    /// holds `then + r - now` nanoseconds of the bucket at `now`: pass that
+    /// (saturating at 0), so a token that has lapsed meanwhile gives nothing
+    /// back. The state never moves below 0 (full).
+    pub(crate) fn refund(&self, quota: &Quota, unspent: u64) {
+        let back = unspent.min(quota.interval_nanos());
+        let _ = self
+            .tat
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
+                Some(tat.saturating_sub(back))
+            });
     }
 }
 
@@ -377,21 +373,23 @@ mod tests {
         assert!(b.check(&q, SEC).allowed);
         assert!(b.check(&q, SEC).allowed);
         assert!(!b.check(&q, SEC).allowed);
-        b.refund(&q);
+        b.refund(&q, u64::MAX);
         assert_eq!(b.full_at(), SEC + 100 * MS);
         assert!(b.check(&q, SEC).allowed);
         assert!(!b.check(&q, SEC).allowed);
-        b.refund(&q);
-        b.refund(&q);
+        b.refund(&q, 100 * MS);
+        b.refund(&q, 100 * MS);
         assert!(b.is_idle(SEC));
         // Refunds past full add nothing: still exactly the burst.
-        b.refund(&q);
-        b.refund(&q);
+        b.refund(&q, 100 * MS);
         assert!(b.check(&q, SEC).allowed);
         assert!(b.check(&q, SEC).allowed);
         assert!(!b.check(&q, SEC).allowed);
+        // A token that has partly lapsed gives back only what is left of it.
+        b.refund(&q, 30 * MS);
+        assert_eq!(b.full_at(), SEC + 170 * MS);
         let fresh = Bucket::new();
-        fresh.refund(&q);
+        fresh.refund(&q, u64::MAX);
         assert_eq!(fresh.full_at(), 0);
     }
 
