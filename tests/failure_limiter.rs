@@ -42,7 +42,11 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let store = Arc::new(Counting::default());
+    setup_with(Counting::default()).await
+}
+
+async fn setup_with(store: Counting) -> Setup {
+    let store = Arc::new(store);
     let clock = ManualClock::new();
     let api = ApiKeys::builder(profiles::mailjawn())
         .store(Arc::clone(&store))
@@ -257,7 +261,12 @@ async fn an_ipv6_slash_64_shares_one_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_floods_never_pass_the_budget() {
-    let s = setup().await;
+    // Slow lookups: hundreds are in flight at once.
+    let s = setup_with(Counting {
+        lookup_delay: Some(Duration::from_millis(50)),
+        ..Counting::default()
+    })
+    .await;
     let keys = layer(&s.api, budget());
     let before = s.store.finds();
     let mut tasks = Vec::new();

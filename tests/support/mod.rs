@@ -87,6 +87,8 @@ mod counting {
         pub finds: AtomicUsize,
         pub fresh_entries: bool,
         pub hold: Mutex<Option<Hold>>,
+        /// How long each lookup takes, so that many can be in flight at once.
+        pub lookup_delay: Option<std::time::Duration>,
     }
 
     #[derive(Debug)]
@@ -134,6 +136,9 @@ mod counting {
 
         async fn find_by_lookup(&self, lookup: &str) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
             self.finds.fetch_add(1, Ordering::SeqCst);
+            if let Some(delay) = self.lookup_delay {
+                tokio::time::sleep(delay).await;
+            }
             let mut found = self.store.find_by_lookup(lookup).await?;
             if self.fresh_entries {
                 found = found
