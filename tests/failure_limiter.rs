@@ -89,7 +89,9 @@ fn layer(api: &ApiKeys, limit: impl Into<FailureLimit>) -> ApiKeyLayer {
 
 /// A GET from `from` presenting `key` (none when `None`).
 fn get(from: &str, key: Option<&str>) -> Request<()> {
-    let mut request = Request::builder().uri("/v1/me").header("host", "api.example.com");
+    let mut request = Request::builder()
+        .uri("/v1/me")
+        .header("host", "api.example.com");
     if let Some(key) = key {
         request = request.header("authorization", format!("Bearer {key}"));
     }

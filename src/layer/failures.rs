@@ -174,10 +174,7 @@ impl FailureLimiter {
         // When every slot of the address's shard is held by a verification
         // in flight there is no room to track it: refused, so the store stays
         // protected whatever the concurrency.
-        let Some(slot) = self
-            .slots
-            .get_or_insert_bounded(&group(ip), 1, now_nanos)
-        else {
+        let Some(slot) = self.slots.get_or_insert_bounded(&group(ip), 1, now_nanos) else {
             return Err(Duration::from_secs(1));
         };
         let decision = match slot.bucket(0) {
@@ -358,9 +355,17 @@ mod tests {
             limiter.reserve(&r, 0).unwrap().unwrap().settle(&ok, &clock);
         }
         let failed: Result<(), AuthError> = Err(AuthError::Invalid);
-        limiter.reserve(&r, 0).unwrap().unwrap().settle(&failed, &clock);
+        limiter
+            .reserve(&r, 0)
+            .unwrap()
+            .unwrap()
+            .settle(&failed, &clock);
         let unavailable: Result<(), AuthError> = Err(AuthError::Unavailable);
-        limiter.reserve(&r, 0).unwrap().unwrap().settle(&unavailable, &clock);
+        limiter
+            .reserve(&r, 0)
+            .unwrap()
+            .unwrap()
+            .settle(&unavailable, &clock);
         // A verification that never finished keeps its token.
         drop(limiter.reserve(&r, 0).unwrap().unwrap());
         let retry = limiter.reserve(&r, 0).err().unwrap();
@@ -381,7 +386,11 @@ mod tests {
         let r = request(Some("192.0.2.1:1"), &[]);
         let slow = limiter.reserve(&r, 0).unwrap().unwrap();
         let failed: Result<(), AuthError> = Err(AuthError::Invalid);
-        limiter.reserve(&r, 0).unwrap().unwrap().settle(&failed, &clock);
+        limiter
+            .reserve(&r, 0)
+            .unwrap()
+            .unwrap()
+            .settle(&failed, &clock);
         // The slow success finishes once its token has refilled by itself.
         clock.advance(Duration::from_secs(1800));
         let ok: Result<(), AuthError> = Ok(());

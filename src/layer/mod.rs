@@ -68,9 +68,9 @@ mod service;
 #[cfg(feature = "axum")]
 pub use body::{JsonBody, MAX_BODY_LEN};
 pub use extract::{extract_key, PresentedKey, MAX_PRESENTED_KEY_LEN};
-pub use failures::FailureLimit;
 #[cfg(feature = "axum")]
 pub use extractor::{MissingLayer, Require, RequireRejection, RequiredScope};
+pub use failures::FailureLimit;
 pub use https::{HttpsOnly, HttpsOnlyFuture, HttpsOnlyLayer};
 pub use response::{
     error_response, insert_rate_limit_headers, CREDITS_REMAINING, RATELIMIT_LIMIT,
