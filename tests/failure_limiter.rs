@@ -308,7 +308,11 @@ async fn memory_stays_bounded_under_a_flood_from_many_addresses() {
         }
         most = most.max(keys.failure_limited_addresses().unwrap());
     }
-    assert_eq!(most, 1_024);
+    // Never above the bound; full shards drop a sixteenth (2 of their 32)
+    // at a time, so the map stays near it.
+    assert!(most <= 1_024, "{most}");
+    let held = keys.failure_limited_addresses().unwrap();
+    assert!(held >= 32 * 30, "{held}");
     // The latest address is still tracked, and blocked.
     assert_blocked(
         &call(&keys, get("10.0.19.135", Some(&made_up_key(&s.api)))).await,

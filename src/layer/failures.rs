@@ -64,9 +64,9 @@ impl FailureLimit {
     /// Tracks at most `max` client addresses (rounded up to a multiple of
     /// 32, the limiter's number of shards; at least 32). When a new address
     /// would pass the bound, addresses whose budget is whole again are
-    /// forgotten first; if there are none, the one whose block ends soonest
-    /// is (it starts afresh when next seen). Each address costs about 100
-    /// bytes.
+    /// forgotten first; if there are none, those whose blocks end soonest
+    /// are (a few at a time; they start afresh when next seen). Each address
+    /// costs about 100 bytes.
     pub fn max_addresses(mut self, max: usize) -> Self {
         self.max_addresses = max;
         self

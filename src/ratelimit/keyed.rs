@@ -86,9 +86,9 @@ impl<K: Hash + Eq> KeyedBuckets<K> {
     /// makes it, keeping the map within the bound it was made with.
     ///
     /// When a new slot would overfill its shard, the shard's idle slots
-    /// (full again at `now_nanos`) are dropped first; if none is, the slot
-    /// that will be full again soonest is dropped (its key starts afresh
-    /// when next seen). Slots someone else still holds are never dropped;
+    /// (full again at `now_nanos`) are dropped first; if none is, the
+    /// sixteenth of the shard's slots that will be full again soonest is
+    /// dropped (their keys start afresh when next seen). Slots someone else still holds are never dropped;
     /// when every slot of the shard is held, there is no room and the answer
     /// is `None`.
     pub(crate) fn get_or_insert_bounded<Q>(
@@ -113,16 +113,24 @@ impl<K: Hash + Eq> KeyedBuckets<K> {
             map.retain(|_, slot| Arc::strong_count(slot) > 1 || !slot.is_idle(now_nanos));
         }
         if map.len() >= self.per_shard {
-            let soonest = map
+            // Still full: drop the slots that will be full again soonest, a
+            // sixteenth of the shard at a time, so that a stream of new
+            // keys pays for one scan per batch rather than per key.
+            let mut times: Vec<u64> = map
                 .values()
                 .filter(|slot| Arc::strong_count(slot) == 1)
                 .map(|slot| slot.full_at())
-                .min()?;
-            let mut dropped = false;
+                .collect();
+            let batch = (self.per_shard / 16).clamp(1, times.len().max(1));
+            if times.is_empty() {
+                return None;
+            }
+            let (_, &mut threshold, _) = times.select_nth_unstable(batch - 1);
+            let mut left = batch;
             map.retain(|_, slot| {
                 let drop_this =
-                    !dropped && Arc::strong_count(slot) == 1 && slot.full_at() == soonest;
-                dropped |= drop_this;
+                    left > 0 && Arc::strong_count(slot) == 1 && slot.full_at() <= threshold;
+                left -= usize::from(drop_this);
                 !drop_this
             });
         }
