@@ -119,7 +119,11 @@ impl From<Quota> for FailureLimit {
 /// derived from it) has seen.
 pub(crate) struct FailureLimiter {
     limit: FailureLimit,
-    slots: KeyedBuckets<u128>,
+    /// Hashed with foldhash, seeded at random: an address is 16 bytes, and
+    /// SipHash, run twice per lookup (shard, then map), was half the
+    /// limiter's cost. Shards hold a bounded number of addresses, so even
+    /// colliding ones cost a bounded probe.
+    slots: KeyedBuckets<u128, foldhash::quality::RandomState>,
     warned: AtomicBool,
 }
 

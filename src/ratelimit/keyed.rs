@@ -15,7 +15,7 @@ use super::{Decision, KeyBuckets, LimiterUnavailable, Quota};
 
 pub(crate) const SHARDS: usize = 32;
 
-type Shard<K> = RwLock<HashMap<K, Arc<KeyBuckets>>>;
+type Shard<K, S> = RwLock<HashMap<K, Arc<KeyBuckets>, S>>;
 
 /// A concurrent map from key id (by default; any hashable key `K`) to that
 /// key's [`KeyBuckets`].
@@ -26,20 +26,26 @@ type Shard<K> = RwLock<HashMap<K, Arc<KeyBuckets>>>;
 /// memory stays bounded by the keys active within roughly one quota period.
 /// A map made [`with_max_slots`](Self::with_max_slots) also has a hard bound,
 /// kept by [`get_or_insert_bounded`](Self::get_or_insert_bounded).
+///
+/// `S` hashes keys, for the choice of shard and in each shard's map (each
+/// with its own `S::default()`; both hashers used here seed themselves at
+/// random).
 #[derive(Debug)]
-pub(crate) struct KeyedBuckets<K = Box<str>> {
-    hasher: RandomState,
-    shards: Box<[Shard<K>]>,
+pub(crate) struct KeyedBuckets<K = Box<str>, S = RandomState> {
+    hasher: S,
+    shards: Box<[Shard<K, S>]>,
     /// The most slots one shard holds through `get_or_insert_bounded`.
     per_shard: usize,
 }
 
-impl<K: Hash + Eq> KeyedBuckets<K> {
+impl<K: Hash + Eq, S: BuildHasher + Default> KeyedBuckets<K, S> {
     /// An empty map with no bound but the one idle eviction keeps.
     pub(crate) fn new() -> Self {
         Self {
-            hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            hasher: S::default(),
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(HashMap::with_hasher(S::default())))
+                .collect(),
             per_shard: usize::MAX,
         }
     }
@@ -55,7 +61,7 @@ impl<K: Hash + Eq> KeyedBuckets<K> {
         }
     }
 
-    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &Shard<K> {
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &Shard<K, S> {
         let hash = self.hasher.hash_one(key);
         // The high bits: the shard maps use their own hashers, so any bits do.
         &self.shards[(hash >> 32) as usize % SHARDS]
@@ -186,7 +192,7 @@ impl<K: Hash + Eq> KeyedBuckets<K> {
     }
 }
 
-impl<K: Hash + Eq> Default for KeyedBuckets<K> {
+impl<K: Hash + Eq, S: BuildHasher + Default> Default for KeyedBuckets<K, S> {
     fn default() -> Self {
         Self::new()
     }
