@@ -210,13 +210,13 @@ impl FailureLimiter {
 }
 
 impl Reservation<'_> {
-    /// Settles the token: given back when `verified` is a success (or a
-    /// failure that is not the client's, such as an unavailable store or a
-    /// missing scope), kept for a failed verification. `clock` is read only
-    /// to give a token back: what has lapsed of it meanwhile is not.
+    /// Settles the token: given back when `verified` is a success or a
+    /// refusal of a good credential (missing scope, the key's own limits),
+    /// kept for a failed verification or an unavailable store. `clock` is
+    /// read only to give a token back: what has lapsed of it meanwhile is not.
     pub(crate) fn settle<T>(self, verified: &Result<T, AuthError>, clock: &dyn Clock) {
-        let failed = matches!(verified, Err(e) if is_failed_verification(e));
-        if !failed {
+        let spent = matches!(verified, Err(e) if spends_budget(e));
+        if !spent {
             if let Some(bucket) = self.slot.bucket(0) {
                 let unspent = self.lapses_at.saturating_sub(clock.monotonic_nanos());
                 bucket.refund(&self.limiter.limit.quota, unspent);
@@ -225,22 +225,24 @@ impl Reservation<'_> {
     }
 }
 
-/// Whether `error` says the presented credential is no good (what a flood of
-/// made-up keys produces), rather than that a good one was refused for
-/// another reason.
-pub(crate) fn is_failed_verification(error: &AuthError) -> bool {
+/// Whether a verification that ended in `error` keeps its token: when the
+/// presented credential is no good (what a flood of made-up keys produces),
+/// and when the store could not answer (a flood may be why, and the store
+/// is then the last thing to send more lookups to). A good credential
+/// refused for another reason gives its token back.
+pub(crate) fn spends_budget(error: &AuthError) -> bool {
     match error {
         AuthError::Malformed { .. }
         | AuthError::Invalid
         | AuthError::Revoked
         | AuthError::Expired
         | AuthError::Disabled
-        | AuthError::Session { .. } => true,
+        | AuthError::Session { .. }
+        | AuthError::Unavailable => true,
         AuthError::Missing
         | AuthError::Forbidden { .. }
         | AuthError::RateLimited { .. }
         | AuthError::UsageExceeded { .. }
-        | AuthError::Unavailable
         | AuthError::SessionNotAccepted => false,
     }
 }
@@ -353,34 +355,36 @@ mod tests {
     fn failures_spend_the_budget_and_successes_give_it_back() {
         let limiter = limiter(0);
         let clock = crate::ManualClock::new();
+        let settle = |r: &Request<()>, outcome: Result<(), AuthError>| {
+            let reservation = limiter.reserve(r, 0).unwrap().unwrap();
+            reservation.settle(&outcome, &clock);
+        };
         let r = request(Some("192.0.2.1:1"), &[]);
         for _ in 0..10 {
-            let ok: Result<(), AuthError> = Ok(());
-            limiter.reserve(&r, 0).unwrap().unwrap().settle(&ok, &clock);
+            settle(&r, Ok(()));
+            let forbidden = AuthError::Forbidden {
+                required: "emails:send".into(),
+            };
+            settle(&r, Err(forbidden));
         }
-        let failed: Result<(), AuthError> = Err(AuthError::Invalid);
-        limiter
-            .reserve(&r, 0)
-            .unwrap()
-            .unwrap()
-            .settle(&failed, &clock);
-        let unavailable: Result<(), AuthError> = Err(AuthError::Unavailable);
-        limiter
-            .reserve(&r, 0)
-            .unwrap()
-            .unwrap()
-            .settle(&unavailable, &clock);
-        // A verification that never finished keeps its token.
-        drop(limiter.reserve(&r, 0).unwrap().unwrap());
+        settle(&r, Err(AuthError::Invalid));
+        // An unavailable store keeps the token too.
+        settle(&r, Err(AuthError::Unavailable));
         let retry = limiter.reserve(&r, 0).err().unwrap();
         assert_eq!(retry, Duration::from_secs(1800));
+        // A verification that never finished keeps its token.
+        let r = request(Some("192.0.2.3:1"), &[]);
+        drop(limiter.reserve(&r, 0).unwrap().unwrap());
+        settle(&r, Ok(()));
+        settle(&r, Err(AuthError::Revoked));
+        assert!(limiter.reserve(&r, 0).is_err());
         // Other addresses have their own budget; unknown ones are not limited.
         assert!(limiter
             .reserve(&request(Some("192.0.2.2:1"), &[]), 0)
             .unwrap()
             .is_some());
         assert!(limiter.reserve(&request(None, &[]), 0).unwrap().is_none());
-        assert_eq!(limiter.addresses(), 2);
+        assert_eq!(limiter.addresses(), 3);
     }
 
     #[test]
@@ -405,15 +409,16 @@ mod tests {
     }
 
     #[test]
-    fn failure_kinds() {
-        assert!(is_failed_verification(&AuthError::Invalid));
-        assert!(is_failed_verification(&AuthError::Revoked));
-        assert!(is_failed_verification(&AuthError::Malformed {
+    fn which_outcomes_spend_the_budget() {
+        assert!(spends_budget(&AuthError::Invalid));
+        assert!(spends_budget(&AuthError::Revoked));
+        assert!(spends_budget(&AuthError::Malformed {
             reason: crate::key::MalformedReason::Checksum
         }));
-        assert!(!is_failed_verification(&AuthError::Missing));
-        assert!(!is_failed_verification(&AuthError::Unavailable));
-        assert!(!is_failed_verification(&AuthError::Forbidden {
+        assert!(spends_budget(&AuthError::Unavailable));
+        assert!(!spends_budget(&AuthError::Missing));
+        assert!(!spends_budget(&AuthError::SessionNotAccepted));
+        assert!(!spends_budget(&AuthError::Forbidden {
             required: "x".into()
         }));
     }

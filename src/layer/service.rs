@@ -309,14 +309,16 @@ impl ApiKeyLayer {
     /// address's budget (a GCRA bucket with `limit`'s [`Quota`](crate::Quota))
     /// before it is verified. The token is given back when the verification
     /// succeeds, and also when the credential was good but refused for
-    /// another reason (missing scope, the key's own rate limit or credits,
-    /// an unavailable store); it is kept when the credential is no good:
-    /// unknown, wrong secret, revoked, expired, disabled, malformed, or an
-    /// invalid session token. A request that is cancelled while being
-    /// verified keeps its token too. Taking the token first means concurrent
-    /// requests cannot overrun the budget: from one address, the store sees
-    /// at most `burst` failed lookups at once and then one per emission
-    /// interval. Requests without a credential (401 `missing_api_key`) and
+    /// another reason (missing scope, the key's own rate limit or credits);
+    /// it is kept when the credential is no good: unknown, wrong secret,
+    /// revoked, expired, disabled, malformed, or an invalid session token.
+    /// It is also kept when the store could not answer (503): a struggling
+    /// store is the last thing to send an unthrottled flood to, though a
+    /// good client retrying through an outage spends its budget too. A
+    /// request that is cancelled while being verified keeps its token as
+    /// well. Taking the token first means concurrent requests cannot overrun
+    /// the budget: from one address, the store sees at most `burst` failed
+    /// lookups at once and then one per emission interval. Requests without a credential (401 `missing_api_key`) and
     /// requests already verified by an outer layer take nothing.
     ///
     /// While an address has no budget left, every request from it that
