@@ -117,6 +117,7 @@ impl Bucket {
 
     /// The monotonic time at which the bucket is full again (0 for a fresh
     /// one).
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))] // used by the HTTP layer
     pub(crate) fn full_at(&self) -> u64 {
         self.tat.load(Ordering::Relaxed)
     }
@@ -129,6 +130,7 @@ impl Bucket {
     /// holds `then + r - now` nanoseconds of the bucket at `now`: pass that
     /// (saturating at 0), so a token that has lapsed meanwhile gives nothing
     /// back. The state never moves below 0 (full).
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))] // used by the HTTP layer
     pub(crate) fn refund(&self, quota: &Quota, unspent: u64) {
         let back = unspent.min(quota.interval_nanos());
         let _ = self
@@ -192,6 +194,7 @@ impl KeyBuckets {
     }
 
     /// The monotonic time at which every bucket is full again.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))] // used by the HTTP layer
     pub(crate) fn full_at(&self) -> u64 {
         self.buckets.iter().map(Bucket::full_at).max().unwrap_or(0)
     }

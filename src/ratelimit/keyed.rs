@@ -35,6 +35,7 @@ pub(crate) struct KeyedBuckets<K = Box<str>, S = RandomState> {
     hasher: S,
     shards: Box<[Shard<K, S>]>,
     /// The most slots one shard holds through `get_or_insert_bounded`.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))] // used by the HTTP layer
     per_shard: usize,
 }
 
@@ -54,6 +55,7 @@ impl<K: Hash + Eq, S: BuildHasher + Default> KeyedBuckets<K, S> {
     /// keeps at or below `max` slots, rounded up to a multiple of 32 (the
     /// number of shards; each holds at most `max / 32`, rounded up, and at
     /// least one).
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))] // used by the HTTP layer
     pub(crate) fn with_max_slots(max: usize) -> Self {
         Self {
             per_shard: max.div_ceil(SHARDS).max(1),
@@ -97,6 +99,7 @@ impl<K: Hash + Eq, S: BuildHasher + Default> KeyedBuckets<K, S> {
     /// dropped (their keys start afresh when next seen). Slots someone else still holds are never dropped;
     /// when every slot of the shard is held, there is no room and the answer
     /// is `None`.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))] // used by the HTTP layer
     pub(crate) fn get_or_insert_bounded<Q>(
         &self,
         key: &Q,
@@ -181,6 +184,7 @@ impl<K: Hash + Eq, S: BuildHasher + Default> KeyedBuckets<K, S> {
     }
 
     /// The number of keys with a slot.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))] // used by the HTTP layer
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.read().len()).sum()
     }
