@@ -30,6 +30,8 @@ pub use decision::Decision;
 pub use gcra::Bucket;
 pub(crate) use gcra::KeyBuckets;
 pub(crate) use keyed::KeyedBuckets;
+#[cfg(feature = "tower")]
+pub(crate) use keyed::SHARDS;
 pub use limiter::{LimiterUnavailable, RateLimiter};
 pub use local::LocalRateLimiter;
 pub use policy::{OpClass, RatePolicy};
