@@ -666,7 +666,9 @@ fn load_average() -> String {
 
 /// The nearest-rank `p`-th percentile of sorted `values`.
 fn percentile(sorted: &[i64], p: f64) -> i64 {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    // The rank is computed in per mille, exactly: 99.9 % of 1000 is 999.
+    let per_mille = (p * 10.0).round() as usize;
+    let rank = (per_mille * sorted.len()).div_ceil(1000);
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
