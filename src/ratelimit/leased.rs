@@ -761,8 +761,8 @@ mod tests {
             taken,
             Taken {
                 tokens: 4,
-                backlog: 300 * ms,
-                ahead: 700 * ms
+                backlog: 300_000_000,
+                ahead: 700_000_000
             }
         );
         // Nothing left: the next request would be 50 ms beyond the tolerance.
