@@ -165,6 +165,56 @@ async fn a_lapsed_lease_is_not_spent_and_the_budget_comes_back() {
     redis.cleanup().await;
 }
 
+/// A lease takes at once what single requests at one instant would be
+/// admitted, from the bucket a plain `RedisRateLimiter` draws on: random
+/// bursts, tokens already taken and lease sizes, with no refill meanwhile.
+async fn a_lease_takes_what_single_checks_would_admit() {
+    use rand::{Rng, SeedableRng};
+    let Some(redis) = TestRedis::get().await else {
+        return;
+    };
+    let plain = redis.limiter().await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+    for case in 0..40 {
+        let burst = rng.gen_range(1..=40u32);
+        // At least a minute between tokens: nothing refills meanwhile.
+        let quota = Quota::per_hour(nz(rng.gen_range(1..=60)))
+            .with_burst(burst)
+            .unwrap();
+        let before = rng.gen_range(0..=burst + 2);
+        let lease = rng.gen_range(1..=50u32);
+        let key = format!("case{case}");
+        for _ in 0..before {
+            let _ = plain.check(&key, "c", &quota).await.unwrap();
+        }
+        let limiter = LeasedRateLimiter::builder(redis.limiter().await)
+            .lease_size(nz(lease))
+            .build();
+        let d = limiter.check(&key, "c", &quota).await.unwrap();
+        let available = burst.saturating_sub(before);
+        let taken = lease.min(available);
+        assert_eq!(d.allowed, taken > 0, "case {case}: {d:?}");
+        if taken > 0 {
+            assert_eq!(d.remaining, taken - 1, "case {case}");
+        } else {
+            assert!(
+                d.retry_after.unwrap() > Duration::from_secs(50),
+                "case {case}: {d:?}"
+            );
+        }
+        // The plain limiter admits exactly what the lease left.
+        for i in 0..available - taken {
+            let d = plain.check(&key, "c", &quota).await.unwrap();
+            assert!(d.allowed, "case {case}, request {i} after the lease");
+        }
+        assert!(
+            !plain.check(&key, "c", &quota).await.unwrap().allowed,
+            "case {case}"
+        );
+    }
+    redis.cleanup().await;
+}
+
 /// A `redis-server` of this test, on its own port, without persistence.
 struct RedisServer {
     port: u16,
@@ -300,6 +350,7 @@ async fn with_redis_down_leased_tokens_are_spent_then_the_policy_applies() {
 fn main() -> std::process::ExitCode {
     use support::harness::Rt;
     let trials = trials![
+        tokio(Rt::CURRENT) a_lease_takes_what_single_checks_would_admit,
         tokio(Rt::multi(2)) four_instances_admit_the_limit_and_at_most_4_l_more,
         tokio(Rt::CURRENT) a_lapsed_lease_is_not_spent_and_the_budget_comes_back,
         tokio(Rt::CURRENT) with_redis_down_leased_tokens_are_spent_then_the_policy_applies,
