@@ -109,6 +109,83 @@ async fn four_instances_admit_the_limit_and_at_most_4_l_more() {
     redis.cleanup().await;
 }
 
+/// Four leased instances under steady demand while the bucket refills:
+/// in every window of one period, admissions stay within what the bucket
+/// allows in it (`burst + period / interval`) plus `4 × L`.
+///
+/// Admissions are timed here, decisions on the Redis server's clock; the
+/// two differ by a round trip at most, which could move one or two more
+/// tokens into a window at this rate, hence the slack of 2.
+async fn with_refills_every_window_stays_within_4_l_of_the_quota() {
+    const L: u32 = 5;
+    const SLACK: usize = 2;
+    let Some(redis) = TestRedis::get().await else {
+        return;
+    };
+    // 40 per second, a burst of 40: a token every 25 ms.
+    let quota = Quota::per_second(nz(40)).unwrap();
+    let period = Duration::from_secs(1);
+    let run = Duration::from_millis(2_500);
+    let mut instances = Vec::new();
+    for _ in 0..4 {
+        instances.push(
+            LeasedRateLimiter::builder(redis.limiter().await)
+                .lease_size(nz(L))
+                .build(),
+        );
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for limiter in &instances {
+        for _ in 0..2 {
+            let limiter = limiter.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut admitted = Vec::new();
+                while started.elapsed() < run {
+                    let d = limiter.check("key_steady", "send", &quota).await.unwrap();
+                    if d.allowed {
+                        admitted.push(started.elapsed());
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                admitted
+            }));
+        }
+    }
+    let mut times = Vec::new();
+    for task in tasks {
+        times.extend(task.await.unwrap());
+    }
+    times.sort();
+    let allowed_in_window = 40 + 40 + 4 * L as usize + SLACK;
+    let mut busiest = 0;
+    for (i, &t) in times.iter().enumerate() {
+        let in_window = times[i..].iter().take_while(|&&u| u < t + period).count();
+        busiest = busiest.max(in_window);
+    }
+    eprintln!(
+        "steady demand: {} admitted in {run:?}, at most {busiest} within one period",
+        times.len()
+    );
+    assert!(
+        busiest <= allowed_in_window,
+        "{busiest} admitted within one period, bound {allowed_in_window}"
+    );
+    // Demand never stopped, so the bucket was drained all along: at least
+    // its burst and the tokens it refilled, less what the instances still
+    // held at the end and the refills of the last round trips.
+    let total = times.len();
+    assert!(
+        total >= 40 + 2 * 40 - 4 * L as usize,
+        "only {total} admitted in {run:?} of steady demand"
+    );
+    assert!(
+        total <= 40 + 100 + 4 * L as usize + SLACK,
+        "{total} admitted"
+    );
+    redis.cleanup().await;
+}
+
 /// Instance A leases a whole bucket and goes idle. Within its TTL it still
 /// admits from the lease; after it, the stale tokens are refused. Once the
 /// bucket has refilled, another instance gets the whole budget.
@@ -352,6 +429,7 @@ fn main() -> std::process::ExitCode {
     let trials = trials![
         tokio(Rt::CURRENT) a_lease_takes_what_single_checks_would_admit,
         tokio(Rt::multi(2)) four_instances_admit_the_limit_and_at_most_4_l_more,
+        tokio(Rt::multi(2)) with_refills_every_window_stays_within_4_l_of_the_quota,
         tokio(Rt::CURRENT) a_lapsed_lease_is_not_spent_and_the_budget_comes_back,
         tokio(Rt::CURRENT) with_redis_down_leased_tokens_are_spent_then_the_policy_applies,
     ];
