@@ -17,7 +17,11 @@
 //! it is spent, so one decision in 100 starts a refill (in the background)
 //! and 99 in 100 are local hits. A check that finds its lease empty waits
 //! for Redis, and is counted in the time. After the run it prints the round
-//! trips and the slow checks it saw.
+//! trips and the slow checks it saw. `KEYGATE_BENCH_LEASE` and
+//! `KEYGATE_BENCH_LEASE_TTL_SECS` change the lease size and lifetime (200
+//! and 10 s); e.g. `KEYGATE_BENCH_LEASE=1000000
+//! KEYGATE_BENCH_LEASE_TTL_SECS=60` takes no round trip after the warm-up,
+//! which measures the local path alone.
 //!
 //! The `ratelimit_redis` group (feature `redis`) measures the shared
 //! `RedisRateLimiter` on the Redis at `KEYGATE_TEST_REDIS_URL` (default
@@ -234,6 +238,14 @@ mod redis_group {
         assert!(decision.allowed, "the bench quota admits every check");
     }
 
+    /// The number in the environment variable `name`, or `default`.
+    fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+
     /// `lease/hit99`: see the file's documentation.
     pub fn bench_lease(c: &mut Criterion) {
         let url = std::env::var("KEYGATE_TEST_REDIS_URL")
@@ -268,21 +280,11 @@ mod redis_group {
         // `quota()`'s rate (one token per microsecond, never denying) over a
         // minute instead of a second.
         let limiter = LeasedRateLimiter::builder(redis)
-            .lease_size(
-                NonZeroU32::new(
-                    std::env::var("LEASE_L")
-                        .ok()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(200),
-                )
-                .expect("non-zero"),
-            )
-            .ttl(Duration::from_secs(
-                std::env::var("LEASE_TTL")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(10),
-            ))
+            .lease_size(NonZeroU32::new(env_or("KEYGATE_BENCH_LEASE", 200)).expect("non-zero"))
+            .ttl(Duration::from_secs(env_or(
+                "KEYGATE_BENCH_LEASE_TTL_SECS",
+                10,
+            )))
             .build();
         let quota = Quota::per_minute(NonZeroU32::new(60_000_000).expect("non-zero"));
         assert_eq!(
