@@ -648,11 +648,14 @@ type Seeded = foldhash::quality::RandomState;
 
 type Shard = RwLock<HashMap<Box<str>, Arc<Lease>, Seeded>>;
 
+/// One class's leases: its name, and its shards.
+type Class = (Box<str>, Box<[Shard]>);
+
 /// Leases by class name, then key id: a short list of classes, each with a
 /// map sharded over read-write locks, as the local limiter keeps buckets.
 struct Leases {
     hasher: Seeded,
-    classes: RwLock<Vec<(Box<str>, Box<[Shard]>)>>,
+    classes: RwLock<Vec<Class>>,
     created: AtomicU64,
 }
 
