@@ -292,6 +292,43 @@ async fn a_lease_takes_what_single_checks_would_admit() {
     redis.cleanup().await;
 }
 
+/// A zero TTL takes one token per check, wasting none.
+async fn a_zero_ttl_takes_one_token_per_check() {
+    let Some(redis) = TestRedis::get().await else {
+        return;
+    };
+    let quota = Quota::per_hour(nz(10));
+    let limiter = LeasedRateLimiter::builder(redis.limiter().await)
+        .lease_size(nz(8))
+        .ttl(Duration::ZERO)
+        .build();
+    for _ in 0..3 {
+        let d = limiter.check("key_zero", "send", &quota).await.unwrap();
+        assert_eq!((d.allowed, d.remaining), (true, 0));
+    }
+    assert_eq!(limiter.round_trips(), 3);
+    // Seven of the ten are left for a plain limiter.
+    let plain = redis.limiter().await;
+    for i in 0..7 {
+        assert!(
+            plain
+                .check("key_zero", "send", &quota)
+                .await
+                .unwrap()
+                .allowed,
+            "{i}"
+        );
+    }
+    assert!(
+        !plain
+            .check("key_zero", "send", &quota)
+            .await
+            .unwrap()
+            .allowed
+    );
+    redis.cleanup().await;
+}
+
 /// A `redis-server` of this test, on its own port, without persistence.
 struct RedisServer {
     port: u16,
@@ -428,6 +465,7 @@ fn main() -> std::process::ExitCode {
     use support::harness::Rt;
     let trials = trials![
         tokio(Rt::CURRENT) a_lease_takes_what_single_checks_would_admit,
+        tokio(Rt::CURRENT) a_zero_ttl_takes_one_token_per_check,
         tokio(Rt::multi(2)) four_instances_admit_the_limit_and_at_most_4_l_more,
         tokio(Rt::multi(2)) with_refills_every_window_stays_within_4_l_of_the_quota,
         tokio(Rt::CURRENT) a_lapsed_lease_is_not_spent_and_the_budget_comes_back,

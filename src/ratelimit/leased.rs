@@ -232,7 +232,9 @@ impl LeasedRateLimiterBuilder {
     }
 
     /// How long a lease stays spendable after it was taken or last topped
-    /// up (default 1 s; never longer than the quota's period).
+    /// up (default 1 s; never longer than the quota's period). With zero,
+    /// every check takes one token in one round trip, as the wrapped
+    /// limiter does.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
@@ -504,7 +506,12 @@ impl Inner {
         // Holding the guard, no one else adds tokens: the lease is empty or
         // has lapsed, and lapsed tokens are dropped.
         lease.tokens.store(0, Ordering::Relaxed);
-        let want = self.want(0, quota);
+        // A lease that lapses at once would waste all but one token.
+        let want = if self.ttl_for(quota) == 0 {
+            1
+        } else {
+            self.want(0, quota)
+        };
         if let Ok(runtime) = Handle::try_current() {
             let _ = self.runtime.set(runtime);
         }
