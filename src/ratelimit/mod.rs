@@ -10,11 +10,14 @@
 //! records, so a check needs no map lookup. The [`RateLimiter`] trait is the
 //! seam for limiters shared between service instances. Nothing here does
 //! I/O, except the Redis-backed `RedisRateLimiter` (feature `redis`), which
-//! shares buckets between instances.
+//! shares buckets between instances, and `LeasedRateLimiter`, which spends
+//! those shared buckets in leases of several tokens at a time.
 
 mod decision;
 mod gcra;
 mod keyed;
+#[cfg(feature = "redis")]
+mod leased;
 mod limiter;
 mod local;
 mod policy;
@@ -24,6 +27,8 @@ mod quota;
 #[cfg(feature = "redis")]
 mod redis;
 
+#[cfg(feature = "redis")]
+pub use self::leased::{LeasedRateLimiter, LeasedRateLimiterBuilder};
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisConnectError, RedisFailure, RedisRateLimiter, RedisRateLimiterBuilder};
 pub use decision::Decision;

@@ -653,6 +653,59 @@ impl RedisRateLimiter {
         })
     }
 
+    /// Runs `script` on the bucket of `key_id` in `class_name` (its only
+    /// key) with `args`, within the timeout, noting failures and recoveries
+    /// as [`check`](RateLimiter::check) does: the seam for the leased mode,
+    /// whose script works on the same buckets.
+    pub(super) async fn run_on_bucket<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        key_id: &str,
+        class_name: &str,
+        args: &[u64],
+    ) -> Result<T, LimiterUnavailable> {
+        let inner = &*self.inner;
+        inner.remember_class(class_name);
+        let result = async {
+            let Some(conn) = inner.conn.get() else {
+                return Err(LimiterUnavailable::new("not connected to redis"));
+            };
+            let mut conn = conn.clone();
+            let mut invocation = script.key(bucket_key(&inner.prefix, key_id, class_name));
+            for arg in args {
+                invocation.arg(*arg);
+            }
+            tokio::time::timeout(inner.timeout, invocation.invoke_async(&mut conn))
+                .await
+                .map_err(|_| LimiterUnavailable::new("redis did not answer within the timeout"))?
+                .map_err(redis_error)
+        }
+        .await;
+        match &result {
+            Ok(_) => inner.recovered(),
+            Err(e) => inner.failed(e),
+        }
+        result
+    }
+
+    /// The answer the failure policy gives after `error`: the error itself
+    /// ([`RedisFailure::FailClosed`]), or a decision on the local fallback
+    /// buckets ([`RedisFailure::FallBackToLocal`]).
+    pub(super) fn after_failure(
+        &self,
+        error: LimiterUnavailable,
+        key_id: &str,
+        class_name: &str,
+        quota: &Quota,
+    ) -> Result<Decision, LimiterUnavailable> {
+        match self.inner.on_failure {
+            RedisFailure::FailClosed => Err(error),
+            RedisFailure::FallBackToLocal => {
+                self.inner.local.check_keyed(key_id, class_name, quota)
+            }
+        }
+    }
+
     /// [`RateLimiter::check`] at a given time instead of Redis's `TIME`, in
     /// nanoseconds since the Unix epoch, with no fallback: for tests that
     /// compare the script with the in-process [`Bucket`](super::Bucket)
