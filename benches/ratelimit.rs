@@ -10,6 +10,19 @@
 //! check on the buckets kept beside the cached key record, with no map
 //! lookup), so it costs more than the check alone.
 //!
+//! `lease/hit99` (feature `redis`) is a `LeasedRateLimiter` on the same
+//! workload, at the same rate, through the same trait, with leases of 200
+//! tokens lasting 10 s:
+//! each key's lease is topped up by a round trip to real Redis once half of
+//! it is spent, so one decision in 100 starts a refill (in the background)
+//! and 99 in 100 are local hits. A check that finds its lease empty waits
+//! for Redis, and is counted in the time. After the run it prints the round
+//! trips and the slow checks it saw. `KEYGATE_BENCH_LEASE` and
+//! `KEYGATE_BENCH_LEASE_TTL_SECS` change the lease size and lifetime (200
+//! and 10 s); e.g. `KEYGATE_BENCH_LEASE=1000000
+//! KEYGATE_BENCH_LEASE_TTL_SECS=60` takes no round trip after the warm-up,
+//! which measures the local path alone.
+//!
 //! The `ratelimit_redis` group (feature `redis`) measures the shared
 //! `RedisRateLimiter` on the Redis at `KEYGATE_TEST_REDIS_URL` (default
 //! `redis://127.0.0.1:6379/`): one check at a time, then 64 in flight over
@@ -188,7 +201,10 @@ fn bench(c: &mut Criterion) {
 
 fn bench_redis(c: &mut Criterion) {
     #[cfg(feature = "redis")]
-    redis_group::bench(c);
+    {
+        redis_group::bench_lease(c);
+        redis_group::bench(c);
+    }
     #[cfg(not(feature = "redis"))]
     {
         let _ = c;
@@ -202,8 +218,12 @@ mod redis_group {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
+    use std::future::Future;
+    use std::hint::black_box;
+    use std::task::{Context, Poll, Waker};
+
     use criterion::{Criterion, Throughput};
-    use keygate::{Quota, RateLimiter, RedisRateLimiter};
+    use keygate::{LeasedRateLimiter, Quota, RateLimiter, RedisRateLimiter};
 
     use super::KEYS;
 
@@ -216,6 +236,121 @@ mod redis_group {
             .await
             .expect("redis answers");
         assert!(decision.allowed, "the bench quota admits every check");
+    }
+
+    /// The number in the environment variable `name`, or `default`.
+    fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+
+    /// `lease/hit99`: see the file's documentation.
+    pub fn bench_lease(c: &mut Criterion) {
+        let url = std::env::var("KEYGATE_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let prefix = format!("kgbench:{:016x}:", rand::random::<u64>());
+        let redis = match rt.block_on(
+            RedisRateLimiter::builder()
+                .prefix(prefix)
+                .timeout(Duration::from_secs(1))
+                .connect(url.as_str()),
+        ) {
+            Ok(limiter) if limiter.is_connected() => limiter,
+            Ok(_) => {
+                eprintln!("lease: skipped, redis at {url} is unreachable");
+                return;
+            }
+            Err(e) => {
+                eprintln!("lease: skipped, {e}");
+                return;
+            }
+        };
+        // Leases of 200, topped up at 100 left: a round trip per 100
+        // decisions. Each of the 10,000 keys comes round only some hundred
+        // times a second here, so a lease lapsing after the default second
+        // would often lapse before half of it is spent; they last 10 s. A
+        // lease never outlives its quota's period, so the quota is
+        // `quota()`'s rate (one token per microsecond, never denying) over a
+        // minute instead of a second.
+        let limiter = LeasedRateLimiter::builder(redis)
+            .lease_size(NonZeroU32::new(env_or("KEYGATE_BENCH_LEASE", 200)).expect("non-zero"))
+            .ttl(Duration::from_secs(env_or(
+                "KEYGATE_BENCH_LEASE_TTL_SECS",
+                10,
+            )))
+            .build();
+        let quota = Quota::per_minute(NonZeroU32::new(60_000_000).expect("non-zero"));
+        assert_eq!(
+            quota.emission_interval(),
+            super::quota().emission_interval()
+        );
+        let keys: Vec<String> = (0..KEYS).map(|i| format!("key_{i:05}")).collect();
+        // Checks are polled on this thread, in the runtime's context (a check
+        // that goes to Redis sets its timeout there).
+        let _context = rt.enter();
+        let slow = std::cell::Cell::new(0u64);
+        let decisions = std::cell::Cell::new(0u64);
+        let check = |key: &str| -> bool {
+            decisions.set(decisions.get() + 1);
+            let mut future = std::pin::pin!(limiter.check(black_box(key), "read", &quota));
+            let decision = match future
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+            {
+                Poll::Ready(decision) => decision,
+                Poll::Pending => {
+                    slow.set(slow.get() + 1);
+                    rt.block_on(future)
+                }
+            };
+            decision.expect("redis answers").allowed
+        };
+        // Every key's first lease, up front.
+        rt.block_on(async {
+            let tasks: Vec<_> = keys
+                .chunks(KEYS / 64)
+                .map(|chunk| {
+                    let (limiter, chunk) = (limiter.clone(), chunk.to_vec());
+                    tokio::spawn(async move {
+                        for key in &chunk {
+                            let d = limiter.check(key, "read", &quota).await;
+                            assert!(d.expect("redis answers").allowed);
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.expect("warm-up task");
+            }
+        });
+        let warm_trips = limiter.round_trips();
+        let mut i = 0;
+        c.benchmark_group("lease").bench_function("hit99", |b| {
+            b.iter(|| {
+                let allowed = check(&keys[i]);
+                i += 1;
+                if i == KEYS {
+                    i = 0;
+                }
+                black_box(allowed)
+            })
+        });
+        let decisions = decisions.get();
+        let trips = limiter.round_trips() - warm_trips;
+        eprintln!(
+            "lease/hit99: {decisions} decisions, {trips} lease round trips ({:.2}% local), \
+             {} checks waited for redis ({:.4}%)",
+            100.0 - 100.0 * trips as f64 / decisions as f64,
+            slow.get(),
+            100.0 * slow.get() as f64 / decisions as f64,
+        );
     }
 
     pub fn bench(c: &mut Criterion) {

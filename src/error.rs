@@ -336,6 +336,17 @@ pub enum InvalidRequest {
     /// control characters.
     #[error("external id must be 1 to 255 bytes without control characters")]
     ExternalId,
+    /// A number over `i64::MAX`, the largest integer of the API (and of a
+    /// database column).
+    #[error("{field} must be at most {}", i64::MAX)]
+    TooLarge {
+        /// The field, e.g. `credits.remaining`.
+        field: &'static str,
+    },
+    /// A create or update names an identity that is not one of the key's
+    /// account (missing, or another tenant's: one answer for both).
+    #[error("unknown identity '{0}' for this key's account")]
+    UnknownIdentity(String),
     /// A grace period longer than the profile's
     /// [`max_grace`](crate::Profile::max_grace).
     #[error("grace period must be at most {} seconds", max.as_secs())]

@@ -67,7 +67,7 @@
 //! | `memory` | yes | [`MemoryStore`] |
 //! | `sqlite` | no | `SqliteStore` (sqlx, embedded migrations) |
 //! | `postgres` | no | `PostgresStore` (sqlx, embedded migrations), and change notifications that [`CachedStore`] follows across instances |
-//! | `redis` | no | `RedisRateLimiter`: one quota per key shared by every instance, through Redis or a Redis Cluster |
+//! | `redis` | no | `RedisRateLimiter`: one quota per key shared by every instance, through Redis or a Redis Cluster; `LeasedRateLimiter`: the same quota spent in leases of several tokens, at in-process speed |
 //! | `tower` | no | `layer`: `ApiKeyLayer` for any tower service and body type, JSON error responses, an HTTPS-only guard |
 //! | `axum` | no | `tower`, plus axum extractors (`Principal`, `Require`, `JsonBody`), `IntoResponse` for `AuthError` and `Error`, and `routes`: the key-management routes |
 //! | `smtp` | no | `smtp`: Mailjet-style key pairs as SMTP AUTH PLAIN/LOGIN credentials, an SMTP submission state machine and listener |
@@ -138,6 +138,8 @@ pub use profiles::{KeyLocation, Profile};
 pub use ratelimit::{
     Decision, LimiterUnavailable, LocalRateLimiter, Quota, QuotaError, RateLimiter, RatePolicy,
 };
+#[cfg(feature = "redis")]
+pub use ratelimit::{LeasedRateLimiter, LeasedRateLimiterBuilder};
 #[cfg(feature = "redis")]
 pub use ratelimit::{RedisConnectError, RedisFailure, RedisRateLimiter, RedisRateLimiterBuilder};
 /// The `redis` crate keygate is built against, to make the

@@ -1,8 +1,9 @@
 //! The `keygate` binary end to end, against a real SQLite file and a real
 //! PostgreSQL schema of its own (skipped, or failed with
 //! `KEYGATE_REQUIRE_SERVICES=1`, when no server answers), and the README's
-//! operator session replayed command by command.
-#![cfg(feature = "cli")]
+//! operator session replayed command by command. Runs on the harness in
+//! `support/harness.rs`, so a skipped PostgreSQL test shows as ignored with
+//! the reason.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -312,7 +313,6 @@ async fn operator_life_cycle<S: KeyStore + Clone>(url: &str, open: impl Fn() -> 
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_manages_keys_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keys.db");
@@ -322,7 +322,6 @@ async fn cli_manages_keys_on_sqlite() {
     operator_life_cycle(&url, || std::sync::Arc::clone(&shared)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_manages_keys_on_postgres() {
     let url = support::postgres_url();
     // A store in a schema of its own, not migrated: the CLI migrates it.
@@ -344,7 +343,6 @@ async fn cli_manages_keys_on_postgres() {
     support::drop_schema(&url, &schema).await.unwrap();
 }
 
-#[test]
 fn cli_reports_an_unreachable_database_as_unavailable() {
     let out = expect(
         keygate("postgres://keygate@127.0.0.1:1/none").args(["keys", "list", "--account", "a"]),
@@ -353,7 +351,6 @@ fn cli_reports_an_unreachable_database_as_unavailable() {
     assert!(stderr(&out).contains("unavailable"), "{}", stderr(&out));
 }
 
-#[test]
 fn cli_refuses_an_unknown_database_scheme_and_profile() {
     expect(keygate("mysql://x/y").arg("migrate"), 3);
     expect(keygate("").arg("migrate"), 3);
@@ -369,7 +366,6 @@ fn cli_refuses_an_unknown_database_scheme_and_profile() {
     assert!(stderr(&out).contains("unknown profile"));
 }
 
-#[test]
 fn every_command_has_help() {
     let commands: [&[&str]; 13] = [
         &[],
@@ -426,7 +422,6 @@ const SECTION: &str = "## Operating keygate from the command line";
 /// the binary, must succeed, and must print the lines the README shows,
 /// where a shown value that varies by run (ids, keys, times) is compared
 /// by its field name only.
-#[test]
 fn readme_operator_session_replays() {
     let section = README
         .split_once(SECTION)
@@ -536,4 +531,16 @@ fn check_admin_key(path: &Path, key: &str) {
         let admin = api.verify(key).await.unwrap();
         assert_eq!(admin.bundle(), Some("full_access"));
     });
+}
+
+fn main() -> std::process::ExitCode {
+    use support::harness::Rt;
+    support::harness::run(trials![
+        tokio(Rt::multi(2)) cli_manages_keys_on_sqlite,
+        tokio(Rt::multi(2)) cli_manages_keys_on_postgres,
+        sync cli_reports_an_unreachable_database_as_unavailable,
+        sync cli_refuses_an_unknown_database_scheme_and_profile,
+        sync every_command_has_help,
+        sync readme_operator_session_replays,
+    ])
 }

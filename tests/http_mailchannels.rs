@@ -281,3 +281,116 @@ async fn the_101st_key_is_refused_and_sub_account_keys_do_not_count() {
     let (_, message) = expect_error(refused, 409, "key_limit_reached", &parent).await;
     assert!(message.contains("100"), "{message}");
 }
+
+// The seed's paths: a key created with `POST /tx/v1/sub-account/{handle}/api-key`
+// is found at `GET /tx/v1/sub-account/{handle}/api-key/{id}` with the `id` the
+// create answered. `/v1/sub-account/…` names the same key, so revoking it
+// there makes both paths answer 404, as for any revoked key.
+#[tokio::test]
+async fn a_sub_account_key_created_under_the_seed_paths_is_found_there() {
+    let (server, parent, _) = mailchannels().await;
+
+    // The sub-account must exist before it has keys.
+    let early = server
+        .post("/tx/v1/sub-account/1h/api-key")
+        .header("x-api-key", &parent)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(early, 404, "not_found", &parent).await;
+    let made = server
+        .post("/tx/v1/sub-account")
+        .header("x-api-key", &parent)
+        .json(&json!({ "handle": "1h" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), 201);
+
+    // Unusual but valid metadata keys, as schemathesis sends them.
+    let metadata = json!({"\u{8e}\u{f7d39}": null, "\u{2fd15}\u{e3}": [], "n": 87_907_856_314_u64});
+    let created = server
+        .post("/tx/v1/sub-account/1h/api-key")
+        .header("x-api-key", &parent)
+        .json(&json!({ "metadata": metadata, "rate_limits": {} }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created = json(created).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        created["account"],
+        format!("{}/1h", http_support::app::ADMIN_ACCOUNT)
+    );
+
+    let seed_path = format!("/tx/v1/sub-account/1h/api-key/{id}");
+    let alias_path = format!("/v1/sub-account/1h/api-key/{id}");
+    for path in [&seed_path, &alias_path] {
+        let found = server
+            .get(path)
+            .header("x-api-key", &parent)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(found.status(), 200, "{path}");
+        let found = json(found).await;
+        assert_eq!(found["id"], id.as_str());
+        assert_eq!(found["metadata"], metadata);
+        assert!(found.get("key").is_none(), "the secret is shown once only");
+    }
+
+    // Revoked through the alias: gone under both paths.
+    let revoked = server
+        .delete(&alias_path)
+        .header("x-api-key", &parent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 204);
+    for path in [&seed_path, &alias_path] {
+        let gone = server
+            .get(path)
+            .header("x-api-key", &parent)
+            .send()
+            .await
+            .unwrap();
+        expect_error(gone, 404, "not_found", &parent).await;
+    }
+    let listed = server
+        .get("/tx/v1/sub-account/1h/api-key?include_revoked=true")
+        .header("x-api-key", &parent)
+        .send()
+        .await
+        .unwrap();
+    let listed = json(listed).await;
+    assert_eq!(listed["data"][0]["id"], id.as_str());
+    assert!(listed["data"][0]["revoked_at"].is_string());
+}
+
+// `/openapi.json` describes each sub-account key operation once, under the
+// seed's `/tx/v1` paths; `/v1/sub-account/…` is an undocumented alias (a
+// document listing both would present one key as two resources).
+#[cfg(feature = "openapi")]
+#[tokio::test]
+async fn the_openapi_document_names_each_sub_account_route_once() {
+    let (server, _, _) = mailchannels().await;
+    let doc = json(server.get("/openapi.json").send().await.unwrap()).await;
+    let paths = doc["paths"].as_object().unwrap();
+    for path in [
+        "/tx/v1/sub-account",
+        "/tx/v1/sub-account/{handle}/api-key",
+        "/tx/v1/sub-account/{handle}/api-key/{id}",
+        "/v1/api-keys",
+        "/v1/api-keys/{id}",
+    ] {
+        assert!(paths.contains_key(path), "{path} is documented");
+    }
+    let aliases: Vec<&String> = paths
+        .keys()
+        .filter(|p| p.starts_with("/v1/sub-account"))
+        .collect();
+    assert!(aliases.is_empty(), "documented twice: {aliases:?}");
+    assert!(!paths.keys().any(|p| p.starts_with("/tx/v1/api-keys")));
+}

@@ -1,14 +1,14 @@
 //! The demo's API-keys page (`/keys`) in a real browser: headless Chromium
-//! driven through chromedriver. Skipped with a message when Chromium or
-//! chromedriver is missing, and failed then with
+//! driven through chromedriver. Reported as ignored, with the reason, when
+//! Chromium or chromedriver is missing, and failed then with
 //! `KEYGATE_REQUIRE_SERVICES=1` unless `KEYGATE_BROWSER_UNAVAILABLE` says
-//! why they could not be installed.
+//! why they could not be installed (then ignored with that reason).
 //!
 //! With `KEYGATE_KEYS_PAGE_SCREENSHOT=PATH` the test also saves a
 //! screenshot of the page (the README's `docs/keys-page.png`).
-#![cfg(all(feature = "axum", feature = "sessions"))]
-
 mod http_support;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -37,17 +37,16 @@ fn find_binary(names: &[&str]) -> Option<PathBuf> {
     })
 }
 
-/// Chromium and chromedriver, or `None` after saying why the test skips
-/// (a panic when the browser is required).
-fn browser() -> Option<(PathBuf, PathBuf)> {
+/// Chromium and chromedriver; else the test ends as ignored, saying why (a
+/// failure when the browser is required).
+fn browser() -> (PathBuf, PathBuf) {
     if let Ok(why) = std::env::var("KEYGATE_BROWSER_UNAVAILABLE") {
-        eprintln!("skipping the browser test: {why}");
-        return None;
+        support::harness::skip(format!("browser unavailable: {why}"));
     }
     let chromium = find_binary(&["chromium", "chromium-browser", "google-chrome"]);
     let driver = find_binary(&["chromedriver", "/usr/lib/chromium/chromedriver"]);
     match (chromium, driver) {
-        (Some(c), Some(d)) => Some((c, d)),
+        (Some(c), Some(d)) => (c, d),
         (c, d) => {
             let why = format!(
                 "chromium {} and chromedriver {} (apt-get install chromium chromium-driver)",
@@ -57,8 +56,7 @@ fn browser() -> Option<(PathBuf, PathBuf)> {
             if std::env::var("KEYGATE_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
                 panic!("the browser test is required (KEYGATE_REQUIRE_SERVICES=1): {why}");
             }
-            eprintln!("skipping the browser test: {why}");
-            None
+            support::harness::skip(format!("browser unavailable: {why}"))
         }
     }
 }
@@ -191,11 +189,8 @@ async fn create(c: &Client, name: &str) -> String {
     text(c, Locator::Id("reveal-key")).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_page_shows_a_key_once_escapes_names_and_revokes() {
-    let Some((chromium, driver)) = browser() else {
-        return;
-    };
+    let (chromium, driver) = browser();
     let api = ApiKeys::in_memory(profiles::mailjawn()).unwrap();
     let (server, admin) = start(Product::MailJawn, &api, Options::default()).await;
     let page = server.url("/keys");
@@ -337,11 +332,8 @@ async fn keys_page_shows_a_key_once_escapes_names_and_revokes() {
 /// a pasted key: a wrong password is refused, the right one lists the user's
 /// key, the session token stays out of browser storage, and a reload forgets
 /// it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_page_signs_mailkite_users_in_with_their_session() {
-    let Some((chromium, driver)) = browser() else {
-        return;
-    };
+    let (chromium, driver) = browser();
     const EMAIL: &str = "page@example.com";
     const PASSWORD: &str = "correct horse battery staple";
     let (api, _clock) = mailkite_service();
@@ -428,4 +420,12 @@ async fn keys_page_signs_mailkite_users_in_with_their_session() {
     assert!(!c.source().await.unwrap().contains(&token));
 
     c.close().await.unwrap();
+}
+
+fn main() -> std::process::ExitCode {
+    use support::harness::Rt;
+    support::harness::run(trials![
+        tokio(Rt::multi(2)) keys_page_shows_a_key_once_escapes_names_and_revokes,
+        tokio(Rt::multi(2)) keys_page_signs_mailkite_users_in_with_their_session,
+    ])
 }

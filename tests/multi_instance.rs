@@ -499,25 +499,59 @@ pub(crate) async fn a_lost_notification_connection_bypasses_the_cache_until_it_i
     pg.cleanup().await;
 }
 
+/// README, Running several instances, row "the notification connection hangs
+/// without closing": on a quiet channel only heartbeats confirm the
+/// connection, so a cache that is still in use after several leases of
+/// silence, on the same listener connection, was kept in use by them.
 pub(crate) async fn heartbeats_on_a_quiet_connection_keep_the_cache_in_use() {
     let Some(pg) = support::postgres_store().await else {
         return;
     };
-    let follow = FollowConfig::default().with_heartbeat(Duration::from_millis(5));
-    let a = Instance::start(&pg, profiles::mailjawn(), follow.clone()).await;
-    let b = Instance::start(&pg, profiles::mailjawn(), follow).await;
+    // A heartbeat round trip that takes longer than the heartbeat counts as
+    // a lost connection, so the heartbeat is long enough for a round trip on
+    // a loaded machine, and many times shorter than the lease.
+    let lease = Duration::from_millis(400);
+    let name = format!("keygate_test_{:08x}", rand::thread_rng().gen::<u32>());
+    let follow = FollowConfig::default()
+        .with_lease(lease)
+        .with_heartbeat(Duration::from_millis(100))
+        .with_application_name(name.clone());
+    let a = Instance::start(&pg, profiles::mailjawn(), FollowConfig::default()).await;
     let key = create(&a, CreateKey::new("ci").bundle("sdk")).await;
+    // Started after the key's creation committed, `b` never hears of it, so
+    // nothing but a lapse can evict the key from its cache.
+    let b = Instance::start(&pg, profiles::mailjawn(), follow).await;
     let presented = Presented::of(&key);
     warm(&b, &presented).await;
-    // Quiet for many heartbeats: each is a round trip on the listener's
-    // connection, which must leave it listening.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!b.cached.is_bypassed());
-    warm(&b, &presented).await;
+    let listener = listener_pid(&pg, &name).await;
+    // Quiet for three leases: without a heartbeat round trip on the
+    // listener's connection in each lease, the cache would be bypassed.
+    tokio::time::sleep(3 * lease).await;
+    assert!(!b.cached.is_bypassed(), "the heartbeats renewed the lease");
+    assert_eq!(
+        listener_pid(&pg, &name).await,
+        listener,
+        "the heartbeats kept the one listener connection"
+    );
+    let hits = b.cached.stats().hits;
+    presented.verify(&b.api).await.unwrap();
+    assert!(b.cached.stats().hits > hits, "answered from the cache");
     a.api.as_account(&org()).revoke(&key.info.id).await.unwrap();
     fails_within_propagation(&b, &presented, AuthError::Revoked).await;
 
     stop_both(pg, a, b).await;
+}
+
+/// The backend process id of the one connection named `application_name`.
+async fn listener_pid(pg: &support::TestPostgres, application_name: &str) -> i32 {
+    let pids: Vec<i32> =
+        sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE application_name = $1")
+            .bind(application_name)
+            .fetch_all(pg.postgres().pool())
+            .await
+            .unwrap();
+    assert_eq!(pids.len(), 1, "one listener connection: {pids:?}");
+    pids[0]
 }
 
 /// Two instances on one Postgres schema sharing one Redis key prefix.

@@ -4,8 +4,9 @@
 //! spent in Redis, shared exactly by instances with separate stores.
 //!
 //! Redis is found at `KEYGATE_TEST_REDIS_URL` (default
-//! `redis://127.0.0.1:6379/`). Without one, each test prints why it skipped
-//! and passes, unless `KEYGATE_REQUIRE_SERVICES=1` makes it fail. Every test
+//! `redis://127.0.0.1:6379/`). Without one, each test that needs it is
+//! reported as ignored, with the reason, unless `KEYGATE_REQUIRE_SERVICES=1`
+//! makes it fail. Every test
 //! works under a random key prefix of its own and deletes its keys at the end,
 //! so tests (and test runs) can share one Redis in parallel.
 
@@ -872,11 +873,57 @@ pub(crate) async fn redis_credits_follow_the_in_process_rule_with_refills() {
     assert_eq!(redis.cleanup().await, 2);
 }
 
+/// The script and `Bucket::check` agree on every field for random sequences
+/// of quotas and request times, at times beyond 2^53 ns (where Lua's doubles
+/// would lose nanoseconds).
+pub(crate) async fn script_decides_exactly_as_the_local_bucket() {
+    use keygate::ratelimit::Bucket;
+    use rand::{Rng, SeedableRng};
+
+    let Some(redis) = TestRedis::get().await else {
+        return;
+    };
+    let limiter = redis.limiter().await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut checked = 0;
+    for case in 0..40 {
+        let limit = rng.gen_range(1..=20u32);
+        let period = Duration::from_nanos(rng.gen_range(1_000..=5_000_000_000u64));
+        let Ok(quota) = Quota::new(limit, period) else {
+            continue;
+        };
+        let quota = quota.with_burst(rng.gen_range(1..=8)).unwrap();
+        let interval = u64::try_from(quota.emission_interval().as_nanos()).unwrap();
+        let bucket = Bucket::new();
+        // About now since the epoch, where nanoseconds exceed 2^53.
+        let base = 1_764_000_000_000_000_000 + rng.gen_range(0..1_000_000_000u64);
+        let key_id = format!("case{case}");
+        // Redis expires keys in real time, so the test's clock never runs
+        // slower than real time: a key Redis dropped is one the local
+        // bucket also sees as full, however slowly the test runs.
+        let started = Instant::now();
+        let mut ahead = 0u64;
+        for _ in 0..30 {
+            ahead += rng.gen_range(0..=interval * 2);
+            let elapsed = u64::try_from(started.elapsed().as_nanos()).unwrap();
+            let now = base + elapsed + ahead;
+            let local = bucket.check(&quota, now);
+            let remote = limiter.check_at(&key_id, "c", &quota, now).await.unwrap();
+            assert_eq!(remote, local, "case {case} at {now}: {quota:?}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 600);
+    // The keys expire within seconds anyway; at most one per case is left.
+    assert!(redis.cleanup().await <= 40);
+}
+
 fn main() -> std::process::ExitCode {
     use support::harness::Rt;
     let mut trials = Vec::new();
     trials.extend(trials![
         tokio(Rt::CURRENT) decisions_match_the_local_limiter_for_a_burst,
+        tokio(Rt::CURRENT) script_decides_exactly_as_the_local_bucket,
         tokio(Rt::CURRENT) two_service_instances_share_one_quota,
         tokio(Rt::multi(2)) concurrent_load_from_two_instances_never_exceeds_the_quota,
         tokio(Rt::CURRENT) buckets_expire_when_they_would_be_full_again,

@@ -572,13 +572,39 @@ async fn identity_routes(h: &Harness) {
             .unwrap();
         expect_error(r, 404, "not_found", &stranger).await;
     }
+    // Naming it in a key is a bad reference: 400, exactly like a missing id.
     let cross = h
         .call("POST", "/v1/api-keys", &stranger)
         .json(&json!({"name": "x", "bundle": "read_only", "identity": id}))
         .send()
         .await
         .unwrap();
-    expect_error(cross, 404, "not_found", &stranger).await;
+    let (_, cross) = expect_error(cross, 400, "invalid_request", &stranger).await;
+    let missing = h
+        .call("POST", "/v1/api-keys", &stranger)
+        .json(&json!({"name": "x", "bundle": "read_only", "identity": "idn_missing"}))
+        .send()
+        .await
+        .unwrap();
+    let (_, missing) = expect_error(missing, 400, "invalid_request", &stranger).await;
+    assert_eq!(cross.replace(&id, "idn_missing"), missing);
+    // An update of an existing key naming a missing identity: 400 too, not
+    // 404 (the key is there).
+    let own = h
+        .create(&stranger, json!({"name": "own", "bundle": "read_only"}))
+        .await;
+    let moved = h
+        .call(
+            "PATCH",
+            &format!("/v1/api-keys/{}", s(&own["id"])),
+            &stranger,
+        )
+        .json(&json!({"identity": id}))
+        .send()
+        .await
+        .unwrap();
+    let (_, message) = expect_error(moved, 400, "invalid_request", &stranger).await;
+    assert!(message.contains("unknown identity"), "{message}");
     let theirs = h.ok(h.call("GET", "/v1/identities", &stranger), 200).await;
     assert_eq!(theirs["data"], json!([]));
 

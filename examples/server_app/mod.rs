@@ -158,7 +158,7 @@ pub fn router(product: Product, api: ApiKeys, options: Options) -> Result<Router
     }
     #[cfg(feature = "openapi")]
     {
-        router = router.merge(openapi_route(&mounted));
+        router = router.merge(openapi_route(&documented(product, &mounted)));
     }
     let mut router = router
         .fallback(routes::not_found)
@@ -175,6 +175,22 @@ pub fn management_prefix(product: Product) -> &'static str {
     match product {
         Product::MailKite => "/api",
         _ => "/v1",
+    }
+}
+
+/// The key-management routes `/openapi.json` describes: each resource under
+/// one path only. For MailChannels a sub-account key is one resource whether
+/// `/v1/sub-account/…` or the seed's `/tx/v1/sub-account/…` names it; a
+/// document listing both would present a key revoked through one prefix as
+/// a different resource from the one the other answers 404 for. The seed's
+/// paths are documented, and `/v1/sub-account/…` is their alias.
+#[cfg(feature = "openapi")]
+fn documented(product: Product, mounted: &[ManagementRoutes]) -> Vec<ManagementRoutes> {
+    match (product, mounted) {
+        (Product::MailChannels, [own, seed, ..]) => {
+            vec![own.clone().sub_accounts(false), seed.clone()]
+        }
+        _ => mounted.to_vec(),
     }
 }
 

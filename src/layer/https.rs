@@ -118,7 +118,7 @@ fn is_local<B>(request: &Request<B>) -> bool {
 }
 
 /// The peer address the server recorded in the request extensions, if any.
-fn peer<B>(request: &Request<B>) -> Option<SocketAddr> {
+pub(super) fn peer<B>(request: &Request<B>) -> Option<SocketAddr> {
     #[cfg(feature = "axum")]
     if let Some(axum::extract::ConnectInfo(addr)) = request
         .extensions()

@@ -14,6 +14,9 @@
 //!   never echo the key, `WWW-Authenticate` on 401, `RateLimit-*` and
 //!   `Retry-After` headers.
 //! - [`HttpsOnlyLayer`]: refuses plain HTTP except from localhost.
+//! - [`FailureLimit`]: an optional budget of failed verifications per client
+//!   address ([`ApiKeyLayer::limit_failures`]), so floods of made-up keys
+//!   stop reaching the key store.
 //!
 //! With `axum`, in addition:
 //!
@@ -57,6 +60,7 @@ mod body;
 mod extract;
 #[cfg(feature = "axum")]
 mod extractor;
+mod failures;
 mod https;
 mod response;
 mod service;
@@ -66,6 +70,7 @@ pub use body::{JsonBody, MAX_BODY_LEN};
 pub use extract::{extract_key, PresentedKey, MAX_PRESENTED_KEY_LEN};
 #[cfg(feature = "axum")]
 pub use extractor::{MissingLayer, Require, RequireRejection, RequiredScope};
+pub use failures::FailureLimit;
 pub use https::{HttpsOnly, HttpsOnlyFuture, HttpsOnlyLayer};
 pub use response::{
     error_response, insert_rate_limit_headers, CREDITS_REMAINING, RATELIMIT_LIMIT,

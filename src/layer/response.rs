@@ -133,6 +133,22 @@ fn title_case(name: &str) -> String {
         .join("-")
 }
 
+/// The answer to a request from a client address that has spent its budget
+/// of failed verifications: `429`, code `too_many_failures`, and
+/// `Retry-After` in whole seconds, rounded up.
+pub(crate) fn failures_refusal<B: From<String>>(retry_after: std::time::Duration) -> Response<B> {
+    let mut response = error_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_failures",
+        "too many failed authentications from this address",
+    );
+    let secs = retry_after
+        .as_secs()
+        .saturating_add(u64::from(retry_after.subsec_nanos() > 0));
+    response.headers_mut().insert(RETRY_AFTER, number(secs));
+    response
+}
+
 /// An [`AuthError`] as a response, with these challenges on 401.
 pub(crate) fn auth_error_response<B: From<String>>(
     error: &AuthError,

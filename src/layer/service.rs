@@ -12,9 +12,11 @@ use http::{HeaderValue, Method, Request, Response};
 use tower::{Layer, Service};
 
 use super::extract::Sources;
+use super::failures::{FailureLimit, FailureLimiter};
 use super::https::{refusal, HttpsOnlyLayer};
 use super::response::{
-    auth_error_response, challenges, insert_rate_limit_headers, CREDITS_REMAINING, RATELIMIT_LIMIT,
+    auth_error_response, challenges, failures_refusal, insert_rate_limit_headers,
+    CREDITS_REMAINING, RATELIMIT_LIMIT,
 };
 use crate::error::{AuthError, Error};
 use crate::scope::Requirement;
@@ -128,6 +130,9 @@ struct Config {
     operations: Operations,
     /// Whether session tokens are taken (when the service has sessions).
     accept_sessions: bool,
+    /// The failure budgets per client address, shared by the layers derived
+    /// from the one that set them.
+    failures: Option<Arc<FailureLimiter>>,
 }
 
 /// The operations requests are checked against, built at configuration time.
@@ -231,6 +236,7 @@ impl ApiKeyLayer {
             trust_forwarded_proto: false,
             operations: Operations::Methods(Box::new([])),
             accept_sessions: true,
+            failures: None,
             api,
         };
         Self {
@@ -294,6 +300,92 @@ impl ApiKeyLayer {
         self.with(|c| c.trust_forwarded_proto = trust)
     }
 
+    /// The same layer with a budget of failed verifications per client
+    /// address, spent ahead of the key store: a defence against floods of
+    /// made-up keys, which are cheap to make well formed (valid checksum)
+    /// and would each cost a store query.
+    ///
+    /// Each request that presents a credential takes one token from its
+    /// address's budget (a GCRA bucket with `limit`'s [`Quota`](crate::Quota))
+    /// before it is verified. The token is given back when the verification
+    /// succeeds, and also when the credential was good but refused for
+    /// another reason (missing scope, the key's own rate limit or credits);
+    /// it is kept when the credential is no good: unknown, wrong secret,
+    /// revoked, expired, disabled, malformed, or an invalid session token.
+    /// It is also kept when the store could not answer (503): a struggling
+    /// store is the last thing to send an unthrottled flood to, though a
+    /// good client retrying through an outage spends its budget too. A
+    /// request that is cancelled while being verified keeps its token as
+    /// well. Taking the token first means concurrent requests cannot overrun
+    /// the budget: from one address, the store sees at most `burst` failed
+    /// lookups at once and then one per emission interval. Requests without a credential (401 `missing_api_key`) and
+    /// requests already verified by an outer layer take nothing.
+    ///
+    /// While an address has no budget left, every request from it that
+    /// presents a credential is answered `429` with the error code
+    /// `too_many_failures` and `Retry-After`, and the store is not asked,
+    /// **valid keys included**: telling a valid key apart would take the
+    /// very lookup the limit saves, so a client that shares an address with
+    /// an attacker (behind one NAT, or one IPv6 /64) is refused until the
+    /// budget refills. Choose the burst with that in mind.
+    ///
+    /// The client address is the connection's peer: axum's
+    /// `ConnectInfo<SocketAddr>` (serve with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`) or a
+    /// `SocketAddr` request extension; behind reverse proxies, see
+    /// [`FailureLimit::trust_forwarded_for`]. IPv6 addresses share one budget
+    /// per /64 prefix, since one subscriber usually holds a whole /64.
+    /// Requests whose address is unknown are not limited (a warning is
+    /// logged once). At most [`FailureLimit::max_addresses`] addresses are
+    /// tracked, so a flood from many addresses cannot grow memory without
+    /// bound.
+    ///
+    /// The budget is kept by this layer and the layers made from it
+    /// afterwards (with [`require`](Self::require),
+    /// [`operation`](Self::operation), ...), in this process; it reads the
+    /// service's [`Clock`](crate::Clock). Calling this again starts a new,
+    /// separate budget.
+    ///
+    #[cfg_attr(feature = "axum", doc = "```")]
+    #[cfg_attr(not(feature = "axum"), doc = "```ignore")]
+    /// use std::net::SocketAddr;
+    /// use std::num::NonZeroU32;
+    /// use axum::{routing::get, Router};
+    /// use keygate::layer::ApiKeyLayer;
+    /// use keygate::{profiles, ApiKeys, Principal, Quota};
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let api = ApiKeys::in_memory(profiles::mailjawn())?;
+    /// // 10 failed verifications at once per address, then one per 6 s.
+    /// let failures = Quota::per_minute(NonZeroU32::new(10).unwrap());
+    /// let keys = ApiKeyLayer::new(api).limit_failures(failures);
+    /// let app: Router = Router::new()
+    ///     .route("/v1/me", get(|p: Principal| async move { p.name().to_owned() }))
+    ///     .route_layer(keys);
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let _ = || async move {
+    /// axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
+    /// # Ok::<(), std::io::Error>(()) };
+    /// # Ok(()) }
+    /// ```
+    pub fn limit_failures(&self, limit: impl Into<FailureLimit>) -> Self {
+        let limiter = Arc::new(FailureLimiter::new(limit.into()));
+        self.with(|c| c.failures = Some(limiter))
+    }
+
+    /// The failure limit set with [`limit_failures`](Self::limit_failures),
+    /// if any.
+    pub fn failure_limit(&self) -> Option<FailureLimit> {
+        self.config.failures.as_ref().map(|f| *f.limit())
+    }
+
+    /// How many client addresses the failure limiter holds state for (at
+    /// most [`FailureLimit::max_addresses_held`]); `None` without a failure
+    /// limit.
+    pub fn failure_limited_addresses(&self) -> Option<usize> {
+        self.config.failures.as_ref().map(|f| f.addresses())
+    }
+
     /// An [`HttpsOnlyLayer`] with this layer's forwarded-proto setting, for
     /// routes that take no key (sign-up, health checks); `None` when the
     /// guard is off.
@@ -326,6 +418,7 @@ impl fmt::Debug for ApiKeyLayer {
             .field("https_only", &c.https.is_some())
             .field("trust_forwarded_proto", &c.trust_forwarded_proto)
             .field("accept_sessions", &c.accept_sessions)
+            .field("failure_limit", &c.failures.as_ref().map(|f| f.limit()))
             .finish()
     }
 }
@@ -403,8 +496,28 @@ where
                     .filter(|p| config.api.issued(p));
                 let verified = match (already, config.sources.extract(request.headers())) {
                     (Some(principal), _) => config.refine(principal, &operation).await,
-                    (None, Ok(presented)) => config.verify(&presented, &operation).await,
-                    (None, Err(e)) => Err(e),
+                    (None, Err(AuthError::Missing)) => Err(AuthError::Missing),
+                    (None, presented) => match &config.failures {
+                        None => match presented {
+                            Ok(presented) => config.verify(&presented, &operation).await,
+                            Err(e) => Err(e),
+                        },
+                        Some(failures) => {
+                            let now = config.api.clock().monotonic_nanos();
+                            let reservation = match failures.reserve(&request, now) {
+                                Ok(reservation) => reservation,
+                                Err(retry_after) => return Ok(failures_refusal(retry_after)),
+                            };
+                            let verified = match presented {
+                                Ok(presented) => config.verify(&presented, &operation).await,
+                                Err(e) => Err(e),
+                            };
+                            if let Some(reservation) = reservation {
+                                reservation.settle(&verified, config.api.clock().as_ref());
+                            }
+                            verified
+                        }
+                    },
                 };
                 let principal = match verified {
                     Ok(principal) => principal,

@@ -114,6 +114,31 @@ impl Bucket {
     pub fn is_idle(&self, now_nanos: u64) -> bool {
         self.tat.load(Ordering::Relaxed) <= now_nanos
     }
+
+    /// The monotonic time at which the bucket is full again (0 for a fresh
+    /// one).
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))] // used by the HTTP layer
+    pub(crate) fn full_at(&self) -> u64 {
+        self.tat.load(Ordering::Relaxed)
+    }
+
+    /// Gives back up to one token an earlier admitted [`check`](Self::check)
+    /// against `quota` took: `unspent` nanoseconds of it, at most one
+    /// emission interval (the whole token).
+    ///
+    /// A token taken at `then` with a decision whose `reset` was `r` still
+    /// holds `then + r - now` nanoseconds of the bucket at `now`: pass that
+    /// (saturating at 0), so a token that has lapsed meanwhile gives nothing
+    /// back. The state never moves below 0 (full).
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))] // used by the HTTP layer
+    pub(crate) fn refund(&self, quota: &Quota, unspent: u64) {
+        let back = unspent.min(quota.interval_nanos());
+        let _ = self
+            .tat
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
+                Some(tat.saturating_sub(back))
+            });
+    }
 }
 
 fn deny(quota: &Quota, backlog: u64, retry_after: Duration) -> Decision {
@@ -166,6 +191,12 @@ impl KeyBuckets {
     /// and starting afresh later would change nothing.
     pub(crate) fn is_idle(&self, now_nanos: u64) -> bool {
         self.buckets.iter().all(|b| b.is_idle(now_nanos))
+    }
+
+    /// The monotonic time at which every bucket is full again.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))] // used by the HTTP layer
+    pub(crate) fn full_at(&self) -> u64 {
+        self.buckets.iter().map(Bucket::full_at).max().unwrap_or(0)
     }
 }
 
@@ -336,6 +367,33 @@ mod tests {
         assert!(!d.allowed);
         assert_eq!(d.reset, Duration::from_nanos(u64::MAX));
         assert_eq!(d.retry_after, Some(Duration::from_nanos(u64::MAX)));
+    }
+
+    #[test]
+    fn a_refund_undoes_one_admission() {
+        let q = Quota::per_second(nz(10)).unwrap().with_burst(2).unwrap();
+        let b = Bucket::new();
+        assert!(b.check(&q, SEC).allowed);
+        assert!(b.check(&q, SEC).allowed);
+        assert!(!b.check(&q, SEC).allowed);
+        b.refund(&q, u64::MAX);
+        assert_eq!(b.full_at(), SEC + 100 * MS);
+        assert!(b.check(&q, SEC).allowed);
+        assert!(!b.check(&q, SEC).allowed);
+        b.refund(&q, 100 * MS);
+        b.refund(&q, 100 * MS);
+        assert!(b.is_idle(SEC));
+        // Refunds past full add nothing: still exactly the burst.
+        b.refund(&q, 100 * MS);
+        assert!(b.check(&q, SEC).allowed);
+        assert!(b.check(&q, SEC).allowed);
+        assert!(!b.check(&q, SEC).allowed);
+        // A token that has partly lapsed gives back only what is left of it.
+        b.refund(&q, 30 * MS);
+        assert_eq!(b.full_at(), SEC + 170 * MS);
+        let fresh = Bucket::new();
+        fresh.refund(&q, u64::MAX);
+        assert_eq!(fresh.full_at(), 0);
     }
 
     #[test]

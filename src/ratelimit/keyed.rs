@@ -1,9 +1,11 @@
-//! Rate-limit state looked up by key id, for callers with no slot of their
-//! own beside a cached key record.
+//! Rate-limit state looked up by key id (or any other hashable key, such as
+//! a client address), for callers with no slot of their own beside a cached
+//! key record.
 
+use std::borrow::Borrow;
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -11,62 +13,157 @@ use parking_lot::{RwLock, RwLockWriteGuard};
 
 use super::{Decision, KeyBuckets, LimiterUnavailable, Quota};
 
-const SHARDS: usize = 32;
+pub(crate) const SHARDS: usize = 32;
 
-type Shard = RwLock<HashMap<Box<str>, Arc<KeyBuckets>>>;
+type Shard<K, S> = RwLock<HashMap<K, Arc<KeyBuckets>, S>>;
 
-/// A concurrent map from key id to that key's [`KeyBuckets`].
+/// A concurrent map from key id (by default; any hashable key `K`) to that
+/// key's [`KeyBuckets`].
 ///
 /// Sharded over 32 read-write locks so that concurrent lookups of different
 /// keys rarely meet. Entries are created on first use and dropped by
 /// [`evict_idle`](Self::evict_idle) once all their buckets are full again, so
 /// memory stays bounded by the keys active within roughly one quota period.
+/// A map made [`with_max_slots`](Self::with_max_slots) also has a hard bound,
+/// kept by [`get_or_insert_bounded`](Self::get_or_insert_bounded).
+///
+/// `S` hashes keys, for the choice of shard and in each shard's map (each
+/// with its own `S::default()`; both hashers used here seed themselves at
+/// random).
 #[derive(Debug)]
-pub(crate) struct KeyedBuckets {
-    hasher: RandomState,
-    shards: Box<[Shard]>,
+pub(crate) struct KeyedBuckets<K = Box<str>, S = RandomState> {
+    hasher: S,
+    shards: Box<[Shard<K, S>]>,
+    /// The most slots one shard holds through `get_or_insert_bounded`.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))] // used by the HTTP layer
+    per_shard: usize,
 }
 
-impl KeyedBuckets {
-    /// An empty map.
+impl<K: Hash + Eq, S: BuildHasher + Default> KeyedBuckets<K, S> {
+    /// An empty map with no bound but the one idle eviction keeps.
     pub(crate) fn new() -> Self {
         Self {
-            hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            hasher: S::default(),
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(HashMap::with_hasher(S::default())))
+                .collect(),
+            per_shard: usize::MAX,
         }
     }
 
-    fn shard(&self, key_id: &str) -> &Shard {
-        let hash = self.hasher.hash_one(key_id);
+    /// An empty map that [`get_or_insert_bounded`](Self::get_or_insert_bounded)
+    /// keeps at or below `max` slots, rounded up to a multiple of 32 (the
+    /// number of shards; each holds at most `max / 32`, rounded up, and at
+    /// least one).
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))] // used by the HTTP layer
+    pub(crate) fn with_max_slots(max: usize) -> Self {
+        Self {
+            per_shard: max.div_ceil(SHARDS).max(1),
+            ..Self::new()
+        }
+    }
+
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &Shard<K, S> {
+        let hash = self.hasher.hash_one(key);
         // The high bits: the shard maps use their own hashers, so any bits do.
         &self.shards[(hash >> 32) as usize % SHARDS]
     }
 
-    /// The slot for `key_id`, creating one with `n_classes` fresh buckets if
+    /// The slot for `key`, creating one with `n_classes` fresh buckets if
     /// there is none.
     ///
     /// An existing slot is returned as it is, even if it was created with a
     /// different number of classes.
-    pub(crate) fn get_or_insert(&self, key_id: &str, n_classes: usize) -> Arc<KeyBuckets> {
-        let shard = self.shard(key_id);
-        if let Some(slot) = shard.read().get(key_id) {
+    pub(crate) fn get_or_insert<Q>(&self, key: &Q, n_classes: usize) -> Arc<KeyBuckets>
+    where
+        K: Borrow<Q> + From<Q::Owned>,
+        Q: Hash + Eq + ToOwned + ?Sized,
+    {
+        let shard = self.shard(key);
+        if let Some(slot) = shard.read().get(key) {
             return Arc::clone(slot);
         }
         let mut map = shard.write();
         Arc::clone(
-            map.entry(Box::from(key_id))
+            map.entry(K::from(key.to_owned()))
                 .or_insert_with(|| Arc::new(KeyBuckets::new(n_classes))),
         )
     }
 
-    /// The slot for `key_id`, if there is one.
-    pub(crate) fn get(&self, key_id: &str) -> Option<Arc<KeyBuckets>> {
-        self.shard(key_id).read().get(key_id).cloned()
+    /// The slot for `key` as [`get_or_insert`](Self::get_or_insert) finds or
+    /// makes it, keeping the map within the bound it was made with.
+    ///
+    /// When a new slot would overfill its shard, the shard's idle slots
+    /// (full again at `now_nanos`) are dropped first; if none is, the
+    /// sixteenth of the shard's slots that will be full again soonest is
+    /// dropped (their keys start afresh when next seen). Slots someone else still holds are never dropped;
+    /// when every slot of the shard is held, there is no room and the answer
+    /// is `None`.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))] // used by the HTTP layer
+    pub(crate) fn get_or_insert_bounded<Q>(
+        &self,
+        key: &Q,
+        n_classes: usize,
+        now_nanos: u64,
+    ) -> Option<Arc<KeyBuckets>>
+    where
+        K: Borrow<Q> + From<Q::Owned>,
+        Q: Hash + Eq + ToOwned + ?Sized,
+    {
+        let shard = self.shard(key);
+        if let Some(slot) = shard.read().get(key) {
+            return Some(Arc::clone(slot));
+        }
+        let mut map = shard.write();
+        if let Some(slot) = map.get(key) {
+            return Some(Arc::clone(slot));
+        }
+        if map.len() >= self.per_shard {
+            map.retain(|_, slot| Arc::strong_count(slot) > 1 || !slot.is_idle(now_nanos));
+        }
+        if map.len() >= self.per_shard {
+            // Still full: drop the slots that will be full again soonest, a
+            // sixteenth of the shard at a time, so that a stream of new
+            // keys pays for one scan per batch rather than per key.
+            let mut times: Vec<u64> = map
+                .values()
+                .filter(|slot| Arc::strong_count(slot) == 1)
+                .map(|slot| slot.full_at())
+                .collect();
+            let batch = (self.per_shard / 16).clamp(1, times.len().max(1));
+            if times.is_empty() {
+                return None;
+            }
+            let (_, &mut threshold, _) = times.select_nth_unstable(batch - 1);
+            let mut left = batch;
+            map.retain(|_, slot| {
+                let drop_this =
+                    left > 0 && Arc::strong_count(slot) == 1 && slot.full_at() <= threshold;
+                left -= usize::from(drop_this);
+                !drop_this
+            });
+        }
+        let slot = Arc::new(KeyBuckets::new(n_classes));
+        map.insert(K::from(key.to_owned()), Arc::clone(&slot));
+        Some(slot)
     }
 
-    /// Drops the slot for `key_id` (e.g. once the key is revoked), returning it.
-    pub(crate) fn remove(&self, key_id: &str) -> Option<Arc<KeyBuckets>> {
-        self.shard(key_id).write().remove(key_id)
+    /// The slot for `key`, if there is one.
+    pub(crate) fn get<Q>(&self, key: &Q) -> Option<Arc<KeyBuckets>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.shard(key).read().get(key).cloned()
+    }
+
+    /// Drops the slot for `key` (e.g. once the key is revoked), returning it.
+    pub(crate) fn remove<Q>(&self, key: &Q) -> Option<Arc<KeyBuckets>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.shard(key).write().remove(key)
     }
 
     /// Drops every slot whose buckets are all full at `now_nanos`, returning
@@ -87,7 +184,7 @@ impl KeyedBuckets {
     }
 
     /// The number of keys with a slot.
-    #[cfg(test)]
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))] // used by the HTTP layer
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.read().len()).sum()
     }
@@ -99,7 +196,7 @@ impl KeyedBuckets {
     }
 }
 
-impl Default for KeyedBuckets {
+impl<K: Hash + Eq, S: BuildHasher + Default> Default for KeyedBuckets<K, S> {
     fn default() -> Self {
         Self::new()
     }
@@ -228,7 +325,7 @@ mod tests {
 
     #[test]
     fn get_or_insert_returns_the_same_slot() {
-        let slots = KeyedBuckets::new();
+        let slots: KeyedBuckets = KeyedBuckets::new();
         let a = slots.get_or_insert("a", 2);
         let again = slots.get_or_insert("a", 5);
         assert!(Arc::ptr_eq(&a, &again));
@@ -240,7 +337,7 @@ mod tests {
 
     #[test]
     fn remove_drops_state() {
-        let slots = KeyedBuckets::new();
+        let slots: KeyedBuckets = KeyedBuckets::new();
         let q = Quota::per_hour(nz(1));
         assert!(
             slots
@@ -273,13 +370,13 @@ mod tests {
 
     #[test]
     fn evict_idle_keeps_active_keys() {
-        let slots = KeyedBuckets::new();
+        let slots: KeyedBuckets = KeyedBuckets::new();
         let per_sec = Quota::per_second(nz(1)).unwrap();
         let per_min = Quota::per_minute(nz(1));
         for i in 0..100 {
-            let slot = slots.get_or_insert(&format!("fast{i}"), 2);
+            let slot = slots.get_or_insert(format!("fast{i}").as_str(), 2);
             let _ = slot.bucket(1).unwrap().check(&per_sec, 0);
-            let slot = slots.get_or_insert(&format!("slow{i}"), 2);
+            let slot = slots.get_or_insert(format!("slow{i}").as_str(), 2);
             let _ = slot.bucket(0).unwrap().check(&per_sec, 0);
             let _ = slot.bucket(1).unwrap().check(&per_min, 0);
         }
@@ -307,7 +404,7 @@ mod tests {
 
     #[test]
     fn concurrent_get_or_insert_shares_one_slot() {
-        let slots = KeyedBuckets::new();
+        let slots: KeyedBuckets = KeyedBuckets::new();
         let q = Quota::per_hour(nz(1)).with_burst(10).unwrap();
         let admitted = std::sync::atomic::AtomicU32::new(0);
         std::thread::scope(|s| {
@@ -327,8 +424,44 @@ mod tests {
     }
 
     #[test]
+    fn a_bounded_map_never_holds_more_than_its_bound() {
+        let slots: KeyedBuckets<u128> = KeyedBuckets::with_max_slots(64);
+        let q = Quota::per_hour(nz(1));
+        // Every address spends its budget: none is idle, so each new one
+        // pushes out the one whose block ends soonest.
+        for i in 0..10_000u128 {
+            let slot = slots.get_or_insert_bounded(&i, 1, i as u64).unwrap();
+            assert!(slot.bucket(0).unwrap().check(&q, i as u64).allowed);
+            assert!(slots.len() <= 64);
+        }
+        assert_eq!(slots.len(), 64);
+        // The survivors are the latest ones: their blocks end last.
+        assert!(slots.get(&0).is_none());
+        assert!(slots.get(&9_999).is_some());
+        // Idle slots go first, and held ones never.
+        let slots: KeyedBuckets<u128> = KeyedBuckets::with_max_slots(1);
+        assert_eq!(slots.per_shard, 1);
+        let held = slots.get_or_insert_bounded(&7, 1, 0).unwrap();
+        let _ = held.bucket(0).unwrap().check(&q, 0);
+        // Find keys that land in 7's shard.
+        let same: Vec<u128> = (8..10_000u128)
+            .filter(|k| std::ptr::eq(slots.shard(k), slots.shard(&7u128)))
+            .take(2)
+            .collect();
+        assert!(slots.get_or_insert_bounded(&same[0], 1, 0).is_none());
+        drop(held);
+        let other = slots.get_or_insert_bounded(&same[0], 1, 0).unwrap();
+        assert!(slots.get(&7).is_none());
+        drop(other);
+        // An idle (never checked) slot is dropped for a new key.
+        assert!(slots.get_or_insert_bounded(&same[1], 1, 0).is_some());
+        assert!(slots.get(&same[0]).is_none());
+        assert_eq!(slots.len(), 1);
+    }
+
+    #[test]
     fn a_slot_is_evicted_once_idle() {
-        let slots = KeyedBuckets::new();
+        let slots: KeyedBuckets = KeyedBuckets::new();
         let quota = Quota::per_second(nz(10)).unwrap();
         let slot = slots.get_or_insert("key_a", 1);
         assert!(slot.bucket(0).unwrap().check(&quota, 0).allowed);

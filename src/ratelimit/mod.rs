@@ -10,11 +10,14 @@
 //! records, so a check needs no map lookup. The [`RateLimiter`] trait is the
 //! seam for limiters shared between service instances. Nothing here does
 //! I/O, except the Redis-backed `RedisRateLimiter` (feature `redis`), which
-//! shares buckets between instances.
+//! shares buckets between instances, and `LeasedRateLimiter`, which spends
+//! those shared buckets in leases of several tokens at a time.
 
 mod decision;
 mod gcra;
 mod keyed;
+#[cfg(feature = "redis")]
+mod leased;
 mod limiter;
 mod local;
 mod policy;
@@ -25,11 +28,15 @@ mod quota;
 mod redis;
 
 #[cfg(feature = "redis")]
+pub use self::leased::{LeasedRateLimiter, LeasedRateLimiterBuilder};
+#[cfg(feature = "redis")]
 pub use self::redis::{RedisConnectError, RedisFailure, RedisRateLimiter, RedisRateLimiterBuilder};
 pub use decision::Decision;
 pub use gcra::Bucket;
 pub(crate) use gcra::KeyBuckets;
 pub(crate) use keyed::KeyedBuckets;
+#[cfg(feature = "tower")]
+pub(crate) use keyed::SHARDS;
 pub use limiter::{LimiterUnavailable, RateLimiter};
 pub use local::LocalRateLimiter;
 pub use policy::{OpClass, RatePolicy};

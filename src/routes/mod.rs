@@ -51,6 +51,20 @@
 //! error has keygate's shape, `{"error": {"code", "message"}}`, and a key out
 //! of the caller's reach is 404, exactly like a missing one. A response that
 //! carries a new secret is sent with `Cache-Control: no-store`.
+//!
+//! Every size a request controls is bounded, and past it the answer is a
+//! 4xx JSON error before anything is stored:
+//!
+//! | what | bound | past it |
+//! |---|---|---|
+//! | the credential header (`Authorization`, `X-Api-Key`, …) | [`MAX_PRESENTED_KEY_LEN`](crate::layer::MAX_PRESENTED_KEY_LEN) bytes | 401 `malformed_api_key`, without a store lookup |
+//! | the whole header block | the HTTP server's (hyper: about 400 KiB) | 431, or the connection is closed, before any route runs |
+//! | a JSON body | [`MAX_BODY_LEN`](crate::layer::MAX_BODY_LEN) (64 KiB) | 413 `body_too_large` |
+//! | `limit` of a list | 1 to [`MAX_PAGE_SIZE`](crate::MAX_PAGE_SIZE) | 400 `invalid_request` (400 `invalid_query` when not a number) |
+//! | a key's name | [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) characters | 400 `invalid_request` |
+//! | its metadata | [`MAX_METADATA_BYTES`](crate::MAX_METADATA_BYTES) serialized | 400 `invalid_json` |
+//! | its scopes, its rate limits | [`MAX_REQUEST_SCOPES`](crate::MAX_REQUEST_SCOPES), [`MAX_REQUEST_LIMITS`](crate::MAX_REQUEST_LIMITS) | 400 `invalid_request` |
+//! | credits (`remaining`, refill `amount`, `interval_ms`) | `i64::MAX` | 400 `invalid_request` |
 
 mod extract;
 mod handlers;

@@ -316,12 +316,9 @@ impl Manager<'_> {
             (None, Some(r)) => r.clone(),
             (None, None) => return Ok(None),
         };
-        let identity = self.get_identity(&wanted).await?;
-        if identity.account != *account {
-            // The store refuses it too (a key's identity is of its account).
-            return Err(Error::NotFound);
-        }
-        Ok(Some(identity.id))
+        // The store refuses another account's identity too (a key's
+        // identity is of its account).
+        Ok(Some(self.identity_of(account, &wanted).await?))
     }
 
     /// The identity a key of `account` is moved to by an update. A key
@@ -337,11 +334,23 @@ impl Manager<'_> {
         let Some(wanted) = wanted else {
             return Ok(None);
         };
-        let identity = self.get_identity(&wanted).await?;
-        if identity.account != *account {
-            return Err(Error::NotFound);
+        Ok(Some(self.identity_of(account, &wanted).await?))
+    }
+
+    /// `wanted` if it is an identity of `account` the actor reaches. A
+    /// missing one and another tenant's get the same 400: the request names
+    /// a bad reference, while the key it creates or updates is fine.
+    async fn identity_of(
+        &self,
+        account: &AccountId,
+        wanted: &IdentityId,
+    ) -> Result<IdentityId, Error> {
+        let unknown = || InvalidRequest::UnknownIdentity(wanted.to_string()).into();
+        match self.get_identity(wanted).await {
+            Ok(identity) if identity.account == *account => Ok(identity.id),
+            Ok(_) | Err(Error::NotFound) => Err(unknown()),
+            Err(other) => Err(other),
         }
-        Ok(Some(identity.id))
     }
 
     /// True for a key actor with credits or an identity.

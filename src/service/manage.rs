@@ -102,6 +102,20 @@ impl CreditsRequest {
         if self.refill.is_some_and(|r| r.interval_ms == 0) {
             return Err(InvalidRequest::RefillInterval.into());
         }
+        // The API's integers are int64: what every store keeps exactly.
+        let counts = [
+            ("credits.remaining", Some(self.remaining)),
+            ("credits.refill.amount", self.refill.map(|r| r.amount)),
+            (
+                "credits.refill.interval_ms",
+                self.refill.map(|r| r.interval_ms),
+            ),
+        ];
+        for (field, value) in counts {
+            if value.is_some_and(|v| i64::try_from(v).is_err()) {
+                return Err(InvalidRequest::TooLarge { field }.into());
+            }
+        }
         Ok(Credits {
             remaining: self.remaining,
             refill: self.refill,
@@ -237,7 +251,9 @@ impl CreateKey {
     /// account: the identity's credits and rate limits are shared by all its
     /// keys. A key actor on an identity creates keys on that identity only
     /// (the default when none is named); naming another is
-    /// [`Error::InsufficientScope`].
+    /// [`Error::InsufficientScope`]. An id that is not an identity of the
+    /// key's account (missing, or another tenant's) is 400
+    /// [`InvalidRequest::UnknownIdentity`](crate::InvalidRequest::UnknownIdentity).
     pub fn identity(mut self, identity: IdentityId) -> Self {
         self.identity = Some(identity);
         self

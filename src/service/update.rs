@@ -189,7 +189,9 @@ impl KeyUpdate {
     /// Moves the key to an [identity](crate::Identity) of its account, or
     /// detaches it with `None`. A key actor with a budget (credits or an
     /// identity) gets [`Error::InsufficientScope`], since moving a key off
-    /// an identity would escape the identity's shared budget.
+    /// an identity would escape the identity's shared budget. An id that is
+    /// not an identity of the key's account is 400
+    /// [`InvalidRequest::UnknownIdentity`](crate::InvalidRequest::UnknownIdentity).
     pub fn identity(mut self, identity: Option<IdentityId>) -> Self {
         self.identity = Some(identity);
         self

@@ -11,8 +11,8 @@ use keygate::ratelimit::Quota;
 use keygate::store::{KeyChange, KeyRecord, SharedSpend, Spend};
 use keygate::{
     profiles, AccountId, ApiKeys, AuthError, CreateIdentity, CreateKey, Credits, Error, Identity,
-    IdentityChange, IdentityId, IdentityUpdate, KeyId, KeyStore, KeyUpdate, ManualClock, Metadata,
-    Pepper, StoreError,
+    IdentityChange, IdentityId, IdentityUpdate, InvalidRequest, KeyId, KeyStore, KeyUpdate,
+    ManualClock, Metadata, Pepper, StoreError,
 };
 
 use crate::support::{at, key_record};
@@ -335,9 +335,11 @@ pub async fn service_identities_never_cross_accounts(store: Arc<dyn KeyStore>) {
     let create = CreateKey::new("x")
         .bundle("sdk")
         .identity(secret.id.clone());
+    // Naming it in a key is a bad reference, the same answer as for a
+    // missing identity.
     assert_eq!(
         stranger.create(&b, create.clone()).await.unwrap_err(),
-        Error::NotFound
+        Error::Invalid(InvalidRequest::UnknownIdentity(secret.id.to_string()))
     );
     assert_eq!(
         stranger.get_identity(&secret.id).await.unwrap_err(),
@@ -370,7 +372,7 @@ pub async fn service_identities_never_cross_accounts(store: Arc<dyn KeyStore>) {
             )
             .await
             .unwrap_err(),
-        Error::NotFound
+        Error::Invalid(InvalidRequest::UnknownIdentity(secret.id.to_string()))
     );
     // A key verified for account B cannot spend A's identity.
     let b_key = api.verify(own.key.expose_secret()).await.unwrap();
@@ -405,7 +407,7 @@ pub async fn service_identities_never_cross_accounts(store: Arc<dyn KeyStore>) {
             )
             .await
             .unwrap_err(),
-        Error::NotFound
+        Error::Invalid(InvalidRequest::UnknownIdentity(secret.id.to_string()))
     );
     assert_eq!(
         parent
@@ -417,7 +419,9 @@ pub async fn service_identities_never_cross_accounts(store: Arc<dyn KeyStore>) {
             )
             .await
             .unwrap_err(),
-        Error::NotFound
+        Error::Invalid(InvalidRequest::UnknownIdentity(
+            child_identity.id.to_string()
+        ))
     );
     let secret_now = op.get_identity(&secret.id).await.unwrap();
     assert_eq!(secret_now.credits.unwrap().remaining, 5);

@@ -12,8 +12,11 @@ pub use counting::*;
 pub mod harness;
 
 /// Reports a service that cannot be used: fails the test when services are
-/// required; otherwise ends it as ignored under the harness (see
-/// [`harness`]), or says so on stderr and returns so the caller can return.
+/// required; otherwise ends it as ignored, with the reason, under the
+/// harness (see [`harness`]). A test binary on the default harness cannot
+/// show a test as ignored at run time, so there it fails rather than pass
+/// without having run: such binaries must use `harness = false` and
+/// [`harness::run`].
 pub fn skip_or_fail(service: &str, why: &str) {
     if std::env::var("KEYGATE_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
         panic!("{service} is required (KEYGATE_REQUIRE_SERVICES=1) but unusable: {why}");
@@ -21,7 +24,10 @@ pub fn skip_or_fail(service: &str, why: &str) {
     if harness::active() {
         harness::skip(format!("{service} unavailable: {why}"));
     }
-    eprintln!("skipping: {service} unavailable: {why}");
+    panic!(
+        "{service} unavailable ({why}), and this test binary is not on support::harness, \
+         which would report the test as ignored"
+    );
 }
 
 /// 2025-01-01T00:00:00Z in Unix milliseconds; stores keep millisecond precision.
@@ -87,6 +93,8 @@ mod counting {
         pub finds: AtomicUsize,
         pub fresh_entries: bool,
         pub hold: Mutex<Option<Hold>>,
+        /// How long each lookup takes, so that many can be in flight at once.
+        pub lookup_delay: Option<std::time::Duration>,
     }
 
     #[derive(Debug)]
@@ -134,6 +142,9 @@ mod counting {
 
         async fn find_by_lookup(&self, lookup: &str) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
             self.finds.fetch_add(1, Ordering::SeqCst);
+            if let Some(delay) = self.lookup_delay {
+                tokio::time::sleep(delay).await;
+            }
             let mut found = self.store.find_by_lookup(lookup).await?;
             if self.fresh_entries {
                 found = found
