@@ -130,7 +130,7 @@ pub(crate) const CHECKSUM_LEN: usize = 6;
 
 /// CRC32 of `data` as 6 base62 characters, most significant digit first.
 pub(crate) fn checksum(data: &[u8]) -> [u8; CHECKSUM_LEN] {
-    let mut n = crc32fast::hash(data);
+    let mut n = super::crc32::crc32(data);
     let mut out = [b'0'; CHECKSUM_LEN];
     for slot in out.iter_mut().rev() {
         *slot = ALPHABET[(n % 62) as usize];
@@ -155,16 +155,21 @@ const DIGIT_VALUE: [u8; 256] = {
 /// Decodes `sum` to a number and compares it with the CRC32 instead of
 /// encoding the CRC32: a fixed-width base62 number has exactly one spelling,
 /// so this is the same test as `checksum(data) == sum` for base62 input
-/// (which the caller has checked), in fewer steps.
+/// (which the caller has checked), in fewer steps. Six base62 digits reach
+/// past `u32::MAX`, and most random suffixes do: those are refused before
+/// the CRC32 is computed.
 #[inline]
 pub(crate) fn checksum_matches(data: &[u8], sum: &[u8]) -> bool {
-    if sum.len() != CHECKSUM_LEN {
+    let Ok(sum) = <&[u8; CHECKSUM_LEN]>::try_from(sum) else {
         return false;
-    }
+    };
     let value = sum.iter().fold(0u64, |n, &c| {
         n * 62 + u64::from(DIGIT_VALUE[usize::from(c)])
     });
-    value == u64::from(crc32fast::hash(data))
+    match u32::try_from(value) {
+        Ok(value) => value == super::crc32::crc32(data),
+        Err(_) => false,
+    }
 }
 
 #[cfg(test)]

@@ -20,8 +20,15 @@ impl ApiKeys {
     /// Parses a presented key against the profile's formats, without I/O.
     /// Pairs are given as `public:secret`.
     pub fn parse<'a>(&self, presented: &'a str) -> Result<ParsedKey<'a>, AuthError> {
+        let formats = &self.inner.profile.formats;
+        // Most profiles have one format: its reason is the one reported.
+        if let [format] = formats.as_slice() {
+            return format
+                .parse(presented)
+                .map_err(|reason| AuthError::Malformed { reason });
+        }
         let mut reason = MalformedReason::Empty;
-        for (i, format) in self.inner.profile.formats.iter().enumerate() {
+        for (i, format) in formats.iter().enumerate() {
             match format.parse(presented) {
                 Ok(c) => return Ok(c.with_format(i)),
                 Err(r) => {
