@@ -73,6 +73,11 @@ pub fn error_response<B: From<String>>(
 /// [`ApiKeys::verify_for`](crate::ApiKeys::verify_for) directly.
 pub fn insert_rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
     headers.insert(RATELIMIT_LIMIT, number(u64::from(decision.limit)));
+    insert_rate_limit_headers_after_limit(headers, decision);
+}
+
+/// [`insert_rate_limit_headers`] but for `RateLimit-Limit`.
+pub(crate) fn insert_rate_limit_headers_after_limit(headers: &mut HeaderMap, decision: &Decision) {
     headers.insert(RATELIMIT_REMAINING, number(u64::from(decision.remaining)));
     headers.insert(RATELIMIT_RESET, number(decision.reset_secs()));
     if let Some(secs) = decision.retry_after_secs() {
@@ -86,7 +91,7 @@ const SMALL_NUMBERS: u64 = 1024;
 /// `n` as a header value. Formatting a number allocates; the common small
 /// ones (limits, remaining counts, seconds) are cloned from a table instead,
 /// which only bumps a reference count.
-fn number(n: u64) -> HeaderValue {
+pub(crate) fn number(n: u64) -> HeaderValue {
     static TABLE: OnceLock<Box<[HeaderValue]>> = OnceLock::new();
     if n >= SMALL_NUMBERS {
         return HeaderValue::from(n);
