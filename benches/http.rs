@@ -55,7 +55,9 @@ fn http(c: &mut Criterion) {
     let keys = ApiKeyLayer::new(api.clone())
         .require("subscribers:read")
         .expect("scope");
-    let guarded = Router::new().route("/v1/subscribers", get(subscribers).route_layer(keys));
+    let guarded = Router::new()
+        .route("/v1/subscribers", get(subscribers).route_layer(keys))
+        .with_state(());
 
     // Both answer 200 before anything is measured.
     for router in [&bare, &guarded] {

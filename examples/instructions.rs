@@ -185,7 +185,9 @@ mod http {
             let keys = ApiKeyLayer::new(api.clone())
                 .require("subscribers:read")
                 .expect("scope");
-            Router::new().route("/v1/subscribers", get(subscribers).route_layer(keys))
+            Router::new()
+                .route("/v1/subscribers", get(subscribers).route_layer(keys))
+                .with_state(())
         } else {
             Router::new()
                 .route("/v1/subscribers", get(subscribers))

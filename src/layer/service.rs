@@ -15,7 +15,7 @@ use tower::{Layer, Service};
 use super::extract::Sources;
 use super::https::{refusal, HttpsOnlyLayer};
 use super::response::{
-    auth_error_response, challenges, insert_rate_limit_headers_after_limit, number,
+    auth_error_response, challenges, insert_rate_limit_headers_after_limit, limit_number,
     CREDITS_REMAINING, RATELIMIT_LIMIT,
 };
 use crate::error::{AuthError, Error};
@@ -493,7 +493,7 @@ fn add_headers<B>(response: &mut Response<B>, decision: Option<Decision>, credit
     if let Some(decision) = decision {
         // One lookup of the name for the check and the insert.
         if let Entry::Vacant(slot) = response.headers_mut().entry(RATELIMIT_LIMIT) {
-            slot.insert(number(u64::from(decision.limit)));
+            slot.insert(limit_number(decision.limit));
             insert_rate_limit_headers_after_limit(response.headers_mut(), &decision);
         }
     }
