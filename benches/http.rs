@@ -72,11 +72,15 @@ fn http(c: &mut Criterion) {
         .expect("scope");
     let limited_keys =
         keys.limit_failures(Quota::per_minute(NonZeroU32::new(10).expect("non-zero")));
-    let guarded = Router::new().route("/v1/subscribers", get(subscribers).route_layer(keys));
-    let limited = Router::new().route(
-        "/v1/subscribers",
-        get(subscribers).route_layer(limited_keys.clone()),
-    );
+    let guarded = Router::new()
+        .route("/v1/subscribers", get(subscribers).route_layer(keys))
+        .with_state(());
+    let limited = Router::new()
+        .route(
+            "/v1/subscribers",
+            get(subscribers).route_layer(limited_keys.clone()),
+        )
+        .with_state(());
 
     // All answer 200 before anything is measured.
     for router in [&bare, &guarded, &limited] {

@@ -18,8 +18,11 @@
 //!   step `ApiKeys::admit` takes for a verified principal (the class's
 //!   quota, the bucket kept beside the key record, the decision on the
 //!   principal).
-//! - `peers_create`: keygate's `create` on the memory store against the
-//!   peer's `generate_key_and_hash`.
+//! - `peers_create`: keygate's `create` on the memory store (a record with
+//!   its id, name and grant, inserted into a store that grows with every
+//!   iteration, and an audit event), and `keygate_generate`, a key and its
+//!   HMAC-SHA256 with no store, against the peer's `generate_key_and_hash`
+//!   (a key from the OS random source and its SHA-256, no store).
 //!
 //! `KEYGATE_BENCH_MAX_KEYS` (default 1000000) caps the largest store.
 
@@ -194,6 +197,17 @@ fn create(c: &mut Criterion) {
                     .create(&org, CreateKey::new("bench").bundle("sdk")),
             )
             .expect("create")
+        })
+    });
+    // Like for like with the peer, which keeps no store: a key from the
+    // profile's format and its keyed hash, nothing inserted.
+    let format = api.profile().formats()[0].clone();
+    let hasher = Hasher::ephemeral();
+    group.bench_function("keygate_generate", |b| {
+        b.iter(|| {
+            let key = format.generate();
+            let hash = hasher.hash(key.expose_secret());
+            (key, hash)
         })
     });
     let controller = pak_controller();

@@ -155,16 +155,21 @@ const DIGIT_VALUE: [u8; 256] = {
 /// Decodes `sum` to a number and compares it with the CRC32 instead of
 /// encoding the CRC32: a fixed-width base62 number has exactly one spelling,
 /// so this is the same test as `checksum(data) == sum` for base62 input
-/// (which the caller has checked), in fewer steps.
+/// (which the caller has checked), in fewer steps. Six base62 digits reach
+/// past `u32::MAX`, and most random suffixes do: those are refused before
+/// the CRC32 is computed.
 #[inline]
 pub(crate) fn checksum_matches(data: &[u8], sum: &[u8]) -> bool {
-    if sum.len() != CHECKSUM_LEN {
+    let Ok(sum) = <&[u8; CHECKSUM_LEN]>::try_from(sum) else {
         return false;
-    }
+    };
     let value = sum.iter().fold(0u64, |n, &c| {
         n * 62 + u64::from(DIGIT_VALUE[usize::from(c)])
     });
-    value == u64::from(crc32fast::hash(data))
+    match u32::try_from(value) {
+        Ok(value) => value == crc32fast::hash(data),
+        Err(_) => false,
+    }
 }
 
 #[cfg(test)]

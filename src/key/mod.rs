@@ -216,6 +216,10 @@ impl KeyFormat {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenFormat {
     prefix: String,
+    /// Whether `prefix` is ASCII (it is in every format that passes
+    /// `validate`), kept so parsing need not check the input's encoding
+    /// when every other check passes.
+    ascii_prefix: bool,
     body_len: usize,
     lookup_len: usize,
     checksum: bool,
@@ -228,6 +232,7 @@ impl TokenFormat {
         let prefix = prefix.into();
         let lookup_len = prefix.len() + 8;
         Self {
+            ascii_prefix: prefix.is_ascii(),
             prefix,
             body_len: 32,
             lookup_len,
@@ -317,21 +322,29 @@ impl TokenFormat {
         IssuedKey::token(s, self.lookup_len)
     }
 
-    /// Parses a presented token, checking length, encoding (ASCII), prefix,
-    /// alphabet and checksum in that order. Input of the wrong length is
-    /// rejected without reading it.
+    /// Parses a presented token. A refused token gets the first reason in
+    /// the order length, encoding (ASCII), prefix, alphabet, checksum.
+    /// Input of the wrong length is rejected without reading it, and nothing
+    /// allocates.
     pub fn parse<'a>(&self, presented: &'a str) -> Result<ParsedKey<'a>, MalformedReason> {
         let bytes = presented.as_bytes();
-        if bytes.is_empty() {
-            return Err(MalformedReason::Empty);
+        if bytes.len() != self.token_len() || bytes.is_empty() {
+            return Err(if bytes.is_empty() {
+                MalformedReason::Empty
+            } else {
+                MalformedReason::Length
+            });
         }
-        if bytes.len() != self.token_len() {
-            return Err(MalformedReason::Length);
-        }
-        // Keys are ASCII; non-ASCII text gets the same reason from every format.
-        if !bytes.is_ascii() {
-            return Err(MalformedReason::Encoding);
-        }
+        // Text that passes the prefix and alphabet checks is ASCII (given an
+        // ASCII prefix), so the encoding is only looked at once one of them
+        // fails, to report it first as the order above says.
+        let refuse = |reason| {
+            if bytes.is_ascii() {
+                reason
+            } else {
+                MalformedReason::Encoding
+            }
+        };
         let (prefix, body) = bytes.split_at(self.prefix.len());
         // Byte by byte: prefixes are a few bytes, shorter than a call to memcmp.
         if prefix
@@ -339,10 +352,13 @@ impl TokenFormat {
             .zip(self.prefix.as_bytes())
             .any(|(a, b)| a != b)
         {
-            return Err(MalformedReason::Prefix);
+            return Err(refuse(MalformedReason::Prefix));
         }
         if !base62::is_base62(body) {
-            return Err(MalformedReason::Alphabet);
+            return Err(refuse(MalformedReason::Alphabet));
+        }
+        if !self.ascii_prefix {
+            return Err(MalformedReason::Encoding);
         }
         if self.checksum {
             let (data, sum) = bytes.split_at(bytes.len() - base62::CHECKSUM_LEN);
@@ -587,6 +603,39 @@ mod tests {
             p.parse_parts(&"a".repeat(32), &format!("😀{}", "b".repeat(28))),
             Err(MalformedReason::Encoding)
         );
+    }
+
+    #[test]
+    fn non_ascii_text_is_an_encoding_error_whatever_else_is_wrong() {
+        let f = mj();
+        let good = f.generate().expose_secret().to_owned();
+        // 'é' is two bytes: it replaces two characters, so the length stays.
+        for at in 0..good.len() - 1 {
+            let mut s = good[..at].to_owned();
+            s.push('é');
+            s.push_str(&good[at + 2..]);
+            assert_eq!(s.len(), good.len());
+            assert_eq!(f.parse(&s), Err(MalformedReason::Encoding), "{at}");
+            // Also with a wrong prefix, and with a bad character elsewhere.
+            let wrong_prefix = s.replacen("mj_", "mx_", 1);
+            assert_eq!(f.parse(&wrong_prefix), Err(MalformedReason::Encoding));
+        }
+        // A format whose prefix is not ASCII (it fails `validate`) parses
+        // nothing: every key of it is text outside ASCII.
+        let odd = TokenFormat::new("é_").lookup_len(8);
+        let body = "é_".to_owned() + &"a".repeat(32);
+        let sum = base62::checksum(body.as_bytes());
+        let key = body + std::str::from_utf8(&sum).unwrap();
+        assert_eq!(odd.parse(&key), Err(MalformedReason::Encoding));
+    }
+
+    #[test]
+    fn a_checksum_past_u32_max_is_refused() {
+        let f = mj();
+        let good = f.generate().expose_secret().to_owned();
+        let mut bad = good[..good.len() - base62::CHECKSUM_LEN].to_owned();
+        bad.push_str("zzzzzz");
+        assert_eq!(f.parse(&bad), Err(MalformedReason::Checksum));
     }
 
     #[test]

@@ -174,7 +174,7 @@ impl Sources {
 
     fn authorization<'h>(&self, value: &'h HeaderValue) -> Result<PresentedKey<'h>, AuthError> {
         let value = text(value)?;
-        let (scheme, rest) = match value.find([' ', '\t']) {
+        let (scheme, rest) = match value.bytes().position(|b| b == b' ' || b == b'\t') {
             Some(i) => (&value[..i], trim(&value[i..])),
             None => (value, ""),
         };
@@ -230,12 +230,15 @@ fn single<'h>(
 
 /// The value as trimmed visible ASCII, checked for length first.
 fn text(value: &HeaderValue) -> Result<&str, AuthError> {
-    if value.len() > MAX_PRESENTED_KEY_LEN {
+    let bytes = value.as_bytes();
+    if bytes.len() > MAX_PRESENTED_KEY_LEN {
         return Err(malformed(MalformedReason::TooLong));
     }
-    let value = value
-        .to_str()
-        .map_err(|_| malformed(MalformedReason::Encoding))?;
+    // The bytes `HeaderValue::to_str` accepts, checked a word at a time.
+    if !all_visible_ascii(bytes) {
+        return Err(malformed(MalformedReason::Encoding));
+    }
+    let value = std::str::from_utf8(bytes).map_err(|_| malformed(MalformedReason::Encoding))?;
     let value = trim(value);
     if value.is_empty() {
         return Err(malformed(MalformedReason::Empty));
@@ -248,8 +251,60 @@ fn is_visible_ascii(b: u8) -> bool {
     b == b'\t' || (b' '..=b'~').contains(&b)
 }
 
+/// True when every byte [`is_visible_ascii`]: eight bytes at a time as one
+/// `u64` (the last word overlapping the one before), byte by byte only for
+/// inputs under eight bytes.
+fn all_visible_ascii(s: &[u8]) -> bool {
+    if s.len() < 8 {
+        return s.iter().all(|&b| is_visible_ascii(b));
+    }
+    let word = |at: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&s[at..at + 8]);
+        u64::from_le_bytes(bytes)
+    };
+    let mut ok = true;
+    let mut at = 0;
+    while at + 8 <= s.len() {
+        ok &= word_is_visible_ascii(word(at));
+        at += 8;
+    }
+    if at < s.len() {
+        ok &= word_is_visible_ascii(word(s.len() - 8));
+    }
+    ok
+}
+
+/// True when all eight bytes of `w` are visible ASCII, space or tab (SWAR).
+#[inline]
+fn word_is_visible_ascii(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = ONES * 0x80;
+    const LOW7: u64 = ONES * 0x7f;
+    // A byte of 0x80 or more is never accepted, and would break the
+    // carry-free sums below: such a word is refused on its own account.
+    let ascii = w & HIGH == 0;
+    // High bit set for bytes from 0x20 (space) to 0x7e ('~').
+    let printable = w.wrapping_add(ONES * 0x60) & !w.wrapping_add(ONES) & HIGH;
+    // High bit set for tab bytes: the bytes that are zero after `^ 0x09`.
+    let x = w ^ (ONES * 0x09);
+    let tab = !(((x & LOW7).wrapping_add(LOW7)) | x) & HIGH;
+    ascii & ((printable | tab) == HIGH)
+}
+
+/// `s` without leading and trailing spaces and tabs.
 fn trim(s: &str) -> &str {
-    s.trim_matches([' ', '\t'])
+    let bytes = s.as_bytes();
+    let start = bytes
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(start, |i| i + 1);
+    // Both ends are next to ASCII bytes, so on character boundaries.
+    s.get(start..end).unwrap_or("")
 }
 
 #[cfg(test)]
@@ -405,6 +460,34 @@ mod tests {
             reason(extract_key(&h, &header_only)),
             MalformedReason::Encoding
         );
+    }
+
+    #[test]
+    fn the_word_check_accepts_exactly_what_to_str_accepts() {
+        for len in [1, 7, 8, 13, 16, 45] {
+            let valid: Vec<u8> = (0..len).map(|i| b' ' + (i * 7 % 95) as u8).collect();
+            assert!(all_visible_ascii(&valid), "{len}");
+            for pos in 0..len {
+                for b in 0..=255u8 {
+                    let mut v = valid.clone();
+                    v[pos] = b;
+                    let expected = HeaderValue::from_bytes(&v).is_ok_and(|h| h.to_str().is_ok());
+                    assert_eq!(
+                        all_visible_ascii(&v),
+                        expected,
+                        "len {len} pos {pos} byte {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn trim_removes_spaces_and_tabs_at_both_ends_only() {
+        assert_eq!(trim(" \t a b\t "), "a b");
+        assert_eq!(trim(" \t "), "");
+        assert_eq!(trim(""), "");
+        assert_eq!(trim("ab"), "ab");
     }
 
     #[test]

@@ -73,6 +73,11 @@ pub fn error_response<B: From<String>>(
 /// [`ApiKeys::verify_for`](crate::ApiKeys::verify_for) directly.
 pub fn insert_rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
     headers.insert(RATELIMIT_LIMIT, number(u64::from(decision.limit)));
+    insert_rate_limit_headers_after_limit(headers, decision);
+}
+
+/// [`insert_rate_limit_headers`] but for `RateLimit-Limit`.
+pub(crate) fn insert_rate_limit_headers_after_limit(headers: &mut HeaderMap, decision: &Decision) {
     headers.insert(RATELIMIT_REMAINING, number(u64::from(decision.remaining)));
     headers.insert(RATELIMIT_RESET, number(decision.reset_secs()));
     if let Some(secs) = decision.retry_after_secs() {
@@ -86,7 +91,31 @@ const SMALL_NUMBERS: u64 = 1024;
 /// `n` as a header value. Formatting a number allocates; the common small
 /// ones (limits, remaining counts, seconds) are cloned from a table instead,
 /// which only bumps a reference count.
-fn number(n: u64) -> HeaderValue {
+/// A limit as a header value. A class's limit is the same on most
+/// responses, so the last one formatted on this thread is kept and cloned
+/// (a reference count) while it repeats; other numbers go to [`number`].
+pub(crate) fn limit_number(n: u32) -> HeaderValue {
+    use std::cell::RefCell;
+    thread_local! {
+        static LAST: RefCell<Option<(u32, HeaderValue)>> = const { RefCell::new(None) };
+    }
+    if u64::from(n) < SMALL_NUMBERS {
+        return number(u64::from(n));
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some((cached, value)) if *cached == n => value.clone(),
+            _ => {
+                let value = number(u64::from(n));
+                *last = Some((n, value.clone()));
+                value
+            }
+        }
+    })
+}
+
+pub(crate) fn number(n: u64) -> HeaderValue {
     static TABLE: OnceLock<Box<[HeaderValue]>> = OnceLock::new();
     if n >= SMALL_NUMBERS {
         return HeaderValue::from(n);
@@ -240,6 +269,18 @@ mod tests {
     fn numbers_format_in_and_beyond_the_table() {
         for n in [0, 1, 9, 10, 99, 100, 1023, 1024, 65_536, u64::MAX] {
             assert_eq!(number(n), n.to_string().as_str());
+        }
+        // The kept limit is replaced when another one comes.
+        for n in [
+            0,
+            5_000,
+            5_000,
+            1_000_000_000,
+            5_000,
+            1_000_000_000,
+            u32::MAX,
+        ] {
+            assert_eq!(limit_number(n), n.to_string().as_str());
         }
     }
 

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use http::header::Entry;
 use http::{HeaderValue, Method, Request, Response};
 use tower::{Layer, Service};
 
@@ -16,9 +17,11 @@ use super::failures::{FailureLimit, FailureLimiter};
 use super::https::{refusal, HttpsOnlyLayer};
 use super::response::{
     auth_error_response, challenges, failures_refusal, insert_rate_limit_headers,
+    insert_rate_limit_headers_after_limit, limit_number,
     CREDITS_REMAINING, RATELIMIT_LIMIT,
 };
 use crate::error::{AuthError, Error};
+use crate::ratelimit::Decision;
 use crate::scope::Requirement;
 use crate::service::{ApiKeys, CredentialKind, Operation, Principal};
 
@@ -199,6 +202,47 @@ impl Config {
 }
 
 impl Config {
+    /// [`verify`](Self::verify) when it finishes without waiting (see
+    /// [`ApiKeys::verify_for_now`]); `None`, with nothing done, when it
+    /// cannot.
+    fn verify_now(
+        &self,
+        presented: &str,
+        operation: &Operation,
+    ) -> Option<Result<Principal, AuthError>> {
+        #[cfg(feature = "sessions")]
+        if self.api.sessions().is_some() && crate::session::looks_like_jwt(presented) {
+            return None;
+        }
+        self.api.verify_for_now(presented, operation)
+    }
+
+    /// The request's answer when it can be had without waiting: its
+    /// credential is missing or malformed, or verified by
+    /// [`verify_now`](Self::verify_now). `None` leaves the request to the
+    /// waiting path: HTTPS refusals, principals from an outer layer, and
+    /// whatever `verify_now` cannot answer.
+    fn answer_now<B>(&self, request: &Request<B>) -> Option<Result<Principal, AuthError>> {
+        // A failure limit is spent ahead of the store and settled after it,
+        // so every request under one takes the path that does both.
+        if self.failures.is_some() {
+            return None;
+        }
+        if let Some(guard) = &self.https {
+            if !guard.admits(request) {
+                return None;
+            }
+        }
+        if request.extensions().get::<Principal>().is_some() {
+            return None;
+        }
+        let operation = self.operation(request.method());
+        match self.sources.extract(request.headers()) {
+            Ok(presented) => self.verify_now(&presented, &operation),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     /// Verifies a key, or a session token where the service takes them.
     async fn verify(&self, presented: &str, operation: &Operation) -> Result<Principal, AuthError> {
         #[cfg(feature = "sessions")]
@@ -474,6 +518,32 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        // Answered without waiting (the usual case with the memory store and
+        // the in-process limiter): the inner service `poll_ready` readied is
+        // called right here, so it need not be cloned, and the future boxed
+        // is only the inner one's.
+        if let Some(verified) = self.config.answer_now(&request) {
+            let principal = match verified {
+                Ok(principal) => principal,
+                Err(e) => {
+                    let response = auth_error_response(&e, &self.config.challenges);
+                    return ResponseFuture {
+                        future: Box::pin(async move { Ok(response) }),
+                    };
+                }
+            };
+            let decision = principal.rate_limit().copied();
+            let credits = principal.spendable_credits();
+            request.extensions_mut().insert(principal);
+            let future = self.inner.call(request);
+            return ResponseFuture {
+                future: Box::pin(async move {
+                    let mut response = future.await?;
+                    add_headers(&mut response, decision, credits);
+                    Ok(response)
+                }),
+            };
+        }
         // Use the service poll_ready readied and leave the fresh clone for
         // the next call, as tower asks.
         let ready = self.inner.clone();
@@ -527,22 +597,29 @@ where
                 let credits = principal.spendable_credits();
                 request.extensions_mut().insert(principal);
                 let mut response = inner.call(request).await?;
-                // An inner layer's narrower decision, already on the
-                // response, is the one the client sees.
-                if let Some(decision) = decision {
-                    if !response.headers().contains_key(RATELIMIT_LIMIT) {
-                        insert_rate_limit_headers(response.headers_mut(), &decision);
-                    }
-                }
-                if let Some(left) = credits {
-                    if !response.headers().contains_key(CREDITS_REMAINING) {
-                        response
-                            .headers_mut()
-                            .insert(CREDITS_REMAINING, http::HeaderValue::from(left));
-                    }
-                }
+                add_headers(&mut response, decision, credits);
                 Ok(response)
             }),
+        }
+    }
+}
+
+/// Adds the rate-limit and credits headers for a request's decision and
+/// remaining credits, unless an inner layer's narrower ones, already on the
+/// response, are there: those are the ones the client sees.
+fn add_headers<B>(response: &mut Response<B>, decision: Option<Decision>, credits: Option<u64>) {
+    if let Some(decision) = decision {
+        // One lookup of the name for the check and the insert.
+        if let Entry::Vacant(slot) = response.headers_mut().entry(RATELIMIT_LIMIT) {
+            slot.insert(limit_number(decision.limit));
+            insert_rate_limit_headers_after_limit(response.headers_mut(), &decision);
+        }
+    }
+    if let Some(left) = credits {
+        if !response.headers().contains_key(CREDITS_REMAINING) {
+            response
+                .headers_mut()
+                .insert(CREDITS_REMAINING, http::HeaderValue::from(left));
         }
     }
 }

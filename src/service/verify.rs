@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use super::{ApiKeys, CredentialKind, Limiter, Operation, Principal, SWEEP_EVERY};
 use crate::error::{AuthError, Error, InvalidRequest};
 use crate::key::{KeyFormat, MalformedReason, ParsedKey};
-use crate::ratelimit::{Decision, Quota};
+use crate::ratelimit::{Decision, LocalRateLimiter, Quota};
 use crate::scope::{Requirement, ScopeSet};
 use crate::store::{from_unix_nanos, KeyEntry, KeyId};
 use crate::telemetry;
@@ -20,8 +20,15 @@ impl ApiKeys {
     /// Parses a presented key against the profile's formats, without I/O.
     /// Pairs are given as `public:secret`.
     pub fn parse<'a>(&self, presented: &'a str) -> Result<ParsedKey<'a>, AuthError> {
+        let formats = &self.inner.profile.formats;
+        // Most profiles have one format: its reason is the one reported.
+        if let [format] = formats.as_slice() {
+            return format
+                .parse(presented)
+                .map_err(|reason| AuthError::Malformed { reason });
+        }
         let mut reason = MalformedReason::Empty;
-        for (i, format) in self.inner.profile.formats.iter().enumerate() {
+        for (i, format) in formats.iter().enumerate() {
             match format.parse(presented) {
                 Ok(c) => return Ok(c.with_format(i)),
                 Err(r) => {
@@ -114,6 +121,21 @@ impl ApiKeys {
                 .into_iter()
                 .find(|e| accept(e)),
         };
+        self.principal_for(found, secret)
+    }
+
+    /// The checks after the store's answer `found` for a presented `secret`:
+    /// revocation, disabling, expiry; then the last-used stamp and the
+    /// principal with its compiled scopes.
+    // Inlined so the principal is built in the caller's future, not
+    // returned through a copy.
+    #[inline(always)]
+    fn principal_for(
+        &self,
+        found: Option<Arc<KeyEntry>>,
+        secret: &str,
+    ) -> Result<Principal, AuthError> {
+        let inner = &*self.inner;
         let entry = found.ok_or(AuthError::Invalid)?;
         // One clock read, as integer nanoseconds (see `Clock::unix_nanos`).
         let now = inner.clock.unix_nanos();
@@ -226,6 +248,27 @@ impl ApiKeys {
     /// takes the rate-limit token and checks scopes.
     pub async fn admit(
         &self,
+        principal: Principal,
+        operation: &Operation,
+    ) -> Result<Principal, AuthError> {
+        let principal = match &self.inner.limiter {
+            Limiter::Local(local) => self.charge_local(principal, operation, local)?,
+            Limiter::Shared(_) => self.charge_shared(principal, operation).await?,
+        };
+        // Most keys have no usage limit: they spend nothing and never reach
+        // the spending code, whose future lives on the heap so that every
+        // other request's future stays small (it is moved into the caller's
+        // future, and into the HTTP layer's box).
+        if !Self::spends_credits(&principal.entry, operation) {
+            return Ok(principal);
+        }
+        Box::pin(self.admit_credits(principal, operation)).await
+    }
+
+    /// The scope check and the rate-limit tokens of [`admit`](Self::admit)
+    /// on a shared limiter.
+    async fn charge_shared(
+        &self,
         mut principal: Principal,
         operation: &Operation,
     ) -> Result<Principal, AuthError> {
@@ -259,7 +302,93 @@ impl ApiKeys {
             principal.rate_limit = Some(reported);
             principal.charged = Some(*index);
         }
-        self.admit_credits(principal, operation).await
+        Ok(principal)
+    }
+
+    /// The scope check and the rate-limit tokens of [`admit`](Self::admit)
+    /// on the in-process limiter, which never waits: the same steps as
+    /// [`charge_shared`](Self::charge_shared), without a future.
+    #[inline(always)]
+    fn charge_local(
+        &self,
+        mut principal: Principal,
+        operation: &Operation,
+        local: &LocalRateLimiter,
+    ) -> Result<Principal, AuthError> {
+        if let Some(req) = &operation.requirement {
+            principal.check(req)?;
+        }
+        if let Some((index, name)) = &operation.class {
+            let quota = self
+                .quota_of(principal.entry.rate_limits(), *index, name)
+                .ok_or(AuthError::Unavailable)?;
+            let decision = self.take_local_token(local, &principal.entry, *index, quota)?;
+            if !decision.allowed {
+                telemetry::rate_limited(&self.inner.labels, *index);
+                return Err(AuthError::RateLimited { decision });
+            }
+            let mut reported = decision;
+            if let Some(identity) = principal.entry.identity() {
+                if let Some(quota) = identity.quota(name) {
+                    let shared = self.take_local_identity_token(local, identity, *index, quota)?;
+                    if !shared.allowed {
+                        return Err(AuthError::RateLimited { decision: shared });
+                    }
+                    if shared.remaining < reported.remaining {
+                        reported = shared;
+                    }
+                }
+            }
+            principal.rate_limit = Some(reported);
+            principal.charged = Some(*index);
+        }
+        Ok(principal)
+    }
+
+    /// True when admitting `entry` for `operation` spends usage credits
+    /// (through the store or the shared limiter).
+    fn spends_credits(entry: &KeyEntry, operation: &Operation) -> bool {
+        operation.cost != 0
+            && (entry.credits().is_some() || entry.identity().is_some_and(|i| i.credits.is_some()))
+    }
+
+    /// [`verify_for`](Self::verify_for) when it can finish without waiting:
+    /// the in-process limiter, a store that answers from memory and a key
+    /// that spends no credits. `None`, before anything with an effect was
+    /// done, when it cannot; the caller then awaits `verify_for`.
+    #[cfg(feature = "tower")]
+    pub(crate) fn verify_for_now(
+        &self,
+        presented: &str,
+        operation: &Operation,
+    ) -> Option<Result<Principal, AuthError>> {
+        // With spans on, `verify_for` opens the span this would skip.
+        if cfg!(feature = "spans") {
+            return None;
+        }
+        let inner = &*self.inner;
+        let Limiter::Local(local) = &inner.limiter else {
+            return None;
+        };
+        let result = match self.parse(presented) {
+            Err(e) => Err(e),
+            Ok(credential) => {
+                let secret = credential.expose_secret();
+                let mut accept = |e: &KeyEntry| inner.hasher.verify(secret, e.hash());
+                let found = inner.store.find_now(credential.lookup(), &mut accept)?;
+                if found
+                    .as_deref()
+                    .is_some_and(|e| Self::spends_credits(e, operation))
+                {
+                    return None;
+                }
+                self.principal_for(found, secret)
+                    .and_then(|principal| self.charge_local(principal, operation, local))
+            }
+        };
+        let class = operation.class.as_ref().map(|(i, _)| *i);
+        telemetry::verification(&inner.labels, CredentialKind::ApiKey, class, &result);
+        Some(result)
     }
 
     /// Spends the request's credits, last: only a request that passed every
@@ -352,7 +481,6 @@ impl ApiKeys {
         class: &str,
     ) -> Result<Decision, AuthError> {
         let inner = &*self.inner;
-        let policy = &inner.profile.rate_limits;
         let quota = self
             .quota_of(entry.rate_limits(), index, class)
             .ok_or(AuthError::Unavailable)?;
@@ -361,22 +489,31 @@ impl ApiKeys {
         // rotating the key never refills a bucket.
         let lineage = entry.lineage().as_str();
         let result = match &inner.limiter {
-            Limiter::Local(local) => {
-                // The default limiter's buckets for this key are in one map
-                // here (a shared limiter keeps its own); the entry keeps a
-                // handle so repeated checks skip the map.
-                let slot = entry.buckets.get_or_init(|| {
-                    self.sweep_detached();
-                    inner.detached.get_or_insert(lineage, policy.len())
-                });
-                local.check_slot(slot, index, quota)
-            }
+            Limiter::Local(local) => return self.take_local_token(local, entry, index, quota),
             Limiter::Shared(shared) => shared.check(lineage, class, quota).await,
         };
-        result.map_err(|e| {
-            tracing::warn!(target: "keygate", error = %e, "rate limiter failed");
-            AuthError::Unavailable
-        })
+        result.map_err(limiter_failed)
+    }
+
+    /// [`take_token`](Self::take_token) on the in-process limiter.
+    fn take_local_token(
+        &self,
+        local: &LocalRateLimiter,
+        entry: &Arc<KeyEntry>,
+        index: usize,
+        quota: &Quota,
+    ) -> Result<Decision, AuthError> {
+        let inner = &*self.inner;
+        // The default limiter's buckets for this key are in one map here (a
+        // shared limiter keeps its own); the entry keeps a handle so
+        // repeated checks skip the map.
+        let slot = entry.buckets.get_or_init(|| {
+            self.sweep_detached();
+            inner
+                .detached
+                .get_or_insert(entry.lineage().as_str(), inner.profile.rate_limits.len())
+        });
+        local.check_slot(slot, index, quota).map_err(limiter_failed)
     }
 
     /// Takes a token from an identity's shared bucket for a class, kept
@@ -392,17 +529,28 @@ impl ApiKeys {
         let id = identity.id.as_str();
         let result = match &inner.limiter {
             Limiter::Local(local) => {
-                let slot = inner
-                    .detached
-                    .get_or_insert(id, inner.profile.rate_limits.len());
-                local.check_slot(&slot, index, quota)
+                return self.take_local_identity_token(local, identity, index, quota)
             }
             Limiter::Shared(shared) => shared.check(id, class, quota).await,
         };
-        result.map_err(|e| {
-            tracing::warn!(target: "keygate", error = %e, "rate limiter failed");
-            AuthError::Unavailable
-        })
+        result.map_err(limiter_failed)
+    }
+
+    /// [`take_identity_token`](Self::take_identity_token) on the in-process limiter.
+    fn take_local_identity_token(
+        &self,
+        local: &LocalRateLimiter,
+        identity: &crate::Identity,
+        index: usize,
+        quota: &Quota,
+    ) -> Result<Decision, AuthError> {
+        let inner = &*self.inner;
+        let slot = inner
+            .detached
+            .get_or_insert(identity.id.as_str(), inner.profile.rate_limits.len());
+        local
+            .check_slot(&slot, index, quota)
+            .map_err(limiter_failed)
     }
 
     /// The quota a key with overrides `rate_limits` has for the class at
@@ -466,4 +614,10 @@ impl ApiKeys {
         }
         Ok(batch.len())
     }
+}
+
+/// A limiter failure as the caller sees it: unavailable, never success.
+fn limiter_failed(e: impl std::fmt::Display) -> AuthError {
+    tracing::warn!(target: "keygate", error = %e, "rate limiter failed");
+    AuthError::Unavailable
 }
