@@ -441,3 +441,39 @@ async fn a_real_server_limits_by_the_connection_address() {
     assert_eq!(response.status(), 429);
     server.abort();
 }
+
+/// On the in-memory store the layer can answer without waiting; a failure
+/// limit must hold there too, not only on stores that make it wait.
+#[tokio::test]
+async fn the_limit_holds_on_a_store_that_answers_from_memory() {
+    let clock = ManualClock::new();
+    let api = ApiKeys::builder(profiles::mailjawn())
+        .store(Arc::new(keygate::MemoryStore::new()))
+        .pepper(Pepper::new(1, [7u8; 32]).unwrap())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let org = AccountId::new("org_memory").unwrap();
+    let good = api
+        .operator()
+        .create(&org, CreateKey::new("good").bundle("sdk"))
+        .await
+        .unwrap()
+        .key
+        .expose_secret()
+        .to_owned();
+    let keys = layer(&api, budget());
+    for _ in 0..BURST {
+        let response = call(&keys, get("203.0.113.9", Some(&made_up_key(&api)))).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let response = call(&keys, get("203.0.113.9", Some(&made_up_key(&api)))).await;
+    assert_blocked(&response, "6");
+    let response = call(&keys, get("203.0.113.9", Some(&good))).await;
+    assert_blocked(&response, "6");
+    // Another address is untouched, and without a limit the same layer's
+    // requests are answered as before.
+    let response = call(&keys, get("198.51.100.7", Some(&good))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.body(), "good");
+}
