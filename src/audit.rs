@@ -62,6 +62,13 @@ pub struct AuditEvent {
 pub trait AuditSink: Send + Sync + std::fmt::Debug + 'static {
     /// Records one event. Must not block for long: it runs inside management calls.
     fn record(&self, event: &AuditEvent);
+
+    /// False when the sink would discard every event, so none is built.
+    /// The default is true; [`TracingAudit`] answers whether its `tracing`
+    /// event is enabled.
+    fn enabled(&self) -> bool {
+        true
+    }
 }
 
 /// The default sink: one `tracing` INFO event per audit event.
@@ -69,6 +76,10 @@ pub trait AuditSink: Send + Sync + std::fmt::Debug + 'static {
 pub struct TracingAudit;
 
 impl AuditSink for TracingAudit {
+    fn enabled(&self) -> bool {
+        tracing::enabled!(target: "keygate::audit", tracing::Level::INFO)
+    }
+
     fn record(&self, event: &AuditEvent) {
         tracing::info!(
             target: "keygate::audit",

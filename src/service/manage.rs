@@ -607,8 +607,10 @@ impl Manager<'_> {
                 .store
                 .insert_key(record.clone(), limit, now)
                 .await?;
-            api.record_audit(&actor, AuditKind::Created, &record);
-            Ok(api.info(record))
+            // The event and the view take the creation time: the key was
+            // created at `now`, and a second clock read would only cost.
+            api.record_audit_at(&actor, AuditKind::Created, &record, now);
+            Ok(api.info_at(record, now))
         })
         .await
     }
@@ -1074,11 +1076,12 @@ impl ApiKeys {
     /// The public view of a stored key now, with this profile's secret-age
     /// advice.
     pub(super) fn info(&self, record: KeyRecord) -> KeyInfo {
-        KeyInfo::from_record(
-            record,
-            self.inner.profile.max_secret_age,
-            self.inner.clock.now(),
-        )
+        self.info_at(record, self.inner.clock.now())
+    }
+
+    /// The public view of `record` as of `now`.
+    pub(super) fn info_at(&self, record: KeyRecord, now: OffsetDateTime) -> KeyInfo {
+        KeyInfo::from_record(record, self.inner.profile.max_secret_age, now)
     }
 
     /// The configured format a stored key was made with.

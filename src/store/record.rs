@@ -354,9 +354,12 @@ pub(crate) struct Shared {
 }
 
 /// One copy of each distinct [`Shared`] triple, for a store that holds many
-/// entries.
+/// entries. The triples come from stored records, not from a lookup by a
+/// client, so the set uses the stores' fast seeded hash.
 #[derive(Debug, Default)]
-pub(crate) struct SharedParts(std::collections::HashSet<Arc<Shared>>);
+pub(crate) struct SharedParts(
+    std::collections::HashSet<Arc<Shared>, foldhash::quality::RandomState>,
+);
 
 impl SharedParts {
     fn get(&mut self, parts: Shared) -> Arc<Shared> {
