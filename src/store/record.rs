@@ -583,7 +583,9 @@ impl KeyEntry {
             None => Arc::new(shared),
         };
         let lookup_len = u32::try_from(lookup.len()).expect("a lookup id under 4 GiB");
-        let mut text = lookup;
+        // One allocation of the exact size: no growth, no shrink below.
+        let mut text = String::with_capacity(lookup.len() + name.len());
+        text.push_str(&lookup);
         text.push_str(&name);
         Self {
             id,
