@@ -117,3 +117,46 @@ impl AuditSink for MemoryAudit {
         self.events.lock().push(event.clone());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{profiles, AccountId, ApiKeys, CreateKey};
+
+    #[test]
+    fn the_tracing_sink_is_enabled_only_when_its_event_is_wanted() {
+        let quiet = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .finish();
+        tracing::subscriber::with_default(quiet, || assert!(!TracingAudit.enabled()));
+        let listening = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(std::io::sink)
+            .finish();
+        tracing::subscriber::with_default(listening, || assert!(TracingAudit.enabled()));
+    }
+
+    #[test]
+    fn a_created_key_is_audited_at_its_creation_time() {
+        let audit = MemoryAudit::new();
+        let api = ApiKeys::builder(profiles::mailjawn())
+            .audit(audit.clone())
+            .build()
+            .unwrap();
+        let org = AccountId::new("org_audit").unwrap();
+        let created = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(
+                api.operator()
+                    .create(&org, CreateKey::new("ci").bundle("sdk")),
+            )
+            .unwrap();
+        let events = audit.events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, AuditKind::Created);
+        assert_eq!(events[0].key_id, created.info.id);
+        assert_eq!(events[0].account, org);
+        assert_eq!(events[0].at, created.info.created_at);
+    }
+}
