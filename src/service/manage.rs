@@ -565,15 +565,17 @@ impl Manager<'_> {
     }
 
     /// Builds the record for a validated request and a credential, inserts it
-    /// under the profile's key limit and records the audit event.
-    async fn insert_new(
+    /// under the profile's key limit and records the audit event. The record
+    /// is built before the returned future, so the caller's future holds it
+    /// once rather than beside the request it came from.
+    fn insert_new(
         &self,
         account: &AccountId,
         checked: Checked,
         format: &KeyFormat,
         credential: ParsedKey<'_>,
         now: OffsetDateTime,
-    ) -> Result<KeyInfo, Error> {
+    ) -> impl std::future::Future<Output = Result<KeyInfo, Error>> + Send + 'static {
         let inner = &*self.api.inner;
         let record = KeyRecord {
             id: KeyId::generate(now),
@@ -612,7 +614,6 @@ impl Manager<'_> {
             api.record_audit_at(&actor, AuditKind::Created, &record, now);
             Ok(api.info_at(record, now))
         })
-        .await
     }
 
     /// Checks a create or import request against the profile and the actor:
