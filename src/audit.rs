@@ -62,6 +62,13 @@ pub struct AuditEvent {
 pub trait AuditSink: Send + Sync + std::fmt::Debug + 'static {
     /// Records one event. Must not block for long: it runs inside management calls.
     fn record(&self, event: &AuditEvent);
+
+    /// False when the sink would discard every event, so none is built.
+    /// The default is true; [`TracingAudit`] answers whether its `tracing`
+    /// event is enabled.
+    fn enabled(&self) -> bool {
+        true
+    }
 }
 
 /// The default sink: one `tracing` INFO event per audit event.
@@ -69,6 +76,10 @@ pub trait AuditSink: Send + Sync + std::fmt::Debug + 'static {
 pub struct TracingAudit;
 
 impl AuditSink for TracingAudit {
+    fn enabled(&self) -> bool {
+        tracing::enabled!(target: "keygate::audit", tracing::Level::INFO)
+    }
+
     fn record(&self, event: &AuditEvent) {
         tracing::info!(
             target: "keygate::audit",
@@ -104,5 +115,48 @@ impl MemoryAudit {
 impl AuditSink for MemoryAudit {
     fn record(&self, event: &AuditEvent) {
         self.events.lock().push(event.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{profiles, AccountId, ApiKeys, CreateKey};
+
+    #[test]
+    fn the_tracing_sink_is_enabled_only_when_its_event_is_wanted() {
+        let quiet = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .finish();
+        tracing::subscriber::with_default(quiet, || assert!(!TracingAudit.enabled()));
+        let listening = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(std::io::sink)
+            .finish();
+        tracing::subscriber::with_default(listening, || assert!(TracingAudit.enabled()));
+    }
+
+    #[test]
+    fn a_created_key_is_audited_at_its_creation_time() {
+        let audit = MemoryAudit::new();
+        let api = ApiKeys::builder(profiles::mailjawn())
+            .audit(audit.clone())
+            .build()
+            .unwrap();
+        let org = AccountId::new("org_audit").unwrap();
+        let created = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(
+                api.operator()
+                    .create(&org, CreateKey::new("ci").bundle("sdk")),
+            )
+            .unwrap();
+        let events = audit.events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, AuditKind::Created);
+        assert_eq!(events[0].key_id, created.info.id);
+        assert_eq!(events[0].account, org);
+        assert_eq!(events[0].at, created.info.created_at);
     }
 }

@@ -197,7 +197,9 @@ enum Bundle {
 #[derive(Clone, Debug, Default)]
 pub struct ScopeCatalog {
     names: Vec<String>,
-    index: HashMap<String, usize>,
+    /// Scope name to position. The names are the catalog's own, fixed once
+    /// built (a request only looks them up), so a fast seeded hash is safe.
+    index: HashMap<String, usize, foldhash::quality::RandomState>,
     bundles: Vec<(String, Bundle)>,
 }
 

@@ -24,23 +24,31 @@ fn rng() -> rand::rngs::ThreadRng {
 pub(crate) fn push_random(out: &mut String, len: usize) {
     let mut rng = rng();
     let mut buf = [0u8; 64];
-    let mut produced = 0;
-    while produced < len {
+    // The characters of one batch, appended with one `push_str` rather than
+    // a `push` each.
+    let mut chars = [0u8; 64];
+    out.reserve(len);
+    let mut remaining = len;
+    while remaining > 0 {
         // Only as many bytes as are still needed, plus a few for rejections.
-        let want = (len - produced + 4).min(buf.len());
+        let want = (remaining + 4).min(buf.len());
         let buf = &mut buf[..want];
         rng.fill_bytes(buf);
+        let mut produced = 0;
         for &b in buf.iter() {
-            if produced == len {
+            if produced == remaining {
                 break;
             }
             if b < 248 {
-                out.push(ALPHABET[usize::from(b % 62)] as char);
+                chars[produced] = ALPHABET[usize::from(b % 62)];
                 produced += 1;
             }
         }
+        out.push_str(std::str::from_utf8(&chars[..produced]).expect("base62 is ASCII"));
+        remaining -= produced;
     }
     buf.iter_mut().for_each(|b| *b = 0);
+    chars.iter_mut().for_each(|b| *b = 0);
 }
 
 /// Appends `len` random lowercase hex characters from the CSPRNG ([`rng`]).

@@ -88,9 +88,6 @@ pub(crate) fn insert_rate_limit_headers_after_limit(headers: &mut HeaderMap, dec
 /// Numbers below this are served from a shared table of header values.
 const SMALL_NUMBERS: u64 = 1024;
 
-/// `n` as a header value. Formatting a number allocates; the common small
-/// ones (limits, remaining counts, seconds) are cloned from a table instead,
-/// which only bumps a reference count.
 /// A limit as a header value. A class's limit is the same on most
 /// responses, so the last one formatted on this thread is kept and cloned
 /// (a reference count) while it repeats; other numbers go to [`number`].
@@ -115,6 +112,9 @@ pub(crate) fn limit_number(n: u32) -> HeaderValue {
     })
 }
 
+/// `n` as a header value. Formatting a number allocates; the common small
+/// ones (limits, remaining counts, seconds) are cloned from a table instead,
+/// which only bumps a reference count.
 pub(crate) fn number(n: u64) -> HeaderValue {
     static TABLE: OnceLock<Box<[HeaderValue]>> = OnceLock::new();
     if n >= SMALL_NUMBERS {

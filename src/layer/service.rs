@@ -510,7 +510,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<ResBody, S::Error>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -527,7 +527,9 @@ where
                 Err(e) => {
                     let response = auth_error_response(&e, &self.config.challenges);
                     return ResponseFuture {
-                        future: Box::pin(async move { Ok(response) }),
+                        state: State::Answered {
+                            response: Some(response),
+                        },
                     };
                 }
             };
@@ -536,11 +538,11 @@ where
             request.extensions_mut().insert(principal);
             let future = self.inner.call(request);
             return ResponseFuture {
-                future: Box::pin(async move {
-                    let mut response = future.await?;
-                    add_headers(&mut response, decision, credits);
-                    Ok(response)
-                }),
+                state: State::Direct {
+                    future,
+                    decision,
+                    credits,
+                },
             };
         }
         // Use the service poll_ready readied and leave the fresh clone for
@@ -549,56 +551,58 @@ where
         let mut inner = std::mem::replace(&mut self.inner, ready);
         let config = Arc::clone(&self.config);
         ResponseFuture {
-            future: Box::pin(async move {
-                if let Some(guard) = &config.https {
-                    if !guard.admits(&request) {
-                        return Ok(refusal());
+            state: State::Waiting {
+                future: Box::pin(async move {
+                    if let Some(guard) = &config.https {
+                        if !guard.admits(&request) {
+                            return Ok(refusal());
+                        }
                     }
-                }
-                let operation = config.operation(request.method());
-                // A principal from an outer layer of the same service is
-                // refined, never verified or charged again; one from another
-                // service (another profile and catalog) is ignored.
-                let already = request
-                    .extensions_mut()
-                    .remove::<Principal>()
-                    .filter(|p| config.api.issued(p));
-                let verified = match (already, config.sources.extract(request.headers())) {
-                    (Some(principal), _) => config.refine(principal, &operation).await,
-                    (None, Err(AuthError::Missing)) => Err(AuthError::Missing),
-                    (None, presented) => match &config.failures {
-                        None => match presented {
-                            Ok(presented) => config.verify(&presented, &operation).await,
-                            Err(e) => Err(e),
-                        },
-                        Some(failures) => {
-                            let now = config.api.clock().monotonic_nanos();
-                            let reservation = match failures.reserve(&request, now) {
-                                Ok(reservation) => reservation,
-                                Err(retry_after) => return Ok(failures_refusal(retry_after)),
-                            };
-                            let verified = match presented {
+                    let operation = config.operation(request.method());
+                    // A principal from an outer layer of the same service is
+                    // refined, never verified or charged again; one from another
+                    // service (another profile and catalog) is ignored.
+                    let already = request
+                        .extensions_mut()
+                        .remove::<Principal>()
+                        .filter(|p| config.api.issued(p));
+                    let verified = match (already, config.sources.extract(request.headers())) {
+                        (Some(principal), _) => config.refine(principal, &operation).await,
+                        (None, Err(AuthError::Missing)) => Err(AuthError::Missing),
+                        (None, presented) => match &config.failures {
+                            None => match presented {
                                 Ok(presented) => config.verify(&presented, &operation).await,
                                 Err(e) => Err(e),
-                            };
-                            if let Some(reservation) = reservation {
-                                reservation.settle(&verified, config.api.clock().as_ref());
+                            },
+                            Some(failures) => {
+                                let now = config.api.clock().monotonic_nanos();
+                                let reservation = match failures.reserve(&request, now) {
+                                    Ok(reservation) => reservation,
+                                    Err(retry_after) => return Ok(failures_refusal(retry_after)),
+                                };
+                                let verified = match presented {
+                                    Ok(presented) => config.verify(&presented, &operation).await,
+                                    Err(e) => Err(e),
+                                };
+                                if let Some(reservation) = reservation {
+                                    reservation.settle(&verified, config.api.clock().as_ref());
+                                }
+                                verified
                             }
-                            verified
-                        }
-                    },
-                };
-                let principal = match verified {
-                    Ok(principal) => principal,
-                    Err(e) => return Ok(auth_error_response(&e, &config.challenges)),
-                };
-                let decision = principal.rate_limit().copied();
-                let credits = principal.spendable_credits();
-                request.extensions_mut().insert(principal);
-                let mut response = inner.call(request).await?;
-                add_headers(&mut response, decision, credits);
-                Ok(response)
-            }),
+                        },
+                    };
+                    let principal = match verified {
+                        Ok(principal) => principal,
+                        Err(e) => return Ok(auth_error_response(&e, &config.challenges)),
+                    };
+                    let decision = principal.rate_limit().copied();
+                    let credits = principal.spendable_credits();
+                    request.extensions_mut().insert(principal);
+                    let mut response = inner.call(request).await?;
+                    add_headers(&mut response, decision, credits);
+                    Ok(response)
+                }),
+            },
         }
     }
 }
@@ -623,20 +627,68 @@ fn add_headers<B>(response: &mut Response<B>, decision: Option<Decision>, credit
     }
 }
 
-/// The response future of [`ApiKeyService`].
-pub struct ResponseFuture<B, E> {
-    future: Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>,
-}
-
-impl<B, E> Future for ResponseFuture<B, E> {
-    type Output = Result<Response<B>, E>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.future.as_mut().poll(cx)
+pin_project_lite::pin_project! {
+    /// The response future of [`ApiKeyService`]: the inner service's own
+    /// future when the request was decided in `call` (no allocation), the
+    /// refusal decided there, or a boxed future when deciding waits on a
+    /// store or limiter.
+    pub struct ResponseFuture<F, B, E> {
+        #[pin]
+        state: State<F, B, E>,
     }
 }
 
-impl<B, E> fmt::Debug for ResponseFuture<B, E> {
+/// Type of the boxed future of a request whose decision waits.
+type Waiting<B, E> = Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>;
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<F, B, E> {
+        // The inner service, called in `call`; its response gets the
+        // rate-limit and credits headers.
+        Direct {
+            #[pin]
+            future: F,
+            decision: Option<Decision>,
+            credits: Option<u64>,
+        },
+        // A refusal decided in `call`.
+        Answered {
+            response: Option<Response<B>>,
+        },
+        // Verification, the limiter or the inner service to wait on.
+        Waiting {
+            future: Waiting<B, E>,
+        },
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B, E>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Direct {
+                future,
+                decision,
+                credits,
+            } => {
+                let mut response = std::task::ready!(future.poll(cx))?;
+                add_headers(&mut response, *decision, *credits);
+                Poll::Ready(Ok(response))
+            }
+            StateProj::Answered { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("ResponseFuture polled after it completed"))),
+            StateProj::Waiting { future } => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ResponseFuture")
     }

@@ -1130,6 +1130,7 @@ fn decision_from_reply(reply: Reply, quota: &Quota) -> Result<Decision, LimiterU
 
 #[cfg(test)]
 mod tests {
+    use rand::{Rng, SeedableRng};
 
     use rand::{Rng, SeedableRng};
 

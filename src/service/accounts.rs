@@ -344,13 +344,30 @@ impl Manager<'_> {
 impl ApiKeys {
     /// Records an audit event for `actor` acting on `record`.
     pub(super) fn record_audit(&self, actor: &Actor, kind: AuditKind, record: &KeyRecord) {
+        if self.inner.audit.enabled() {
+            self.record_audit_at(actor, kind, record, self.inner.clock.now());
+        }
+    }
+
+    /// Records an audit event that happened at `at`, unless the sink
+    /// declines events.
+    pub(super) fn record_audit_at(
+        &self,
+        actor: &Actor,
+        kind: AuditKind,
+        record: &KeyRecord,
+        at: OffsetDateTime,
+    ) {
+        if !self.inner.audit.enabled() {
+            return;
+        }
         self.inner.audit.record(&AuditEvent {
             kind,
             key_id: record.id.clone(),
             account: record.account.clone(),
             actor: actor.account().cloned(),
             actor_key: actor.key().map(|p| p.key_id().clone()),
-            at: self.inner.clock.now(),
+            at,
         });
     }
 

@@ -565,15 +565,17 @@ impl Manager<'_> {
     }
 
     /// Builds the record for a validated request and a credential, inserts it
-    /// under the profile's key limit and records the audit event.
-    async fn insert_new(
+    /// under the profile's key limit and records the audit event. The record
+    /// is built before the returned future, so the caller's future holds it
+    /// once rather than beside the request it came from.
+    fn insert_new(
         &self,
         account: &AccountId,
         checked: Checked,
         format: &KeyFormat,
         credential: ParsedKey<'_>,
         now: OffsetDateTime,
-    ) -> Result<KeyInfo, Error> {
+    ) -> impl std::future::Future<Output = Result<KeyInfo, Error>> + Send + 'static {
         let inner = &*self.api.inner;
         let record = KeyRecord {
             id: KeyId::generate(now),
@@ -607,10 +609,11 @@ impl Manager<'_> {
                 .store
                 .insert_key(record.clone(), limit, now)
                 .await?;
-            api.record_audit(&actor, AuditKind::Created, &record);
-            Ok(api.info(record))
+            // The event and the view take the creation time: the key was
+            // created at `now`, and a second clock read would only cost.
+            api.record_audit_at(&actor, AuditKind::Created, &record, now);
+            Ok(api.info_at(record, now))
         })
-        .await
     }
 
     /// Checks a create or import request against the profile and the actor:
@@ -1074,11 +1077,12 @@ impl ApiKeys {
     /// The public view of a stored key now, with this profile's secret-age
     /// advice.
     pub(super) fn info(&self, record: KeyRecord) -> KeyInfo {
-        KeyInfo::from_record(
-            record,
-            self.inner.profile.max_secret_age,
-            self.inner.clock.now(),
-        )
+        self.info_at(record, self.inner.clock.now())
+    }
+
+    /// The public view of `record` as of `now`.
+    pub(super) fn info_at(&self, record: KeyRecord, now: OffsetDateTime) -> KeyInfo {
+        KeyInfo::from_record(record, self.inner.profile.max_secret_age, now)
     }
 
     /// The configured format a stored key was made with.

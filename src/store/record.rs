@@ -354,9 +354,12 @@ pub(crate) struct Shared {
 }
 
 /// One copy of each distinct [`Shared`] triple, for a store that holds many
-/// entries.
+/// entries. The triples come from stored records, not from a lookup by a
+/// client, so the set uses the stores' fast seeded hash.
 #[derive(Debug, Default)]
-pub(crate) struct SharedParts(std::collections::HashSet<Arc<Shared>>);
+pub(crate) struct SharedParts(
+    std::collections::HashSet<Arc<Shared>, foldhash::quality::RandomState>,
+);
 
 impl SharedParts {
     fn get(&mut self, parts: Shared) -> Arc<Shared> {
@@ -580,7 +583,9 @@ impl KeyEntry {
             None => Arc::new(shared),
         };
         let lookup_len = u32::try_from(lookup.len()).expect("a lookup id under 4 GiB");
-        let mut text = lookup;
+        // One allocation of the exact size: no growth, no shrink below.
+        let mut text = String::with_capacity(lookup.len() + name.len());
+        text.push_str(&lookup);
         text.push_str(&name);
         Self {
             id,
