@@ -1132,8 +1132,6 @@ fn decision_from_reply(reply: Reply, quota: &Quota) -> Result<Decision, LimiterU
 mod tests {
     use rand::{Rng, SeedableRng};
 
-    use rand::{Rng, SeedableRng};
-
     use super::*;
     use crate::ratelimit::gcra::Bucket;
     use crate::ratelimit::nz;
