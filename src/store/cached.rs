@@ -1113,6 +1113,109 @@ mod tests {
         assert!(!same_but_last_used(&record, &revoked));
     }
 
+    #[test]
+    fn a_confirmation_counts_from_when_its_heartbeat_was_sent() {
+        let clock = crate::clock::ManualClock::new();
+        let cached = CachedStore::builder(Arc::new(MemoryStore::new()))
+            .clock(clock.clone())
+            .build();
+        let shared = &cached.shared;
+        shared.require_lease(Duration::from_secs(1));
+        let sent = shared.monotonic_nanos();
+        // The round trip took 400 ms: the lease runs from the send.
+        clock.advance(Duration::from_millis(400));
+        shared.confirm(sent);
+        assert!(!cached.is_bypassed());
+        clock.advance(Duration::from_millis(599));
+        assert!(!cached.is_bypassed());
+        clock.advance(Duration::from_millis(1));
+        assert!(
+            cached.is_bypassed(),
+            "lapsed one lease after the send, not after the answer"
+        );
+    }
+
+    #[test]
+    fn only_changes_that_can_refuse_a_credential_wait_for_strictness() {
+        assert!(!takes_effect_away(&KeyChange::default()));
+        assert!(!takes_effect_away(&KeyChange::default().with_name("n")));
+        assert!(!takes_effect_away(&KeyChange {
+            disabled: Some(None),
+            ..KeyChange::default()
+        }));
+        for change in [
+            KeyChange {
+                disabled: Some(Some(OffsetDateTime::UNIX_EPOCH)),
+                ..KeyChange::default()
+            },
+            KeyChange {
+                expires_at: Some(Some(OffsetDateTime::UNIX_EPOCH)),
+                ..KeyChange::default()
+            },
+            KeyChange {
+                grant: Some((None, Vec::new())),
+                ..KeyChange::default()
+            },
+            KeyChange {
+                credits: Some(None),
+                ..KeyChange::default()
+            },
+            KeyChange {
+                identity: Some(None),
+                ..KeyChange::default()
+            },
+            KeyChange {
+                rate_limits: Some(Vec::new()),
+                ..KeyChange::default()
+            },
+        ] {
+            assert!(takes_effect_away(&change), "{change:?}");
+        }
+    }
+
+    #[cfg(feature = "postgres")]
+    #[tokio::test]
+    async fn strict_writes_wait_after_committing_and_a_dropped_wait_keeps_the_write() {
+        let wait = Duration::from_millis(200);
+        let cached = CachedStore::new(Arc::new(MemoryStore::new()));
+        cached.shared.require_strict_wait(wait);
+        let api = crate::ApiKeys::builder(crate::profiles::mailjawn())
+            .store(Arc::new(cached.clone()))
+            .build()
+            .unwrap();
+        let org = AccountId::new("org_1").unwrap();
+        let mut keys = Vec::new();
+        for name in ["one", "two"] {
+            let request = crate::CreateKey::new(name).bundle("sdk");
+            keys.push(api.operator().create(&org, request).await.unwrap());
+        }
+
+        let started = std::time::Instant::now();
+        cached
+            .update_key(&keys[0].info.id, &KeyChange::default().with_name("renamed"))
+            .await
+            .unwrap();
+        assert!(started.elapsed() < wait, "a rename does not wait");
+
+        let started = std::time::Instant::now();
+        api.operator().revoke(&keys[0].info.id).await.unwrap();
+        assert!(started.elapsed() >= wait, "a revoke waits");
+
+        // Cut short during the wait: the revoke stands.
+        let cut = tokio::time::timeout(
+            Duration::from_millis(50),
+            cached.revoke_key(&keys[1].info.id, OffsetDateTime::now_utc()),
+        )
+        .await;
+        assert!(cut.is_err(), "dropped while waiting");
+        for key in &keys {
+            assert_eq!(
+                api.verify(key.key.expose_secret()).await.unwrap_err(),
+                crate::AuthError::Revoked
+            );
+        }
+    }
+
     #[tokio::test]
     async fn a_lapsed_lease_bypasses_the_cache_until_confirmed_again() {
         let clock = crate::clock::ManualClock::new();
