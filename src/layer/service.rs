@@ -16,8 +16,8 @@ use super::extract::Sources;
 use super::failures::{FailureLimit, FailureLimiter};
 use super::https::{refusal, HttpsOnlyLayer};
 use super::response::{
-    auth_error_response, challenges, failures_refusal, insert_rate_limit_headers,
-    insert_rate_limit_headers_after_limit, limit_number, CREDITS_REMAINING, RATELIMIT_LIMIT,
+    auth_error_response, challenges, failures_refusal, insert_rate_limit_headers_after_limit,
+    limit_number, CREDITS_REMAINING, RATELIMIT_LIMIT,
 };
 use crate::error::{AuthError, Error};
 use crate::ratelimit::Decision;

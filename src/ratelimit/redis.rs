@@ -1131,6 +1131,8 @@ fn decision_from_reply(reply: Reply, quota: &Quota) -> Result<Decision, LimiterU
 #[cfg(test)]
 mod tests {
 
+    use rand::{Rng, SeedableRng};
+
     use super::*;
     use crate::ratelimit::gcra::Bucket;
     use crate::ratelimit::nz;
