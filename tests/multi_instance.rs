@@ -562,7 +562,7 @@ async fn successes_after_revoke(a: &Instance, b: &Instance) -> (usize, Duration)
                     started.lock().push(start);
                 }
                 round += 1;
-                if round % 64 == 0 {
+                if round.is_multiple_of(64) {
                     // Lets the runtime's other tasks run on a busy machine.
                     tokio::task::yield_now().await;
                 }

@@ -73,7 +73,8 @@ pub struct FollowConfig {
     /// may still answer from memory until their lease runs out. With the
     /// default lease such a call takes over a second; a lease of 250 ms with
     /// a 50 ms heartbeat makes it about 300 ms, at the cost of a heartbeat
-    /// query every 50 ms per instance.
+    /// query every 50 ms per instance, and of a reconnect (with the cache
+    /// bypassed meanwhile) whenever a round trip takes longer than 50 ms.
     ///
     /// ```
     /// use std::time::Duration;
@@ -261,9 +262,12 @@ impl CachedStore {
     /// bypassed until the task has reconnected and listens again; then it is
     /// emptied once more and used again. And the cache's validity is leased:
     /// it answers from memory only within [`FollowConfig::lease`] of the
-    /// connection's last confirmation, so even a connection that hangs
+    /// sending of the last heartbeat that came back (after the notifications
+    /// delivered ahead of it were applied), so even a connection that hangs
     /// without failing cannot keep a changed key served for longer. A change
-    /// is either announced or read from the database within that bound.
+    /// is either announced or read from the database within that bound. With
+    /// [`FollowConfig::strict_revocation`], writes through this cache that
+    /// can refuse a credential wait out that bound before returning.
     ///
     /// # Panics
     ///
@@ -359,13 +363,10 @@ async fn follow(
     let max_delay = config.max_reconnect_delay.max(first_delay);
     let heartbeat = config.effective_heartbeat();
     let mut delay = first_delay;
-    loop {
-        // Everything committed before LISTEN was sent is in the database
-        // when the cache, emptied below, reads it again; everything after is
-        // announced. So the first confirmation counts from here.
-        let Some(sent) = hold.cache.upgrade().map(|c| c.monotonic_nanos()) else {
-            break;
-        };
+    // Everything committed before LISTEN was sent is in the database when
+    // the cache, emptied once listening, reads it again; everything after is
+    // announced. So the first confirmation counts from before the attempt.
+    while let Some(sent) = hold.cache.upgrade().map(|c| c.monotonic_nanos()) {
         let attempt = tokio::select! {
             biased;
             _ = &mut stopped => break,
