@@ -447,6 +447,9 @@ async fn receive(
             let Some(sent) = cache.upgrade().map(|c| c.monotonic_nanos()) else {
                 return Ended::Stopped;
             };
+            // The next one is due an interval after this one's send, so
+            // confirmations are at most two intervals (one lease) apart.
+            beat = tokio::time::Instant::now() + heartbeat;
             // LISTEN again is a no-op round trip that keeps the
             // connection's last query recognisable in pg_stat_activity.
             let ping = sqlx::Executor::execute(&mut listener, relisten.as_str());
@@ -466,7 +469,6 @@ async fn receive(
                 apply(&cache, notification.payload());
             }
             cache.confirm(sent);
-            beat = tokio::time::Instant::now() + heartbeat;
             continue;
         }
         let next = tokio::select! {
