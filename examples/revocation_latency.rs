@@ -4,8 +4,14 @@
 //!
 //! ```text
 //! cargo run --release --features postgres --example revocation_latency -- \
-//!     [--revocations 1000] [--poll-us 100] [--two-process]
+//!     [--revocations 1000] [--poll-us 100] [--two-process] [--strict]
 //! ```
+//!
+//! With `--strict`, A's follower uses strict revocation
+//! (`FollowConfig::strict_revocation`): each revoke returns only after the
+//! lease plus one heartbeat (1.25 s with the default `FollowConfig`), so B
+//! refuses before it returns and the stale answers (below) must be 0. Use
+//! fewer revocations then, such as `--revocations 100`.
 //!
 //! The database is `KEYGATE_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`); the program works in a schema
@@ -51,7 +57,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use keygate::store::ChangeFollower;
+use keygate::store::{ChangeFollower, FollowConfig};
 use keygate::{
     profiles, AccountId, ApiKeys, AuthError, CachedStore, CreateKey, Pepper, PostgresStore,
 };
@@ -97,7 +103,7 @@ struct Instance {
 }
 
 impl Instance {
-    fn start(url: &str, schema: &str, name: &str) -> Result<Self> {
+    fn start(url: &str, schema: &str, name: &str, follow: FollowConfig) -> Result<Self> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name(format!("instance-{name}"))
@@ -106,7 +112,7 @@ impl Instance {
         let (api, cached, store, follower) = rt.block_on(async {
             let store = Arc::new(PostgresStore::connect_with_schema(url, schema).await?);
             let cached = CachedStore::new(store.clone());
-            let follower = cached.follow_postgres(&store);
+            let follower = cached.follow_postgres_with(&store, follow);
             let start = Instant::now();
             while cached.is_bypassed() {
                 if start.elapsed() > BOUND {
@@ -372,7 +378,7 @@ impl Peer {
         let thread = std::thread::Builder::new()
             .name("instance-b-poller".into())
             .spawn(move || {
-                let b = match Instance::start(&url, &schema, "b") {
+                let b = match Instance::start(&url, &schema, "b", FollowConfig::default()) {
                     Ok(b) => b,
                     Err(e) => {
                         let _ = replies_tx.send(Reply::Failed(e.to_string()));
@@ -479,7 +485,7 @@ impl Peer {
 
 /// The child process of `--two-process`: instance B on stdin and stdout.
 fn run_child(schema: &str, poll: Duration) -> Result<()> {
-    let b = Instance::start(&url(), schema, "b")?;
+    let b = Instance::start(&url(), schema, "b", FollowConfig::default())?;
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
     let stdout = std::io::stdout();
@@ -519,6 +525,7 @@ struct Options {
     revocations: usize,
     poll: Duration,
     two_process: bool,
+    strict: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -537,6 +544,7 @@ fn run() -> Result<()> {
         revocations: 1000,
         poll: Duration::from_micros(100),
         two_process: false,
+        strict: false,
     };
     let mut child_schema = None;
     while let Some(arg) = args.next() {
@@ -546,6 +554,7 @@ fn run() -> Result<()> {
                 options.poll = Duration::from_micros(args.next().ok_or("microseconds")?.parse()?)
             }
             "--two-process" => options.two_process = true,
+            "--strict" => options.strict = true,
             "--instance-b" => child_schema = Some(args.next().ok_or("a schema")?),
             other => return Err(format!("unknown argument {other:?}").into()),
         }
@@ -571,7 +580,8 @@ fn run() -> Result<()> {
 
 /// Runs the revocations in a fresh `schema`.
 fn measure(url: &str, schema: &str, options: &Options) -> Result<Vec<Sample>> {
-    let a = Instance::start(url, schema, "a")?;
+    let follow = FollowConfig::default().with_strict_revocation(options.strict);
+    let a = Instance::start(url, schema, "a", follow)?;
     a.rt.block_on(a.store.migrate())?;
     let mut b = if options.two_process {
         Peer::process(url, schema, options.poll)?
@@ -696,11 +706,16 @@ fn summary(label: &str, values: &mut [i64]) {
 fn report(options: &Options, samples: &[Sample], before: &str, after: &str) {
     let n = samples.len();
     println!(
-        "revocation latency, {} instances A and B on one PostgreSQL schema, default FollowConfig",
+        "revocation latency, {} instances A and B on one PostgreSQL schema, default FollowConfig{}",
         if options.two_process {
             "two processes:"
         } else {
             "one process:"
+        },
+        if options.strict {
+            ", strict revocation on A"
+        } else {
+            ""
         }
     );
     println!(

@@ -542,6 +542,80 @@ pub(crate) async fn heartbeats_on_a_quiet_connection_keep_the_cache_in_use() {
     stop_both(pg, a, b).await;
 }
 
+/// Rounds of [`strict_revocation_leaves_no_success_on_the_other_instance_after_it_returns`].
+const STRICT_ROUNDS: usize = 50;
+
+/// Revokes a key on `a` while a task verifies it on `b` in a tight loop;
+/// returns how many of `b`'s successes started after the revoke returned,
+/// and how long the revoke took.
+async fn successes_after_revoke(a: &Instance, b: &Instance) -> (usize, Duration) {
+    let (key, presented) = warmed_on_both(a, b, CreateKey::new("ci").bundle("sdk")).await;
+    let started = Arc::new(parking_lot::Mutex::new(Vec::<Instant>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hammer = {
+        let (api, started, stop) = (b.api.clone(), started.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut round = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let start = Instant::now();
+                if presented.verify(&api).await.is_ok() {
+                    started.lock().push(start);
+                }
+                round += 1;
+                if round.is_multiple_of(64) {
+                    // Lets the runtime's other tasks run on a busy machine.
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+    };
+    // The hammer is running and answered from the cache.
+    wait_until("the other instance verifies", || !started.lock().is_empty()).await;
+    let revoking = Instant::now();
+    a.api.as_account(&org()).revoke(&key.info.id).await.unwrap();
+    let returned = Instant::now();
+    // Long enough for the notification to reach `b` in any case.
+    tokio::time::sleep(PROPAGATION).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    hammer.await.unwrap();
+    let late = started.lock().iter().filter(|s| **s > returned).count();
+    (late, returned - revoking)
+}
+
+/// Issue 15: with strict revocation, a revoked key never gets a success on
+/// either instance after its revoke returned, though the other instance had
+/// it cached and verifies it in a tight loop while the revoke runs.
+pub(crate) async fn strict_revocation_leaves_no_success_on_the_other_instance_after_it_returns() {
+    let Some(pg) = support::postgres_store().await else {
+        return;
+    };
+    // A short lease keeps the rounds short; heartbeats that come back late
+    // only bypass the cache, which cannot make a success.
+    let follow = FollowConfig::default()
+        .with_lease(Duration::from_millis(250))
+        .with_heartbeat(Duration::from_millis(60))
+        .with_strict_revocation(true);
+    let wait = follow.strict_wait().unwrap();
+    let a = Instance::start(&pg, profiles::mailjawn(), follow.clone()).await;
+    let b = Instance::start(&pg, profiles::mailjawn(), follow).await;
+    let mut late = Vec::new();
+    for round in 0..STRICT_ROUNDS {
+        let (n, took) = successes_after_revoke(&a, &b).await;
+        if n > 0 {
+            late.push((round, n));
+        }
+        assert!(
+            took >= wait,
+            "the revoke returned after {took:?}, before {wait:?}"
+        );
+    }
+    assert!(
+        late.is_empty(),
+        "(round, successes on the other instance after the revoke returned): {late:?}"
+    );
+    stop_both(pg, a, b).await;
+}
+
 /// The backend process id of the one connection named `application_name`.
 async fn listener_pid(pg: &support::TestPostgres, application_name: &str) -> i32 {
     let pids: Vec<i32> =
@@ -673,6 +747,7 @@ fn main() -> std::process::ExitCode {
         tokio(Rt::multi(2)) a_key_created_on_one_instance_clears_the_others_negative_answer,
         tokio(Rt::multi(2)) a_lost_notification_connection_bypasses_the_cache_until_it_is_back,
         tokio(Rt::multi(2)) heartbeats_on_a_quiet_connection_keep_the_cache_in_use,
+        tokio(Rt::multi(2)) strict_revocation_leaves_no_success_on_the_other_instance_after_it_returns,
         tokio(Rt::multi(2)) forty_requests_over_two_instances_admit_exactly_the_quota_of_ten,
         tokio(Rt::multi(2)) concurrent_load_from_both_instances_never_exceeds_the_quota,
     ]);

@@ -223,6 +223,7 @@ impl CachedStoreBuilder {
                 bypass: AtomicUsize::new(0),
                 lease: AtomicU64::new(0),
                 leased_until: AtomicU64::new(0),
+                strict_wait: AtomicU64::new(0),
                 unsettled: Mutex::default(),
                 unsettled_until: AtomicU64::new(0),
             }),
@@ -393,6 +394,10 @@ pub(crate) struct Shared {
     lease: AtomicU64,
     /// The monotonic time until which the feed's last confirmation holds.
     leased_until: AtomicU64,
+    /// How long a write that takes a credential's effect away waits after
+    /// its commit before returning, in nanoseconds; 0 for not at all. See
+    /// [`FollowConfig::strict_revocation`](crate::store::FollowConfig::strict_revocation).
+    strict_wait: AtomicU64,
     /// What writes that may still land have touched; see [`Unsettled`].
     unsettled: Mutex<Unsettled>,
     /// The latest expiry in `unsettled` (monotonic nanoseconds), so that a
@@ -461,18 +466,48 @@ impl Shared {
         self.lease.store(nanos(lease).max(1), Ordering::Release);
     }
 
-    /// The feed has just proven its connection delivers (a notification or a
-    /// heartbeat round trip): the cache may serve for another lease. After a
+    /// The feed has proven that every change committed before the monotonic
+    /// time `sent` has been applied to the cache (a heartbeat sent at `sent`
+    /// came back, and the notifications delivered before its result were
+    /// applied): the cache may serve until `sent` plus the lease. After a
     /// lapse the cache is emptied first, since changes may have been missed.
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    pub(crate) fn confirm(&self) {
+    pub(crate) fn confirm(&self, sent: u64) {
         let now = self.clock.monotonic_nanos();
         if !self.leased(now) {
             self.invalidate_all();
         }
         let lease = self.lease.load(Ordering::Acquire);
         self.leased_until
-            .store(now.saturating_add(lease), Ordering::Release);
+            .store(sent.saturating_add(lease), Ordering::Release);
+    }
+
+    /// The cache's monotonic time, for stamping confirmations.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn monotonic_nanos(&self) -> u64 {
+        self.clock.monotonic_nanos()
+    }
+
+    /// Makes writes that take a credential's effect away wait `wait` after
+    /// their commit before returning.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn require_strict_wait(&self, wait: Duration) {
+        self.strict_wait
+            .fetch_max(nanos(wait).max(1), Ordering::AcqRel);
+    }
+
+    /// Waits out the strict-revocation delay, if one is required, after a
+    /// write that succeeded. Dropping the future cuts only the wait short:
+    /// the write is committed and this cache already invalidated.
+    async fn settle<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        #[cfg(feature = "postgres")]
+        if result.is_ok() {
+            let wait = self.strict_wait.load(Ordering::Acquire);
+            if wait > 0 {
+                tokio::time::sleep(Duration::from_nanos(wait)).await;
+            }
+        }
+        result
     }
 
     /// Marks a change feed as not listening: bypasses and empties the cache.
@@ -700,6 +735,28 @@ fn carry_over(previous: &[Arc<KeyEntry>], found: Vec<Arc<KeyEntry>>) -> Vec<Arc<
         .collect()
 }
 
+/// Whether a key change can refuse a credential that was accepted before:
+/// anything but a new name or new metadata (which authentication never
+/// reads).
+fn takes_effect_away(change: &KeyChange) -> bool {
+    let KeyChange {
+        name: _,
+        metadata: _,
+        expires_at,
+        rate_limits,
+        grant,
+        disabled,
+        credits,
+        identity,
+    } = change;
+    expires_at.is_some()
+        || rate_limits.is_some()
+        || grant.is_some()
+        || matches!(disabled, Some(Some(_)))
+        || credits.is_some()
+        || identity.is_some()
+}
+
 /// True when two records differ at most in their flushed last-used time.
 fn same_but_last_used(a: &KeyRecord, b: &KeyRecord) -> bool {
     a.id == b.id
@@ -845,7 +902,8 @@ impl KeyStore for CachedStore {
     async fn revoke_key(&self, id: &KeyId, at: OffsetDateTime) -> Result<(), StoreError> {
         let guard = Invalidation::new(&self.shared, Vec::new(), vec![id]);
         let result = self.shared.inner.revoke_key(id, at).await;
-        guard.finish(result)
+        let result = guard.finish(result);
+        self.shared.settle(result).await
     }
 
     async fn replace_secret(
@@ -857,13 +915,19 @@ impl KeyStore for CachedStore {
     ) -> Result<(), StoreError> {
         let guard = Invalidation::new(&self.shared, vec![lookup.to_owned()], vec![id]);
         let result = self.shared.inner.replace_secret(id, lookup, hash, at).await;
-        guard.finish(result)
+        let result = guard.finish(result);
+        self.shared.settle(result).await
     }
 
     async fn update_key(&self, id: &KeyId, change: &KeyChange) -> Result<KeyRecord, StoreError> {
         let guard = Invalidation::new(&self.shared, Vec::new(), vec![id]);
         let result = self.shared.inner.update_key(id, change).await;
-        guard.finish(result)
+        let result = guard.finish(result);
+        if takes_effect_away(change) {
+            self.shared.settle(result).await
+        } else {
+            result
+        }
     }
 
     async fn spend_credits(
@@ -904,13 +968,19 @@ impl KeyStore for CachedStore {
     ) -> Result<Identity, StoreError> {
         // Cached entries hold the identity as it was: drop them all when the
         // call ends, or wherever its future is dropped.
-        let _guard = InvalidateAll(&self.shared);
-        self.shared.inner.update_identity(id, change).await
+        let result = {
+            let _guard = InvalidateAll(&self.shared);
+            self.shared.inner.update_identity(id, change).await
+        };
+        self.shared.settle(result).await
     }
 
     async fn delete_identity(&self, id: &IdentityId) -> Result<(), StoreError> {
-        let _guard = InvalidateAll(&self.shared);
-        self.shared.inner.delete_identity(id).await
+        let result = {
+            let _guard = InvalidateAll(&self.shared);
+            self.shared.inner.delete_identity(id).await
+        };
+        self.shared.settle(result).await
     }
 
     async fn spend_shared_credits(
@@ -935,7 +1005,10 @@ impl KeyStore for CachedStore {
     ) -> Result<(), StoreError> {
         let guard = Invalidation::new(&self.shared, vec![new.lookup.clone()], vec![old]);
         let result = self.shared.inner.rotate_key(old, new, old_key).await;
-        guard.finish(result)
+        // Waited out with a grace period too: the old key's new expiry must
+        // reach every instance before that expiry could pass.
+        let result = guard.finish(result);
+        self.shared.settle(result).await
     }
 
     async fn list_stale_secrets(
@@ -1040,6 +1113,109 @@ mod tests {
         assert!(!same_but_last_used(&record, &revoked));
     }
 
+    #[test]
+    fn a_confirmation_counts_from_when_its_heartbeat_was_sent() {
+        let clock = crate::clock::ManualClock::new();
+        let cached = CachedStore::builder(Arc::new(MemoryStore::new()))
+            .clock(clock.clone())
+            .build();
+        let shared = &cached.shared;
+        shared.require_lease(Duration::from_secs(1));
+        let sent = shared.monotonic_nanos();
+        // The round trip took 400 ms: the lease runs from the send.
+        clock.advance(Duration::from_millis(400));
+        shared.confirm(sent);
+        assert!(!cached.is_bypassed());
+        clock.advance(Duration::from_millis(599));
+        assert!(!cached.is_bypassed());
+        clock.advance(Duration::from_millis(1));
+        assert!(
+            cached.is_bypassed(),
+            "lapsed one lease after the send, not after the answer"
+        );
+    }
+
+    #[test]
+    fn only_changes_that_can_refuse_a_credential_wait_for_strictness() {
+        assert!(!takes_effect_away(&KeyChange::default()));
+        assert!(!takes_effect_away(&KeyChange::default().with_name("n")));
+        assert!(!takes_effect_away(&KeyChange {
+            disabled: Some(None),
+            ..KeyChange::default()
+        }));
+        for change in [
+            KeyChange {
+                disabled: Some(Some(OffsetDateTime::UNIX_EPOCH)),
+                ..KeyChange::default()
+            },
+            KeyChange {
+                expires_at: Some(Some(OffsetDateTime::UNIX_EPOCH)),
+                ..KeyChange::default()
+            },
+            KeyChange {
+                grant: Some((None, Vec::new())),
+                ..KeyChange::default()
+            },
+            KeyChange {
+                credits: Some(None),
+                ..KeyChange::default()
+            },
+            KeyChange {
+                identity: Some(None),
+                ..KeyChange::default()
+            },
+            KeyChange {
+                rate_limits: Some(Vec::new()),
+                ..KeyChange::default()
+            },
+        ] {
+            assert!(takes_effect_away(&change), "{change:?}");
+        }
+    }
+
+    #[cfg(feature = "postgres")]
+    #[tokio::test]
+    async fn strict_writes_wait_after_committing_and_a_dropped_wait_keeps_the_write() {
+        let wait = Duration::from_millis(200);
+        let cached = CachedStore::new(Arc::new(MemoryStore::new()));
+        cached.shared.require_strict_wait(wait);
+        let api = crate::ApiKeys::builder(crate::profiles::mailjawn())
+            .store(Arc::new(cached.clone()))
+            .build()
+            .unwrap();
+        let org = AccountId::new("org_1").unwrap();
+        let mut keys = Vec::new();
+        for name in ["one", "two"] {
+            let request = crate::CreateKey::new(name).bundle("sdk");
+            keys.push(api.operator().create(&org, request).await.unwrap());
+        }
+
+        let started = std::time::Instant::now();
+        cached
+            .update_key(&keys[0].info.id, &KeyChange::default().with_name("renamed"))
+            .await
+            .unwrap();
+        assert!(started.elapsed() < wait, "a rename does not wait");
+
+        let started = std::time::Instant::now();
+        api.operator().revoke(&keys[0].info.id).await.unwrap();
+        assert!(started.elapsed() >= wait, "a revoke waits");
+
+        // Cut short during the wait: the revoke stands.
+        let cut = tokio::time::timeout(
+            Duration::from_millis(50),
+            cached.revoke_key(&keys[1].info.id, OffsetDateTime::now_utc()),
+        )
+        .await;
+        assert!(cut.is_err(), "dropped while waiting");
+        for key in &keys {
+            assert_eq!(
+                api.verify(key.key.expose_secret()).await.unwrap_err(),
+                crate::AuthError::Revoked
+            );
+        }
+    }
+
     #[tokio::test]
     async fn a_lapsed_lease_bypasses_the_cache_until_confirmed_again() {
         let clock = crate::clock::ManualClock::new();
@@ -1053,7 +1229,7 @@ mod tests {
         );
         shared.require_lease(Duration::from_secs(1));
         assert!(cached.is_bypassed(), "never confirmed");
-        shared.confirm();
+        shared.confirm(shared.monotonic_nanos());
         assert!(!cached.is_bypassed());
         clock.advance(Duration::from_millis(999));
         assert!(!cached.is_bypassed());
@@ -1063,7 +1239,7 @@ mod tests {
         cached.find_by_lookup("mj_unknown").await.unwrap();
         cached.find_by_lookup("mj_unknown").await.unwrap();
         assert_eq!(cached.stats().hits, 0);
-        shared.confirm();
+        shared.confirm(shared.monotonic_nanos());
         assert!(!cached.is_bypassed());
         cached.find_by_lookup("mj_unknown").await.unwrap();
         cached.find_by_lookup("mj_unknown").await.unwrap();

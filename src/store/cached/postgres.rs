@@ -33,17 +33,20 @@ const MIN_INTERVAL: Duration = Duration::from_millis(1);
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FollowConfig {
-    /// How long each confirmation of the listener's connection (a
-    /// notification received, or a heartbeat round trip) lets the cache
-    /// serve from memory. Past it the cache is bypassed until the connection
-    /// is confirmed again, so a change made on another instance is refused
-    /// here within this bound even when the connection hangs without
-    /// closing. Default 1 s.
+    /// How long each confirmation of the listener's connection lets the
+    /// cache serve from memory. A confirmation is a heartbeat round trip,
+    /// and it counts from when the heartbeat was sent: PostgreSQL delivers
+    /// the notifications pending on a connection before the result of a
+    /// later query on it, so once those are applied, every change committed
+    /// before the send is in the cache. Past the lease the cache is bypassed
+    /// until the connection is confirmed again, so a change made on another
+    /// instance is refused here within this bound even when the connection
+    /// hangs without closing. Default 1 s.
     pub lease: Duration,
-    /// After this long without a notification, the listener confirms its
-    /// connection with a round trip; a round trip that takes longer counts
-    /// as a lost connection. Keep it well inside [`lease`](Self::lease) (it
-    /// is capped at half of it). Default 250 ms.
+    /// The interval between heartbeats, sent whether or not notifications
+    /// arrive; a round trip that takes longer counts as a lost connection.
+    /// Keep it well inside [`lease`](Self::lease) (it is capped at half of
+    /// it). Default 250 ms.
     pub heartbeat: Duration,
     /// The wait before reconnecting after the connection was lost; it doubles
     /// after each failed attempt. Default 100 ms.
@@ -53,6 +56,38 @@ pub struct FollowConfig {
     /// The listener connection's `application_name`, to tell it apart in
     /// `pg_stat_activity`. Default `keygate_listener`.
     pub application_name: String,
+    /// Strict revocation: a write through this cache that can refuse a
+    /// credential accepted before (a revocation, a secret reset, a rotation,
+    /// disabling a key or changing its expiry, grant, limits, credits or
+    /// identity, changing or deleting an identity) waits [`lease`](Self::lease)
+    /// plus one [`heartbeat`](Self::heartbeat) after its commit before
+    /// returning. By then every other instance has either applied the change
+    /// or stopped answering from memory, so once such a call has returned,
+    /// no instance accepts the old credential. Default off.
+    ///
+    /// This holds when every instance follows with the same lease or a
+    /// shorter one, and each process's monotonic clock runs at the real
+    /// rate (the heartbeat covers small drift). A caller that drops the
+    /// future during the wait gets no such guarantee: the change is
+    /// committed and this instance's cache invalidated, but other instances
+    /// may still answer from memory until their lease runs out. With the
+    /// default lease such a call takes over a second; a lease of 250 ms with
+    /// a 50 ms heartbeat makes it about 300 ms, at the cost of a heartbeat
+    /// query every 50 ms per instance, and of a reconnect (with the cache
+    /// bypassed meanwhile) whenever a round trip takes longer than 50 ms.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use keygate::store::FollowConfig;
+    ///
+    /// let config = FollowConfig::default()
+    ///     .with_lease(Duration::from_millis(250))
+    ///     .with_heartbeat(Duration::from_millis(50))
+    ///     .with_strict_revocation(true);
+    /// assert_eq!(config.strict_wait(), Some(Duration::from_millis(300)));
+    /// assert_eq!(FollowConfig::default().strict_wait(), None);
+    /// ```
+    pub strict_revocation: bool,
 }
 
 impl FollowConfig {
@@ -90,6 +125,27 @@ impl FollowConfig {
         self.application_name = application_name;
         self
     }
+
+    /// Sets [`strict_revocation`](Self::strict_revocation).
+    #[must_use]
+    pub fn with_strict_revocation(mut self, strict: bool) -> Self {
+        self.strict_revocation = strict;
+        self
+    }
+
+    /// The interval between heartbeats actually used: [`heartbeat`](Self::heartbeat)
+    /// capped at half the lease, and at least 1 ms.
+    pub fn effective_heartbeat(&self) -> Duration {
+        self.heartbeat.min(self.lease / 2).max(MIN_INTERVAL)
+    }
+
+    /// How long a write that takes a credential's effect away waits after
+    /// its commit: the lease plus one heartbeat, or `None` without
+    /// [`strict_revocation`](Self::strict_revocation).
+    pub fn strict_wait(&self) -> Option<Duration> {
+        self.strict_revocation
+            .then(|| self.lease.saturating_add(self.effective_heartbeat()))
+    }
 }
 
 impl Default for FollowConfig {
@@ -100,6 +156,7 @@ impl Default for FollowConfig {
             reconnect_delay: Duration::from_millis(100),
             max_reconnect_delay: Duration::from_secs(5),
             application_name: "keygate_listener".into(),
+            strict_revocation: false,
         }
     }
 }
@@ -205,9 +262,12 @@ impl CachedStore {
     /// bypassed until the task has reconnected and listens again; then it is
     /// emptied once more and used again. And the cache's validity is leased:
     /// it answers from memory only within [`FollowConfig::lease`] of the
-    /// connection's last confirmation, so even a connection that hangs
+    /// sending of the last heartbeat that came back (after the notifications
+    /// delivered ahead of it were applied), so even a connection that hangs
     /// without failing cannot keep a changed key served for longer. A change
-    /// is either announced or read from the database within that bound.
+    /// is either announced or read from the database within that bound. With
+    /// [`FollowConfig::strict_revocation`], writes through this cache that
+    /// can refuse a credential wait out that bound before returning.
     ///
     /// # Panics
     ///
@@ -229,6 +289,9 @@ impl CachedStore {
             .acquire_timeout(CONNECT_TIMEOUT)
             .connect_lazy_with(options);
         self.shared.require_lease(config.lease);
+        if let Some(wait) = config.strict_wait() {
+            self.shared.require_strict_wait(wait);
+        }
         self.shared.feed_down();
         let hold = Hold {
             cache: Arc::downgrade(&self.shared),
@@ -298,9 +361,12 @@ async fn follow(
 ) {
     let first_delay = config.reconnect_delay.max(MIN_INTERVAL);
     let max_delay = config.max_reconnect_delay.max(first_delay);
-    let heartbeat = config.heartbeat.min(config.lease / 2).max(MIN_INTERVAL);
+    let heartbeat = config.effective_heartbeat();
     let mut delay = first_delay;
-    loop {
+    // Everything committed before LISTEN was sent is in the database when
+    // the cache, emptied once listening, reads it again; everything after is
+    // announced. So the first confirmation counts from before the attempt.
+    while let Some(sent) = hold.cache.upgrade().map(|c| c.monotonic_nanos()) {
         let attempt = tokio::select! {
             biased;
             _ = &mut stopped => break,
@@ -327,7 +393,7 @@ async fn follow(
             break;
         }
         if let Some(cache) = hold.cache.upgrade() {
-            cache.confirm();
+            cache.confirm(sent);
         }
         tracing::info!(target: "keygate", %channel, "listening for key changes");
         match receive(listener, &hold.cache, &channel, heartbeat, &mut stopped).await {
@@ -358,7 +424,13 @@ async fn listen(pool: &PgPool, channel: &str) -> Result<PgListener, sqlx::Error>
 }
 
 /// Evicts what each notification names until the connection is lost, the
-/// follower is stopped or the cache is gone.
+/// follower is stopped or the cache is gone; and every `heartbeat`, whether
+/// notifications arrive or not, confirms the connection with a round trip.
+///
+/// Only heartbeats confirm. A notification received says nothing about
+/// changes committed after it; a heartbeat sent at `t` that comes back, once
+/// the notifications delivered ahead of its result are applied, proves that
+/// every change committed before `t` is in the cache.
 async fn receive(
     mut listener: PgListener,
     cache: &Weak<Shared>,
@@ -367,11 +439,42 @@ async fn receive(
     stopped: &mut oneshot::Receiver<()>,
 ) -> Ended {
     let relisten = format!("LISTEN \"{}\"", channel.replace('"', "\"\""));
+    let mut beat = tokio::time::Instant::now() + heartbeat;
     loop {
+        // Checked first, so a steady stream of notifications cannot starve
+        // the heartbeat.
+        if tokio::time::Instant::now() >= beat {
+            let Some(sent) = cache.upgrade().map(|c| c.monotonic_nanos()) else {
+                return Ended::Stopped;
+            };
+            // The next one is due an interval after this one's send, so
+            // confirmations are at most two intervals (one lease) apart.
+            beat = tokio::time::Instant::now() + heartbeat;
+            // LISTEN again is a no-op round trip that keeps the
+            // connection's last query recognisable in pg_stat_activity.
+            let ping = sqlx::Executor::execute(&mut listener, relisten.as_str());
+            let answered = tokio::select! {
+                biased;
+                _ = &mut *stopped => return Ended::Stopped,
+                answered = tokio::time::timeout(heartbeat, ping) => answered,
+            };
+            if !matches!(answered, Ok(Ok(_))) {
+                return Ended::Lost;
+            }
+            let Some(cache) = cache.upgrade() else {
+                return Ended::Stopped;
+            };
+            // Notifications that arrived ahead of the result were buffered.
+            while let Some(notification) = listener.next_buffered() {
+                apply(&cache, notification.payload());
+            }
+            cache.confirm(sent);
+            continue;
+        }
         let next = tokio::select! {
             biased;
             _ = &mut *stopped => return Ended::Stopped,
-            next = tokio::time::timeout(heartbeat, listener.try_recv()) => next,
+            next = tokio::time::timeout_at(beat, listener.try_recv()) => next,
         };
         match next {
             Ok(Ok(Some(notification))) => {
@@ -379,28 +482,13 @@ async fn receive(
                     return Ended::Stopped;
                 };
                 apply(&cache, notification.payload());
-                cache.confirm();
             }
             Ok(Ok(None)) => return Ended::Lost,
             Ok(Err(error)) => {
                 tracing::warn!(target: "keygate", %channel, %error, "key change listener failed");
                 return Ended::Lost;
             }
-            Err(_quiet) => {
-                if cache.strong_count() == 0 {
-                    return Ended::Stopped;
-                }
-                // LISTEN again is a no-op round trip that keeps the
-                // connection's last query recognisable in pg_stat_activity.
-                let ping = sqlx::Executor::execute(&mut listener, relisten.as_str());
-                if !matches!(tokio::time::timeout(heartbeat, ping).await, Ok(Ok(_))) {
-                    return Ended::Lost;
-                }
-                let Some(cache) = cache.upgrade() else {
-                    return Ended::Stopped;
-                };
-                cache.confirm();
-            }
+            Err(_heartbeat_due) => {}
         }
     }
 }
