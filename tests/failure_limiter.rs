@@ -48,8 +48,20 @@ async fn setup() -> Setup {
 async fn setup_with(store: Counting) -> Setup {
     let store = Arc::new(store);
     let clock = ManualClock::new();
+    let (api, key) = api_with_key(Arc::clone(&store), &clock).await;
+    Setup {
+        api,
+        store,
+        clock,
+        key,
+    }
+}
+
+/// keygate on `store` and `clock`, with one valid key, named "good", whose
+/// secret comes second.
+async fn api_with_key(store: impl keygate::KeyStore, clock: &ManualClock) -> (ApiKeys, String) {
     let api = ApiKeys::builder(profiles::mailjawn())
-        .store(Arc::clone(&store))
+        .store(store)
         .pepper(Pepper::new(1, [7u8; 32]).unwrap())
         .clock(clock.clone())
         .build()
@@ -63,12 +75,7 @@ async fn setup_with(store: Counting) -> Setup {
         .key
         .expose_secret()
         .to_owned();
-    Setup {
-        api,
-        store,
-        clock,
-        key,
-    }
+    (api, key)
 }
 
 /// Answers 200 with the caller's key name.
@@ -447,21 +454,7 @@ async fn a_real_server_limits_by_the_connection_address() {
 #[tokio::test]
 async fn the_limit_holds_on_a_store_that_answers_from_memory() {
     let clock = ManualClock::new();
-    let api = ApiKeys::builder(profiles::mailjawn())
-        .store(Arc::new(keygate::MemoryStore::new()))
-        .pepper(Pepper::new(1, [7u8; 32]).unwrap())
-        .clock(clock.clone())
-        .build()
-        .unwrap();
-    let org = AccountId::new("org_memory").unwrap();
-    let good = api
-        .operator()
-        .create(&org, CreateKey::new("good").bundle("sdk"))
-        .await
-        .unwrap()
-        .key
-        .expose_secret()
-        .to_owned();
+    let (api, good) = api_with_key(keygate::MemoryStore::new(), &clock).await;
     let keys = layer(&api, budget());
     for _ in 0..BURST {
         let response = call(&keys, get("203.0.113.9", Some(&made_up_key(&api)))).await;

@@ -35,9 +35,7 @@ mod http_support;
 #[path = "support/mod.rs"]
 mod support;
 
-use std::net::TcpListener as StdListener;
 use std::num::NonZeroU32;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +49,7 @@ use keygate::{
 };
 use parking_lot::Mutex;
 use rand::Rng;
+use support::RedisServer;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
@@ -107,74 +106,6 @@ struct Window {
     kind: &'static str,
     start: Instant,
     end: Instant,
-}
-
-/// A `redis-server` of this test, on its own port, without persistence.
-struct RedisServer {
-    port: u16,
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    fn start() -> Option<Self> {
-        let port = free_port();
-        let dir = tempfile::tempdir().unwrap();
-        let mut server = Self {
-            port,
-            child: None,
-            dir,
-        };
-        server.spawn().ok()?;
-        Some(server)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn spawn(&mut self) -> std::io::Result<()> {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + BOUND;
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start on port {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Ok(())
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One instance: its pool, cache, follower, limiter, flusher and server.

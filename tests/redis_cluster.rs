@@ -14,7 +14,6 @@
 mod support;
 
 use std::collections::HashMap;
-use std::net::TcpListener as StdListener;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -27,6 +26,7 @@ use keygate::{
     profiles, AccountId, ApiKeys, AuthError, CreateIdentity, CreateKey, Credits, MemoryStore,
     Operation, Pepper, Quota, RateLimiter, RedisFailure, RedisRateLimiter,
 };
+use support::free_port;
 use support::harness::{self, Rt};
 
 /// How long a node may be unreachable before the others mark it failed. Long
@@ -37,15 +37,6 @@ const BOUND: Duration = Duration::from_secs(20);
 
 fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap()
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Node {

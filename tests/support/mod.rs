@@ -11,6 +11,9 @@ pub use counting::*;
 
 pub mod harness;
 
+pub mod redis_server;
+pub use redis_server::{free_port, RedisServer};
+
 /// Reports a service that cannot be used: fails the test when services are
 /// required; otherwise ends it as ignored, with the reason, under the
 /// harness (see [`harness`]). A test binary on the default harness cannot
