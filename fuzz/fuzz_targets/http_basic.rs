@@ -3,7 +3,8 @@
 //!
 //! Asserts: the decoded value is exactly what base64 (padded or not) of the
 //! header carries; bytes encoded by a client come back unchanged when they are
-//! visible ASCII and are refused otherwise; a pair the parser accepts matches
+//! visible ASCII and the header is within `MAX_PRESENTED_KEY_LEN`, and are
+//! refused otherwise; a pair the parser accepts matches
 //! the strict `hex:hex` shape.
 #![no_main]
 
@@ -11,7 +12,7 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use base64::Engine as _;
 use http::header::{HeaderValue, AUTHORIZATION};
 use http::HeaderMap;
-use keygate::layer::extract_key;
+use keygate::layer::{extract_key, MAX_PRESENTED_KEY_LEN};
 use keygate::{AuthError, KeyLocation};
 use keygate_fuzz::SERVICES;
 use libfuzzer_sys::fuzz_target;
@@ -35,6 +36,8 @@ fuzz_target!(|data: &[u8]| {
         v.extend_from_slice(rest);
         v
     };
+    // A header value over the bound is refused whatever it carries.
+    let fits = value.len() <= MAX_PRESENTED_KEY_LEN;
     let Ok(value) = HeaderValue::from_bytes(&value) else {
         return;
     };
@@ -47,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
                 .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b));
         match &result {
             Ok(k) => assert_eq!(k.as_bytes(), rest),
-            Err(AuthError::Malformed { .. }) => assert!(!visible, "refused {rest:?}"),
+            Err(AuthError::Malformed { .. }) => assert!(!visible || !fits, "refused {rest:?}"),
             Err(e) => panic!("unexpected error {e:?}"),
         }
     } else if let Ok(k) = &result {
