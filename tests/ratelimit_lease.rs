@@ -87,8 +87,9 @@ async fn four_instances_admit_the_limit_and_at_most_4_l_more() {
     );
     // Nothing refilled, so the shared bucket admitted exactly its burst.
     assert_eq!(admitted, LIMIT, "{shares:?}");
-    // Every instance got a share, and most decisions took no round trip.
-    assert!(shares.iter().all(|&s| s > 0), "{shares:?}");
+    // Most decisions took no round trip. (How the limit splits between the
+    // instances is up to the scheduler: on a loaded machine one instance's
+    // tasks can find the bucket already spent.)
     let round_trips: u64 = instances.iter().map(LeasedRateLimiter::round_trips).sum();
     let decisions = u64::from(INSTANCES * LIMIT);
     assert!(
